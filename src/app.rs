@@ -1,0 +1,162 @@
+//! Composition: resolves the database and broker (real servers or the embedded
+//! defaults), migrates, and runs the stages this process was asked to run.
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use crate::api::{ApiError, ApiState, HttpServer};
+use crate::config::Config;
+use crate::embedded::broker::{BrokerError, EmbeddedBroker};
+use crate::embedded::postgres::{ClusterOptions, PostgresError, PrivateCluster};
+use crate::ingest::{IngestDeps, IngestError, IngestSettings};
+use crate::observability::Metrics;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Postgres(#[from] PostgresError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("stage task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The database forewarn uses in a private cluster.
+pub const PRIVATE_DATABASE: &str = "forewarn";
+
+/// A database URL: `DATABASE_URL` when set, else a private cluster under
+/// `embedded.data_dir` (kept alive for the process; it keeps running after, so the next
+/// run reuses it).
+pub async fn resolve_database(config: &Config) -> Result<(String, Option<PrivateCluster>), AppError> {
+    if let Some(url) = &config.database.url {
+        return Ok((url.clone(), None));
+    }
+    let options = ClusterOptions { data_dir: config.embedded.data_dir.join("postgres"), port: None, durable: true };
+    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(&options)).await??;
+    crate::store::create_database(&cluster.url("postgres"), PRIVATE_DATABASE).await?;
+    Ok((cluster.url(PRIVATE_DATABASE), Some(cluster)))
+}
+
+/// A broker URL: `MQTT_URL` when set, else an embedded broker.
+pub async fn resolve_broker(config: &Config) -> Result<(String, Option<EmbeddedBroker>), AppError> {
+    if let Some(url) = &config.mqtt.url {
+        return Ok((url.clone(), None));
+    }
+    let broker = crate::embedded::broker::start(config.mqtt.embedded_listen, config.ingest.max_packet_bytes).await?;
+    Ok((broker.url(), Some(broker)))
+}
+
+/// Connects and applies migrations.
+pub async fn open_store(config: &Config, database_url: &str) -> Result<Store, AppError> {
+    let mut store = Store::connect(database_url, &config.database, &config.storage).await?;
+    let report = store.migrate(&config.storage).await?;
+    tracing::info!(timescaledb = report.timescaledb, applied = ?report.applied_versions, "database migrated");
+    Ok(store)
+}
+
+/// Which stages a process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Stages {
+    pub ingest: bool,
+    pub maintenance: bool,
+}
+
+impl Stages {
+    pub const ALL: Stages = Stages { ingest: true, maintenance: true };
+}
+
+/// A running forewarn: its stages and HTTP server, until `shutdown`.
+pub struct App {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub http: HttpServer,
+}
+
+impl App {
+    pub async fn new(config: &Config, store: Store) -> Result<App, AppError> {
+        let http = HttpServer::bind(config.http.addr).await?;
+        Ok(App { store, metrics: Metrics::new(), http })
+    }
+
+    /// Runs the stages until `shutdown`; each finishes its current unit of work first.
+    pub async fn run(self, config: &Config, mqtt_url: &str, stages: Stages, shutdown: Shutdown) -> Result<(), AppError> {
+        let mut tasks: JoinSet<Result<(), AppError>> = JoinSet::new();
+        let state = ApiState { store: self.store.clone(), metrics: self.metrics.clone() };
+        tasks.spawn(self.http.serve(state, shutdown.clone()).map_ok_into());
+        if stages.ingest {
+            let settings = IngestSettings {
+                mqtt_url: mqtt_url.to_string(),
+                mqtt: config.mqtt.clone(),
+                ingest: config.ingest.clone(),
+            };
+            let deps = IngestDeps { store: self.store.clone(), metrics: self.metrics.clone(), commit_observer: None };
+            tasks.spawn(crate::ingest::run(settings, deps, shutdown.clone()).map_ok_into());
+        }
+        if stages.maintenance {
+            tasks.spawn(run_maintenance(self.store.clone(), config.storage.clone(), shutdown.clone()));
+        }
+        let mut first_error = None;
+        while let Some(result) = tasks.join_next().await {
+            if let Err(error) = result.map_err(AppError::from).and_then(|r| r) {
+                tracing::error!(%error, "stage failed");
+                first_error.get_or_insert(error);
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Plain-PostgreSQL upkeep: refresh the hourly rollup's dirty hours and apply retention.
+/// (On TimescaleDB its own background jobs do both.)
+async fn run_maintenance(store: Store, storage: crate::config::StorageConfig, mut shutdown: Shutdown) -> Result<(), AppError> {
+    if store.is_timescaledb() {
+        return Ok(());
+    }
+    let mut ticker = tokio::time::interval(storage.maintenance_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        match store.refresh_rollup().await {
+            Ok(n_hours) if n_hours > 0 => tracing::debug!(n_hours, "hourly rollup refreshed"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "hourly rollup refresh failed"),
+        }
+        if let Some(retention) = storage.retention {
+            match store.apply_retention(retention).await {
+                Ok(n_rows) if n_rows > 0 => tracing::info!(n_rows, "rows past retention deleted"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "retention failed"),
+            }
+        }
+    }
+}
+
+/// `Future<Output = Result<(), E>>` → `Result<(), AppError>`.
+trait MapOkInto {
+    fn map_ok_into(self) -> impl Future<Output = Result<(), AppError>> + Send + 'static;
+}
+
+impl<F, E> MapOkInto for F
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: Into<AppError>,
+{
+    fn map_ok_into(self) -> impl Future<Output = Result<(), AppError>> + Send + 'static {
+        async move { self.await.map_err(Into::into) }
+    }
+}

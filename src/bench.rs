@@ -1,0 +1,296 @@
+//! `forewarn bench ingest`: end-to-end ingest throughput and latency through a real broker
+//! into the real database, next to the database's own COPY ceiling measured in the same run.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::app::AppError;
+use crate::config::Config;
+use crate::embedded::mosquitto::{Mosquitto, MosquittoError};
+use crate::ingest::{CommitReport, IngestDeps, IngestSettings};
+use crate::loadgen::{self, LoadError, LoadSpec};
+use crate::observability::Metrics;
+use crate::shutdown::Shutdown;
+use crate::store::{Store, TelemetryColumns};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    App(#[from] AppError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Mosquitto(#[from] MosquittoError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("ingest stored {stored} readings, expected {expected} (lost or duplicated)")]
+    Mismatch { stored: i64, expected: i64 },
+    #[error("timed out waiting for ingest to commit {expected} readings ({committed} committed)")]
+    Timeout { committed: u64, expected: u64 },
+}
+
+/// Parameters of `forewarn bench ingest`.
+#[derive(Debug, Clone)]
+pub struct IngestBench {
+    pub devices: usize,
+    pub readings: u64,
+    pub metrics_per_message: usize,
+    /// Broker in-flight windows to measure (each with a private Mosquitto); ignored when
+    /// `MQTT_URL` is set.
+    pub windows: Vec<u16>,
+    pub publisher_connections: usize,
+    pub repeat: usize,
+    /// Publish at this many messages/s for `duration` instead of a fixed count (soak).
+    pub rate: Option<f64>,
+    pub duration: Option<Duration>,
+}
+
+/// One measured run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IngestRun {
+    pub window: Option<u16>,
+    pub sessions: usize,
+    pub readings: u64,
+    pub seconds: f64,
+    pub readings_per_sec: f64,
+    pub p50_latency_ms: f64,
+    pub p99_latency_ms: f64,
+    pub max_latency_ms: f64,
+    pub peak_rss_mib: f64,
+    /// RSS sampled once a second: (seconds since start, MiB).
+    pub rss_samples: Vec<(f64, f64)>,
+}
+
+pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), BenchError> {
+    let (admin_url, _cluster) = crate::app::resolve_database(config).await?;
+    let database = "forewarn_bench";
+    let bench_url = crate::store::url_with_database(&admin_url, database)?;
+
+    let mut runs = Vec::new();
+    let brokers: Vec<Option<u16>> = match &config.mqtt.url {
+        Some(_) => vec![None],
+        None => bench.windows.iter().copied().map(Some).collect(),
+    };
+    for window in brokers {
+        for repeat_idx in 0..bench.repeat {
+            let mosquitto = match window {
+                Some(window) => Some(Mosquitto::start(window)?),
+                None => None,
+            };
+            let mqtt_url = mosquitto.as_ref().map(Mosquitto::url).or_else(|| config.mqtt.url.clone()).unwrap_or_default();
+            crate::store::drop_database(&admin_url, database).await?;
+            crate::store::create_database(&admin_url, database).await?;
+            let store = crate::app::open_store(config, &bench_url).await?;
+            // A small window needs several sessions to keep the database busy.
+            let sessions = match window {
+                Some(w) if w < 100 => 4,
+                _ => config.ingest.sessions,
+            };
+            let run = run_once(config, bench, &store, &mqtt_url, window, sessions).await?;
+            eprintln!(
+                "window {:>5} run {}: {:>9.0} readings/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>6.1} MiB",
+                window.map(|w| w.to_string()).unwrap_or_else(|| "url".into()),
+                repeat_idx + 1,
+                run.readings_per_sec,
+                run.p50_latency_ms,
+                run.p99_latency_ms,
+                run.peak_rss_mib
+            );
+            runs.push(run);
+            store.close().await;
+        }
+    }
+
+    // The database's ceiling: straight COPY of the same number of rows, same layout.
+    crate::store::drop_database(&admin_url, database).await?;
+    crate::store::create_database(&admin_url, database).await?;
+    let store = crate::app::open_store(config, &bench_url).await?;
+    let batches = copy_ceiling_rows(bench);
+    let mut copy_rates = Vec::new();
+    for _ in 0..bench.repeat {
+        let started = Instant::now();
+        let n_rows = store.bench_copy_ceiling(&batches).await?;
+        copy_rates.push(n_rows as f64 / started.elapsed().as_secs_f64());
+    }
+    store.close().await;
+    crate::store::drop_database(&admin_url, database).await?;
+    let copy_ceiling = median(&mut copy_rates);
+
+    println!("\nforewarn bench ingest — {} readings, {} devices, {} metrics/message, QoS 1", bench.readings, bench.devices, bench.metrics_per_message);
+    println!("{:<8} {:>8} {:>14} {:>10} {:>10} {:>12} {:>10}", "window", "sessions", "readings/s", "p50 ms", "p99 ms", "peak RSS MiB", "of COPY");
+    let mut windows: Vec<Option<u16>> = runs.iter().map(|r| r.window).collect();
+    windows.dedup();
+    let mut summary = Vec::new();
+    for window in windows {
+        let of_window: Vec<&IngestRun> = runs.iter().filter(|r| r.window == window).collect();
+        let mut rates: Vec<f64> = of_window.iter().map(|r| r.readings_per_sec).collect();
+        let mut p50: Vec<f64> = of_window.iter().map(|r| r.p50_latency_ms).collect();
+        let mut p99: Vec<f64> = of_window.iter().map(|r| r.p99_latency_ms).collect();
+        let peak = of_window.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
+        let rate = median(&mut rates);
+        println!(
+            "{:<8} {:>8} {:>14.0} {:>10.1} {:>10.1} {:>12.1} {:>9.0}%",
+            window.map(|w| w.to_string()).unwrap_or_else(|| "url".into()),
+            of_window[0].sessions,
+            rate,
+            median(&mut p50),
+            median(&mut p99),
+            peak,
+            100.0 * rate / copy_ceiling
+        );
+        summary.push(serde_json::json!({
+            "window": window, "sessions": of_window[0].sessions, "median_readings_per_sec": rate,
+            "median_p50_ms": median(&mut p50), "median_p99_ms": median(&mut p99), "peak_rss_mib": peak,
+            "ratio_to_copy_ceiling": rate / copy_ceiling,
+        }));
+    }
+    println!("{:<8} {:>8} {:>14.0}   (straight COPY, same table layout, median of {})", "COPY", "-", copy_ceiling, copy_rates.len());
+    println!(
+        "{}",
+        serde_json::json!({"bench": "ingest", "copy_ceiling_rows_per_sec": copy_ceiling, "summary": summary, "runs": runs})
+    );
+    Ok(())
+}
+
+async fn run_once(
+    config: &Config,
+    bench: &IngestBench,
+    store: &Store,
+    mqtt_url: &str,
+    window: Option<u16>,
+    sessions: usize,
+) -> Result<IngestRun, BenchError> {
+    let mut ingest_config = config.ingest.clone();
+    ingest_config.sessions = sessions;
+    if sessions > 1 && ingest_config.shared_group.is_none() {
+        ingest_config.shared_group = Some("bench".into());
+    }
+    let mut mqtt = config.mqtt.clone();
+    mqtt.client_id = format!("forewarn-bench-{}", std::process::id());
+    let settings = IngestSettings { mqtt_url: mqtt_url.to_string(), mqtt, ingest: ingest_config };
+    let (observer_tx, mut observer_rx) = mpsc::unbounded_channel::<CommitReport>();
+    let deps = IngestDeps { store: store.clone(), metrics: Metrics::new(), commit_observer: Some(observer_tx) };
+    let (stop_ingest, ingest_shutdown) = Shutdown::new();
+    let ingest = tokio::spawn(crate::ingest::run(settings, deps, ingest_shutdown));
+    // Let the sessions subscribe before publishing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let n_messages = bench.readings.div_ceil(bench.metrics_per_message as u64);
+    let spec = LoadSpec {
+        devices: bench.devices,
+        metrics_per_message: bench.metrics_per_message,
+        total_messages: if bench.duration.is_some() { None } else { Some(n_messages) },
+        rate_per_sec: bench.rate,
+        duration: bench.duration,
+        connections: bench.publisher_connections,
+        ..LoadSpec::default()
+    };
+    let (_stop_load, load_shutdown) = Shutdown::new();
+    let started = Instant::now();
+    let url = mqtt_url.to_string();
+    let mut publisher = tokio::spawn(async move { loadgen::publish(&url, &spec, load_shutdown).await });
+
+    let mut committed = 0u64;
+    let mut latencies: Vec<i64> = Vec::new();
+    let mut last_commit = started;
+    let mut rss_samples = Vec::new();
+    let mut next_sample = Instant::now();
+    let mut expected: Option<u64> = None;
+    let mut idle_since = Instant::now();
+    loop {
+        if next_sample <= Instant::now() {
+            rss_samples.push((started.elapsed().as_secs_f64(), rss_mib("VmRSS")));
+            next_sample += Duration::from_secs(1);
+        }
+        if expected.is_none() && publisher.is_finished() {
+            let report = (&mut publisher).await.map_err(LoadError::from)??;
+            expected = Some(report.readings);
+        }
+        if let Some(expected) = expected
+            && committed >= expected
+        {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), observer_rx.recv()).await {
+            Ok(Some(report)) => {
+                committed += report.n_readings_inserted;
+                latencies.extend(report.event_to_commit_micros);
+                last_commit = Instant::now();
+                idle_since = Instant::now();
+            }
+            Ok(None) => break,
+            Err(_) if idle_since.elapsed() > Duration::from_secs(30) => {
+                return Err(BenchError::Timeout { committed, expected: expected.unwrap_or(n_messages * bench.metrics_per_message as u64) });
+            }
+            Err(_) => {}
+        }
+    }
+    stop_ingest.trigger();
+    let _ = ingest.await;
+    let expected = expected.unwrap_or_default();
+    let stored = store.count_telemetry().await?;
+    if stored != expected as i64 {
+        return Err(BenchError::Mismatch { stored, expected: expected as i64 });
+    }
+    latencies.sort_unstable();
+    let quantile = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64 / 1000.0;
+    let seconds = last_commit.duration_since(started).as_secs_f64();
+    Ok(IngestRun {
+        window,
+        sessions,
+        readings: committed,
+        seconds,
+        readings_per_sec: committed as f64 / seconds,
+        p50_latency_ms: quantile(0.5),
+        p99_latency_ms: quantile(0.99),
+        max_latency_ms: quantile(1.0),
+        peak_rss_mib: rss_mib("VmHWM"),
+        rss_samples,
+    })
+}
+
+/// The same shape of rows the publisher produces, in batches of 5,000.
+fn copy_ceiling_rows(bench: &IngestBench) -> Vec<TelemetryColumns> {
+    let start = chrono::Utc::now().timestamp_micros() - 86_400_000_000;
+    let mut batches = Vec::new();
+    let mut rows = TelemetryColumns::default();
+    let per_device = bench.readings.div_ceil((bench.devices * bench.metrics_per_message) as u64);
+    for step in 0..per_device as i64 {
+        for device_idx in 0..bench.devices as i32 {
+            for metric_idx in 0..bench.metrics_per_message as i16 {
+                rows.push(start + step * 1000, device_idx + 1, metric_idx + 1, 50.0 + f64::from(metric_idx), false);
+                if rows.len() == 5000 {
+                    batches.push(std::mem::take(&mut rows));
+                }
+            }
+        }
+    }
+    if !rows.is_empty() {
+        batches.push(rows);
+    }
+    batches
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A field of /proc/self/status in MiB (VmRSS: now; VmHWM: peak).
+fn rss_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

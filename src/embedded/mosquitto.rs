@@ -1,0 +1,84 @@
+//! A private Mosquitto process with forewarn's own configuration (a wide in-flight
+//! window, unbounded queues so that nothing is dropped while ingest holds acks), for
+//! benchmarks and durability tests that must not depend on the system broker's settings.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MosquittoError {
+    #[error("mosquitto is not installed (apt-get install mosquitto), or set MQTT_URL")]
+    NotInstalled,
+    #[error("mosquitto io error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("mosquitto did not start listening on port {0}")]
+    NotListening(u16),
+}
+
+/// A running Mosquitto; killed on drop.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto on a free loopback port. `max_inflight` is the per-client window of
+    /// unacknowledged QoS 1 messages (Mosquitto's default is 20).
+    pub fn start(max_inflight: u16) -> Result<Mosquitto, MosquittoError> {
+        let binary = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|path| path.is_file())
+            .ok_or(MosquittoError::NotInstalled)?;
+        let port = super::free_port()?;
+        let dir = std::env::temp_dir().join(format!("forewarn-mosquitto-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\n\
+                 allow_anonymous true\n\
+                 persistence false\n\
+                 max_inflight_messages {max_inflight}\n\
+                 max_queued_messages 0\n\
+                 max_queued_bytes 0\n\
+                 log_dest stderr\n\
+                 log_type error\n\
+                 log_type warning\n"
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("mosquitto.log"))?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let mosquitto = Mosquitto { child, port, dir };
+        if !super::postgres::wait_for_port(port, Duration::from_secs(10)) {
+            return Err(MosquittoError::NotListening(port));
+        }
+        Ok(mosquitto)
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,131 @@
+//! MQTT ingest: subscribe at QoS 1 on a persistent session, parse and validate each message
+//! against the contract, write batches in one transaction, and acknowledge a message only
+//! after the batch holding it (its rows or its dead letter) has committed.
+//!
+//! Each MQTT session is a pair of tasks: the *poller* drives rumqttc's event loop and
+//! forwards publishes to the *writer*, which batches, writes and acks (in order, through
+//! the client handle — never from the poller's task). The broker's in-flight window bounds
+//! what is held in memory: while the database is down nothing is acked, so the broker
+//! stops sending.
+
+mod session;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::config::{IngestConfig, MqttConfig};
+use crate::contract::ValidationLimits;
+use crate::observability::Metrics;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+pub use session::{MqttUrlError, mqtt_options};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Url(#[from] MqttUrlError),
+    #[error("ingest task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Everything the ingest stage needs to know.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// The broker, already resolved (embedded broker or `MQTT_URL`).
+    pub mqtt_url: String,
+    pub mqtt: MqttConfig,
+    pub ingest: IngestConfig,
+}
+
+impl IngestSettings {
+    fn limits(&self) -> ValidationLimits {
+        ValidationLimits {
+            max_payload_bytes: self.ingest.max_payload_bytes,
+            max_future_skew_micros: micros(self.ingest.max_future_skew),
+            max_age_micros: self.ingest.max_age.map(micros),
+        }
+    }
+
+    /// The topic filters, shared when a group is configured.
+    fn subscriptions(&self) -> Vec<String> {
+        let prefix = &self.mqtt.topic_prefix;
+        crate::contract::TopicKind::ALL
+            .iter()
+            .map(|kind| match &self.ingest.shared_group {
+                Some(group) => format!("$share/{group}/{prefix}/+/{}", kind.as_str()),
+                None => format!("{prefix}/+/{}", kind.as_str()),
+            })
+            .collect()
+    }
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// What a committed batch carried, for benchmarks and tests that measure ingest from
+/// outside (`forewarn bench ingest`).
+#[derive(Debug, Clone, Default)]
+pub struct CommitReport {
+    pub n_messages: usize,
+    pub n_readings_inserted: u64,
+    /// Per telemetry message: commit wall-clock time minus its newest reading's `ts` (µs).
+    /// When publishers stamp `ts` at publish time this is publish→commit latency.
+    pub event_to_commit_micros: Vec<i64>,
+}
+
+/// Shared dependencies of the stage.
+#[derive(Clone)]
+pub struct IngestDeps {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub commit_observer: Option<mpsc::UnboundedSender<CommitReport>>,
+}
+
+/// Runs the ingest stage until `shutdown` fires: then it stops taking messages, writes
+/// and acknowledges what it holds, disconnects, and returns.
+pub async fn run(settings: IngestSettings, deps: IngestDeps, shutdown: Shutdown) -> Result<(), IngestError> {
+    deps.metrics.expect_mqtt();
+    let n_sessions = settings.ingest.sessions;
+    let mut tasks = Vec::with_capacity(n_sessions);
+    for session_idx in 0..n_sessions {
+        let client_id = if n_sessions == 1 {
+            settings.mqtt.client_id.clone()
+        } else {
+            format!("{}-{session_idx}", settings.mqtt.client_id)
+        };
+        let options = mqtt_options(&settings.mqtt_url, &client_id, &settings.mqtt, &settings.ingest)?;
+        tasks.push(tokio::spawn(session::run_session(
+            options,
+            settings.clone(),
+            deps.clone(),
+            shutdown.clone(),
+        )));
+    }
+    tracing::info!(
+        sessions = n_sessions,
+        subscriptions = ?settings.subscriptions(),
+        broker = %redact(&settings.mqtt_url),
+        "ingest started"
+    );
+    for task in tasks {
+        task.await?;
+    }
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+/// A URL with its password replaced, for logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,26 @@
+//! forewarn: predictive field service. Devices stream telemetry over MQTT; forewarn stores
+//! it in PostgreSQL/TimescaleDB and (in later stages) predicts failures, books technicians
+//! and contacts customers first. See `docs/ARCHITECTURE.md` for the map.
+
+/// HTTP: health, readiness, metrics (and later the `/api/v1` routes).
+pub mod api;
+/// Composition of stages, and resolution of the database and broker.
+pub mod app;
+/// `forewarn bench …`: committed benchmarks.
+pub mod bench;
+/// Configuration from file and environment.
+pub mod config;
+/// The MQTT contract: topics, payloads, validation rules. Pure.
+pub mod contract;
+/// Embedded defaults: in-process broker, private PostgreSQL cluster, private Mosquitto.
+pub mod embedded;
+/// MQTT ingest: parse, validate, batch, write, acknowledge after commit.
+pub mod ingest;
+/// Synthetic telemetry publisher (benchmarks, demo).
+pub mod loadgen;
+/// Logging and Prometheus metrics.
+pub mod observability;
+/// Shutdown signalling for stages.
+pub mod shutdown;
+/// All SQL: pool, migrations, writes and queries.
+pub mod store;

@@ -1,0 +1,142 @@
+//! Logs and metrics: the tracing subscriber, and every Prometheus metric forewarn exposes,
+//! declared in one place so that `/metrics` is documented by this file.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::config::{LogConfig, LogFormat};
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// The ingest stage's metrics.
+#[derive(Debug)]
+pub struct IngestMetrics {
+    /// Messages received, by topic kind and outcome (`stored`, `dead_letter`).
+    pub messages: Family<Labels, Counter>,
+    /// Readings written (new rows; redelivered duplicates are counted separately).
+    pub readings: Counter,
+    /// Readings that were already stored (redeliveries, devices resending).
+    pub duplicate_readings: Counter,
+    /// Dead letters by reason.
+    pub dead_letters: Family<Labels, Counter>,
+    /// Readings per committed batch.
+    pub batch_readings: Histogram,
+    /// Seconds from the start of a batch's transaction to its commit.
+    pub commit_seconds: Histogram,
+    /// Seconds from a message's receipt to the commit of its batch.
+    pub receive_to_commit_seconds: Histogram,
+    /// Wall-clock time minus the newest event time committed (how far behind ingest is; in
+    /// an accelerated simulation this is the simulated clock's distance from now).
+    pub event_time_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Batches whose COPY hit the unique index and were written with the idempotent insert.
+    pub copy_fallbacks: Counter,
+    /// Failed batch commits, by class (`transient` is retried; `rejected` splits the batch).
+    pub write_errors: Family<Labels, Counter>,
+    /// Gaps seen in devices' `seq` counters (messages lost or not yet arrived).
+    pub seq_gaps: Counter,
+    /// MQTT connection errors (each is followed by a reconnect with backoff).
+    pub mqtt_connection_errors: Counter,
+    /// Messages received and not yet acknowledged.
+    pub pending_messages: Gauge,
+}
+
+/// Every metric of the process, and the readiness flags `/readyz` reads.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub ingest: IngestMetrics,
+    mqtt_connected: AtomicBool,
+    mqtt_expected: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("forewarn");
+        let ingest = IngestMetrics {
+            messages: Family::default(),
+            readings: Counter::default(),
+            duplicate_readings: Counter::default(),
+            dead_letters: Family::default(),
+            batch_readings: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
+            commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            receive_to_commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            event_time_lag_seconds: Gauge::default(),
+            copy_fallbacks: Counter::default(),
+            write_errors: Family::default(),
+            seq_gaps: Counter::default(),
+            mqtt_connection_errors: Counter::default(),
+            pending_messages: Gauge::default(),
+        };
+        let sub = registry.sub_registry_with_prefix("ingest");
+        sub.register("messages", "MQTT messages received, by kind and outcome", ingest.messages.clone());
+        sub.register("readings", "Readings written", ingest.readings.clone());
+        sub.register("duplicate_readings", "Readings already stored (redeliveries)", ingest.duplicate_readings.clone());
+        sub.register("dead_letters", "Messages dead-lettered, by reason", ingest.dead_letters.clone());
+        sub.register("batch_readings", "Readings per committed batch", ingest.batch_readings.clone());
+        sub.register("commit_seconds", "Batch transaction time", ingest.commit_seconds.clone());
+        sub.register(
+            "receive_to_commit_seconds",
+            "Time from receiving a message to committing it",
+            ingest.receive_to_commit_seconds.clone(),
+        );
+        sub.register(
+            "event_time_lag_seconds",
+            "Wall clock minus the newest committed event time",
+            ingest.event_time_lag_seconds.clone(),
+        );
+        sub.register("copy_fallbacks", "Batches written by the idempotent insert after COPY hit a duplicate", ingest.copy_fallbacks.clone());
+        sub.register("write_errors", "Failed batch writes, by class", ingest.write_errors.clone());
+        sub.register("seq_gaps", "Gaps in device seq counters", ingest.seq_gaps.clone());
+        sub.register("mqtt_connection_errors", "MQTT connection errors", ingest.mqtt_connection_errors.clone());
+        sub.register("pending_messages", "Messages received and not yet acknowledged", ingest.pending_messages.clone());
+        Arc::new(Metrics {
+            registry,
+            ingest,
+            mqtt_connected: AtomicBool::new(false),
+            mqtt_expected: AtomicBool::new(false),
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Called by the ingest stage: from now on `/readyz` requires a broker connection.
+    pub fn expect_mqtt(&self) {
+        self.mqtt_expected.store(true, Ordering::Relaxed);
+    }
+
+    pub fn set_mqtt_connected(&self, connected: bool) {
+        self.mqtt_connected.store(connected, Ordering::Relaxed);
+    }
+
+    /// `None` when no stage of this process uses the broker.
+    pub fn mqtt_ready(&self) -> Option<bool> {
+        self.mqtt_expected
+            .load(Ordering::Relaxed)
+            .then(|| self.mqtt_connected.load(Ordering::Relaxed))
+    }
+}
+
+/// Installs the global tracing subscriber (text or JSON). `RUST_LOG` overrides the filter.
+pub fn init_tracing(config: &LogConfig, rust_log: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_new(rust_log.unwrap_or(&config.filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match config.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    // A second init (tests) keeps the first subscriber.
+    drop(result);
+}

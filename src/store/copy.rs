@@ -1,0 +1,54 @@
+//! PGCOPY binary encoding of telemetry rows. sqlx has no row encoder for COPY; the format is
+//! small: a header, then per row a field count and length-prefixed big-endian fields.
+
+use super::write::TelemetryColumns;
+
+const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0";
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const POSTGRES_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
+/// Encodes rows for `copy telemetry (time, device_id, metric_id, value, time_estimated)
+/// from stdin (format binary)`.
+pub(super) fn encode_telemetry(rows: &TelemetryColumns) -> Vec<u8> {
+    let n_rows = rows.len();
+    // Per row: 2 (field count) + 5 × 4 (lengths) + 8 + 4 + 2 + 8 + 1 (values).
+    let mut buffer = Vec::with_capacity(HEADER.len() + 8 + n_rows * 45 + 2);
+    buffer.extend_from_slice(HEADER);
+    buffer.extend_from_slice(&0i32.to_be_bytes()); // flags
+    buffer.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    for row_idx in 0..n_rows {
+        buffer.extend_from_slice(&5i16.to_be_bytes());
+        buffer.extend_from_slice(&8i32.to_be_bytes());
+        buffer.extend_from_slice(&(rows.time[row_idx] - POSTGRES_EPOCH_OFFSET_MICROS).to_be_bytes());
+        buffer.extend_from_slice(&4i32.to_be_bytes());
+        buffer.extend_from_slice(&rows.device_id[row_idx].to_be_bytes());
+        buffer.extend_from_slice(&2i32.to_be_bytes());
+        buffer.extend_from_slice(&rows.metric_id[row_idx].to_be_bytes());
+        buffer.extend_from_slice(&8i32.to_be_bytes());
+        buffer.extend_from_slice(&rows.value[row_idx].to_bits().to_be_bytes());
+        buffer.extend_from_slice(&1i32.to_be_bytes());
+        buffer.push(u8::from(rows.time_estimated[row_idx]));
+    }
+    buffer.extend_from_slice(&(-1i16).to_be_bytes()); // trailer
+    buffer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_row_encodes_to_the_documented_layout() {
+        let mut rows = TelemetryColumns::default();
+        rows.push(POSTGRES_EPOCH_OFFSET_MICROS + 1, 7, 3, 1.5, true);
+        let bytes = encode_telemetry(&rows);
+        assert_eq!(&bytes[..11], HEADER);
+        assert_eq!(bytes.len(), 11 + 8 + 45 + 2);
+        // field count, then the time field: length 8, value 1 µs after the PostgreSQL epoch
+        assert_eq!(&bytes[19..21], &5i16.to_be_bytes());
+        assert_eq!(&bytes[21..25], &8i32.to_be_bytes());
+        assert_eq!(&bytes[25..33], &1i64.to_be_bytes());
+        assert_eq!(bytes[bytes.len() - 3], 1, "time_estimated is the last field");
+        assert_eq!(&bytes[bytes.len() - 2..], &(-1i16).to_be_bytes());
+    }
+}

@@ -1,0 +1,275 @@
+//! All PostgreSQL access: the pool, migrations and TimescaleDB policies, and the queries of
+//! every stage. Architecture invariant: only this module imports `sqlx`.
+
+mod copy;
+mod migrate;
+mod write;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool, Row};
+
+use crate::config::{DatabaseConfig, StorageConfig};
+
+pub use migrate::MigrationReport;
+pub use write::{DeadLetterRow, EventRow, StatusRow, TelemetryColumns, WriteBatch, WriteReport};
+
+/// Errors of the storage layer, classified so that callers know whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database url is invalid: {0}")]
+    BadUrl(#[source] sqlx::Error),
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database rejected the data: {0}")]
+    Rejected(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Other(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// A transient failure (connection lost, server restarting, pool exhausted): the same
+    /// write may succeed later and must be retried, not dropped.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        classify(error)
+    }
+}
+
+/// Maps an sqlx error to its class. SQLSTATE classes 22 (data exception) and 23
+/// (integrity) mean the data itself was refused; 08 (connection), 53 (resources), 57
+/// (operator intervention: shutdown, restart) and IO-level failures are transient.
+fn classify(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(error),
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            match code.get(..2) {
+                Some("08" | "53" | "57" | "40") => StoreError::Unavailable(error),
+                Some("22" | "23") => StoreError::Rejected(error),
+                _ => StoreError::Other(error),
+            }
+        }
+        _ => StoreError::Other(error),
+    }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// A device as the registry knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceRecord {
+    pub id: i32,
+    pub external_id: String,
+    pub kind: String,
+    pub last_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub online: Option<bool>,
+}
+
+/// The connection pool and what the schema was created with.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+    timescaledb: bool,
+    use_copy: bool,
+}
+
+impl Store {
+    /// Connects lazily-checked: the first query fails if the server is unreachable.
+    pub async fn connect(url: &str, database: &DatabaseConfig, storage: &StorageConfig) -> Result<Store, StoreError> {
+        let options: PgConnectOptions = url.parse().map_err(StoreError::BadUrl)?;
+        let options = options
+            .application_name("forewarn")
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let pool = PgPoolOptions::new()
+            .max_connections(database.max_connections)
+            .acquire_timeout(database.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        let timescaledb = read_flavour(&pool).await?.unwrap_or(false);
+        Ok(Store { pool, timescaledb, use_copy: storage.use_copy })
+    }
+
+    /// Whether the schema uses TimescaleDB (hypertables, continuous aggregate).
+    pub fn is_timescaledb(&self) -> bool {
+        self.timescaledb
+    }
+
+    /// Round trip to the server, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Maps external ids to surrogate ids, registering the missing ones when `register`.
+    /// Ids that stay unknown are absent from the answer.
+    pub async fn resolve_devices(&self, external_ids: &[String], register: bool) -> Result<Vec<(String, i32)>, StoreError> {
+        if register {
+            sqlx::query(
+                "insert into devices (external_id, registered_by)
+                 select unnest($1::text[]), 'auto'
+                 on conflict (external_id) do nothing",
+            )
+            .bind(external_ids)
+            .execute(&self.pool)
+            .await?;
+        }
+        let rows = sqlx::query("select external_id, id from devices where external_id = any($1)")
+            .bind(external_ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Maps metric names to catalogue ids, adding the missing ones when `register`.
+    pub async fn resolve_metrics(&self, names: &[String], register: bool) -> Result<Vec<(String, i16)>, StoreError> {
+        if register {
+            sqlx::query("insert into metrics (name) select unnest($1::text[]) on conflict (name) do nothing")
+                .bind(names)
+                .execute(&self.pool)
+                .await?;
+        }
+        let rows = sqlx::query("select name, id from metrics where name = any($1)")
+            .bind(names)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Registers (or updates) a device with its kind and model; returns its id.
+    pub async fn upsert_device(&self, external_id: &str, kind: &str, model: Option<&str>) -> Result<i32, StoreError> {
+        let id = sqlx::query_scalar(
+            "insert into devices (external_id, kind, model, registered_by) values ($1, $2, $3, 'import')
+             on conflict (external_id) do update set kind = excluded.kind, model = excluded.model
+             returning id",
+        )
+        .bind(external_id)
+        .bind(kind)
+        .bind(model)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn device(&self, external_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let row = sqlx::query("select id, external_id, kind, last_seen_at, online from devices where external_id = $1")
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| DeviceRecord {
+            id: row.get(0),
+            external_id: row.get(1),
+            kind: row.get(2),
+            last_seen_at: row.get(3),
+            online: row.get(4),
+        }))
+    }
+
+    /// Recomputes the hours of `telemetry_hourly` that ingest marked dirty (plain
+    /// PostgreSQL; a no-op on TimescaleDB). Returns the number of hours recomputed.
+    pub async fn refresh_rollup(&self) -> Result<i32, StoreError> {
+        Ok(sqlx::query_scalar("select forewarn_refresh_telemetry_hourly()").fetch_one(&self.pool).await?)
+    }
+
+    /// Materialises the continuous aggregate now (TimescaleDB) or recomputes dirty hours.
+    /// Queries give the same answer on both flavours after this.
+    pub async fn refresh_rollup_now(&self) -> Result<(), StoreError> {
+        if self.timescaledb {
+            sqlx::query("call refresh_continuous_aggregate('telemetry_hourly', null, null)")
+                .execute(&self.pool)
+                .await?;
+        } else {
+            self.refresh_rollup().await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes raw rows older than `retention` (plain PostgreSQL; TimescaleDB drops whole
+    /// chunks through its retention policy instead).
+    pub async fn apply_retention(&self, retention: Duration) -> Result<u64, StoreError> {
+        if self.timescaledb {
+            return Ok(0);
+        }
+        let interval = interval_literal(retention);
+        let mut deleted = 0;
+        for statement in [
+            "delete from telemetry where time < now() - $1::interval",
+            "delete from device_events where time < now() - $1::interval",
+            "delete from telemetry_hourly where bucket < now() - $1::interval",
+        ] {
+            deleted += sqlx::query(statement).bind(&interval).execute(&self.pool).await?.rows_affected();
+        }
+        Ok(deleted)
+    }
+}
+
+/// `None` before the first migration.
+async fn read_flavour(pool: &PgPool) -> Result<Option<bool>, StoreError> {
+    let exists: bool = sqlx::query_scalar("select to_regclass('forewarn_storage') is not null")
+        .fetch_one(pool)
+        .await?;
+    if !exists {
+        return Ok(None);
+    }
+    Ok(sqlx::query_scalar("select timescaledb from forewarn_storage").fetch_optional(pool).await?)
+}
+
+fn interval_literal(duration: Duration) -> String {
+    format!("{} seconds", duration.as_secs())
+}
+
+/// Creates database `name` on the server of `admin_url` when it does not exist (tests,
+/// benchmarks and the private cluster use one database per purpose).
+pub async fn create_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+    let options: PgConnectOptions = admin_url.parse().map_err(StoreError::BadUrl)?;
+    let mut connection = options.connect().await?;
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+        .bind(name)
+        .fetch_one(&mut connection)
+        .await?;
+    if !exists {
+        let statement = format!("create database \"{}\"", name.replace('"', ""));
+        match sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut connection).await {
+            Ok(_) => {}
+            // Another process created it between the check and the create.
+            Err(error) if matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("42P04")) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Drops database `name` (benchmarks start from an empty one).
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+    let options: PgConnectOptions = admin_url.parse().map_err(StoreError::BadUrl)?;
+    let mut connection = options.connect().await?;
+    let statement = format!("drop database if exists \"{}\" with (force)", name.replace('"', ""));
+    sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut connection).await?;
+    Ok(())
+}
+
+/// Replaces the database name in a `postgres://` url.
+pub fn url_with_database(url: &str, database: &str) -> Result<String, StoreError> {
+    let mut parsed = url::Url::parse(url).map_err(|e| StoreError::BadUrl(sqlx::Error::Configuration(Box::new(e))))?;
+    parsed.set_path(&format!("/{database}"));
+    Ok(parsed.to_string())
+}

@@ -1,0 +1,281 @@
+//! The ingest write path: one transaction per batch holding telemetry, events, status
+//! changes, last-seen times, dead letters and the rollup's dirty hours. Binary COPY is the
+//! fast path; a batch that hits the unique index (a redelivery) is rolled back to a
+//! savepoint and written again with `insert … on conflict do nothing`.
+
+use chrono::{DateTime, Utc};
+
+use super::{Store, StoreError, copy, is_unique_violation};
+use crate::contract::EpochMicros;
+
+/// Telemetry rows in columns, as the database takes them in arrays.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetryColumns {
+    pub time: Vec<EpochMicros>,
+    pub device_id: Vec<i32>,
+    pub metric_id: Vec<i16>,
+    pub value: Vec<f64>,
+    pub time_estimated: Vec<bool>,
+}
+
+impl TelemetryColumns {
+    pub fn len(&self) -> usize {
+        self.time.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.time.is_empty()
+    }
+
+    pub fn push(&mut self, time: EpochMicros, device_id: i32, metric_id: i16, value: f64, time_estimated: bool) {
+        self.time.push(time);
+        self.device_id.push(device_id);
+        self.metric_id.push(metric_id);
+        self.value.push(value);
+        self.time_estimated.push(time_estimated);
+    }
+
+    pub fn extend(&mut self, other: &TelemetryColumns) {
+        self.time.extend_from_slice(&other.time);
+        self.device_id.extend_from_slice(&other.device_id);
+        self.metric_id.extend_from_slice(&other.metric_id);
+        self.value.extend_from_slice(&other.value);
+        self.time_estimated.extend_from_slice(&other.time_estimated);
+    }
+
+    pub fn clear(&mut self) {
+        self.time.clear();
+        self.device_id.clear();
+        self.metric_id.clear();
+        self.value.clear();
+        self.time_estimated.clear();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub time: EpochMicros,
+    pub device_id: i32,
+    pub code: String,
+    pub severity: &'static str,
+    pub message: String,
+    pub time_estimated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRow {
+    pub device_id: i32,
+    pub online: bool,
+    pub changed_at: EpochMicros,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterRow {
+    pub received_at: EpochMicros,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub truncated: bool,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// Everything one commit writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    pub telemetry: TelemetryColumns,
+    pub events: Vec<EventRow>,
+    pub statuses: Vec<StatusRow>,
+    /// `(device_id, newest event time)`: advances `devices.last_seen_at`.
+    pub last_seen: Vec<(i32, EpochMicros)>,
+    pub dead_letters: Vec<DeadLetterRow>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.telemetry.is_empty()
+            && self.events.is_empty()
+            && self.statuses.is_empty()
+            && self.last_seen.is_empty()
+            && self.dead_letters.is_empty()
+    }
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Readings that were new (redelivered ones are not counted).
+    pub readings_inserted: u64,
+    pub events_inserted: u64,
+    /// COPY hit the unique index and the batch was written with the idempotent insert.
+    pub copy_fell_back: bool,
+}
+
+fn timestamps(micros: impl Iterator<Item = EpochMicros>) -> Vec<DateTime<Utc>> {
+    micros.map(|t| DateTime::from_timestamp_micros(t).unwrap_or_default()).collect()
+}
+
+impl Store {
+    /// Writes the batch in one transaction. On error nothing is written, and the caller
+    /// retries (transient errors) or splits the batch (rejected data).
+    pub async fn write_batch(&self, batch: &WriteBatch) -> Result<WriteReport, StoreError> {
+        let mut report = WriteReport::default();
+        let mut tx = self.pool.begin().await?;
+
+        if !batch.dead_letters.is_empty() {
+            let rows = &batch.dead_letters;
+            sqlx::query(
+                "insert into dead_letters (received_at, topic, payload, truncated, reason, detail)
+                 select * from unnest($1::timestamptz[], $2::text[], $3::bytea[], $4::bool[], $5::text[], $6::text[])",
+            )
+            .bind(timestamps(rows.iter().map(|r| r.received_at)))
+            .bind(rows.iter().map(|r| r.topic.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.truncated).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.reason).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !batch.events.is_empty() {
+            let rows = &batch.events;
+            report.events_inserted = sqlx::query(
+                "insert into device_events (time, device_id, code, severity, message, time_estimated)
+                 select * from unnest($1::timestamptz[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bool[])
+                 on conflict do nothing",
+            )
+            .bind(timestamps(rows.iter().map(|r| r.time)))
+            .bind(rows.iter().map(|r| r.device_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.code.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.severity).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.message.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.time_estimated).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+
+        let rows = &batch.telemetry;
+        if !rows.is_empty() {
+            let mut copied = None;
+            if self.use_copy {
+                sqlx::query("savepoint telemetry_copy").execute(&mut *tx).await?;
+                let encoded = copy::encode_telemetry(rows);
+                let attempt = async {
+                    let mut copy_in = tx
+                        .copy_in_raw(
+                            "copy telemetry (time, device_id, metric_id, value, time_estimated) from stdin (format binary)",
+                        )
+                        .await?;
+                    if let Err(error) = copy_in.send(encoded).await {
+                        copy_in.abort("send failed").await.ok();
+                        return Err(error);
+                    }
+                    copy_in.finish().await
+                }
+                .await;
+                match attempt {
+                    Ok(n_rows) => {
+                        sqlx::query("release savepoint telemetry_copy").execute(&mut *tx).await?;
+                        copied = Some(n_rows);
+                    }
+                    Err(error) if is_unique_violation(&error) => {
+                        sqlx::query("rollback to savepoint telemetry_copy").execute(&mut *tx).await?;
+                        report.copy_fell_back = true;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            report.readings_inserted = match copied {
+                Some(n_rows) => n_rows,
+                None => sqlx::query(
+                    "insert into telemetry (time, device_id, metric_id, value, time_estimated)
+                     select * from unnest($1::timestamptz[], $2::int[], $3::smallint[], $4::float8[], $5::bool[])
+                     on conflict do nothing",
+                )
+                .bind(timestamps(rows.time.iter().copied()))
+                .bind(&rows.device_id)
+                .bind(&rows.metric_id)
+                .bind(&rows.value)
+                .bind(&rows.time_estimated)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            };
+
+            if !self.timescaledb {
+                // The hours this batch touched, for the plain-PostgreSQL rollup. Append-only
+                // (no unique index) so that concurrent writers never wait on each other here.
+                let mut hours: Vec<EpochMicros> = rows.time.iter().map(|t| t - t.rem_euclid(3_600_000_000)).collect();
+                hours.sort_unstable();
+                hours.dedup();
+                sqlx::query("insert into telemetry_hourly_dirty (bucket) select unnest($1::timestamptz[])")
+                    .bind(timestamps(hours.into_iter()))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+
+        if !batch.statuses.is_empty() {
+            let rows = &batch.statuses;
+            sqlx::query(
+                "update devices d set online = s.online, status_changed_at = s.changed_at
+                 from unnest($1::int[], $2::bool[], $3::timestamptz[]) as s (device_id, online, changed_at)
+                 where d.id = s.device_id",
+            )
+            .bind(rows.iter().map(|r| r.device_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.online).collect::<Vec<_>>())
+            .bind(timestamps(rows.iter().map(|r| r.changed_at)))
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        if !batch.last_seen.is_empty() {
+            // Sorted by device id so that concurrent writers lock rows in the same order.
+            let mut rows = batch.last_seen.clone();
+            rows.sort_unstable();
+            sqlx::query(
+                "update devices d set last_seen_at = s.time
+                 from unnest($1::int[], $2::timestamptz[]) as s (device_id, time)
+                 where d.id = s.device_id and (d.last_seen_at is null or d.last_seen_at < s.time)",
+            )
+            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(timestamps(rows.iter().map(|r| r.1)))
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Straight COPY of `rows` into a scratch table shaped like `telemetry` (unique index
+    /// included): the database's ceiling, measured by `forewarn bench ingest` beside the
+    /// end-to-end rate. Returns the rows written.
+    pub async fn bench_copy_ceiling(&self, batches: &[TelemetryColumns]) -> Result<u64, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("drop table if exists bench_copy_ceiling").execute(&mut *connection).await?;
+        sqlx::query("create table bench_copy_ceiling (like telemetry including defaults including indexes)")
+            .execute(&mut *connection)
+            .await?;
+        let mut n_rows = 0;
+        for rows in batches {
+            let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+            let mut copy_in = tx
+                .copy_in_raw(
+                    "copy bench_copy_ceiling (time, device_id, metric_id, value, time_estimated) from stdin (format binary)",
+                )
+                .await?;
+            copy_in.send(copy::encode_telemetry(rows)).await?;
+            n_rows += copy_in.finish().await?;
+            tx.commit().await?;
+        }
+        sqlx::query("drop table bench_copy_ceiling").execute(&mut *connection).await?;
+        Ok(n_rows)
+    }
+
+    /// Counts rows of `telemetry` (tests and benchmarks).
+    pub async fn count_telemetry(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("select count(*) from telemetry").fetch_one(&self.pool).await?)
+    }
+}

@@ -43,8 +43,10 @@ $$;
 
 -- Hours whose raw rows changed since the last refresh (plain PostgreSQL only; ingest
 -- writes it in the same transaction as the rows, so a committed reading is never missed).
+-- Append-only without a unique index, so concurrent writers never wait on each other for
+-- the row of the current hour; the refresh deduplicates.
 create table telemetry_hourly_dirty (
-    bucket timestamptz primary key
+    bucket timestamptz not null
 );
 
 create function forewarn_refresh_telemetry_hourly() returns integer
@@ -58,7 +60,7 @@ begin
     -- Claim the dirty hours. A writer that commits after this point marks its hour dirty
     -- again, so its rows are picked up by the next refresh.
     with claimed as (delete from telemetry_hourly_dirty returning bucket)
-    select array_agg(bucket) into buckets from claimed;
+    select array_agg(distinct bucket) into buckets from claimed;
     if buckets is null then
         return 0;
     end if;

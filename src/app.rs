@@ -98,7 +98,7 @@ impl App {
                 mqtt: config.mqtt.clone(),
                 ingest: config.ingest.clone(),
             };
-            let deps = IngestDeps { store: self.store.clone(), metrics: self.metrics.clone(), commit_observer: None };
+            let deps = IngestDeps::new(self.store.clone(), self.metrics.clone());
             tasks.spawn(crate::ingest::run(settings, deps, shutdown.clone()).map_ok_into());
         }
         if stages.maintenance {

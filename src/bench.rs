@@ -85,7 +85,7 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
             // A small window needs several sessions to keep the database busy.
             let sessions = match window {
                 Some(w) if w < 100 => 4,
-                _ => config.ingest.sessions,
+                _ => config.ingest.sessions.max(2),
             };
             let run = run_once(config, bench, &store, &mqtt_url, window, sessions).await?;
             eprintln!(
@@ -170,7 +170,7 @@ async fn run_once(
     mqtt.client_id = format!("forewarn-bench-{}", std::process::id());
     let settings = IngestSettings { mqtt_url: mqtt_url.to_string(), mqtt, ingest: ingest_config };
     let (observer_tx, mut observer_rx) = mpsc::unbounded_channel::<CommitReport>();
-    let deps = IngestDeps { store: store.clone(), metrics: Metrics::new(), commit_observer: Some(observer_tx) };
+    let deps = IngestDeps { commit_observer: Some(observer_tx), ..IngestDeps::new(store.clone(), Metrics::new()) };
     let (stop_ingest, ingest_shutdown) = Shutdown::new();
     let ingest = tokio::spawn(crate::ingest::run(settings, deps, ingest_shutdown));
     // Let the sessions subscribe before publishing.

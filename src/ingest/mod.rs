@@ -84,6 +84,16 @@ pub struct IngestDeps {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub commit_observer: Option<mpsc::UnboundedSender<CommitReport>>,
+    /// Fault injection for crash tests: when set, the session dies like a killed process
+    /// (connection dropped, no acks, no disconnect) right after the commit that brings the
+    /// counter to zero. `None` in production.
+    pub crash_after_commits: Option<Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+impl IngestDeps {
+    pub fn new(store: Store, metrics: Arc<Metrics>) -> IngestDeps {
+        IngestDeps { store, metrics, commit_observer: None, crash_after_commits: None }
+    }
 }
 
 /// Runs the ingest stage until `shutdown` fires: then it stops taking messages, writes

@@ -63,7 +63,14 @@ pub(super) async fn run_session(options: MqttOptions, settings: IngestSettings, 
     let (stop_tx, stop_rx) = oneshot::channel();
     let poller = tokio::spawn(poll(event_loop, client.clone(), settings.subscriptions(), message_tx, deps.clone(), stop_rx));
     let writer = Writer::new(&settings, deps.clone(), client.clone());
-    writer.run(message_rx, shutdown).await;
+    if !writer.run(message_rx, shutdown).await {
+        // Die like a killed process: drop the connection without acks or DISCONNECT, so the
+        // broker keeps the session and resends everything unacknowledged.
+        poller.abort();
+        let _ = poller.await;
+        deps.metrics.set_mqtt_connected(false);
+        return;
+    }
     // Everything written is acked; the acks are queued ahead of the disconnect.
     if client.try_disconnect().is_err() {
         tracing::warn!(client_id, "could not queue the MQTT disconnect");

@@ -123,7 +123,9 @@ impl Writer {
         }
     }
 
-    pub(super) async fn run(mut self, mut messages: mpsc::Receiver<Received>, mut shutdown: Shutdown) {
+    /// Returns true after a clean shutdown (everything written was acked), false when the
+    /// session must die without acking (database down at shutdown, or an injected crash).
+    pub(super) async fn run(mut self, mut messages: mpsc::Receiver<Received>, mut shutdown: Shutdown) -> bool {
         let max_readings = self.settings.ingest.batch_max_readings;
         let max_age = self.settings.ingest.batch_max_age;
         let mut batch: Vec<Pending> = Vec::new();
@@ -157,7 +159,7 @@ impl Writer {
                 }
             }
             if !self.flush(&mut batch, &mut shutdown).await {
-                return; // shut down while the database was unavailable: nothing acked
+                return false; // nothing of this batch acked: the broker resends it
             }
         }
         // Shutdown: stop taking messages, but write and ack what has already arrived.
@@ -165,12 +167,13 @@ impl Writer {
             self.push(&mut batch, received);
         }
         let mut no_wait = shutdown.clone();
-        if !batch.is_empty() {
-            self.flush(&mut batch, &mut no_wait).await;
+        if !batch.is_empty() && !self.flush(&mut batch, &mut no_wait).await {
+            return false;
         }
         if !self.last_seen.is_empty() {
-            self.flush(&mut batch, &mut no_wait).await;
+            return self.flush(&mut batch, &mut no_wait).await;
         }
+        true
     }
 
     fn push(&mut self, batch: &mut Vec<Pending>, received: Received) -> usize {
@@ -216,6 +219,12 @@ impl Writer {
                 }
             }
         };
+        if let Some(countdown) = &self.deps.crash_after_commits
+            && countdown.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1
+        {
+            tracing::warn!("fault injection: crashing after commit, before acks");
+            return false;
+        }
         let committed_at = Instant::now();
         let committed_wall = chrono::Utc::now().timestamp_micros();
         let metrics = &self.deps.metrics.ingest;

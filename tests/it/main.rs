@@ -1,0 +1,5 @@
+//! The integration suite: one binary, real PostgreSQL and a real MQTT broker.
+
+mod ingest;
+mod storage;
+mod support;

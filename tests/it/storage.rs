@@ -1,0 +1,159 @@
+//! The storage suite: run against plain PostgreSQL (the default lane) and against
+//! TimescaleDB (the PGlite lane, `TEST_TIMESCALEDB=require TEST_SHARED_DATABASE=1
+//! TEST_USE_COPY=false`). The same queries must give the same answers on both.
+
+use forewarn::store::{EventRow, TelemetryColumns, WriteBatch};
+use sqlx::Row;
+
+use crate::support::*;
+
+const HOUR: i64 = 3_600_000_000;
+
+fn base_time() -> i64 {
+    // A whole hour a day ago, so rows fall in known buckets.
+    let now = chrono::Utc::now().timestamp_micros();
+    now - now.rem_euclid(HOUR) - 24 * HOUR
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_flavour_is_what_was_asked_for() {
+    let db = TestDb::new().await;
+    let pool = db.query().await;
+    match std::env::var("TEST_TIMESCALEDB").as_deref() {
+        Ok("require") => {
+            assert!(db.store.is_timescaledb());
+            let hypertables: Vec<String> =
+                sqlx::query_scalar("select hypertable_name::text from timescaledb_information.hypertables order by 1")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            assert!(hypertables.contains(&"telemetry".to_string()) && hypertables.contains(&"device_events".to_string()), "{hypertables:?}");
+            let caggs = count(&pool, "select count(*) from timescaledb_information.continuous_aggregates where view_name = 'telemetry_hourly'").await;
+            assert_eq!(caggs, 1);
+            let policies = count(&pool, "select count(*) from timescaledb_information.jobs where proc_name in ('policy_refresh_continuous_aggregate', 'policy_compression', 'policy_retention')").await;
+            assert!(policies >= 3, "refresh, compression and retention policies set ({policies})");
+        }
+        _ => {
+            if !db.store.is_timescaledb() {
+                let kind: String = sqlx::query_scalar("select relkind::text from pg_class where relname = 'telemetry_hourly'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                assert_eq!(kind, "r", "plain PostgreSQL: the rollup is a table");
+            }
+        }
+    }
+    // Migrating again is a no-op.
+    let mut store = db.store.clone();
+    let report = store.migrate(&storage_config()).await.unwrap();
+    assert!(report.applied_versions.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_idempotent() {
+    let db = TestDb::new().await;
+    let device = unique("IDEM-");
+    let device_id = db.store.resolve_devices(std::slice::from_ref(&device), true).await.unwrap()[0].1;
+    let metric_id = db.store.resolve_metrics(&["idem_metric".to_string()], true).await.unwrap()[0].1;
+    let start = base_time();
+    let mut rows = TelemetryColumns::default();
+    for step in 0..500 {
+        rows.push(start + step * 1_000_000, device_id, metric_id, step as f64, false);
+    }
+    let batch = WriteBatch {
+        telemetry: rows.clone(),
+        events: vec![EventRow {
+            time: start,
+            device_id,
+            code: "E42".into(),
+            severity: "warning",
+            message: "door lock retry".into(),
+            time_estimated: false,
+        }],
+        ..WriteBatch::default()
+    };
+    let first = db.store.write_batch(&batch).await.unwrap();
+    assert_eq!(first.readings_inserted, 500);
+    assert_eq!(first.events_inserted, 1);
+    assert!(!first.copy_fell_back);
+
+    // A redelivery of the whole batch inserts nothing.
+    let again = db.store.write_batch(&batch).await.unwrap();
+    assert_eq!(again.readings_inserted, 0);
+    assert_eq!(again.events_inserted, 0);
+    assert_eq!(again.copy_fell_back, storage_config().use_copy, "COPY hit the unique index and fell back");
+
+    // Half old, half new: only the new half is inserted.
+    let mut mixed = TelemetryColumns::default();
+    for step in 250..750 {
+        mixed.push(start + step * 1_000_000, device_id, metric_id, step as f64, false);
+    }
+    let report = db.store.write_batch(&WriteBatch { telemetry: mixed, ..WriteBatch::default() }).await.unwrap();
+    assert_eq!(report.readings_inserted, 250);
+
+    let pool = db.query().await;
+    let stored: i64 = sqlx::query_scalar("select count(*) from telemetry where device_id = $1")
+        .bind(device_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 750);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hourly_rollup_gives_the_same_answer_on_both_flavours() {
+    let db = TestDb::new().await;
+    let device = unique("ROLL-");
+    let device_id = db.store.resolve_devices(std::slice::from_ref(&device), true).await.unwrap()[0].1;
+    let metric_id = db.store.resolve_metrics(&["roll_metric".to_string()], true).await.unwrap()[0].1;
+    let start = base_time();
+    // Hour 0: values 1..=4; hour 1: values 10, 20.
+    let mut rows = TelemetryColumns::default();
+    for (offset, value) in [(0, 1.0), (10, 2.0), (20, 3.0), (30, 4.0)] {
+        rows.push(start + offset * 60_000_000, device_id, metric_id, value, false);
+    }
+    rows.push(start + HOUR + 5 * 60_000_000, device_id, metric_id, 10.0, false);
+    rows.push(start + HOUR + 6 * 60_000_000, device_id, metric_id, 20.0, false);
+    db.store.write_batch(&WriteBatch { telemetry: rows, ..WriteBatch::default() }).await.unwrap();
+    db.store.refresh_rollup_now().await.unwrap();
+
+    let pool = db.query().await;
+    let query = "select extract(epoch from bucket)::bigint, avg, min, max, stddev, count
+                 from telemetry_hourly where device_id = $1 and metric_id = $2 order by bucket";
+    let hours = sqlx::query(query).bind(device_id).bind(metric_id).fetch_all(&pool).await.unwrap();
+    assert_eq!(hours.len(), 2);
+    assert_eq!(hours[0].get::<i64, _>(0), start / 1_000_000);
+    assert_eq!(hours[0].get::<f64, _>(1), 2.5);
+    assert_eq!(hours[0].get::<f64, _>(2), 1.0);
+    assert_eq!(hours[0].get::<f64, _>(3), 4.0);
+    assert!((hours[0].get::<f64, _>(4) - 1.290_994_448_735_805_6).abs() < 1e-9, "sample stddev");
+    assert_eq!(hours[0].get::<i64, _>(5), 4);
+    assert_eq!(hours[1].get::<f64, _>(1), 15.0);
+    assert_eq!(hours[1].get::<i64, _>(5), 2);
+
+    // A backfill into an hour already rolled up shows after the next refresh.
+    let mut late = TelemetryColumns::default();
+    late.push(start + 40 * 60_000_000, device_id, metric_id, 100.0, false);
+    db.store.write_batch(&WriteBatch { telemetry: late, ..WriteBatch::default() }).await.unwrap();
+    db.store.refresh_rollup_now().await.unwrap();
+    let hour0 = sqlx::query(query).bind(device_id).bind(metric_id).fetch_all(&pool).await.unwrap();
+    assert_eq!(hour0[0].get::<i64, _>(5), 5);
+    assert_eq!(hour0[0].get::<f64, _>(3), 100.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_registers_or_refuses() {
+    let db = TestDb::new().await;
+    let known = unique("REG-");
+    let stranger = unique("STRANGER-");
+    db.store.upsert_device(&known, "fridge", Some("FR-200")).await.unwrap();
+    let found = db.store.resolve_devices(&[known.clone(), stranger.clone()], false).await.unwrap();
+    assert_eq!(found.len(), 1, "auto-registration off: the stranger stays unknown");
+    assert_eq!(found[0].0, known);
+    let found = db.store.resolve_devices(&[known.clone(), stranger.clone()], true).await.unwrap();
+    assert_eq!(found.len(), 2);
+    let record = db.store.device(&known).await.unwrap().unwrap();
+    assert_eq!(record.kind, "fridge");
+    let metrics = db.store.resolve_metrics(&["closed_metric".to_string()], false).await.unwrap();
+    assert!(metrics.is_empty());
+}

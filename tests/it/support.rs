@@ -1,0 +1,295 @@
+//! Test harness: real PostgreSQL and a real MQTT broker, over real connections.
+//!
+//! Database: `DATABASE_URL` when set (each test gets its own database on that server),
+//! else a private cluster shared by the test processes (`/tmp/forewarn-test-pg`), started
+//! from the PostgreSQL binaries on the machine. `TEST_SHARED_DATABASE=1` (the TimescaleDB
+//! lane: one database, one connection) makes tests share `DATABASE_URL` itself.
+//! Broker: `MQTT_URL` when set, else a private Mosquitto with forewarn's configuration, else
+//! the embedded broker. Every test uses its own topic prefix, so tests never see each
+//! other's messages on a shared broker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use forewarn::config::{Config, DatabaseConfig, IngestConfig, MqttConfig, StorageConfig, TimescaleMode};
+use forewarn::embedded::mosquitto::Mosquitto;
+use forewarn::embedded::postgres::{ClusterOptions, PrivateCluster};
+use forewarn::ingest::{IngestDeps, IngestSettings};
+use forewarn::observability::Metrics;
+use forewarn::shutdown::{Shutdown, ShutdownTrigger};
+use forewarn::store::Store;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name unique to this test in this run: `t{pid}_{n}`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn init_logs() {
+    forewarn::observability::init_tracing(
+        &forewarn::config::LogConfig { filter: "warn,forewarn=info".into(), ..Default::default() },
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
+}
+
+pub fn storage_config() -> StorageConfig {
+    StorageConfig {
+        use_copy: std::env::var("TEST_USE_COPY").map(|v| v != "false").unwrap_or(true),
+        timescaledb: match std::env::var("TEST_TIMESCALEDB").as_deref() {
+            Ok("require") => TimescaleMode::Require,
+            Ok("off") => TimescaleMode::Off,
+            _ => TimescaleMode::Auto,
+        },
+        ..StorageConfig::default()
+    }
+}
+
+fn database_config() -> DatabaseConfig {
+    let shared = std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1");
+    DatabaseConfig { max_connections: if shared { 1 } else { 4 }, ..DatabaseConfig::default() }
+}
+
+/// The server tests create their databases on.
+pub struct TestServer {
+    pub admin_url: String,
+    pub shared: bool,
+}
+
+pub fn test_server() -> TestServer {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        let shared = std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1");
+        return TestServer { admin_url: url, shared };
+    }
+    let options = ClusterOptions {
+        data_dir: std::env::temp_dir().join("forewarn-test-pg"),
+        port: None,
+        durable: false,
+    };
+    let cluster = PrivateCluster::start(&options).expect("private PostgreSQL cluster for tests");
+    TestServer { admin_url: cluster.url("postgres"), shared: false }
+}
+
+/// A migrated database of this test's own.
+pub struct TestDb {
+    pub url: String,
+    pub store: Store,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let server = tokio::task::spawn_blocking(test_server).await.unwrap();
+        TestDb::on(&server.admin_url, server.shared).await
+    }
+
+    pub async fn on(admin_url: &str, shared: bool) -> TestDb {
+        let url = if shared {
+            admin_url.to_string()
+        } else {
+            let name = unique("fw_test_");
+            forewarn::store::create_database(admin_url, &name).await.expect("create test database");
+            forewarn::store::url_with_database(admin_url, &name).unwrap()
+        };
+        let mut store = Store::connect(&url, &database_config(), &storage_config()).await.expect("connect");
+        store.migrate(&storage_config()).await.expect("migrate");
+        TestDb { url, store }
+    }
+
+    /// A second pool on the same database (for checks while ingest holds its own).
+    pub async fn query(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(if std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1") { 1 } else { 2 })
+            .connect(&self.url)
+            .await
+            .unwrap()
+    }
+}
+
+/// The broker a test publishes to.
+pub enum TestBroker {
+    External(String),
+    Mosquitto(Mosquitto),
+    Embedded(String),
+}
+
+impl TestBroker {
+    /// Mosquitto (private, or `MQTT_URL`) is required for durability and shared
+    /// subscriptions; the embedded broker serves the rest when Mosquitto is absent.
+    pub async fn start(require_mosquitto: bool) -> TestBroker {
+        if let Ok(url) = std::env::var("MQTT_URL") {
+            return TestBroker::External(url);
+        }
+        match Mosquitto::start(1000) {
+            Ok(mosquitto) => TestBroker::Mosquitto(mosquitto),
+            Err(error) if require_mosquitto => panic!("this test needs Mosquitto: {error}"),
+            Err(_) => {
+                let broker = forewarn::embedded::broker::start("127.0.0.1:0".parse().unwrap(), 1 << 20).await.unwrap();
+                TestBroker::Embedded(broker.url())
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TestBroker::External(url) | TestBroker::Embedded(url) => url.clone(),
+            TestBroker::Mosquitto(mosquitto) => mosquitto.url(),
+        }
+    }
+}
+
+/// Settings for an ingester on `broker` with its own topic prefix and client id.
+pub fn ingest_settings(broker: &TestBroker, prefix: &str) -> IngestSettings {
+    let config = Config::default();
+    IngestSettings {
+        mqtt_url: broker.url(),
+        mqtt: MqttConfig {
+            client_id: unique("fw-ingest-"),
+            topic_prefix: prefix.to_string(),
+            keep_alive: Duration::from_secs(5),
+            ..config.mqtt
+        },
+        ingest: IngestConfig { max_payload_bytes: 4096, ..config.ingest },
+    }
+}
+
+/// An ingester running in this process.
+pub struct RunningIngest {
+    pub metrics: Arc<Metrics>,
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<Result<(), forewarn::ingest::IngestError>>,
+}
+
+impl RunningIngest {
+    pub async fn start(settings: IngestSettings, store: Store) -> RunningIngest {
+        RunningIngest::start_with(settings, IngestDeps::new(store, Metrics::new())).await
+    }
+
+    pub async fn start_with(settings: IngestSettings, deps: IngestDeps) -> RunningIngest {
+        let metrics = deps.metrics.clone();
+        let (trigger, shutdown) = Shutdown::new();
+        let task = tokio::spawn(forewarn::ingest::run(settings, deps, shutdown));
+        let ingest = RunningIngest { metrics, trigger, task };
+        ingest.wait_connected().await;
+        ingest
+    }
+
+    pub async fn wait_connected(&self) {
+        wait_until("ingest connected", Duration::from_secs(10), || async {
+            self.metrics.mqtt_ready() == Some(true)
+        })
+        .await;
+        // The subscription is queued on ConnAck; give the broker a moment to apply it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    pub async fn stop(self) {
+        self.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("ingest stops within 20 s")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Waits for the session to end by itself (injected crash).
+    pub async fn join(self) {
+        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("ingest ends").unwrap().unwrap();
+    }
+}
+
+/// A device-side publisher: QoS 1, waits for the broker's acknowledgement of everything.
+pub struct Publisher {
+    client: AsyncClient,
+    acked: tokio::sync::watch::Receiver<usize>,
+    sent: usize,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub async fn connect(broker: &TestBroker) -> Publisher {
+        let url = url::Url::parse(&broker.url()).unwrap();
+        let mut options = MqttOptions::new(unique("fw-pub-"), url.host_str().unwrap(), url.port().unwrap_or(1883));
+        options.set_max_packet_size(1 << 20, 1 << 20).set_inflight(500);
+        let (client, mut event_loop) = AsyncClient::new(options, 1000);
+        let (acked_tx, acked) = tokio::sync::watch::channel(0usize);
+        let poller = tokio::spawn(async move {
+            let mut n_acked = 0;
+            loop {
+                match event_loop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        n_acked += 1;
+                        acked_tx.send_replace(n_acked);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        Publisher { client, acked, sent: 0, poller }
+    }
+
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        self.sent += 1;
+    }
+
+    pub async fn publish_retained(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client.publish(topic, QoS::AtLeastOnce, true, payload).await.unwrap();
+        self.sent += 1;
+    }
+
+    /// Waits until the broker has acknowledged every publish.
+    pub async fn flush(&mut self) {
+        let sent = self.sent;
+        tokio::time::timeout(Duration::from_secs(30), self.acked.wait_for(|acked| *acked >= sent))
+            .await
+            .expect("broker acknowledges publishes")
+            .unwrap();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes (then panics with `what`).
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+pub async fn count(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+/// Waits until `sql` (a count) reaches `expected`, then checks it stays there briefly.
+pub async fn wait_for_count(pool: &sqlx::PgPool, sql: &'static str, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = -1;
+    while Instant::now() < deadline {
+        last = count(pool, sql).await;
+        if last >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, expected, "{sql}");
+}
+
+pub fn now_rfc3339(offset: chrono::Duration) -> String {
+    (chrono::Utc::now() + offset).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

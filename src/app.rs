@@ -36,11 +36,17 @@ pub const PRIVATE_DATABASE: &str = "forewarn";
 /// A database URL: `DATABASE_URL` when set, else a private cluster under
 /// `embedded.data_dir` (kept alive for the process; it keeps running after, so the next
 /// run reuses it).
-pub async fn resolve_database(config: &Config) -> Result<(String, Option<PrivateCluster>), AppError> {
+pub async fn resolve_database(
+    config: &Config,
+) -> Result<(String, Option<PrivateCluster>), AppError> {
     if let Some(url) = &config.database.url {
         return Ok((url.clone(), None));
     }
-    let options = ClusterOptions { data_dir: config.embedded.data_dir.join("postgres"), port: None, durable: true };
+    let options = ClusterOptions {
+        data_dir: config.embedded.data_dir.join("postgres"),
+        port: None,
+        durable: true,
+    };
     let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(&options)).await??;
     crate::store::create_database(&cluster.url("postgres"), PRIVATE_DATABASE).await?;
     Ok((cluster.url(PRIVATE_DATABASE), Some(cluster)))
@@ -51,7 +57,9 @@ pub async fn resolve_broker(config: &Config) -> Result<(String, Option<EmbeddedB
     if let Some(url) = &config.mqtt.url {
         return Ok((url.clone(), None));
     }
-    let broker = crate::embedded::broker::start(config.mqtt.embedded_listen, config.ingest.max_packet_bytes).await?;
+    let broker =
+        crate::embedded::broker::start(config.mqtt.embedded_listen, config.ingest.max_packet_bytes)
+            .await?;
     Ok((broker.url(), Some(broker)))
 }
 
@@ -71,7 +79,10 @@ pub struct Stages {
 }
 
 impl Stages {
-    pub const ALL: Stages = Stages { ingest: true, maintenance: true };
+    pub const ALL: Stages = Stages {
+        ingest: true,
+        maintenance: true,
+    };
 }
 
 /// A running forewarn: its stages and HTTP server, until `shutdown`.
@@ -84,14 +95,28 @@ pub struct App {
 impl App {
     pub async fn new(config: &Config, store: Store) -> Result<App, AppError> {
         let http = HttpServer::bind(config.http.addr).await?;
-        Ok(App { store, metrics: Metrics::new(), http })
+        Ok(App {
+            store,
+            metrics: Metrics::new(),
+            http,
+        })
     }
 
     /// Runs the stages until `shutdown`; each finishes its current unit of work first.
-    pub async fn run(self, config: &Config, mqtt_url: &str, stages: Stages, shutdown: Shutdown) -> Result<(), AppError> {
+    pub async fn run(
+        self,
+        config: &Config,
+        mqtt_url: &str,
+        stages: Stages,
+        shutdown: Shutdown,
+    ) -> Result<(), AppError> {
         let mut tasks: JoinSet<Result<(), AppError>> = JoinSet::new();
-        let state = ApiState { store: self.store.clone(), metrics: self.metrics.clone() };
-        tasks.spawn(self.http.serve(state, shutdown.clone()).map_ok_into());
+        let state = ApiState {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let http = self.http.serve(state, shutdown.clone());
+        tasks.spawn(async move { http.await.map_err(AppError::from) });
         if stages.ingest {
             let settings = IngestSettings {
                 mqtt_url: mqtt_url.to_string(),
@@ -99,10 +124,15 @@ impl App {
                 ingest: config.ingest.clone(),
             };
             let deps = IngestDeps::new(self.store.clone(), self.metrics.clone());
-            tasks.spawn(crate::ingest::run(settings, deps, shutdown.clone()).map_ok_into());
+            let ingest = crate::ingest::run(settings, deps, shutdown.clone());
+            tasks.spawn(async move { ingest.await.map_err(AppError::from) });
         }
         if stages.maintenance {
-            tasks.spawn(run_maintenance(self.store.clone(), config.storage.clone(), shutdown.clone()));
+            tasks.spawn(run_maintenance(
+                self.store.clone(),
+                config.storage.clone(),
+                shutdown.clone(),
+            ));
         }
         let mut first_error = None;
         while let Some(result) = tasks.join_next().await {
@@ -120,7 +150,11 @@ impl App {
 
 /// Plain-PostgreSQL upkeep: refresh the hourly rollup's dirty hours and apply retention.
 /// (On TimescaleDB its own background jobs do both.)
-async fn run_maintenance(store: Store, storage: crate::config::StorageConfig, mut shutdown: Shutdown) -> Result<(), AppError> {
+async fn run_maintenance(
+    store: Store,
+    storage: crate::config::StorageConfig,
+    mut shutdown: Shutdown,
+) -> Result<(), AppError> {
     if store.is_timescaledb() {
         return Ok(());
     }
@@ -143,20 +177,5 @@ async fn run_maintenance(store: Store, storage: crate::config::StorageConfig, mu
                 Err(error) => tracing::warn!(%error, "retention failed"),
             }
         }
-    }
-}
-
-/// `Future<Output = Result<(), E>>` → `Result<(), AppError>`.
-trait MapOkInto {
-    fn map_ok_into(self) -> impl Future<Output = Result<(), AppError>> + Send + 'static;
-}
-
-impl<F, E> MapOkInto for F
-where
-    F: Future<Output = Result<(), E>> + Send + 'static,
-    E: Into<AppError>,
-{
-    fn map_ok_into(self) -> impl Future<Output = Result<(), AppError>> + Send + 'static {
-        async move { self.await.map_err(Into::into) }
     }
 }

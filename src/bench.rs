@@ -78,7 +78,11 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
                 Some(window) => Some(Mosquitto::start(window)?),
                 None => None,
             };
-            let mqtt_url = mosquitto.as_ref().map(Mosquitto::url).or_else(|| config.mqtt.url.clone()).unwrap_or_default();
+            let mqtt_url = mosquitto
+                .as_ref()
+                .map(Mosquitto::url)
+                .or_else(|| config.mqtt.url.clone())
+                .unwrap_or_default();
             crate::store::drop_database(&admin_url, database).await?;
             crate::store::create_database(&admin_url, database).await?;
             let store = crate::app::open_store(config, &bench_url).await?;
@@ -90,7 +94,9 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
             let run = run_once(config, bench, &store, &mqtt_url, window, sessions).await?;
             eprintln!(
                 "window {:>5} run {}: {:>9.0} readings/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>6.1} MiB",
-                window.map(|w| w.to_string()).unwrap_or_else(|| "url".into()),
+                window
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| "url".into()),
                 repeat_idx + 1,
                 run.readings_per_sec,
                 run.p50_latency_ms,
@@ -117,8 +123,14 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
     crate::store::drop_database(&admin_url, database).await?;
     let copy_ceiling = median(&mut copy_rates);
 
-    println!("\nforewarn bench ingest — {} readings, {} devices, {} metrics/message, QoS 1", bench.readings, bench.devices, bench.metrics_per_message);
-    println!("{:<8} {:>8} {:>14} {:>10} {:>10} {:>12} {:>10}", "window", "sessions", "readings/s", "p50 ms", "p99 ms", "peak RSS MiB", "of COPY");
+    println!(
+        "\nforewarn bench ingest — {} readings, {} devices, {} metrics/message, QoS 1",
+        bench.readings, bench.devices, bench.metrics_per_message
+    );
+    println!(
+        "{:<8} {:>8} {:>14} {:>10} {:>10} {:>12} {:>10}",
+        "window", "sessions", "readings/s", "p50 ms", "p99 ms", "peak RSS MiB", "of COPY"
+    );
     let mut windows: Vec<Option<u16>> = runs.iter().map(|r| r.window).collect();
     windows.dedup();
     let mut summary = Vec::new();
@@ -131,7 +143,9 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
         let rate = median(&mut rates);
         println!(
             "{:<8} {:>8} {:>14.0} {:>10.1} {:>10.1} {:>12.1} {:>9.0}%",
-            window.map(|w| w.to_string()).unwrap_or_else(|| "url".into()),
+            window
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "url".into()),
             of_window[0].sessions,
             rate,
             median(&mut p50),
@@ -145,7 +159,13 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
             "ratio_to_copy_ceiling": rate / copy_ceiling,
         }));
     }
-    println!("{:<8} {:>8} {:>14.0}   (straight COPY, same table layout, median of {})", "COPY", "-", copy_ceiling, copy_rates.len());
+    println!(
+        "{:<8} {:>8} {:>14.0}   (straight COPY, same table layout, median of {})",
+        "COPY",
+        "-",
+        copy_ceiling,
+        copy_rates.len()
+    );
     println!(
         "{}",
         serde_json::json!({"bench": "ingest", "copy_ceiling_rows_per_sec": copy_ceiling, "summary": summary, "runs": runs})
@@ -168,9 +188,16 @@ async fn run_once(
     }
     let mut mqtt = config.mqtt.clone();
     mqtt.client_id = format!("forewarn-bench-{}", std::process::id());
-    let settings = IngestSettings { mqtt_url: mqtt_url.to_string(), mqtt, ingest: ingest_config };
+    let settings = IngestSettings {
+        mqtt_url: mqtt_url.to_string(),
+        mqtt,
+        ingest: ingest_config,
+    };
     let (observer_tx, mut observer_rx) = mpsc::unbounded_channel::<CommitReport>();
-    let deps = IngestDeps { commit_observer: Some(observer_tx), ..IngestDeps::new(store.clone(), Metrics::new()) };
+    let deps = IngestDeps {
+        commit_observer: Some(observer_tx),
+        ..IngestDeps::new(store.clone(), Metrics::new())
+    };
     let (stop_ingest, ingest_shutdown) = Shutdown::new();
     let ingest = tokio::spawn(crate::ingest::run(settings, deps, ingest_shutdown));
     // Let the sessions subscribe before publishing.
@@ -180,7 +207,11 @@ async fn run_once(
     let spec = LoadSpec {
         devices: bench.devices,
         metrics_per_message: bench.metrics_per_message,
-        total_messages: if bench.duration.is_some() { None } else { Some(n_messages) },
+        total_messages: if bench.duration.is_some() {
+            None
+        } else {
+            Some(n_messages)
+        },
         rate_per_sec: bench.rate,
         duration: bench.duration,
         connections: bench.publisher_connections,
@@ -189,7 +220,8 @@ async fn run_once(
     let (_stop_load, load_shutdown) = Shutdown::new();
     let started = Instant::now();
     let url = mqtt_url.to_string();
-    let mut publisher = tokio::spawn(async move { loadgen::publish(&url, &spec, load_shutdown).await });
+    let mut publisher =
+        tokio::spawn(async move { loadgen::publish(&url, &spec, load_shutdown).await });
 
     let mut committed = 0u64;
     let mut latencies: Vec<i64> = Vec::new();
@@ -221,7 +253,10 @@ async fn run_once(
             }
             Ok(None) => break,
             Err(_) if idle_since.elapsed() > Duration::from_secs(30) => {
-                return Err(BenchError::Timeout { committed, expected: expected.unwrap_or(n_messages * bench.metrics_per_message as u64) });
+                return Err(BenchError::Timeout {
+                    committed,
+                    expected: expected.unwrap_or(n_messages * bench.metrics_per_message as u64),
+                });
             }
             Err(_) => {}
         }
@@ -231,10 +266,19 @@ async fn run_once(
     let expected = expected.unwrap_or_default();
     let stored = store.count_telemetry().await?;
     if stored != expected as i64 {
-        return Err(BenchError::Mismatch { stored, expected: expected as i64 });
+        return Err(BenchError::Mismatch {
+            stored,
+            expected: expected as i64,
+        });
     }
     latencies.sort_unstable();
-    let quantile = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64 / 1000.0;
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     let seconds = last_commit.duration_since(started).as_secs_f64();
     Ok(IngestRun {
         window,
@@ -255,11 +299,19 @@ fn copy_ceiling_rows(bench: &IngestBench) -> Vec<TelemetryColumns> {
     let start = chrono::Utc::now().timestamp_micros() - 86_400_000_000;
     let mut batches = Vec::new();
     let mut rows = TelemetryColumns::default();
-    let per_device = bench.readings.div_ceil((bench.devices * bench.metrics_per_message) as u64);
+    let per_device = bench
+        .readings
+        .div_ceil((bench.devices * bench.metrics_per_message) as u64);
     for step in 0..per_device as i64 {
         for device_idx in 0..bench.devices as i32 {
             for metric_idx in 0..bench.metrics_per_message as i16 {
-                rows.push(start + step * 1000, device_idx + 1, metric_idx + 1, 50.0 + f64::from(metric_idx), false);
+                rows.push(
+                    start + step * 1000,
+                    device_idx + 1,
+                    metric_idx + 1,
+                    50.0 + f64::from(metric_idx),
+                    false,
+                );
                 if rows.len() == 5000 {
                     batches.push(std::mem::take(&mut rows));
                 }

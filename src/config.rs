@@ -14,10 +14,18 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
-    #[error("environment variable {name} does not name a config key (expected FOREWARN_<SECTION>__<KEY>)")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error(
+        "environment variable {name} does not name a config key (expected FOREWARN_<SECTION>__<KEY>)"
+    )]
     BadEnvName { name: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -51,7 +59,11 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: None, max_connections: 8, acquire_timeout: Duration::from_secs(10) }
+        DatabaseConfig {
+            url: None,
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -194,7 +206,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { addr: "127.0.0.1:8080".parse().expect("literal address") }
+        HttpConfig {
+            addr: "127.0.0.1:8080".parse().expect("literal address"),
+        }
     }
 }
 
@@ -207,7 +221,9 @@ pub struct EmbeddedConfig {
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        EmbeddedConfig { data_dir: PathBuf::from("data") }
+        EmbeddedConfig {
+            data_dir: PathBuf::from("data"),
+        }
     }
 }
 
@@ -229,7 +245,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, filter: "info,sqlx=warn,rumqttd=warn".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info,sqlx=warn,rumqttd=warn".into(),
+        }
     }
 }
 
@@ -242,14 +261,23 @@ impl Config {
         let env: Vec<(String, String)> = env.into_iter().collect();
         let path = path
             .map(Path::to_path_buf)
-            .or_else(|| env.iter().find(|(k, _)| k == "FOREWARN_CONFIG").map(|(_, v)| PathBuf::from(v)))
+            .or_else(|| {
+                env.iter()
+                    .find(|(k, _)| k == "FOREWARN_CONFIG")
+                    .map(|(_, v)| PathBuf::from(v))
+            })
             .or_else(|| Some(PathBuf::from("forewarn.toml")).filter(|p| p.exists()));
         let mut table = match &path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 text.parse::<toml::Table>()
-                    .map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?
+                    .map_err(|source| ConfigError::Parse {
+                        path: path.clone(),
+                        source: Box::new(source),
+                    })?
             }
             None => toml::Table::new(),
         };
@@ -295,9 +323,13 @@ impl Config {
                 "ingest.max_packet_bytes must exceed ingest.max_payload_bytes".into(),
             ));
         }
-        if ingest.batch_max_readings == 0 || ingest.max_pending_messages == 0 || ingest.sessions == 0 {
+        if ingest.batch_max_readings == 0
+            || ingest.max_pending_messages == 0
+            || ingest.sessions == 0
+        {
             return Err(ConfigError::Invalid(
-                "ingest.batch_max_readings, max_pending_messages and sessions must be positive".into(),
+                "ingest.batch_max_readings, max_pending_messages and sessions must be positive"
+                    .into(),
             ));
         }
         if ingest.sessions > 1 && ingest.shared_group.is_none() {
@@ -306,19 +338,25 @@ impl Config {
             ));
         }
         if !crate::contract::is_valid_device_external_id(&self.mqtt.client_id) {
-            return Err(ConfigError::Invalid("mqtt.client_id must be 1-64 of [A-Za-z0-9_.:-]".into()));
+            return Err(ConfigError::Invalid(
+                "mqtt.client_id must be 1-64 of [A-Za-z0-9_.:-]".into(),
+            ));
         }
         Ok(())
     }
 }
 
 fn section_name(section: &str) -> Result<&'static str, ConfigError> {
-    const SECTIONS: [&str; 7] = ["database", "mqtt", "ingest", "storage", "http", "embedded", "log"];
+    const SECTIONS: [&str; 7] = [
+        "database", "mqtt", "ingest", "storage", "http", "embedded", "log",
+    ];
     let lower = section.to_ascii_lowercase();
     SECTIONS
         .into_iter()
         .find(|s| *s == lower)
-        .ok_or_else(|| ConfigError::BadEnvName { name: format!("FOREWARN_{section}__…") })
+        .ok_or_else(|| ConfigError::BadEnvName {
+            name: format!("FOREWARN_{section}__…"),
+        })
 }
 
 /// Environment values are strings; numbers and booleans are recognised so that
@@ -339,11 +377,15 @@ mod optional_duration {
 
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(deserializer)?;
         match text.trim() {
             "off" | "none" => Ok(None),
-            other => humantime::parse_duration(other).map(Some).map_err(serde::de::Error::custom),
+            other => humantime::parse_duration(other)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -353,7 +395,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -369,7 +414,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("forewarn-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("forewarn.toml");
-        std::fs::write(&path, "[ingest]\nbatch_max_readings = 100\nbatch_max_age = \"250ms\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[ingest]\nbatch_max_readings = 100\nbatch_max_age = \"250ms\"\n",
+        )
+        .unwrap();
         let config = Config::load(
             Some(&path),
             env(&[
@@ -390,8 +439,14 @@ mod tests {
         assert_eq!(config.ingest.shared_group.as_deref(), Some("ingest"));
         assert_eq!(config.storage.timescaledb, TimescaleMode::Off);
         assert_eq!(config.ingest.max_age, None);
-        assert_eq!(config.storage.retention, Some(Duration::from_secs(400 * 86_400)));
-        assert_eq!(config.database.url.as_deref(), Some("postgres://localhost/x"));
+        assert_eq!(
+            config.storage.retention,
+            Some(Duration::from_secs(400 * 86_400))
+        );
+        assert_eq!(
+            config.database.url.as_deref(),
+            Some("postgres://localhost/x")
+        );
         assert_eq!(config.http.addr.port(), 0);
     }
 

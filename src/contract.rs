@@ -102,7 +102,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: RejectReason, detail: impl Into<String>) -> Rejection {
-        Rejection { reason, detail: detail.into() }
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -116,13 +119,17 @@ pub struct DeviceTopic<'a> {
 /// `device_id` is 1–64 characters of `[A-Za-z0-9_.:-]`.
 pub fn is_valid_device_external_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 /// Metric names are 1–64 characters of `[a-z0-9_]`.
 pub fn is_valid_metric_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// Splits `{prefix}/{device_id}/{kind}`.
@@ -142,7 +149,10 @@ pub fn parse_topic<'a>(prefix: &str, topic: &'a str) -> Result<DeviceTopic<'a>, 
         "status" => TopicKind::Status,
         _ => return Err(invalid()),
     };
-    Ok(DeviceTopic { device_external_id, kind })
+    Ok(DeviceTopic {
+        device_external_id,
+        kind,
+    })
 }
 
 /// The topic a device publishes `kind` messages on.
@@ -242,7 +252,11 @@ fn check_size(payload: &[u8], limits: &ValidationLimits) -> Result<(), Rejection
     if payload.len() > limits.max_payload_bytes {
         return Err(Rejection::new(
             RejectReason::PayloadTooLarge,
-            format!("{} bytes, limit {}", payload.len(), limits.max_payload_bytes),
+            format!(
+                "{} bytes, limit {}",
+                payload.len(),
+                limits.max_payload_bytes
+            ),
         ));
     }
     Ok(())
@@ -281,12 +295,17 @@ fn parse_timestamp(
     };
     // Epoch 0 to year 9999: what RFC 3339 can say, and well inside PostgreSQL's range.
     if !(0..=253_402_300_799_000_000).contains(&time) {
-        return Err(bad(format!("`ts` {time} µs is outside 1970-01-01..9999-12-31")));
+        return Err(bad(format!(
+            "`ts` {time} µs is outside 1970-01-01..9999-12-31"
+        )));
     }
     if time > received_at.saturating_add(limits.max_future_skew_micros) {
         return Err(Rejection::new(
             RejectReason::TimestampInFuture,
-            format!("{at}: ts {} is ahead of the receive time", format_timestamp(time)),
+            format!(
+                "{at}: ts {} is ahead of the receive time",
+                format_timestamp(time)
+            ),
         ));
     }
     if let Some(max_age) = limits.max_age_micros
@@ -294,7 +313,10 @@ fn parse_timestamp(
     {
         return Err(Rejection::new(
             RejectReason::TimestampTooOld,
-            format!("{at}: ts {} is older than the retention limit", format_timestamp(time)),
+            format!(
+                "{at}: ts {} is older than the retention limit",
+                format_timestamp(time)
+            ),
         ));
     }
     Ok((time, false))
@@ -325,9 +347,15 @@ pub fn parse_telemetry(
     for (sample_idx, sample) in samples.iter().enumerate() {
         let at = format!("sample {sample_idx}");
         let Value::Object(fields) = sample else {
-            return Err(Rejection::new(RejectReason::InvalidPayload, format!("{at}: not an object")));
+            return Err(Rejection::new(
+                RejectReason::InvalidPayload,
+                format!("{at}: not an object"),
+            ));
         };
-        if let Some(unknown) = fields.keys().find(|k| !matches!(k.as_str(), "ts" | "metrics" | "seq")) {
+        if let Some(unknown) = fields
+            .keys()
+            .find(|k| !matches!(k.as_str(), "ts" | "metrics" | "seq"))
+        {
             return Err(Rejection::new(
                 RejectReason::InvalidPayload,
                 format!("{at}: unknown field `{unknown}`"),
@@ -357,24 +385,41 @@ pub fn parse_telemetry(
             ));
         };
         if metrics.is_empty() {
-            return Err(Rejection::new(RejectReason::InvalidPayload, format!("{at}: `metrics` is empty")));
+            return Err(Rejection::new(
+                RejectReason::InvalidPayload,
+                format!("{at}: `metrics` is empty"),
+            ));
         }
         for (name, value) in metrics {
             if !is_valid_metric_name(name) {
                 return Err(Rejection::new(
                     RejectReason::InvalidMetricName,
-                    format!("{at}: metric `{}`", name.chars().take(80).collect::<String>()),
+                    format!(
+                        "{at}: metric `{}`",
+                        name.chars().take(80).collect::<String>()
+                    ),
                 ));
             }
             let value = match value {
                 Value::Number(number) => number.as_f64().ok_or_else(|| {
-                    Rejection::new(RejectReason::InvalidPayload, format!("{at}: `{name}` out of range"))
+                    Rejection::new(
+                        RejectReason::InvalidPayload,
+                        format!("{at}: `{name}` out of range"),
+                    )
                 })?,
                 Value::Bool(flag) => f64::from(u8::from(*flag)),
                 // JSON has no NaN or Infinity; devices that print them produce strings or bare
                 // words, which the JSON parser already refuses. A string spelling is named here.
-                Value::String(text) if matches!(text.to_ascii_lowercase().as_str(), "nan" | "inf" | "-inf" | "infinity" | "-infinity") => {
-                    return Err(Rejection::new(RejectReason::NonFiniteValue, format!("{at}: `{name}` = {text}")));
+                Value::String(text)
+                    if matches!(
+                        text.to_ascii_lowercase().as_str(),
+                        "nan" | "inf" | "-inf" | "infinity" | "-infinity"
+                    ) =>
+                {
+                    return Err(Rejection::new(
+                        RejectReason::NonFiniteValue,
+                        format!("{at}: `{name}` = {text}"),
+                    ));
                 }
                 _ => {
                     return Err(Rejection::new(
@@ -384,9 +429,17 @@ pub fn parse_telemetry(
                 }
             };
             if !value.is_finite() {
-                return Err(Rejection::new(RejectReason::NonFiniteValue, format!("{at}: `{name}`")));
+                return Err(Rejection::new(
+                    RejectReason::NonFiniteValue,
+                    format!("{at}: `{name}`"),
+                ));
             }
-            message.readings.push(Reading { time, time_estimated, metric: name.clone(), value });
+            message.readings.push(Reading {
+                time,
+                time_estimated,
+                metric: name.clone(),
+                value,
+            });
         }
     }
     Ok(message)
@@ -400,12 +453,17 @@ pub fn parse_event(
 ) -> Result<DeviceEvent, Rejection> {
     check_size(payload, limits)?;
     let Value::Object(fields) = parse_json(payload)? else {
-        return Err(Rejection::new(RejectReason::InvalidPayload, "expected an object"));
+        return Err(Rejection::new(
+            RejectReason::InvalidPayload,
+            "expected an object",
+        ));
     };
     let bad = |what: &str| Rejection::new(RejectReason::InvalidPayload, what.to_string());
     let (time, time_estimated) = parse_timestamp(fields.get("ts"), received_at, limits, "event")?;
     let code = match fields.get("code") {
-        Some(Value::String(code)) if (1..=MAX_EVENT_CODE_LEN).contains(&code.len()) && !code.contains('\0') => {
+        Some(Value::String(code))
+            if (1..=MAX_EVENT_CODE_LEN).contains(&code.len()) && !code.contains('\0') =>
+        {
             code.clone()
         }
         _ => return Err(bad("`code` must be a string of 1-64 characters")),
@@ -417,11 +475,25 @@ pub fn parse_event(
     };
     let message = match fields.get("message") {
         None | Some(Value::Null) => String::new(),
-        Some(Value::String(text)) if text.len() <= MAX_EVENT_MESSAGE_LEN && !text.contains('\0') => text.clone(),
+        Some(Value::String(text))
+            if text.len() <= MAX_EVENT_MESSAGE_LEN && !text.contains('\0') =>
+        {
+            text.clone()
+        }
         // PostgreSQL text cannot hold NUL, so it is refused here rather than by the database.
-        Some(_) => return Err(bad("`message` must be a string of at most 1024 bytes without NUL")),
+        Some(_) => {
+            return Err(bad(
+                "`message` must be a string of at most 1024 bytes without NUL",
+            ));
+        }
     };
-    Ok(DeviceEvent { time, time_estimated, code, severity, message })
+    Ok(DeviceEvent {
+        time,
+        time_estimated,
+        code,
+        severity,
+        message,
+    })
 }
 
 /// Parses a status payload: `online` / `offline`, bare or as a JSON string.
@@ -435,9 +507,31 @@ pub fn parse_status(payload: &[u8], limits: &ValidationLimits) -> Result<DeviceS
         "offline" => Ok(DeviceStatus::Offline),
         other => Err(Rejection::new(
             RejectReason::InvalidPayload,
-            format!("status must be `online` or `offline`, got `{}`", other.chars().take(40).collect::<String>()),
+            format!(
+                "status must be `online` or `offline`, got `{}`",
+                other.chars().take(40).collect::<String>()
+            ),
         )),
     }
+}
+
+/// Writes one telemetry sample as the contract's JSON object, without allocating a map.
+pub fn telemetry_json(time: EpochMicros, seq: Option<u64>, metrics: &[(&str, f64)]) -> String {
+    use std::fmt::Write;
+    let mut json = String::with_capacity(64 + metrics.len() * 32);
+    let _ = write!(json, r#"{{"ts":"{}""#, format_timestamp(time));
+    if let Some(seq) = seq {
+        let _ = write!(json, r#","seq":{seq}"#);
+    }
+    json.push_str(r#","metrics":{"#);
+    for (metric_idx, (name, value)) in metrics.iter().enumerate() {
+        if metric_idx > 0 {
+            json.push(',');
+        }
+        let _ = write!(json, r#""{name}":{value}"#);
+    }
+    json.push_str("}}");
+    json
 }
 
 #[cfg(test)]
@@ -455,7 +549,9 @@ mod tests {
     }
 
     fn reject(payload: &str) -> RejectReason {
-        parse_telemetry(payload.as_bytes(), NOW, &limits()).unwrap_err().reason
+        parse_telemetry(payload.as_bytes(), NOW, &limits())
+            .unwrap_err()
+            .reason
     }
 
     #[test]
@@ -463,7 +559,10 @@ mod tests {
         let topic = parse_topic("devices", "devices/WM-0001/telemetry").unwrap();
         assert_eq!(topic.device_external_id, "WM-0001");
         assert_eq!(topic.kind, TopicKind::Telemetry);
-        assert_eq!(parse_topic("a/b", "a/b/x.y:z_1/status").unwrap().kind, TopicKind::Status);
+        assert_eq!(
+            parse_topic("a/b", "a/b/x.y:z_1/status").unwrap().kind,
+            TopicKind::Status
+        );
         for bad in [
             "devices/WM-0001/other",
             "devices//telemetry",
@@ -472,11 +571,18 @@ mod tests {
             "devices/a/b/telemetry",
             "other/WM/telemetry",
         ] {
-            assert_eq!(parse_topic("devices", bad).unwrap_err().reason, RejectReason::InvalidTopic, "{bad}");
+            assert_eq!(
+                parse_topic("devices", bad).unwrap_err().reason,
+                RejectReason::InvalidTopic,
+                "{bad}"
+            );
         }
         let long = format!("devices/{}/events", "a".repeat(65));
         assert!(parse_topic("devices", &long).is_err());
-        assert_eq!(device_topic("devices", "C-1", TopicKind::Events), "devices/C-1/events");
+        assert_eq!(
+            device_topic("devices", "C-1", TopicKind::Events),
+            "devices/C-1/events"
+        );
     }
 
     #[test]
@@ -488,7 +594,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(message.readings.len(), 2);
-        let door = message.readings.iter().find(|r| r.metric == "door_open").unwrap();
+        let door = message
+            .readings
+            .iter()
+            .find(|r| r.metric == "door_open")
+            .unwrap();
         assert_eq!(door.value, 1.0);
         assert_eq!(format_timestamp(door.time), "2026-11-22T10:15:00.250000Z");
         assert!(!door.time_estimated);
@@ -515,25 +625,69 @@ mod tests {
     fn each_bad_input_has_its_reason() {
         assert_eq!(reject("{not json"), RejectReason::InvalidJson);
         assert_eq!(
-            parse_telemetry(&[0xff, 0xfe, b'{'], NOW, &limits()).unwrap_err().reason,
+            parse_telemetry(&[0xff, 0xfe, b'{'], NOW, &limits())
+                .unwrap_err()
+                .reason,
             RejectReason::InvalidUtf8
         );
-        assert_eq!(reject(r#"{"metrics": {"a": "high"}}"#), RejectReason::InvalidPayload);
+        assert_eq!(
+            reject(r#"{"metrics": {"a": "high"}}"#),
+            RejectReason::InvalidPayload
+        );
         assert_eq!(reject(r#"{"metrics": {}}"#), RejectReason::InvalidPayload);
-        assert_eq!(reject(r#"{"metrics": [1, 2]}"#), RejectReason::InvalidPayload);
-        assert_eq!(reject(r#"{"ts": true, "metrics": {"a": 1}}"#), RejectReason::InvalidPayload);
-        assert_eq!(reject(r#"{"ts": 1.5, "metrics": {"a": 1}}"#), RejectReason::InvalidPayload);
-        assert_eq!(reject(r#"{"ts": "yesterday", "metrics": {"a": 1}}"#), RejectReason::InvalidPayload);
-        assert_eq!(reject(r#"{"metrics": {"a": 1}, "extra": 1}"#), RejectReason::InvalidPayload);
+        assert_eq!(
+            reject(r#"{"metrics": [1, 2]}"#),
+            RejectReason::InvalidPayload
+        );
+        assert_eq!(
+            reject(r#"{"ts": true, "metrics": {"a": 1}}"#),
+            RejectReason::InvalidPayload
+        );
+        assert_eq!(
+            reject(r#"{"ts": 1.5, "metrics": {"a": 1}}"#),
+            RejectReason::InvalidPayload
+        );
+        assert_eq!(
+            reject(r#"{"ts": "yesterday", "metrics": {"a": 1}}"#),
+            RejectReason::InvalidPayload
+        );
+        assert_eq!(
+            reject(r#"{"metrics": {"a": 1}, "extra": 1}"#),
+            RejectReason::InvalidPayload
+        );
         assert_eq!(reject("[]"), RejectReason::InvalidPayload);
-        assert_eq!(reject(r#"{"ts": -5, "metrics": {"a": 1}}"#), RejectReason::InvalidPayload);
+        assert_eq!(
+            reject(r#"{"ts": -5, "metrics": {"a": 1}}"#),
+            RejectReason::InvalidPayload
+        );
         assert_eq!(reject("42"), RejectReason::InvalidPayload);
-        assert_eq!(reject(r#"{"metrics": {"a": "NaN"}}"#), RejectReason::NonFiniteValue);
-        assert_eq!(reject(r#"{"metrics": {"a": 1e999}}"#), RejectReason::InvalidJson);
-        assert_eq!(reject(r#"{"metrics": {"Motor Temp": 1}}"#), RejectReason::InvalidMetricName);
-        assert_eq!(reject(r#"{"ts": "2030-01-01T00:00:00Z", "metrics": {"a": 1}}"#), RejectReason::TimestampInFuture);
-        assert_eq!(reject(r#"{"ts": "2001-01-01T00:00:00Z", "metrics": {"a": 1}}"#), RejectReason::TimestampTooOld);
-        assert_eq!(reject(&format!(r#"{{"metrics": {{"a": 1}}, "seq": 1, "x": "{}"}}"#, "y".repeat(2000))), RejectReason::PayloadTooLarge);
+        assert_eq!(
+            reject(r#"{"metrics": {"a": "NaN"}}"#),
+            RejectReason::NonFiniteValue
+        );
+        assert_eq!(
+            reject(r#"{"metrics": {"a": 1e999}}"#),
+            RejectReason::InvalidJson
+        );
+        assert_eq!(
+            reject(r#"{"metrics": {"Motor Temp": 1}}"#),
+            RejectReason::InvalidMetricName
+        );
+        assert_eq!(
+            reject(r#"{"ts": "2030-01-01T00:00:00Z", "metrics": {"a": 1}}"#),
+            RejectReason::TimestampInFuture
+        );
+        assert_eq!(
+            reject(r#"{"ts": "2001-01-01T00:00:00Z", "metrics": {"a": 1}}"#),
+            RejectReason::TimestampTooOld
+        );
+        assert_eq!(
+            reject(&format!(
+                r#"{{"metrics": {{"a": 1}}, "seq": 1, "x": "{}"}}"#,
+                "y".repeat(2000)
+            )),
+            RejectReason::PayloadTooLarge
+        );
         // One bad sample rejects the whole message: a message is used whole or not at all.
         assert_eq!(
             reject(r#"[{"metrics": {"a": 1}}, {"metrics": {"a": null}}]"#),
@@ -545,7 +699,14 @@ mod tests {
     fn age_limit_can_be_lifted_for_replays() {
         let mut limits = limits();
         limits.max_age_micros = None;
-        assert!(parse_telemetry(br#"{"ts": "2001-01-01T00:00:00Z", "metrics": {"a": 1}}"#, NOW, &limits).is_ok());
+        assert!(
+            parse_telemetry(
+                br#"{"ts": "2001-01-01T00:00:00Z", "metrics": {"a": 1}}"#,
+                NOW,
+                &limits
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -559,16 +720,29 @@ mod tests {
         assert_eq!(event.code, "E42");
         assert_eq!(event.severity, Severity::Warning);
         assert_eq!(
-            parse_event(br#"{"code": "E42", "severity": "fatal"}"#, NOW, &limits()).unwrap_err().reason,
+            parse_event(br#"{"code": "E42", "severity": "fatal"}"#, NOW, &limits())
+                .unwrap_err()
+                .reason,
             RejectReason::InvalidPayload
         );
         assert_eq!(
-            parse_event(br#"{"severity": "info"}"#, NOW, &limits()).unwrap_err().reason,
+            parse_event(br#"{"severity": "info"}"#, NOW, &limits())
+                .unwrap_err()
+                .reason,
             RejectReason::InvalidPayload
         );
-        assert_eq!(parse_status(b"online", &limits()).unwrap(), DeviceStatus::Online);
-        assert_eq!(parse_status(b"\"offline\"\n", &limits()).unwrap(), DeviceStatus::Offline);
-        assert_eq!(parse_status(b"maybe", &limits()).unwrap_err().reason, RejectReason::InvalidPayload);
+        assert_eq!(
+            parse_status(b"online", &limits()).unwrap(),
+            DeviceStatus::Online
+        );
+        assert_eq!(
+            parse_status(b"\"offline\"\n", &limits()).unwrap(),
+            DeviceStatus::Offline
+        );
+        assert_eq!(
+            parse_status(b"maybe", &limits()).unwrap_err().reason,
+            RejectReason::InvalidPayload
+        );
     }
 
     #[test]
@@ -578,26 +752,15 @@ mod tests {
         let message = parse_telemetry(json.as_bytes(), NOW, &limits()).unwrap();
         assert_eq!(message.readings.len(), 2);
         assert_eq!(message.readings[0].time, NOW - 1_000_001);
-        assert_eq!(message.readings.iter().find(|r| r.metric == "drum_vibration_rms").unwrap().value, 0.42);
+        assert_eq!(
+            message
+                .readings
+                .iter()
+                .find(|r| r.metric == "drum_vibration_rms")
+                .unwrap()
+                .value,
+            0.42
+        );
         assert_eq!(message.seq_range, Some((3, 3)));
     }
-}
-
-/// Writes one telemetry sample as the contract's JSON object, without allocating a map.
-pub fn telemetry_json(time: EpochMicros, seq: Option<u64>, metrics: &[(&str, f64)]) -> String {
-    use std::fmt::Write;
-    let mut json = String::with_capacity(64 + metrics.len() * 32);
-    let _ = write!(json, r#"{{"ts":"{}""#, format_timestamp(time));
-    if let Some(seq) = seq {
-        let _ = write!(json, r#","seq":{seq}"#);
-    }
-    json.push_str(r#","metrics":{"#);
-    for (metric_idx, (name, value)) in metrics.iter().enumerate() {
-        if metric_idx > 0 {
-            json.push(',');
-        }
-        let _ = write!(json, r#""{name}":{value}"#);
-    }
-    json.push_str("}}");
-    json
 }

@@ -68,10 +68,16 @@ pub fn device_name(spec: &LoadSpec, device_idx: usize) -> String {
 
 /// Publishes until the spec's limit or `shutdown`, then waits for the broker to
 /// acknowledge what was sent.
-pub async fn publish(url: &str, spec: &LoadSpec, shutdown: Shutdown) -> Result<LoadReport, LoadError> {
+pub async fn publish(
+    url: &str,
+    spec: &LoadSpec,
+    shutdown: Shutdown,
+) -> Result<LoadReport, LoadError> {
     let started = Instant::now();
     let connections = spec.connections.max(1);
-    let metric_names: Vec<String> = (0..spec.metrics_per_message).map(|m| format!("metric_{m}")).collect();
+    let metric_names: Vec<String> = (0..spec.metrics_per_message)
+        .map(|m| format!("metric_{m}"))
+        .collect();
     let mut tasks = Vec::new();
     for connection_idx in 0..connections {
         let mut options = crate::ingest::mqtt_options(
@@ -80,10 +86,16 @@ pub async fn publish(url: &str, spec: &LoadSpec, shutdown: Shutdown) -> Result<L
             &crate::config::MqttConfig::default(),
             &crate::config::IngestConfig::default(),
         )?;
-        options.set_clean_session(true).set_manual_acks(false).set_inflight(spec.inflight);
-        let devices: Vec<usize> = (connection_idx..spec.devices).step_by(connections).collect();
+        options
+            .set_clean_session(true)
+            .set_manual_acks(false)
+            .set_inflight(spec.inflight);
+        let devices: Vec<usize> = (connection_idx..spec.devices)
+            .step_by(connections)
+            .collect();
         let quota = spec.total_messages.map(|total| {
-            total / connections as u64 + u64::from((connection_idx as u64) < total % connections as u64)
+            total / connections as u64
+                + u64::from((connection_idx as u64) < total % connections as u64)
         });
         let rate = spec.rate_per_sec.map(|r| r / connections as f64);
         tasks.push(tokio::spawn(publish_connection(
@@ -139,13 +151,22 @@ async fn publish_connection(
     });
     let topics: Vec<String> = devices
         .iter()
-        .map(|d| device_topic(&spec.topic_prefix, &device_name(&spec, *d), TopicKind::Telemetry))
+        .map(|d| {
+            device_topic(
+                &spec.topic_prefix,
+                &device_name(&spec, *d),
+                TopicKind::Telemetry,
+            )
+        })
         .collect();
     let mut last_time = vec![0i64; devices.len()];
     let mut seq = vec![0u64; devices.len()];
     let started = Instant::now();
     let mut sent = 0u64;
-    let mut values: Vec<(&str, f64)> = metric_names.iter().map(|name| (name.as_str(), 0.0)).collect();
+    let mut values: Vec<(&str, f64)> = metric_names
+        .iter()
+        .map(|name| (name.as_str(), 0.0))
+        .collect();
     'publishing: loop {
         for (slot, device_idx) in devices.iter().enumerate() {
             if quota.is_some_and(|q| sent >= q)
@@ -161,7 +182,9 @@ async fn publish_connection(
                 }
             }
             // Strictly increasing per device, so that no two readings share a key.
-            let now = chrono::Utc::now().timestamp_micros().max(last_time[slot] + 1);
+            let now = chrono::Utc::now()
+                .timestamp_micros()
+                .max(last_time[slot] + 1);
             last_time[slot] = now;
             for (metric_idx, value) in values.iter_mut().enumerate() {
                 let phase = (now / 1_000_000) as f64 / 600.0 + *device_idx as f64;
@@ -169,7 +192,9 @@ async fn publish_connection(
             }
             seq[slot] += 1;
             let payload = telemetry_json(now, Some(seq[slot]), &values);
-            client.publish(topics[slot].as_str(), QoS::AtLeastOnce, false, payload).await?;
+            client
+                .publish(topics[slot].as_str(), QoS::AtLeastOnce, false, payload)
+                .await?;
             sent += 1;
         }
     }

@@ -11,7 +11,11 @@ use forewarn::config::Config;
 use forewarn::shutdown::{self, Shutdown};
 
 #[derive(Parser)]
-#[command(name = "forewarn", version, about = "Predictive field service: telemetry in, proactive service out")]
+#[command(
+    name = "forewarn",
+    version,
+    about = "Predictive field service: telemetry in, proactive service out"
+)]
 struct Cli {
     /// Configuration file (TOML); default `forewarn.toml` when present, or `FOREWARN_CONFIG`.
     #[arg(long, global = true)]
@@ -76,9 +80,12 @@ enum BenchCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
+    let config =
+        Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
     forewarn::observability::init_tracing(&config.log, std::env::var("RUST_LOG").ok().as_deref());
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(cli.command, config))
 }
 
@@ -90,9 +97,23 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("migrated (timescaledb: {})", store.is_timescaledb());
             Ok(())
         }
-        Command::Ingest => serve(config, Stages { ingest: true, maintenance: false }, None).await,
+        Command::Ingest => {
+            serve(
+                config,
+                Stages {
+                    ingest: true,
+                    maintenance: false,
+                },
+                None,
+            )
+            .await
+        }
         Command::Serve => serve(config, Stages::ALL, None).await,
-        Command::Demo { devices, rate, duration } => {
+        Command::Demo {
+            devices,
+            rate,
+            duration,
+        } => {
             let spec = forewarn::loadgen::LoadSpec {
                 devices,
                 rate_per_sec: Some(rate),
@@ -103,7 +124,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             };
             serve(config, Stages::ALL, Some(spec)).await
         }
-        Command::Bench { bench: BenchCommand::Ingest { devices, readings, metrics_per_message, windows, publisher_connections, repeat, rate, duration } } => {
+        Command::Bench {
+            bench:
+                BenchCommand::Ingest {
+                    devices,
+                    readings,
+                    metrics_per_message,
+                    windows,
+                    publisher_connections,
+                    repeat,
+                    rate,
+                    duration,
+                },
+        } => {
             let bench = forewarn::bench::IngestBench {
                 devices,
                 readings,
@@ -114,15 +147,23 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 rate,
                 duration,
             };
-            forewarn::bench::run_ingest(&config, &bench).await.context("bench ingest")
+            forewarn::bench::run_ingest(&config, &bench)
+                .await
+                .context("bench ingest")
         }
     }
 }
 
-async fn serve(config: Config, stages: Stages, demo_fleet: Option<forewarn::loadgen::LoadSpec>) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    stages: Stages,
+    demo_fleet: Option<forewarn::loadgen::LoadSpec>,
+) -> anyhow::Result<()> {
     let (database_url, _cluster) = app::resolve_database(&config).await.context("database")?;
     let (mqtt_url, _broker) = app::resolve_broker(&config).await.context("mqtt broker")?;
-    let store = app::open_store(&config, &database_url).await.context("opening the database")?;
+    let store = app::open_store(&config, &database_url)
+        .await
+        .context("opening the database")?;
     let forewarn = App::new(&config, store).await?;
     let http_addr = forewarn.http.local_addr();
     let (trigger, shutdown) = Shutdown::new();
@@ -134,7 +175,9 @@ async fn serve(config: Config, stages: Stages, demo_fleet: Option<forewarn::load
         );
         let url = mqtt_url.clone();
         let fleet_shutdown = shutdown.clone();
-        fleet_task = Some(tokio::spawn(async move { forewarn::loadgen::publish(&url, &spec, fleet_shutdown).await }));
+        fleet_task = Some(tokio::spawn(async move {
+            forewarn::loadgen::publish(&url, &spec, fleet_shutdown).await
+        }));
     }
     let running = forewarn.run(&config, &mqtt_url, stages, shutdown);
     tokio::pin!(running);

@@ -74,12 +74,32 @@ impl Metrics {
             pending_messages: Gauge::default(),
         };
         let sub = registry.sub_registry_with_prefix("ingest");
-        sub.register("messages", "MQTT messages received, by kind and outcome", ingest.messages.clone());
+        sub.register(
+            "messages",
+            "MQTT messages received, by kind and outcome",
+            ingest.messages.clone(),
+        );
         sub.register("readings", "Readings written", ingest.readings.clone());
-        sub.register("duplicate_readings", "Readings already stored (redeliveries)", ingest.duplicate_readings.clone());
-        sub.register("dead_letters", "Messages dead-lettered, by reason", ingest.dead_letters.clone());
-        sub.register("batch_readings", "Readings per committed batch", ingest.batch_readings.clone());
-        sub.register("commit_seconds", "Batch transaction time", ingest.commit_seconds.clone());
+        sub.register(
+            "duplicate_readings",
+            "Readings already stored (redeliveries)",
+            ingest.duplicate_readings.clone(),
+        );
+        sub.register(
+            "dead_letters",
+            "Messages dead-lettered, by reason",
+            ingest.dead_letters.clone(),
+        );
+        sub.register(
+            "batch_readings",
+            "Readings per committed batch",
+            ingest.batch_readings.clone(),
+        );
+        sub.register(
+            "commit_seconds",
+            "Batch transaction time",
+            ingest.commit_seconds.clone(),
+        );
         sub.register(
             "receive_to_commit_seconds",
             "Time from receiving a message to committing it",
@@ -90,11 +110,31 @@ impl Metrics {
             "Wall clock minus the newest committed event time",
             ingest.event_time_lag_seconds.clone(),
         );
-        sub.register("copy_fallbacks", "Batches written by the idempotent insert after COPY hit a duplicate", ingest.copy_fallbacks.clone());
-        sub.register("write_errors", "Failed batch writes, by class", ingest.write_errors.clone());
-        sub.register("seq_gaps", "Gaps in device seq counters", ingest.seq_gaps.clone());
-        sub.register("mqtt_connection_errors", "MQTT connection errors", ingest.mqtt_connection_errors.clone());
-        sub.register("pending_messages", "Messages received and not yet acknowledged", ingest.pending_messages.clone());
+        sub.register(
+            "copy_fallbacks",
+            "Batches written by the idempotent insert after COPY hit a duplicate",
+            ingest.copy_fallbacks.clone(),
+        );
+        sub.register(
+            "write_errors",
+            "Failed batch writes, by class",
+            ingest.write_errors.clone(),
+        );
+        sub.register(
+            "seq_gaps",
+            "Gaps in device seq counters",
+            ingest.seq_gaps.clone(),
+        );
+        sub.register(
+            "mqtt_connection_errors",
+            "MQTT connection errors",
+            ingest.mqtt_connection_errors.clone(),
+        );
+        sub.register(
+            "pending_messages",
+            "Messages received and not yet acknowledged",
+            ingest.pending_messages.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest,
@@ -132,7 +172,9 @@ impl Metrics {
 pub fn init_tracing(config: &LogConfig, rust_log: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_new(rust_log.unwrap_or(&config.filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

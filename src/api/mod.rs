@@ -18,7 +18,10 @@ use crate::store::Store;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("http server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -44,12 +47,16 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub async fn bind(addr: SocketAddr) -> Result<HttpServer, ApiError> {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ApiError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ApiError::Bind { addr, source })?;
         Ok(HttpServer { listener })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub async fn serve(self, state: ApiState, mut shutdown: Shutdown) -> Result<(), ApiError> {
@@ -66,20 +73,28 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
-    let database = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+    let database =
+        tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
     let database_ok = matches!(database, Ok(Ok(())));
     let broker = state.metrics.mqtt_ready();
     let body = serde_json::json!({
         "database": if database_ok { "ok" } else { "unavailable" },
         "broker": match broker { None => "not used", Some(true) => "ok", Some(false) => "unavailable" },
     });
-    let status = if database_ok && broker != Some(false) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database_ok && broker != Some(false) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

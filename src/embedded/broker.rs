@@ -30,7 +30,10 @@ impl EmbeddedBroker {
 
 /// Starts rumqttd on `listen` (port 0 picks a free one) in its own thread, and waits until
 /// it accepts connections.
-pub async fn start(listen: SocketAddr, max_payload_bytes: usize) -> Result<EmbeddedBroker, BrokerError> {
+pub async fn start(
+    listen: SocketAddr,
+    max_payload_bytes: usize,
+) -> Result<EmbeddedBroker, BrokerError> {
     let addr = if listen.port() == 0 {
         SocketAddr::new(listen.ip(), super::free_port().map_err(BrokerError::Port)?)
     } else {

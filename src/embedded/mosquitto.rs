@@ -28,13 +28,18 @@ impl Mosquitto {
     /// Starts Mosquitto on a free loopback port. `max_inflight` is the per-client window of
     /// unacknowledged QoS 1 messages (Mosquitto's default is 20).
     pub fn start(max_inflight: u16) -> Result<Mosquitto, MosquittoError> {
-        let binary = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|path| path.is_file())
-            .ok_or(MosquittoError::NotInstalled)?;
+        let binary = [
+            "/usr/sbin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+        .ok_or(MosquittoError::NotInstalled)?;
         let port = super::free_port()?;
-        let dir = std::env::temp_dir().join(format!("forewarn-mosquitto-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("forewarn-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("mosquitto.conf");
         std::fs::write(

@@ -25,7 +25,10 @@ pub enum PostgresError {
     #[error("{command} failed: {detail}")]
     Command { command: String, detail: String },
     #[error("io error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// How to run the cluster.
@@ -56,15 +59,30 @@ impl PrivateCluster {
         let account = service_account()?;
         let data_dir = absolute(&options.data_dir)?;
         if let Some(parent) = data_dir.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| PostgresError::Io { path: parent.into(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| PostgresError::Io {
+                path: parent.into(),
+                source,
+            })?;
         }
         // Serialise concurrent starters (parallel test processes) on a lock file beside the
         // data directory.
         let lock_path = data_dir.with_extension("lock");
-        let lock = File::create(&lock_path).map_err(|source| PostgresError::Io { path: lock_path.clone(), source })?;
-        lock.lock().map_err(|source| PostgresError::Io { path: lock_path.clone(), source })?;
+        let lock = File::create(&lock_path).map_err(|source| PostgresError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+        lock.lock().map_err(|source| PostgresError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
 
-        let mut cluster = PrivateCluster { data_dir, bin_dir, port: options.port.unwrap_or(0), durable: options.durable, account };
+        let mut cluster = PrivateCluster {
+            data_dir,
+            bin_dir,
+            port: options.port.unwrap_or(0),
+            durable: options.durable,
+            account,
+        };
         if !cluster.data_dir.join("PG_VERSION").exists() {
             cluster.initdb()?;
         }
@@ -74,7 +92,10 @@ impl PrivateCluster {
             return Ok(cluster);
         }
         if cluster.port == 0 {
-            cluster.port = super::free_port().map_err(|source| PostgresError::Io { path: cluster.data_dir.clone(), source })?;
+            cluster.port = super::free_port().map_err(|source| PostgresError::Io {
+                path: cluster.data_dir.clone(),
+                source,
+            })?;
         }
         cluster.pg_ctl_start()?;
         tracing::info!(
@@ -98,7 +119,10 @@ impl PrivateCluster {
     /// Stops the server (fast shutdown: active sessions are disconnected).
     pub fn stop(&self) -> Result<(), PostgresError> {
         let mut command = self.command("pg_ctl");
-        command.arg("-D").arg(&self.data_dir).args(["-m", "fast", "-w", "stop"]);
+        command
+            .arg("-D")
+            .arg(&self.data_dir)
+            .args(["-m", "fast", "-w", "stop"]);
         run(command).map(drop)
     }
 
@@ -108,16 +132,29 @@ impl PrivateCluster {
     }
 
     fn initdb(&self) -> Result<(), PostgresError> {
-        std::fs::create_dir_all(&self.data_dir).map_err(|source| PostgresError::Io { path: self.data_dir.clone(), source })?;
+        std::fs::create_dir_all(&self.data_dir).map_err(|source| PostgresError::Io {
+            path: self.data_dir.clone(),
+            source,
+        })?;
         if let Some((uid, gid)) = self.account {
-            std::os::unix::fs::chown(&self.data_dir, Some(uid), Some(gid))
-                .map_err(|source| PostgresError::Io { path: self.data_dir.clone(), source })?;
+            std::os::unix::fs::chown(&self.data_dir, Some(uid), Some(gid)).map_err(|source| {
+                PostgresError::Io {
+                    path: self.data_dir.clone(),
+                    source,
+                }
+            })?;
         }
         let mut command = self.command("initdb");
-        command
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-instructions"]);
+        command.arg("-D").arg(&self.data_dir).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-instructions",
+        ]);
         if !self.durable {
             command.arg("--no-sync");
         }
@@ -130,7 +167,8 @@ impl PrivateCluster {
             self.port
         );
         if !self.durable {
-            server_options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+            server_options
+                .push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
         let mut command = self.command("pg_ctl");
         command
@@ -167,7 +205,10 @@ impl PrivateCluster {
 
 fn run(mut command: Command) -> Result<Output, PostgresError> {
     let program = format!("{command:?}");
-    let output = command.output().map_err(|e| PostgresError::Command { command: program.clone(), detail: e.to_string() })?;
+    let output = command.output().map_err(|e| PostgresError::Command {
+        command: program.clone(),
+        detail: e.to_string(),
+    })?;
     if !output.status.success() {
         return Err(PostgresError::Command {
             command: program,
@@ -183,7 +224,10 @@ fn run(mut command: Command) -> Result<Output, PostgresError> {
 }
 
 fn absolute(path: &Path) -> Result<PathBuf, PostgresError> {
-    std::path::absolute(path).map_err(|source| PostgresError::Io { path: path.into(), source })
+    std::path::absolute(path).map_err(|source| PostgresError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 /// The newest `…/bin` holding both `initdb` and `pg_ctl`: Debian's
@@ -213,7 +257,9 @@ pub fn find_bin_dir() -> Result<PathBuf, PostgresError> {
 
 /// PostgreSQL refuses to run as root: when we are root, run it as the `postgres` account.
 fn service_account() -> Result<Option<(u32, u32)>, PostgresError> {
-    let euid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    let euid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
     if euid != 0 {
         return Ok(None);
     }

@@ -92,13 +92,22 @@ pub struct IngestDeps {
 
 impl IngestDeps {
     pub fn new(store: Store, metrics: Arc<Metrics>) -> IngestDeps {
-        IngestDeps { store, metrics, commit_observer: None, crash_after_commits: None }
+        IngestDeps {
+            store,
+            metrics,
+            commit_observer: None,
+            crash_after_commits: None,
+        }
     }
 }
 
 /// Runs the ingest stage until `shutdown` fires: then it stops taking messages, writes
 /// and acknowledges what it holds, disconnects, and returns.
-pub async fn run(settings: IngestSettings, deps: IngestDeps, shutdown: Shutdown) -> Result<(), IngestError> {
+pub async fn run(
+    settings: IngestSettings,
+    deps: IngestDeps,
+    shutdown: Shutdown,
+) -> Result<(), IngestError> {
     deps.metrics.expect_mqtt();
     let n_sessions = settings.ingest.sessions;
     let mut tasks = Vec::with_capacity(n_sessions);
@@ -108,7 +117,12 @@ pub async fn run(settings: IngestSettings, deps: IngestDeps, shutdown: Shutdown)
         } else {
             format!("{}-{session_idx}", settings.mqtt.client_id)
         };
-        let options = mqtt_options(&settings.mqtt_url, &client_id, &settings.mqtt, &settings.ingest)?;
+        let options = mqtt_options(
+            &settings.mqtt_url,
+            &client_id,
+            &settings.mqtt,
+            &settings.ingest,
+        )?;
         tasks.push(tokio::spawn(session::run_session(
             options,
             settings.clone(),

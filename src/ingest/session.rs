@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, Transport};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, Transport,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::writer::Writer;
@@ -32,14 +34,21 @@ pub(super) struct Received {
 /// Builds the client options: QoS 1 session that survives reconnects (`clean_session =
 /// false`, stable client id), manual acks, and a packet limit above the payload limit so
 /// that an oversized payload is dead-lettered instead of breaking the connection.
-pub fn mqtt_options(url: &str, client_id: &str, mqtt: &MqttConfig, ingest: &IngestConfig) -> Result<MqttOptions, MqttUrlError> {
+pub fn mqtt_options(
+    url: &str,
+    client_id: &str,
+    mqtt: &MqttConfig,
+    ingest: &IngestConfig,
+) -> Result<MqttOptions, MqttUrlError> {
     let parsed = url::Url::parse(url).map_err(|_| MqttUrlError::Parse(super::redact(url)))?;
     let (transport, default_port) = match parsed.scheme() {
         "mqtt" | "tcp" => (Transport::Tcp, 1883),
         "mqtts" | "ssl" => (Transport::tls_with_default_config(), 8883),
         other => return Err(MqttUrlError::Scheme(other.to_string())),
     };
-    let host = parsed.host_str().ok_or_else(|| MqttUrlError::NoHost(super::redact(url)))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| MqttUrlError::NoHost(super::redact(url)))?;
     let mut options = MqttOptions::new(client_id, host, parsed.port().unwrap_or(default_port));
     options
         .set_transport(transport)
@@ -53,7 +62,12 @@ pub fn mqtt_options(url: &str, client_id: &str, mqtt: &MqttConfig, ingest: &Inge
     Ok(options)
 }
 
-pub(super) async fn run_session(options: MqttOptions, settings: IngestSettings, deps: IngestDeps, shutdown: Shutdown) {
+pub(super) async fn run_session(
+    options: MqttOptions,
+    settings: IngestSettings,
+    deps: IngestDeps,
+    shutdown: Shutdown,
+) {
     // Invariant: the request channel (acks) and the message channel hold at least the
     // broker's in-flight window, so neither the poller nor the writer can wait on the other.
     let capacity = settings.ingest.max_pending_messages;
@@ -61,7 +75,14 @@ pub(super) async fn run_session(options: MqttOptions, settings: IngestSettings, 
     let (client, event_loop) = AsyncClient::new(options, capacity);
     let (message_tx, message_rx) = mpsc::channel(capacity);
     let (stop_tx, stop_rx) = oneshot::channel();
-    let poller = tokio::spawn(poll(event_loop, client.clone(), settings.subscriptions(), message_tx, deps.clone(), stop_rx));
+    let poller = tokio::spawn(poll(
+        event_loop,
+        client.clone(),
+        settings.subscriptions(),
+        message_tx,
+        deps.clone(),
+        stop_rx,
+    ));
     let writer = Writer::new(&settings, deps.clone(), client.clone());
     if !writer.run(message_rx, shutdown).await {
         // Die like a killed process: drop the connection without acks or DISCONNECT, so the
@@ -111,7 +132,9 @@ async fn poll(
                 tracing::info!(session_present = connack.session_present, "mqtt connected");
                 // Subscribing again is harmless on a resumed session and required on a new
                 // one. try_: this task must never wait on the request channel it drains.
-                let filters = subscriptions.iter().map(|filter| rumqttc::SubscribeFilter::new(filter.clone(), QoS::AtLeastOnce));
+                let filters = subscriptions
+                    .iter()
+                    .map(|filter| rumqttc::SubscribeFilter::new(filter.clone(), QoS::AtLeastOnce));
                 if let Err(error) = client.try_subscribe_many(filters) {
                     tracing::error!(%error, "could not queue the subscription");
                 }
@@ -129,8 +152,14 @@ async fn poll(
             }
             Ok(Event::Incoming(Packet::SubAck(suback))) => {
                 tracing::debug!(?suback.return_codes, "subscribed");
-                if suback.return_codes.iter().any(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure)) {
-                    tracing::error!("broker refused a subscription (check its ACL and shared-subscription support)");
+                if suback
+                    .return_codes
+                    .iter()
+                    .any(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure))
+                {
+                    tracing::error!(
+                        "broker refused a subscription (check its ACL and shared-subscription support)"
+                    );
                 }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,

@@ -10,7 +10,8 @@ use tokio::sync::mpsc::{self, error::TryRecvError};
 use super::session::Received;
 use super::{CommitReport, IngestDeps, IngestSettings};
 use crate::contract::{
-    self, DeviceEvent, DeviceStatus, RejectReason, Rejection, TelemetryMessage, TopicKind, ValidationLimits,
+    self, DeviceEvent, DeviceStatus, RejectReason, Rejection, TelemetryMessage, TopicKind,
+    ValidationLimits,
 };
 use crate::shutdown::Shutdown;
 use crate::store::{DeadLetterRow, EventRow, StatusRow, StoreError, TelemetryColumns, WriteBatch};
@@ -24,18 +25,30 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// A message after parsing, before ids are resolved.
 #[derive(Debug)]
 enum Parsed {
-    Telemetry { device: String, message: TelemetryMessage },
-    Event { device: String, event: DeviceEvent },
-    Status { device: String, status: DeviceStatus },
-    Rejected { kind: Option<TopicKind>, rejection: Rejection },
+    Telemetry {
+        device: String,
+        message: TelemetryMessage,
+    },
+    Event {
+        device: String,
+        event: DeviceEvent,
+    },
+    Status {
+        device: String,
+        status: DeviceStatus,
+    },
+    Rejected {
+        kind: Option<TopicKind>,
+        rejection: Rejection,
+    },
 }
 
 impl Parsed {
     fn device(&self) -> Option<&str> {
         match self {
-            Parsed::Telemetry { device, .. } | Parsed::Event { device, .. } | Parsed::Status { device, .. } => {
-                Some(device)
-            }
+            Parsed::Telemetry { device, .. }
+            | Parsed::Event { device, .. }
+            | Parsed::Status { device, .. } => Some(device),
             Parsed::Rejected { .. } => None,
         }
     }
@@ -45,7 +58,9 @@ impl Parsed {
             Parsed::Telemetry { .. } => "telemetry",
             Parsed::Event { .. } => "events",
             Parsed::Status { .. } => "status",
-            Parsed::Rejected { kind: Some(kind), .. } => kind.as_str(),
+            Parsed::Rejected {
+                kind: Some(kind), ..
+            } => kind.as_str(),
             Parsed::Rejected { kind: None, .. } => "unknown",
         }
     }
@@ -61,20 +76,28 @@ struct Pending {
 fn parse(prefix: &str, publish: &Publish, received_at: i64, limits: &ValidationLimits) -> Parsed {
     let topic = match contract::parse_topic(prefix, &publish.topic) {
         Ok(topic) => topic,
-        Err(rejection) => return Parsed::Rejected { kind: None, rejection },
+        Err(rejection) => {
+            return Parsed::Rejected {
+                kind: None,
+                rejection,
+            };
+        }
     };
     let device = topic.device_external_id.to_string();
     let payload = &publish.payload;
     let result = match topic.kind {
-        TopicKind::Telemetry => {
-            contract::parse_telemetry(payload, received_at, limits).map(|message| Parsed::Telemetry { device, message })
+        TopicKind::Telemetry => contract::parse_telemetry(payload, received_at, limits)
+            .map(|message| Parsed::Telemetry { device, message }),
+        TopicKind::Events => contract::parse_event(payload, received_at, limits)
+            .map(|event| Parsed::Event { device, event }),
+        TopicKind::Status => {
+            contract::parse_status(payload, limits).map(|status| Parsed::Status { device, status })
         }
-        TopicKind::Events => {
-            contract::parse_event(payload, received_at, limits).map(|event| Parsed::Event { device, event })
-        }
-        TopicKind::Status => contract::parse_status(payload, limits).map(|status| Parsed::Status { device, status }),
     };
-    result.unwrap_or_else(|rejection| Parsed::Rejected { kind: Some(topic.kind), rejection })
+    result.unwrap_or_else(|rejection| Parsed::Rejected {
+        kind: Some(topic.kind),
+        rejection,
+    })
 }
 
 /// Ids known to exist, and ids recently found missing.
@@ -90,7 +113,11 @@ impl<T: Copy> IdCache<T> {
     }
 
     fn needs_lookup(&self, key: &str, now: Instant) -> bool {
-        !self.known.contains_key(key) && self.missing.get(key).is_none_or(|since| now.duration_since(*since) > NEGATIVE_CACHE_TTL)
+        !self.known.contains_key(key)
+            && self
+                .missing
+                .get(key)
+                .is_none_or(|since| now.duration_since(*since) > NEGATIVE_CACHE_TTL)
     }
 }
 
@@ -125,7 +152,11 @@ impl Writer {
 
     /// Returns true after a clean shutdown (everything written was acked), false when the
     /// session must die without acking (database down at shutdown, or an injected crash).
-    pub(super) async fn run(mut self, mut messages: mpsc::Receiver<Received>, mut shutdown: Shutdown) -> bool {
+    pub(super) async fn run(
+        mut self,
+        mut messages: mpsc::Receiver<Received>,
+        mut shutdown: Shutdown,
+    ) -> bool {
         let max_readings = self.settings.ingest.batch_max_readings;
         let max_age = self.settings.ingest.batch_max_age;
         let mut batch: Vec<Pending> = Vec::new();
@@ -177,7 +208,12 @@ impl Writer {
     }
 
     fn push(&mut self, batch: &mut Vec<Pending>, received: Received) -> usize {
-        let parsed = parse(&self.settings.mqtt.topic_prefix, &received.publish, received.received_at, &self.limits);
+        let parsed = parse(
+            &self.settings.mqtt.topic_prefix,
+            &received.publish,
+            received.received_at,
+            &self.limits,
+        );
         let n_readings = match &parsed {
             Parsed::Telemetry { message, .. } => message.readings.len(),
             _ => 1,
@@ -235,9 +271,13 @@ impl Writer {
         if outcome.copy_fell_back {
             metrics.copy_fallbacks.inc();
         }
-        metrics.batch_readings.observe(write_batch.telemetry.len() as f64);
+        metrics
+            .batch_readings
+            .observe(write_batch.telemetry.len() as f64);
         if let Some(newest) = write_batch.telemetry.time.iter().max() {
-            metrics.event_time_lag_seconds.set((committed_wall - newest) as f64 / 1e6);
+            metrics
+                .event_time_lag_seconds
+                .set((committed_wall - newest) as f64 / 1e6);
         }
         let mut report = self.deps.commit_observer.as_ref().map(|_| CommitReport {
             n_messages: batch.len(),
@@ -247,16 +287,28 @@ impl Writer {
         for pending in batch.drain(..) {
             let outcome_label = match &pending.parsed {
                 Parsed::Rejected { rejection, .. } => {
-                    metrics.dead_letters.get_or_create(&vec![("reason", rejection.reason.as_str())]).inc();
+                    metrics
+                        .dead_letters
+                        .get_or_create(&vec![("reason", rejection.reason.as_str())])
+                        .inc();
                     "dead_letter"
                 }
                 _ => "stored",
             };
-            metrics.messages.get_or_create(&vec![("kind", pending.parsed.kind_label()), ("outcome", outcome_label)]).inc();
             metrics
-                .receive_to_commit_seconds
-                .observe(committed_at.duration_since(pending.received.received_instant).as_secs_f64());
-            if let (Some(report), Parsed::Telemetry { message, .. }) = (report.as_mut(), &pending.parsed)
+                .messages
+                .get_or_create(&vec![
+                    ("kind", pending.parsed.kind_label()),
+                    ("outcome", outcome_label),
+                ])
+                .inc();
+            metrics.receive_to_commit_seconds.observe(
+                committed_at
+                    .duration_since(pending.received.received_instant)
+                    .as_secs_f64(),
+            );
+            if let (Some(report), Parsed::Telemetry { message, .. }) =
+                (report.as_mut(), &pending.parsed)
                 && let Some(newest) = message.readings.iter().map(|r| r.time).max()
             {
                 report.event_to_commit_micros.push(committed_wall - newest);
@@ -274,7 +326,12 @@ impl Writer {
     }
 
     fn count_error(&self, class: &'static str) {
-        self.deps.metrics.ingest.write_errors.get_or_create(&vec![("class", class)]).inc();
+        self.deps
+            .metrics
+            .ingest
+            .write_errors
+            .get_or_create(&vec![("class", class)])
+            .inc();
     }
 
     async fn write_one_by_one(
@@ -287,7 +344,10 @@ impl Writer {
         for pending_idx in 0..batch.len() {
             let mut delay = RETRY_MIN;
             loop {
-                match self.prepare_and_write(&mut batch[pending_idx..=pending_idx]).await {
+                match self
+                    .prepare_and_write(&mut batch[pending_idx..=pending_idx])
+                    .await
+                {
                     Ok((written, report)) => {
                         total_batch.telemetry.extend(&written.telemetry);
                         total.readings_inserted += report.readings_inserted;
@@ -302,12 +362,22 @@ impl Writer {
                     }
                     Err(error) => {
                         let pending = &mut batch[pending_idx];
-                        let kind = pending.received.publish.topic.rsplit('/').next().and_then(|k| {
-                            TopicKind::ALL.into_iter().find(|kind| kind.as_str() == k)
-                        });
+                        let kind =
+                            pending
+                                .received
+                                .publish
+                                .topic
+                                .rsplit('/')
+                                .next()
+                                .and_then(|k| {
+                                    TopicKind::ALL.into_iter().find(|kind| kind.as_str() == k)
+                                });
                         pending.parsed = Parsed::Rejected {
                             kind,
-                            rejection: Rejection::new(RejectReason::StorageRejected, error.to_string()),
+                            rejection: Rejection::new(
+                                RejectReason::StorageRejected,
+                                error.to_string(),
+                            ),
                         };
                         // Loop again: the message is now a dead letter, which is writable.
                     }
@@ -319,12 +389,19 @@ impl Writer {
 
     /// Resolves ids (registering devices and metrics when configured), turns the batch into
     /// rows and writes it. Messages whose device or metric stays unknown become dead letters.
-    async fn prepare_and_write(&mut self, batch: &mut [Pending]) -> Result<(WriteBatch, crate::store::WriteReport), StoreError> {
+    async fn prepare_and_write(
+        &mut self,
+        batch: &mut [Pending],
+    ) -> Result<(WriteBatch, crate::store::WriteReport), StoreError> {
         self.resolve_ids(batch).await?;
         let write_batch = self.build(batch);
         let started = Instant::now();
         let report = self.deps.store.write_batch(&write_batch).await?;
-        self.deps.metrics.ingest.commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.deps
+            .metrics
+            .ingest
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         if !write_batch.last_seen.is_empty() {
             self.last_seen.clear();
             self.last_seen_flushed = Instant::now();
@@ -343,7 +420,11 @@ impl Writer {
         device_lookups.sort_unstable();
         device_lookups.dedup();
         if !device_lookups.is_empty() {
-            let found = self.deps.store.resolve_devices(&device_lookups, self.settings.ingest.auto_register).await?;
+            let found = self
+                .deps
+                .store
+                .resolve_devices(&device_lookups, self.settings.ingest.auto_register)
+                .await?;
             for (external_id, id) in found {
                 self.devices.missing.remove(&external_id);
                 self.devices.known.insert(external_id, id);
@@ -357,7 +438,9 @@ impl Writer {
         let mut metric_lookups: Vec<String> = batch
             .iter()
             .filter_map(|p| match &p.parsed {
-                Parsed::Telemetry { message, .. } => Some(message.readings.iter().map(|r| r.metric.as_str())),
+                Parsed::Telemetry { message, .. } => {
+                    Some(message.readings.iter().map(|r| r.metric.as_str()))
+                }
                 _ => None,
             })
             .flatten()
@@ -367,7 +450,11 @@ impl Writer {
         metric_lookups.sort_unstable();
         metric_lookups.dedup();
         if !metric_lookups.is_empty() {
-            let found = self.deps.store.resolve_metrics(&metric_lookups, self.settings.ingest.open_metric_catalogue).await?;
+            let found = self
+                .deps
+                .store
+                .resolve_metrics(&metric_lookups, self.settings.ingest.open_metric_catalogue)
+                .await?;
             for (name, id) in found {
                 self.metrics.missing.remove(&name);
                 self.metrics.known.insert(name, id);
@@ -388,18 +475,29 @@ impl Writer {
             };
             let device = pending.parsed.device().unwrap_or_default();
             let rejection = if self.devices.get(device).is_none() {
-                Some(Rejection::new(RejectReason::UnknownDevice, format!("device `{device}`")))
+                Some(Rejection::new(
+                    RejectReason::UnknownDevice,
+                    format!("device `{device}`"),
+                ))
             } else if let Parsed::Telemetry { message, .. } = &pending.parsed {
                 message
                     .readings
                     .iter()
                     .find(|r| self.metrics.get(&r.metric).is_none())
-                    .map(|r| Rejection::new(RejectReason::UnknownMetric, format!("metric `{}`", r.metric)))
+                    .map(|r| {
+                        Rejection::new(
+                            RejectReason::UnknownMetric,
+                            format!("metric `{}`", r.metric),
+                        )
+                    })
             } else {
                 None
             };
             if let Some(rejection) = rejection {
-                pending.parsed = Parsed::Rejected { kind: Some(kind), rejection };
+                pending.parsed = Parsed::Rejected {
+                    kind: Some(kind),
+                    rejection,
+                };
             }
         }
         Ok(())
@@ -417,8 +515,16 @@ impl Writer {
                 (Parsed::Telemetry { message, .. }, Some(device_id)) => {
                     let mut newest = i64::MIN;
                     for reading in &message.readings {
-                        let Some(metric_id) = self.metrics.get(&reading.metric) else { continue };
-                        telemetry.push(reading.time, device_id, metric_id, reading.value, reading.time_estimated);
+                        let Some(metric_id) = self.metrics.get(&reading.metric) else {
+                            continue;
+                        };
+                        telemetry.push(
+                            reading.time,
+                            device_id,
+                            metric_id,
+                            reading.value,
+                            reading.time_estimated,
+                        );
                         newest = newest.max(reading.time);
                     }
                     let seen = self.last_seen.entry(device_id).or_insert(newest);
@@ -455,24 +561,42 @@ impl Writer {
                     );
                 }
                 (Parsed::Rejected { rejection, .. }, _) => {
-                    write_batch.dead_letters.push(dead_letter(&pending.received, rejection, self.limits.max_payload_bytes));
+                    write_batch.dead_letters.push(dead_letter(
+                        &pending.received,
+                        rejection,
+                        self.limits.max_payload_bytes,
+                    ));
                 }
                 (_, None) => debug_assert!(false, "resolve_ids leaves no unresolved device"),
             }
         }
         write_batch.telemetry = telemetry;
         write_batch.statuses = statuses.into_values().collect();
-        if self.last_seen_flushed.elapsed() >= self.settings.ingest.last_seen_flush || batch.is_empty() {
-            write_batch.last_seen = self.last_seen.iter().map(|(id, time)| (*id, *time)).collect();
+        if self.last_seen_flushed.elapsed() >= self.settings.ingest.last_seen_flush
+            || batch.is_empty()
+        {
+            write_batch.last_seen = self
+                .last_seen
+                .iter()
+                .map(|(id, time)| (*id, *time))
+                .collect();
         }
         write_batch
     }
 }
 
-fn dead_letter(received: &Received, rejection: &Rejection, max_payload_bytes: usize) -> DeadLetterRow {
+fn dead_letter(
+    received: &Received,
+    rejection: &Rejection,
+    max_payload_bytes: usize,
+) -> DeadLetterRow {
     let payload = &received.publish.payload;
     let truncated = payload.len() > max_payload_bytes;
-    let kept = if truncated { &payload[..max_payload_bytes] } else { &payload[..] };
+    let kept = if truncated {
+        &payload[..max_payload_bytes]
+    } else {
+        &payload[..]
+    };
     if tracing::enabled!(tracing::Level::DEBUG) {
         tracing::debug!(topic = %received.publish.topic, reason = rejection.reason.as_str(), detail = %rejection.detail, "message dead-lettered");
     }

@@ -19,7 +19,8 @@ pub(super) fn encode_telemetry(rows: &TelemetryColumns) -> Vec<u8> {
     for row_idx in 0..n_rows {
         buffer.extend_from_slice(&5i16.to_be_bytes());
         buffer.extend_from_slice(&8i32.to_be_bytes());
-        buffer.extend_from_slice(&(rows.time[row_idx] - POSTGRES_EPOCH_OFFSET_MICROS).to_be_bytes());
+        buffer
+            .extend_from_slice(&(rows.time[row_idx] - POSTGRES_EPOCH_OFFSET_MICROS).to_be_bytes());
         buffer.extend_from_slice(&4i32.to_be_bytes());
         buffer.extend_from_slice(&rows.device_id[row_idx].to_be_bytes());
         buffer.extend_from_slice(&2i32.to_be_bytes());
@@ -48,7 +49,11 @@ mod tests {
         assert_eq!(&bytes[19..21], &5i16.to_be_bytes());
         assert_eq!(&bytes[21..25], &8i32.to_be_bytes());
         assert_eq!(&bytes[25..33], &1i64.to_be_bytes());
-        assert_eq!(bytes[bytes.len() - 3], 1, "time_estimated is the last field");
+        assert_eq!(
+            bytes[bytes.len() - 3],
+            1,
+            "time_estimated is the last field"
+        );
         assert_eq!(&bytes[bytes.len() - 2..], &(-1i16).to_be_bytes());
     }
 }

@@ -18,7 +18,10 @@ pub struct MigrationReport {
 impl Store {
     /// Applies pending migrations (under sqlx's advisory lock, so replicas starting together
     /// are safe) and sets the TimescaleDB policies from `storage`.
-    pub async fn migrate(&mut self, storage: &StorageConfig) -> Result<MigrationReport, StoreError> {
+    pub async fn migrate(
+        &mut self,
+        storage: &StorageConfig,
+    ) -> Result<MigrationReport, StoreError> {
         let mode = match storage.timescaledb {
             TimescaleMode::Auto => "auto",
             TimescaleMode::Require => "require",
@@ -32,7 +35,10 @@ impl Store {
             .execute(&mut *connection)
             .await?;
         let result = MIGRATOR.run(&mut *connection).await;
-        sqlx::query("reset forewarn.timescaledb").execute(&mut *connection).await.ok();
+        sqlx::query("reset forewarn.timescaledb")
+            .execute(&mut *connection)
+            .await
+            .ok();
         result?;
         let applied_after = applied_versions(&mut connection).await?;
         drop(connection);
@@ -43,7 +49,10 @@ impl Store {
         }
         Ok(MigrationReport {
             timescaledb: self.timescaledb,
-            applied_versions: applied_after.into_iter().filter(|v| !applied_before.contains(v)).collect(),
+            applied_versions: applied_after
+                .into_iter()
+                .filter(|v| !applied_before.contains(v))
+                .collect(),
         })
     }
 
@@ -63,10 +72,12 @@ impl Store {
             .execute(&self.pool)
             .await?;
         if let Some(compress_after) = storage.compress_after {
-            sqlx::query("select add_compression_policy('telemetry', compress_after => $1::interval)")
-                .bind(interval_literal(compress_after))
-                .execute(&self.pool)
-                .await?;
+            sqlx::query(
+                "select add_compression_policy('telemetry', compress_after => $1::interval)",
+            )
+            .bind(interval_literal(compress_after))
+            .execute(&self.pool)
+            .await?;
         }
         for table in ["telemetry", "device_events"] {
             sqlx::query("select remove_retention_policy($1::regclass, if_exists => true)")
@@ -74,11 +85,13 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
             if let Some(retention) = storage.retention {
-                sqlx::query("select add_retention_policy($1::regclass, drop_after => $2::interval)")
-                    .bind(table)
-                    .bind(interval_literal(retention))
-                    .execute(&self.pool)
-                    .await?;
+                sqlx::query(
+                    "select add_retention_policy($1::regclass, drop_after => $2::interval)",
+                )
+                .bind(table)
+                .bind(interval_literal(retention))
+                .execute(&self.pool)
+                .await?;
             }
         }
         Ok(())
@@ -92,7 +105,9 @@ async fn applied_versions(connection: &mut sqlx::PgConnection) -> Result<Vec<i64
     if !exists {
         return Ok(Vec::new());
     }
-    Ok(sqlx::query_scalar("select version from _sqlx_migrations where success order by version")
-        .fetch_all(&mut *connection)
-        .await?)
+    Ok(
+        sqlx::query_scalar("select version from _sqlx_migrations where success order by version")
+            .fetch_all(&mut *connection)
+            .await?,
+    )
 }

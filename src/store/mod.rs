@@ -91,7 +91,11 @@ pub struct Store {
 
 impl Store {
     /// Connects lazily-checked: the first query fails if the server is unreachable.
-    pub async fn connect(url: &str, database: &DatabaseConfig, storage: &StorageConfig) -> Result<Store, StoreError> {
+    pub async fn connect(
+        url: &str,
+        database: &DatabaseConfig,
+        storage: &StorageConfig,
+    ) -> Result<Store, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(StoreError::BadUrl)?;
         let options = options
             .application_name("forewarn")
@@ -102,7 +106,11 @@ impl Store {
             .connect_with(options)
             .await?;
         let timescaledb = read_flavour(&pool).await?.unwrap_or(false);
-        Ok(Store { pool, timescaledb, use_copy: storage.use_copy })
+        Ok(Store {
+            pool,
+            timescaledb,
+            use_copy: storage.use_copy,
+        })
     }
 
     /// Whether the schema uses TimescaleDB (hypertables, continuous aggregate).
@@ -116,13 +124,23 @@ impl Store {
         Ok(())
     }
 
+    /// The pool itself, for tests that check rows directly (the TimescaleDB test lane
+    /// serves a single connection, so checks must share it).
+    pub fn pg_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
     /// Maps external ids to surrogate ids, registering the missing ones when `register`.
     /// Ids that stay unknown are absent from the answer.
-    pub async fn resolve_devices(&self, external_ids: &[String], register: bool) -> Result<Vec<(String, i32)>, StoreError> {
+    pub async fn resolve_devices(
+        &self,
+        external_ids: &[String],
+        register: bool,
+    ) -> Result<Vec<(String, i32)>, StoreError> {
         if register {
             sqlx::query(
                 "insert into devices (external_id, registered_by)
@@ -141,7 +159,11 @@ impl Store {
     }
 
     /// Maps metric names to catalogue ids, adding the missing ones when `register`.
-    pub async fn resolve_metrics(&self, names: &[String], register: bool) -> Result<Vec<(String, i16)>, StoreError> {
+    pub async fn resolve_metrics(
+        &self,
+        names: &[String],
+        register: bool,
+    ) -> Result<Vec<(String, i16)>, StoreError> {
         if register {
             sqlx::query("insert into metrics (name) select unnest($1::text[]) on conflict (name) do nothing")
                 .bind(names)
@@ -156,7 +178,12 @@ impl Store {
     }
 
     /// Registers (or updates) a device with its kind and model; returns its id.
-    pub async fn upsert_device(&self, external_id: &str, kind: &str, model: Option<&str>) -> Result<i32, StoreError> {
+    pub async fn upsert_device(
+        &self,
+        external_id: &str,
+        kind: &str,
+        model: Option<&str>,
+    ) -> Result<i32, StoreError> {
         let id = sqlx::query_scalar(
             "insert into devices (external_id, kind, model, registered_by) values ($1, $2, $3, 'import')
              on conflict (external_id) do update set kind = excluded.kind, model = excluded.model
@@ -187,7 +214,11 @@ impl Store {
     /// Recomputes the hours of `telemetry_hourly` that ingest marked dirty (plain
     /// PostgreSQL; a no-op on TimescaleDB). Returns the number of hours recomputed.
     pub async fn refresh_rollup(&self) -> Result<i32, StoreError> {
-        Ok(sqlx::query_scalar("select forewarn_refresh_telemetry_hourly()").fetch_one(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("select forewarn_refresh_telemetry_hourly()")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Materialises the continuous aggregate now (TimescaleDB) or recomputes dirty hours.
@@ -216,7 +247,11 @@ impl Store {
             "delete from device_events where time < now() - $1::interval",
             "delete from telemetry_hourly where bucket < now() - $1::interval",
         ] {
-            deleted += sqlx::query(statement).bind(&interval).execute(&self.pool).await?.rows_affected();
+            deleted += sqlx::query(statement)
+                .bind(&interval)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         }
         Ok(deleted)
     }
@@ -230,7 +265,11 @@ async fn read_flavour(pool: &PgPool) -> Result<Option<bool>, StoreError> {
     if !exists {
         return Ok(None);
     }
-    Ok(sqlx::query_scalar("select timescaledb from forewarn_storage").fetch_optional(pool).await?)
+    Ok(
+        sqlx::query_scalar("select timescaledb from forewarn_storage")
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 fn interval_literal(duration: Duration) -> String {
@@ -242,16 +281,21 @@ fn interval_literal(duration: Duration) -> String {
 pub async fn create_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
     let options: PgConnectOptions = admin_url.parse().map_err(StoreError::BadUrl)?;
     let mut connection = options.connect().await?;
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-        .bind(name)
-        .fetch_one(&mut connection)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(name)
+            .fetch_one(&mut connection)
+            .await?;
     if !exists {
         let statement = format!("create database \"{}\"", name.replace('"', ""));
-        match sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut connection).await {
+        match sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut connection)
+            .await
+        {
             Ok(_) => {}
             // Another process created it between the check and the create.
-            Err(error) if matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("42P04")) => {}
+            Err(error) if matches!(&error, sqlx::Error::Database(db) if db.code().as_deref() == Some("42P04")) =>
+                {}
             Err(error) => return Err(error.into()),
         }
     }
@@ -262,14 +306,20 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<(), StoreErr
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
     let options: PgConnectOptions = admin_url.parse().map_err(StoreError::BadUrl)?;
     let mut connection = options.connect().await?;
-    let statement = format!("drop database if exists \"{}\" with (force)", name.replace('"', ""));
-    sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut connection).await?;
+    let statement = format!(
+        "drop database if exists \"{}\" with (force)",
+        name.replace('"', "")
+    );
+    sqlx::query(sqlx::AssertSqlSafe(statement))
+        .execute(&mut connection)
+        .await?;
     Ok(())
 }
 
 /// Replaces the database name in a `postgres://` url.
 pub fn url_with_database(url: &str, database: &str) -> Result<String, StoreError> {
-    let mut parsed = url::Url::parse(url).map_err(|e| StoreError::BadUrl(sqlx::Error::Configuration(Box::new(e))))?;
+    let mut parsed = url::Url::parse(url)
+        .map_err(|e| StoreError::BadUrl(sqlx::Error::Configuration(Box::new(e))))?;
     parsed.set_path(&format!("/{database}"));
     Ok(parsed.to_string())
 }

@@ -27,7 +27,14 @@ impl TelemetryColumns {
         self.time.is_empty()
     }
 
-    pub fn push(&mut self, time: EpochMicros, device_id: i32, metric_id: i16, value: f64, time_estimated: bool) {
+    pub fn push(
+        &mut self,
+        time: EpochMicros,
+        device_id: i32,
+        metric_id: i16,
+        value: f64,
+        time_estimated: bool,
+    ) {
         self.time.push(time);
         self.device_id.push(device_id);
         self.metric_id.push(metric_id);
@@ -111,7 +118,9 @@ pub struct WriteReport {
 }
 
 fn timestamps(micros: impl Iterator<Item = EpochMicros>) -> Vec<DateTime<Utc>> {
-    micros.map(|t| DateTime::from_timestamp_micros(t).unwrap_or_default()).collect()
+    micros
+        .map(|t| DateTime::from_timestamp_micros(t).unwrap_or_default())
+        .collect()
 }
 
 impl Store {
@@ -159,7 +168,9 @@ impl Store {
         if !rows.is_empty() {
             let mut copied = None;
             if self.use_copy {
-                sqlx::query("savepoint telemetry_copy").execute(&mut *tx).await?;
+                sqlx::query("savepoint telemetry_copy")
+                    .execute(&mut *tx)
+                    .await?;
                 let encoded = copy::encode_telemetry(rows);
                 let attempt = async {
                     let mut copy_in = tx
@@ -176,11 +187,15 @@ impl Store {
                 .await;
                 match attempt {
                     Ok(n_rows) => {
-                        sqlx::query("release savepoint telemetry_copy").execute(&mut *tx).await?;
+                        sqlx::query("release savepoint telemetry_copy")
+                            .execute(&mut *tx)
+                            .await?;
                         copied = Some(n_rows);
                     }
                     Err(error) if is_unique_violation(&error) => {
-                        sqlx::query("rollback to savepoint telemetry_copy").execute(&mut *tx).await?;
+                        sqlx::query("rollback to savepoint telemetry_copy")
+                            .execute(&mut *tx)
+                            .await?;
                         report.copy_fell_back = true;
                     }
                     Err(error) => return Err(error.into()),
@@ -206,13 +221,19 @@ impl Store {
             if !self.timescaledb {
                 // The hours this batch touched, for the plain-PostgreSQL rollup. Append-only
                 // (no unique index) so that concurrent writers never wait on each other here.
-                let mut hours: Vec<EpochMicros> = rows.time.iter().map(|t| t - t.rem_euclid(3_600_000_000)).collect();
+                let mut hours: Vec<EpochMicros> = rows
+                    .time
+                    .iter()
+                    .map(|t| t - t.rem_euclid(3_600_000_000))
+                    .collect();
                 hours.sort_unstable();
                 hours.dedup();
-                sqlx::query("insert into telemetry_hourly_dirty (bucket) select unnest($1::timestamptz[])")
-                    .bind(timestamps(hours.into_iter()))
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "insert into telemetry_hourly_dirty (bucket) select unnest($1::timestamptz[])",
+                )
+                .bind(timestamps(hours.into_iter()))
+                .execute(&mut *tx)
+                .await?;
             }
         }
 
@@ -252,12 +273,19 @@ impl Store {
     /// Straight COPY of `rows` into a scratch table shaped like `telemetry` (unique index
     /// included): the database's ceiling, measured by `forewarn bench ingest` beside the
     /// end-to-end rate. Returns the rows written.
-    pub async fn bench_copy_ceiling(&self, batches: &[TelemetryColumns]) -> Result<u64, StoreError> {
+    pub async fn bench_copy_ceiling(
+        &self,
+        batches: &[TelemetryColumns],
+    ) -> Result<u64, StoreError> {
         let mut connection = self.pool.acquire().await?;
-        sqlx::query("drop table if exists bench_copy_ceiling").execute(&mut *connection).await?;
-        sqlx::query("create table bench_copy_ceiling (like telemetry including defaults including indexes)")
+        sqlx::query("drop table if exists bench_copy_ceiling")
             .execute(&mut *connection)
             .await?;
+        sqlx::query(
+            "create table bench_copy_ceiling (like telemetry including defaults including indexes)",
+        )
+        .execute(&mut *connection)
+        .await?;
         let mut n_rows = 0;
         for rows in batches {
             let mut tx = sqlx::Connection::begin(&mut *connection).await?;
@@ -270,12 +298,16 @@ impl Store {
             n_rows += copy_in.finish().await?;
             tx.commit().await?;
         }
-        sqlx::query("drop table bench_copy_ceiling").execute(&mut *connection).await?;
+        sqlx::query("drop table bench_copy_ceiling")
+            .execute(&mut *connection)
+            .await?;
         Ok(n_rows)
     }
 
     /// Counts rows of `telemetry` (tests and benchmarks).
     pub async fn count_telemetry(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("select count(*) from telemetry").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("select count(*) from telemetry")
+            .fetch_one(&self.pool)
+            .await?)
     }
 }

@@ -27,11 +27,18 @@ async fn telemetry_events_and_status_round_trip() {
     device
         .publish(&format!("{prefix}/WM-1/telemetry"), format!(r#"[{{"ts": {epoch_ms}, "seq": 1, "metrics": {{"motor_temp_c": 62}}}}, {{"ts": {}, "seq": 2, "metrics": {{"motor_temp_c": 63}}}}]"#, epoch_ms + 1000))
         .await;
-    device.publish(&format!("{prefix}/WM-1/telemetry"), r#"{"metrics": {"motor_temp_c": 64}}"#).await;
+    device
+        .publish(
+            &format!("{prefix}/WM-1/telemetry"),
+            r#"{"metrics": {"motor_temp_c": 64}}"#,
+        )
+        .await;
     device
         .publish(&format!("{prefix}/WM-1/events"), format!(r#"{{"ts": {epoch_ms}, "code": "E42", "severity": "warning", "message": "door lock retry"}}"#))
         .await;
-    device.publish_retained(&format!("{prefix}/WM-1/status"), "online").await;
+    device
+        .publish_retained(&format!("{prefix}/WM-1/status"), "online")
+        .await;
     device.flush().await;
 
     let pool = db.query().await;
@@ -50,23 +57,45 @@ async fn telemetry_events_and_status_round_trip() {
     .unwrap();
     assert_eq!(row.get::<f64, _>(0), 1.0, "booleans are stored as 0/1");
     assert!(!row.get::<bool, _>(1));
-    assert_eq!(count(&pool, "select count(*) from telemetry where time_estimated").await, 1, "the reading without ts is flagged");
-    let event = sqlx::query("select code, severity, message from device_events").fetch_one(&pool).await.unwrap();
+    assert_eq!(
+        count(&pool, "select count(*) from telemetry where time_estimated").await,
+        1,
+        "the reading without ts is flagged"
+    );
+    let event = sqlx::query("select code, severity, message from device_events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(event.get::<String, _>(0), "E42");
     assert_eq!(event.get::<String, _>(1), "warning");
-    assert_eq!(count(&pool, "select count(*) from devices where external_id = 'WM-1' and registered_by = 'auto'").await, 1);
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from devices where external_id = 'WM-1' and registered_by = 'auto'"
+        )
+        .await,
+        1
+    );
     assert_eq!(count(&pool, "select count(*) from dead_letters").await, 0);
 
     ingest.stop().await;
     // last_seen_at is written at the latest on shutdown: the newest event time received.
     let last_seen: Option<chrono::DateTime<chrono::Utc>> =
-        sqlx::query_scalar("select last_seen_at from devices where external_id = 'WM-1'").fetch_one(&pool).await.unwrap();
+        sqlx::query_scalar("select last_seen_at from devices where external_id = 'WM-1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(last_seen.is_some());
 }
 
 /// One bad message between two valid ones, all in the same burst: the bad one lands in
 /// `dead_letters` with its reason and raw bytes, the valid ones arrive.
-async fn bad_message_is_dead_lettered(topic_suffix: &str, payload: Vec<u8>, reason: &str, configure: fn(&mut forewarn::ingest::IngestSettings)) {
+async fn bad_message_is_dead_lettered(
+    topic_suffix: &str,
+    payload: Vec<u8>,
+    reason: &str,
+    configure: fn(&mut forewarn::ingest::IngestSettings),
+) {
     init_logs();
     let db = TestDb::new().await;
     let broker = TestBroker::start(false).await;
@@ -74,32 +103,58 @@ async fn bad_message_is_dead_lettered(topic_suffix: &str, payload: Vec<u8>, reas
     let mut settings = ingest_settings(&broker, &prefix);
     configure(&mut settings);
     if !settings.ingest.auto_register {
-        db.store.upsert_device("GOOD-1", "washer", None).await.unwrap();
+        db.store
+            .upsert_device("GOOD-1", "washer", None)
+            .await
+            .unwrap();
     }
     if !settings.ingest.open_metric_catalogue {
         let pool = db.query().await;
-        sqlx::query("insert into metrics (name) values ('motor_temp_c')").execute(&pool).await.unwrap();
+        sqlx::query("insert into metrics (name) values ('motor_temp_c')")
+            .execute(&pool)
+            .await
+            .unwrap();
     }
     let ingest = RunningIngest::start(settings, db.store.clone()).await;
     let mut device = Publisher::connect(&broker).await;
-    let valid = |value: i32| format!(r#"{{"ts": "{}", "metrics": {{"motor_temp_c": {value}}}}}"#, now_rfc3339(chrono::Duration::seconds(-i64::from(value))));
-    device.publish(&format!("{prefix}/GOOD-1/telemetry"), valid(1)).await;
+    let valid = |value: i32| {
+        format!(
+            r#"{{"ts": "{}", "metrics": {{"motor_temp_c": {value}}}}}"#,
+            now_rfc3339(chrono::Duration::seconds(-i64::from(value)))
+        )
+    };
+    device
+        .publish(&format!("{prefix}/GOOD-1/telemetry"), valid(1))
+        .await;
     let bad_topic = format!("{prefix}/{topic_suffix}");
     device.publish(&bad_topic, payload.clone()).await;
-    device.publish(&format!("{prefix}/GOOD-1/telemetry"), valid(2)).await;
+    device
+        .publish(&format!("{prefix}/GOOD-1/telemetry"), valid(2))
+        .await;
     device.flush().await;
 
     let pool = db.query().await;
     wait_for_count(&pool, "select count(*) from telemetry", 2).await;
     wait_for_count(&pool, "select count(*) from dead_letters", 1).await;
-    let dead = sqlx::query("select topic, payload, reason, detail from dead_letters").fetch_one(&pool).await.unwrap();
+    let dead = sqlx::query("select topic, payload, reason, detail from dead_letters")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(dead.get::<String, _>(0), bad_topic);
     let stored: Vec<u8> = dead.get(1);
     assert_eq!(stored, payload[..stored.len()], "raw bytes kept");
     assert_eq!(dead.get::<String, _>(2), reason);
-    assert!(!dead.get::<String, _>(3).is_empty(), "detail says what was wrong");
+    assert!(
+        !dead.get::<String, _>(3).is_empty(),
+        "detail says what was wrong"
+    );
     let counted = ingest.metrics.render();
-    assert!(counted.contains(&format!("forewarn_ingest_dead_letters_total{{reason=\"{reason}\"}} 1")), "{counted}");
+    assert!(
+        counted.contains(&format!(
+            "forewarn_ingest_dead_letters_total{{reason=\"{reason}\"}} 1"
+        )),
+        "{counted}"
+    );
     ingest.stop().await;
 }
 
@@ -107,69 +162,141 @@ fn defaults(_: &mut forewarn::ingest::IngestSettings) {}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_json_is_dead_lettered() {
-    bad_message_is_dead_lettered("DEV-1/telemetry", b"{\"metrics\": {".to_vec(), "invalid_json", defaults).await;
+    bad_message_is_dead_lettered(
+        "DEV-1/telemetry",
+        b"{\"metrics\": {".to_vec(),
+        "invalid_json",
+        defaults,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_is_dead_lettered() {
-    bad_message_is_dead_lettered("DEV-1/telemetry", vec![0xff, 0xfe, b'{', 0x00], "invalid_utf8", defaults).await;
+    bad_message_is_dead_lettered(
+        "DEV-1/telemetry",
+        vec![0xff, 0xfe, b'{', 0x00],
+        "invalid_utf8",
+        defaults,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_types_are_dead_lettered() {
-    bad_message_is_dead_lettered("DEV-1/telemetry", br#"{"metrics": {"motor_temp_c": "hot"}}"#.to_vec(), "invalid_payload", defaults).await;
+    bad_message_is_dead_lettered(
+        "DEV-1/telemetry",
+        br#"{"metrics": {"motor_temp_c": "hot"}}"#.to_vec(),
+        "invalid_payload",
+        defaults,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_event_is_dead_lettered() {
-    bad_message_is_dead_lettered("DEV-1/events", br#"{"code": "E1", "severity": "apocalyptic"}"#.to_vec(), "invalid_payload", defaults).await;
+    bad_message_is_dead_lettered(
+        "DEV-1/events",
+        br#"{"code": "E1", "severity": "apocalyptic"}"#.to_vec(),
+        "invalid_payload",
+        defaults,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nan_is_dead_lettered() {
-    bad_message_is_dead_lettered("DEV-1/telemetry", br#"{"metrics": {"motor_temp_c": "NaN"}}"#.to_vec(), "non_finite_value", defaults).await;
+    bad_message_is_dead_lettered(
+        "DEV-1/telemetry",
+        br#"{"metrics": {"motor_temp_c": "NaN"}}"#.to_vec(),
+        "non_finite_value",
+        defaults,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_metric_name_is_dead_lettered() {
-    bad_message_is_dead_lettered("DEV-1/telemetry", br#"{"metrics": {"Motor Temp": 1}}"#.to_vec(), "invalid_metric_name", defaults).await;
+    bad_message_is_dead_lettered(
+        "DEV-1/telemetry",
+        br#"{"metrics": {"Motor Temp": 1}}"#.to_vec(),
+        "invalid_metric_name",
+        defaults,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn future_timestamp_is_dead_lettered() {
-    let payload = format!(r#"{{"ts": "{}", "metrics": {{"motor_temp_c": 1}}}}"#, now_rfc3339(chrono::Duration::hours(2)));
-    bad_message_is_dead_lettered("DEV-1/telemetry", payload.into_bytes(), "timestamp_in_future", defaults).await;
+    let payload = format!(
+        r#"{{"ts": "{}", "metrics": {{"motor_temp_c": 1}}}}"#,
+        now_rfc3339(chrono::Duration::hours(2))
+    );
+    bad_message_is_dead_lettered(
+        "DEV-1/telemetry",
+        payload.into_bytes(),
+        "timestamp_in_future",
+        defaults,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ancient_timestamp_is_dead_lettered() {
-    bad_message_is_dead_lettered("DEV-1/telemetry", br#"{"ts": "2001-01-01T00:00:00Z", "metrics": {"motor_temp_c": 1}}"#.to_vec(), "timestamp_too_old", defaults).await;
+    bad_message_is_dead_lettered(
+        "DEV-1/telemetry",
+        br#"{"ts": "2001-01-01T00:00:00Z", "metrics": {"motor_temp_c": 1}}"#.to_vec(),
+        "timestamp_too_old",
+        defaults,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_payload_is_dead_lettered_and_truncated() {
-    let payload = format!(r#"{{"metrics": {{"motor_temp_c": 1}}, "pad": "{}"}}"#, "x".repeat(10_000));
-    bad_message_is_dead_lettered("DEV-1/telemetry", payload.into_bytes(), "payload_too_large", defaults).await;
+    let payload = format!(
+        r#"{{"metrics": {{"motor_temp_c": 1}}, "pad": "{}"}}"#,
+        "x".repeat(10_000)
+    );
+    bad_message_is_dead_lettered(
+        "DEV-1/telemetry",
+        payload.into_bytes(),
+        "payload_too_large",
+        defaults,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_device_id_in_topic_is_dead_lettered() {
-    bad_message_is_dead_lettered("bad id!/telemetry", br#"{"metrics": {"motor_temp_c": 1}}"#.to_vec(), "invalid_topic", defaults).await;
+    bad_message_is_dead_lettered(
+        "bad id!/telemetry",
+        br#"{"metrics": {"motor_temp_c": 1}}"#.to_vec(),
+        "invalid_topic",
+        defaults,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_metric_is_dead_lettered_when_catalogue_is_closed() {
-    bad_message_is_dead_lettered("GOOD-1/telemetry", br#"{"metrics": {"not_in_catalogue": 1}}"#.to_vec(), "unknown_metric", |s| {
-        s.ingest.open_metric_catalogue = false
-    })
+    bad_message_is_dead_lettered(
+        "GOOD-1/telemetry",
+        br#"{"metrics": {"not_in_catalogue": 1}}"#.to_vec(),
+        "unknown_metric",
+        |s| s.ingest.open_metric_catalogue = false,
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_device_is_dead_lettered_when_auto_registration_is_off() {
-    bad_message_is_dead_lettered("STRANGER-9/telemetry", br#"{"metrics": {"motor_temp_c": 1}}"#.to_vec(), "unknown_device", |s| {
-        s.ingest.auto_register = false
-    })
+    bad_message_is_dead_lettered(
+        "STRANGER-9/telemetry",
+        br#"{"metrics": {"motor_temp_c": 1}}"#.to_vec(),
+        "unknown_device",
+        |s| s.ingest.auto_register = false,
+    )
     .await;
 }
 
@@ -182,31 +309,49 @@ async fn crash_after_commit_before_ack_loses_nothing_and_duplicates_nothing() {
     let broker = TestBroker::start(true).await;
     let prefix = unique("crash");
     let settings = ingest_settings(&broker, &prefix);
-    let deps = IngestDeps { crash_after_commits: Some(Arc::new(AtomicUsize::new(1))), ..IngestDeps::new(db.store.clone(), Metrics::new()) };
+    let deps = IngestDeps {
+        crash_after_commits: Some(Arc::new(AtomicUsize::new(1))),
+        ..IngestDeps::new(db.store.clone(), Metrics::new())
+    };
     let crashing = RunningIngest::start_with(settings.clone(), deps).await;
 
     let mut device = Publisher::connect(&broker).await;
     let n_messages = 300;
     for message_idx in 0..n_messages {
-        let ts = now_rfc3339(chrono::Duration::milliseconds(-(n_messages - message_idx) * 10));
+        let ts = now_rfc3339(chrono::Duration::milliseconds(
+            -(n_messages - message_idx) * 10,
+        ));
         device
-            .publish(&format!("{prefix}/D-{}/telemetry", message_idx % 7), format!(r#"{{"ts": "{ts}", "metrics": {{"a": {message_idx}, "b": 1}}}}"#))
+            .publish(
+                &format!("{prefix}/D-{}/telemetry", message_idx % 7),
+                format!(r#"{{"ts": "{ts}", "metrics": {{"a": {message_idx}, "b": 1}}}}"#),
+            )
             .await;
     }
     device.flush().await;
     crashing.join().await;
     let pool = db.query().await;
     let after_crash = count(&pool, "select count(*) from telemetry").await;
-    assert!(after_crash > 0, "the first batch was committed before the crash");
+    assert!(
+        after_crash > 0,
+        "the first batch was committed before the crash"
+    );
 
     // Restart with the same client id: the broker resends what was never acked.
     let restarted = RunningIngest::start(settings, db.store.clone()).await;
     wait_for_count(&pool, "select count(*) from telemetry", 2 * n_messages).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count(&pool, "select count(*) from telemetry").await, 2 * n_messages, "nothing stored twice");
+    assert_eq!(
+        count(&pool, "select count(*) from telemetry").await,
+        2 * n_messages,
+        "nothing stored twice"
+    );
     let metrics = restarted.metrics.render();
     let duplicates: f64 = metric_value(&metrics, "forewarn_ingest_duplicate_readings_total");
-    assert!(duplicates >= 1.0, "the committed-but-unacked batch came back and was absorbed:\n{metrics}");
+    assert!(
+        duplicates >= 1.0,
+        "the committed-but-unacked batch came back and was absorbed:\n{metrics}"
+    );
     restarted.stop().await;
 }
 
@@ -240,7 +385,10 @@ async fn killed_process_resumes_without_loss_or_duplicates() {
     for message_idx in 0..n_messages {
         let ts = now_rfc3339(chrono::Duration::milliseconds(-(n_messages - message_idx)));
         device
-            .publish(&format!("{prefix}/K-{}/telemetry", message_idx % 13), format!(r#"{{"ts": "{ts}", "metrics": {{"x": {message_idx}}}}}"#))
+            .publish(
+                &format!("{prefix}/K-{}/telemetry", message_idx % 13),
+                format!(r#"{{"ts": "{ts}", "metrics": {{"x": {message_idx}}}}}"#),
+            )
             .await;
         if message_idx == n_messages / 2 {
             device.flush().await;
@@ -254,8 +402,14 @@ async fn killed_process_resumes_without_loss_or_duplicates() {
     process = spawn();
     wait_for_count(&pool, "select count(*) from telemetry", n_messages).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count(&pool, "select count(*) from telemetry").await, n_messages);
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(process.id().to_string()).status();
+    assert_eq!(
+        count(&pool, "select count(*) from telemetry").await,
+        n_messages
+    );
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(process.id().to_string())
+        .status();
     let status = process.wait().unwrap();
     assert!(status.success(), "SIGTERM gives a clean exit: {status}");
 }
@@ -269,10 +423,16 @@ async fn database_outage_loses_nothing() {
         return; // the outage needs a cluster this test owns
     }
     let data_dir = std::env::temp_dir().join(unique("forewarn-outage-pg-"));
-    let options = forewarn::embedded::postgres::ClusterOptions { data_dir: data_dir.clone(), port: None, durable: false };
-    let cluster = tokio::task::spawn_blocking(move || forewarn::embedded::postgres::PrivateCluster::start(&options).unwrap())
-        .await
-        .unwrap();
+    let options = forewarn::embedded::postgres::ClusterOptions {
+        data_dir: data_dir.clone(),
+        port: None,
+        durable: false,
+    };
+    let cluster = tokio::task::spawn_blocking(move || {
+        forewarn::embedded::postgres::PrivateCluster::start(&options).unwrap()
+    })
+    .await
+    .unwrap();
     let db = TestDb::on(&cluster.url("postgres"), false).await;
     let broker = TestBroker::start(true).await;
     let prefix = unique("outage");
@@ -283,12 +443,17 @@ async fn database_outage_loses_nothing() {
     for message_idx in 0..n_messages {
         let ts = now_rfc3339(chrono::Duration::milliseconds(-(n_messages - message_idx)));
         device
-            .publish(&format!("{prefix}/O-{}/telemetry", message_idx % 11), format!(r#"{{"ts": "{ts}", "metrics": {{"v": {message_idx}}}}}"#))
+            .publish(
+                &format!("{prefix}/O-{}/telemetry", message_idx % 11),
+                format!(r#"{{"ts": "{ts}", "metrics": {{"v": {message_idx}}}}}"#),
+            )
             .await;
         if message_idx == n_messages / 4 {
             device.flush().await;
             let cluster = cluster.clone();
-            tokio::task::spawn_blocking(move || cluster.stop().unwrap()).await.unwrap();
+            tokio::task::spawn_blocking(move || cluster.stop().unwrap())
+                .await
+                .unwrap();
         }
         if message_idx % 100 == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -297,14 +462,29 @@ async fn database_outage_loses_nothing() {
     device.flush().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let held = metric_value(&ingest.metrics.render(), "forewarn_ingest_pending_messages");
-    assert!(held > 0.0, "while the database is down, received messages are held unacknowledged");
+    assert!(
+        held > 0.0,
+        "while the database is down, received messages are held unacknowledged"
+    );
     let restart = cluster.clone();
-    tokio::task::spawn_blocking(move || restart.restart().unwrap()).await.unwrap();
+    tokio::task::spawn_blocking(move || restart.restart().unwrap())
+        .await
+        .unwrap();
     let pool = db.query().await;
     wait_for_count(&pool, "select count(*) from telemetry", n_messages).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count(&pool, "select count(*) from telemetry").await, n_messages);
-    assert_eq!(count(&pool, "select count(distinct (device_id, metric_id, time)) from telemetry").await, n_messages);
+    assert_eq!(
+        count(&pool, "select count(*) from telemetry").await,
+        n_messages
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "select count(distinct (device_id, metric_id, time)) from telemetry"
+        )
+        .await,
+        n_messages
+    );
     ingest.stop().await;
     pool.close().await;
     db.store.close().await;
@@ -331,18 +511,31 @@ async fn shared_subscription_splits_the_stream() {
     for message_idx in 0..n_messages {
         let ts = now_rfc3339(chrono::Duration::milliseconds(-(n_messages - message_idx)));
         device
-            .publish(&format!("{prefix}/S-{}/telemetry", message_idx % 17), format!(r#"{{"ts": "{ts}", "metrics": {{"v": {message_idx}}}}}"#))
+            .publish(
+                &format!("{prefix}/S-{}/telemetry", message_idx % 17),
+                format!(r#"{{"ts": "{ts}", "metrics": {{"v": {message_idx}}}}}"#),
+            )
             .await;
     }
     device.flush().await;
     let pool = db.query().await;
     wait_for_count(&pool, "select count(*) from telemetry", n_messages).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count(&pool, "select count(*) from telemetry").await, n_messages);
+    assert_eq!(
+        count(&pool, "select count(*) from telemetry").await,
+        n_messages
+    );
     let first_readings = metric_value(&first.metrics.render(), "forewarn_ingest_readings_total");
     let second_readings = metric_value(&second.metrics.render(), "forewarn_ingest_readings_total");
-    assert_eq!(first_readings + second_readings, n_messages as f64, "each reading stored by exactly one ingester");
-    assert!(first_readings > 0.0 && second_readings > 0.0, "both ingesters took a share: {first_readings} / {second_readings}");
+    assert_eq!(
+        first_readings + second_readings,
+        n_messages as f64,
+        "each reading stored by exactly one ingester"
+    );
+    assert!(
+        first_readings > 0.0 && second_readings > 0.0,
+        "both ingesters took a share: {first_readings} / {second_readings}"
+    );
     first.stop().await;
     second.stop().await;
 }

@@ -22,23 +22,33 @@ async fn schema_flavour_is_what_was_asked_for() {
     match std::env::var("TEST_TIMESCALEDB").as_deref() {
         Ok("require") => {
             assert!(db.store.is_timescaledb());
-            let hypertables: Vec<String> =
-                sqlx::query_scalar("select hypertable_name::text from timescaledb_information.hypertables order by 1")
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap();
-            assert!(hypertables.contains(&"telemetry".to_string()) && hypertables.contains(&"device_events".to_string()), "{hypertables:?}");
+            let hypertables: Vec<String> = sqlx::query_scalar(
+                "select hypertable_name::text from timescaledb_information.hypertables order by 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            assert!(
+                hypertables.contains(&"telemetry".to_string())
+                    && hypertables.contains(&"device_events".to_string()),
+                "{hypertables:?}"
+            );
             let caggs = count(&pool, "select count(*) from timescaledb_information.continuous_aggregates where view_name = 'telemetry_hourly'").await;
             assert_eq!(caggs, 1);
             let policies = count(&pool, "select count(*) from timescaledb_information.jobs where proc_name in ('policy_refresh_continuous_aggregate', 'policy_compression', 'policy_retention')").await;
-            assert!(policies >= 3, "refresh, compression and retention policies set ({policies})");
+            assert!(
+                policies >= 3,
+                "refresh, compression and retention policies set ({policies})"
+            );
         }
         _ => {
             if !db.store.is_timescaledb() {
-                let kind: String = sqlx::query_scalar("select relkind::text from pg_class where relname = 'telemetry_hourly'")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
+                let kind: String = sqlx::query_scalar(
+                    "select relkind::text from pg_class where relname = 'telemetry_hourly'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
                 assert_eq!(kind, "r", "plain PostgreSQL: the rollup is a table");
             }
         }
@@ -53,12 +63,28 @@ async fn schema_flavour_is_what_was_asked_for() {
 async fn writes_are_idempotent() {
     let db = TestDb::new().await;
     let device = unique("IDEM-");
-    let device_id = db.store.resolve_devices(std::slice::from_ref(&device), true).await.unwrap()[0].1;
-    let metric_id = db.store.resolve_metrics(&["idem_metric".to_string()], true).await.unwrap()[0].1;
+    let device_id = db
+        .store
+        .resolve_devices(std::slice::from_ref(&device), true)
+        .await
+        .unwrap()[0]
+        .1;
+    let metric_id = db
+        .store
+        .resolve_metrics(&["idem_metric".to_string()], true)
+        .await
+        .unwrap()[0]
+        .1;
     let start = base_time();
     let mut rows = TelemetryColumns::default();
     for step in 0..500 {
-        rows.push(start + step * 1_000_000, device_id, metric_id, step as f64, false);
+        rows.push(
+            start + step * 1_000_000,
+            device_id,
+            metric_id,
+            step as f64,
+            false,
+        );
     }
     let batch = WriteBatch {
         telemetry: rows.clone(),
@@ -81,14 +107,31 @@ async fn writes_are_idempotent() {
     let again = db.store.write_batch(&batch).await.unwrap();
     assert_eq!(again.readings_inserted, 0);
     assert_eq!(again.events_inserted, 0);
-    assert_eq!(again.copy_fell_back, storage_config().use_copy, "COPY hit the unique index and fell back");
+    assert_eq!(
+        again.copy_fell_back,
+        storage_config().use_copy,
+        "COPY hit the unique index and fell back"
+    );
 
     // Half old, half new: only the new half is inserted.
     let mut mixed = TelemetryColumns::default();
     for step in 250..750 {
-        mixed.push(start + step * 1_000_000, device_id, metric_id, step as f64, false);
+        mixed.push(
+            start + step * 1_000_000,
+            device_id,
+            metric_id,
+            step as f64,
+            false,
+        );
     }
-    let report = db.store.write_batch(&WriteBatch { telemetry: mixed, ..WriteBatch::default() }).await.unwrap();
+    let report = db
+        .store
+        .write_batch(&WriteBatch {
+            telemetry: mixed,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(report.readings_inserted, 250);
 
     let pool = db.query().await;
@@ -104,29 +147,71 @@ async fn writes_are_idempotent() {
 async fn hourly_rollup_gives_the_same_answer_on_both_flavours() {
     let db = TestDb::new().await;
     let device = unique("ROLL-");
-    let device_id = db.store.resolve_devices(std::slice::from_ref(&device), true).await.unwrap()[0].1;
-    let metric_id = db.store.resolve_metrics(&["roll_metric".to_string()], true).await.unwrap()[0].1;
+    let device_id = db
+        .store
+        .resolve_devices(std::slice::from_ref(&device), true)
+        .await
+        .unwrap()[0]
+        .1;
+    let metric_id = db
+        .store
+        .resolve_metrics(&["roll_metric".to_string()], true)
+        .await
+        .unwrap()[0]
+        .1;
     let start = base_time();
     // Hour 0: values 1..=4; hour 1: values 10, 20.
     let mut rows = TelemetryColumns::default();
     for (offset, value) in [(0, 1.0), (10, 2.0), (20, 3.0), (30, 4.0)] {
-        rows.push(start + offset * 60_000_000, device_id, metric_id, value, false);
+        rows.push(
+            start + offset * 60_000_000,
+            device_id,
+            metric_id,
+            value,
+            false,
+        );
     }
-    rows.push(start + HOUR + 5 * 60_000_000, device_id, metric_id, 10.0, false);
-    rows.push(start + HOUR + 6 * 60_000_000, device_id, metric_id, 20.0, false);
-    db.store.write_batch(&WriteBatch { telemetry: rows, ..WriteBatch::default() }).await.unwrap();
+    rows.push(
+        start + HOUR + 5 * 60_000_000,
+        device_id,
+        metric_id,
+        10.0,
+        false,
+    );
+    rows.push(
+        start + HOUR + 6 * 60_000_000,
+        device_id,
+        metric_id,
+        20.0,
+        false,
+    );
+    db.store
+        .write_batch(&WriteBatch {
+            telemetry: rows,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
     db.store.refresh_rollup_now().await.unwrap();
 
     let pool = db.query().await;
     let query = "select extract(epoch from bucket)::bigint, avg, min, max, stddev, count
                  from telemetry_hourly where device_id = $1 and metric_id = $2 order by bucket";
-    let hours = sqlx::query(query).bind(device_id).bind(metric_id).fetch_all(&pool).await.unwrap();
+    let hours = sqlx::query(query)
+        .bind(device_id)
+        .bind(metric_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     assert_eq!(hours.len(), 2);
     assert_eq!(hours[0].get::<i64, _>(0), start / 1_000_000);
     assert_eq!(hours[0].get::<f64, _>(1), 2.5);
     assert_eq!(hours[0].get::<f64, _>(2), 1.0);
     assert_eq!(hours[0].get::<f64, _>(3), 4.0);
-    assert!((hours[0].get::<f64, _>(4) - 1.290_994_448_735_805_6).abs() < 1e-9, "sample stddev");
+    assert!(
+        (hours[0].get::<f64, _>(4) - 1.290_994_448_735_805_6).abs() < 1e-9,
+        "sample stddev"
+    );
     assert_eq!(hours[0].get::<i64, _>(5), 4);
     assert_eq!(hours[1].get::<f64, _>(1), 15.0);
     assert_eq!(hours[1].get::<i64, _>(5), 2);
@@ -134,9 +219,20 @@ async fn hourly_rollup_gives_the_same_answer_on_both_flavours() {
     // A backfill into an hour already rolled up shows after the next refresh.
     let mut late = TelemetryColumns::default();
     late.push(start + 40 * 60_000_000, device_id, metric_id, 100.0, false);
-    db.store.write_batch(&WriteBatch { telemetry: late, ..WriteBatch::default() }).await.unwrap();
+    db.store
+        .write_batch(&WriteBatch {
+            telemetry: late,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
     db.store.refresh_rollup_now().await.unwrap();
-    let hour0 = sqlx::query(query).bind(device_id).bind(metric_id).fetch_all(&pool).await.unwrap();
+    let hour0 = sqlx::query(query)
+        .bind(device_id)
+        .bind(metric_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
     assert_eq!(hour0[0].get::<i64, _>(5), 5);
     assert_eq!(hour0[0].get::<f64, _>(3), 100.0);
 }
@@ -146,14 +242,33 @@ async fn registry_registers_or_refuses() {
     let db = TestDb::new().await;
     let known = unique("REG-");
     let stranger = unique("STRANGER-");
-    db.store.upsert_device(&known, "fridge", Some("FR-200")).await.unwrap();
-    let found = db.store.resolve_devices(&[known.clone(), stranger.clone()], false).await.unwrap();
-    assert_eq!(found.len(), 1, "auto-registration off: the stranger stays unknown");
+    db.store
+        .upsert_device(&known, "fridge", Some("FR-200"))
+        .await
+        .unwrap();
+    let found = db
+        .store
+        .resolve_devices(&[known.clone(), stranger.clone()], false)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.len(),
+        1,
+        "auto-registration off: the stranger stays unknown"
+    );
     assert_eq!(found[0].0, known);
-    let found = db.store.resolve_devices(&[known.clone(), stranger.clone()], true).await.unwrap();
+    let found = db
+        .store
+        .resolve_devices(&[known.clone(), stranger.clone()], true)
+        .await
+        .unwrap();
     assert_eq!(found.len(), 2);
     let record = db.store.device(&known).await.unwrap().unwrap();
     assert_eq!(record.kind, "fridge");
-    let metrics = db.store.resolve_metrics(&["closed_metric".to_string()], false).await.unwrap();
+    let metrics = db
+        .store
+        .resolve_metrics(&["closed_metric".to_string()], false)
+        .await
+        .unwrap();
     assert!(metrics.is_empty());
 }

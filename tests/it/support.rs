@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use forewarn::config::{Config, DatabaseConfig, IngestConfig, MqttConfig, StorageConfig, TimescaleMode};
+use forewarn::config::{
+    Config, DatabaseConfig, IngestConfig, MqttConfig, StorageConfig, TimescaleMode,
+};
 use forewarn::embedded::mosquitto::Mosquitto;
 use forewarn::embedded::postgres::{ClusterOptions, PrivateCluster};
 use forewarn::ingest::{IngestDeps, IngestSettings};
@@ -25,19 +27,28 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A name unique to this test in this run: `t{pid}_{n}`.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn init_logs() {
     forewarn::observability::init_tracing(
-        &forewarn::config::LogConfig { filter: "warn,forewarn=info".into(), ..Default::default() },
+        &forewarn::config::LogConfig {
+            filter: "warn,forewarn=info".into(),
+            ..Default::default()
+        },
         std::env::var("RUST_LOG").ok().as_deref(),
     );
 }
 
 pub fn storage_config() -> StorageConfig {
     StorageConfig {
-        use_copy: std::env::var("TEST_USE_COPY").map(|v| v != "false").unwrap_or(true),
+        use_copy: std::env::var("TEST_USE_COPY")
+            .map(|v| v != "false")
+            .unwrap_or(true),
         timescaledb: match std::env::var("TEST_TIMESCALEDB").as_deref() {
             Ok("require") => TimescaleMode::Require,
             Ok("off") => TimescaleMode::Off,
@@ -49,7 +60,10 @@ pub fn storage_config() -> StorageConfig {
 
 fn database_config() -> DatabaseConfig {
     let shared = std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1");
-    DatabaseConfig { max_connections: if shared { 1 } else { 4 }, ..DatabaseConfig::default() }
+    DatabaseConfig {
+        max_connections: if shared { 1 } else { 4 },
+        ..DatabaseConfig::default()
+    }
 }
 
 /// The server tests create their databases on.
@@ -61,7 +75,10 @@ pub struct TestServer {
 pub fn test_server() -> TestServer {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         let shared = std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1");
-        return TestServer { admin_url: url, shared };
+        return TestServer {
+            admin_url: url,
+            shared,
+        };
     }
     let options = ClusterOptions {
         data_dir: std::env::temp_dir().join("forewarn-test-pg"),
@@ -69,7 +86,10 @@ pub fn test_server() -> TestServer {
         durable: false,
     };
     let cluster = PrivateCluster::start(&options).expect("private PostgreSQL cluster for tests");
-    TestServer { admin_url: cluster.url("postgres"), shared: false }
+    TestServer {
+        admin_url: cluster.url("postgres"),
+        shared: false,
+    }
 }
 
 /// A migrated database of this test's own.
@@ -89,18 +109,25 @@ impl TestDb {
             admin_url.to_string()
         } else {
             let name = unique("fw_test_");
-            forewarn::store::create_database(admin_url, &name).await.expect("create test database");
+            forewarn::store::create_database(admin_url, &name)
+                .await
+                .expect("create test database");
             forewarn::store::url_with_database(admin_url, &name).unwrap()
         };
-        let mut store = Store::connect(&url, &database_config(), &storage_config()).await.expect("connect");
+        let mut store = Store::connect(&url, &database_config(), &storage_config())
+            .await
+            .expect("connect");
         store.migrate(&storage_config()).await.expect("migrate");
         TestDb { url, store }
     }
 
     /// A second pool on the same database (for checks while ingest holds its own).
     pub async fn query(&self) -> sqlx::PgPool {
+        if std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1") {
+            return self.store.pg_pool().clone();
+        }
         sqlx::postgres::PgPoolOptions::new()
-            .max_connections(if std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1") { 1 } else { 2 })
+            .max_connections(2)
             .connect(&self.url)
             .await
             .unwrap()
@@ -125,7 +152,10 @@ impl TestBroker {
             Ok(mosquitto) => TestBroker::Mosquitto(mosquitto),
             Err(error) if require_mosquitto => panic!("this test needs Mosquitto: {error}"),
             Err(_) => {
-                let broker = forewarn::embedded::broker::start("127.0.0.1:0".parse().unwrap(), 1 << 20).await.unwrap();
+                let broker =
+                    forewarn::embedded::broker::start("127.0.0.1:0".parse().unwrap(), 1 << 20)
+                        .await
+                        .unwrap();
                 TestBroker::Embedded(broker.url())
             }
         }
@@ -150,7 +180,10 @@ pub fn ingest_settings(broker: &TestBroker, prefix: &str) -> IngestSettings {
             keep_alive: Duration::from_secs(5),
             ..config.mqtt
         },
-        ingest: IngestConfig { max_payload_bytes: 4096, ..config.ingest },
+        ingest: IngestConfig {
+            max_payload_bytes: 4096,
+            ..config.ingest
+        },
     }
 }
 
@@ -170,7 +203,11 @@ impl RunningIngest {
         let metrics = deps.metrics.clone();
         let (trigger, shutdown) = Shutdown::new();
         let task = tokio::spawn(forewarn::ingest::run(settings, deps, shutdown));
-        let ingest = RunningIngest { metrics, trigger, task };
+        let ingest = RunningIngest {
+            metrics,
+            trigger,
+            task,
+        };
         ingest.wait_connected().await;
         ingest
     }
@@ -195,7 +232,11 @@ impl RunningIngest {
 
     /// Waits for the session to end by itself (injected crash).
     pub async fn join(self) {
-        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("ingest ends").unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("ingest ends")
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -210,8 +251,14 @@ pub struct Publisher {
 impl Publisher {
     pub async fn connect(broker: &TestBroker) -> Publisher {
         let url = url::Url::parse(&broker.url()).unwrap();
-        let mut options = MqttOptions::new(unique("fw-pub-"), url.host_str().unwrap(), url.port().unwrap_or(1883));
-        options.set_max_packet_size(1 << 20, 1 << 20).set_inflight(500);
+        let mut options = MqttOptions::new(
+            unique("fw-pub-"),
+            url.host_str().unwrap(),
+            url.port().unwrap_or(1883),
+        );
+        options
+            .set_max_packet_size(1 << 20, 1 << 20)
+            .set_inflight(500);
         let (client, mut event_loop) = AsyncClient::new(options, 1000);
         let (acked_tx, acked) = tokio::sync::watch::channel(0usize);
         let poller = tokio::spawn(async move {
@@ -227,26 +274,40 @@ impl Publisher {
                 }
             }
         });
-        Publisher { client, acked, sent: 0, poller }
+        Publisher {
+            client,
+            acked,
+            sent: 0,
+            poller,
+        }
     }
 
     pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
-        self.client.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
         self.sent += 1;
     }
 
     pub async fn publish_retained(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
-        self.client.publish(topic, QoS::AtLeastOnce, true, payload).await.unwrap();
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await
+            .unwrap();
         self.sent += 1;
     }
 
     /// Waits until the broker has acknowledged every publish.
     pub async fn flush(&mut self) {
         let sent = self.sent;
-        tokio::time::timeout(Duration::from_secs(30), self.acked.wait_for(|acked| *acked >= sent))
-            .await
-            .expect("broker acknowledges publishes")
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            self.acked.wait_for(|acked| *acked >= sent),
+        )
+        .await
+        .expect("broker acknowledges publishes")
+        .unwrap();
     }
 }
 

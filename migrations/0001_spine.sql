@@ -62,7 +62,7 @@ create table devices (
     latitude double precision,
     longitude double precision,
     installed_at timestamptz,
-    last_seen_at timestamptz,                 -- newest event time received from the device
+    last_seen_at timestamptz,                 -- newest data time (event time), or status receipt
     online boolean,                           -- from the retained status topic / last will
     status_changed_at timestamptz,            -- wall-clock time of the last status message
     registered_by text not null default 'import' check (registered_by in ('import', 'auto', 'api')),

@@ -247,7 +247,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: LogFormat::Text,
-            filter: "info,sqlx=warn,rumqttd=warn".into(),
+            filter: "info,sqlx=warn,rumqttd=off".into(),
         }
     }
 }

@@ -164,10 +164,11 @@ async fn serve(
     let store = app::open_store(&config, &database_url)
         .await
         .context("opening the database")?;
-    let forewarn = App::new(&config, store).await?;
+    let forewarn = App::new(&config, store.clone()).await?;
     let http_addr = forewarn.http.local_addr();
     let (trigger, shutdown) = Shutdown::new();
     let mut fleet_task = None;
+    let is_demo = demo_fleet.is_some();
     if let Some(spec) = demo_fleet {
         tracing::info!(
             devices = spec.devices,
@@ -198,5 +199,9 @@ async fn serve(
     }
     trigger.trigger();
     running.await.context("shutting down")?;
+    if is_demo {
+        let n_readings = store.count_telemetry().await?;
+        println!("demo: {n_readings} readings stored in {database_url}");
+    }
     Ok(())
 }

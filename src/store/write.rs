@@ -240,7 +240,8 @@ impl Store {
         if !batch.statuses.is_empty() {
             let rows = &batch.statuses;
             sqlx::query(
-                "update devices d set online = s.online, status_changed_at = s.changed_at
+                "update devices d set online = s.online, status_changed_at = s.changed_at,
+                        last_seen_at = greatest(d.last_seen_at, s.changed_at)
                  from unnest($1::int[], $2::bool[], $3::timestamptz[]) as s (device_id, online, changed_at)
                  where d.id = s.device_id",
             )

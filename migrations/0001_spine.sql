@@ -125,6 +125,12 @@ begin
             timescaledb.compress_segmentby = 'device_id, metric_id',
             timescaledb.compress_orderby = 'time'
         );
+    else
+        -- Time-range scans (rollup refresh, retention) on plain PostgreSQL. BRIN: tiny, and
+        -- nearly free on the insert path, since rows arrive roughly in time order.
+        -- (Hypertables get their own time index.)
+        create index telemetry_time_brin on telemetry using brin (time);
+        create index device_events_time_brin on device_events using brin (time);
     end if;
 end
 $$;

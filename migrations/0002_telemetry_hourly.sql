@@ -64,12 +64,18 @@ begin
     if buckets is null then
         return 0;
     end if;
-    delete from telemetry_hourly where bucket = any (buckets);
+    delete from telemetry_hourly h using unnest(buckets) as b (bucket) where h.bucket = b.bucket;
+    -- One pass over the claimed time range (the BRIN index on time bounds it), keeping the
+    -- rows whose hour is dirty through a hash join. date_bin aligns hours to UTC, as
+    -- time_bucket does, whatever the session's time zone.
     insert into telemetry_hourly (bucket, device_id, metric_id, avg, min, max, stddev, count)
     select b.bucket, t.device_id, t.metric_id,
            avg(t.value), min(t.value), max(t.value), stddev(t.value), count(*)
-    from unnest(buckets) as b (bucket)
-    join telemetry t on t.time >= b.bucket and t.time < b.bucket + interval '1 hour'
+    from telemetry t
+    join unnest(buckets) as b (bucket)
+      on b.bucket = date_bin(interval '1 hour', t.time, timestamptz '1970-01-01 00:00:00+00')
+    where t.time >= (select min(x) from unnest(buckets) x)
+      and t.time < (select max(x) from unnest(buckets) x) + interval '1 hour'
     group by b.bucket, t.device_id, t.metric_id;
     return cardinality(buckets);
 end

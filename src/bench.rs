@@ -34,21 +34,35 @@ pub enum BenchError {
 #[derive(Debug, Clone)]
 pub struct IngestBench {
     pub devices: usize,
+    /// Readings of the flood run (published as fast as the broker takes them).
     pub readings: u64,
     pub metrics_per_message: usize,
     /// Broker in-flight windows to measure (each with a private Mosquitto); ignored when
     /// `MQTT_URL` is set.
     pub windows: Vec<u16>,
+    /// MQTT sessions ingest opens (one shared-subscription group).
+    pub sessions: usize,
     pub publisher_connections: usize,
     pub repeat: usize,
-    /// Publish at this many messages/s for `duration` instead of a fixed count (soak).
-    pub rate: Option<f64>,
-    pub duration: Option<Duration>,
+    /// Readings/s of the sustained run, which measures latency at a fixed load (0: skip).
+    pub sustained_readings_per_sec: f64,
+    pub sustained_duration: Duration,
+}
+
+/// How a run publishes.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadShape {
+    /// A fixed number of readings, as fast as possible: the throughput ceiling.
+    Flood,
+    /// A fixed rate for a fixed time: latency and memory under sustained load.
+    Sustained,
 }
 
 /// One measured run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IngestRun {
+    pub shape: LoadShape,
     pub window: Option<u16>,
     pub sessions: usize,
     pub readings: u64,
@@ -67,44 +81,44 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
     let database = "forewarn_bench";
     let bench_url = crate::store::url_with_database(&admin_url, database)?;
 
+    let mut shapes = vec![LoadShape::Flood];
+    if bench.sustained_readings_per_sec > 0.0 {
+        shapes.push(LoadShape::Sustained);
+    }
     let mut runs = Vec::new();
     let brokers: Vec<Option<u16>> = match &config.mqtt.url {
         Some(_) => vec![None],
         None => bench.windows.iter().copied().map(Some).collect(),
     };
     for window in brokers {
-        for repeat_idx in 0..bench.repeat {
-            let mosquitto = match window {
-                Some(window) => Some(Mosquitto::start(window)?),
-                None => None,
-            };
-            let mqtt_url = mosquitto
-                .as_ref()
-                .map(Mosquitto::url)
-                .or_else(|| config.mqtt.url.clone())
-                .unwrap_or_default();
-            crate::store::drop_database(&admin_url, database).await?;
-            crate::store::create_database(&admin_url, database).await?;
-            let store = crate::app::open_store(config, &bench_url).await?;
-            // A small window needs several sessions to keep the database busy.
-            let sessions = match window {
-                Some(w) if w < 100 => 4,
-                _ => config.ingest.sessions.max(2),
-            };
-            let run = run_once(config, bench, &store, &mqtt_url, window, sessions).await?;
-            eprintln!(
-                "window {:>5} run {}: {:>9.0} readings/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>6.1} MiB",
-                window
-                    .map(|w| w.to_string())
-                    .unwrap_or_else(|| "url".into()),
-                repeat_idx + 1,
-                run.readings_per_sec,
-                run.p50_latency_ms,
-                run.p99_latency_ms,
-                run.peak_rss_mib
-            );
-            runs.push(run);
-            store.close().await;
+        for &shape in &shapes {
+            for repeat_idx in 0..bench.repeat {
+                let mosquitto = match window {
+                    Some(window) => Some(Mosquitto::start(window)?),
+                    None => None,
+                };
+                let mqtt_url = mosquitto
+                    .as_ref()
+                    .map(Mosquitto::url)
+                    .or_else(|| config.mqtt.url.clone())
+                    .unwrap_or_default();
+                crate::store::drop_database(&admin_url, database).await?;
+                crate::store::create_database(&admin_url, database).await?;
+                let store = crate::app::open_store(config, &bench_url).await?;
+                let run = run_once(config, bench, &store, &mqtt_url, window, shape).await?;
+                eprintln!(
+                    "window {:>5} {:<9} run {}: {:>9.0} readings/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>6.1} MiB",
+                    window_label(window),
+                    format!("{shape:?}").to_lowercase(),
+                    repeat_idx + 1,
+                    run.readings_per_sec,
+                    run.p50_latency_ms,
+                    run.p99_latency_ms,
+                    run.peak_rss_mib
+                );
+                runs.push(run);
+                store.close().await;
+            }
         }
     }
 
@@ -124,47 +138,50 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
     let copy_ceiling = median(&mut copy_rates);
 
     println!(
-        "\nforewarn bench ingest — {} readings, {} devices, {} metrics/message, QoS 1",
-        bench.readings, bench.devices, bench.metrics_per_message
+        "\nforewarn bench ingest — {} devices, {} metrics/message, QoS 1, {} ingest sessions; medians of {} runs",
+        bench.devices, bench.metrics_per_message, bench.sessions, bench.repeat
     );
     println!(
-        "{:<8} {:>8} {:>14} {:>10} {:>10} {:>12} {:>10}",
-        "window", "sessions", "readings/s", "p50 ms", "p99 ms", "peak RSS MiB", "of COPY"
+        "flood: {} readings as fast as possible; sustained: {:.0} readings/s for {:?}",
+        bench.readings, bench.sustained_readings_per_sec, bench.sustained_duration
     );
-    let mut windows: Vec<Option<u16>> = runs.iter().map(|r| r.window).collect();
-    windows.dedup();
+    println!(
+        "{:<8} {:<10} {:>12} {:>9} {:>9} {:>9} {:>13} {:>8}",
+        "window", "load", "readings/s", "p50 ms", "p99 ms", "max ms", "peak RSS MiB", "of COPY"
+    );
     let mut summary = Vec::new();
-    for window in windows {
-        let of_window: Vec<&IngestRun> = runs.iter().filter(|r| r.window == window).collect();
-        let mut rates: Vec<f64> = of_window.iter().map(|r| r.readings_per_sec).collect();
-        let mut p50: Vec<f64> = of_window.iter().map(|r| r.p50_latency_ms).collect();
-        let mut p99: Vec<f64> = of_window.iter().map(|r| r.p99_latency_ms).collect();
-        let peak = of_window.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
-        let rate = median(&mut rates);
+    let mut groups: Vec<(Option<u16>, LoadShape)> =
+        runs.iter().map(|r| (r.window, r.shape)).collect();
+    groups.dedup();
+    for (window, shape) in groups {
+        let group: Vec<&IngestRun> = runs
+            .iter()
+            .filter(|r| r.window == window && r.shape == shape)
+            .collect();
+        let rate = median(&mut group.iter().map(|r| r.readings_per_sec).collect::<Vec<_>>());
+        let p50 = median(&mut group.iter().map(|r| r.p50_latency_ms).collect::<Vec<_>>());
+        let p99 = median(&mut group.iter().map(|r| r.p99_latency_ms).collect::<Vec<_>>());
+        let max = median(&mut group.iter().map(|r| r.max_latency_ms).collect::<Vec<_>>());
+        let peak = group.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
         println!(
-            "{:<8} {:>8} {:>14.0} {:>10.1} {:>10.1} {:>12.1} {:>9.0}%",
-            window
-                .map(|w| w.to_string())
-                .unwrap_or_else(|| "url".into()),
-            of_window[0].sessions,
+            "{:<8} {:<10} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>13.1} {:>7.0}%",
+            window_label(window),
+            format!("{shape:?}").to_lowercase(),
             rate,
-            median(&mut p50),
-            median(&mut p99),
+            p50,
+            p99,
+            max,
             peak,
             100.0 * rate / copy_ceiling
         );
         summary.push(serde_json::json!({
-            "window": window, "sessions": of_window[0].sessions, "median_readings_per_sec": rate,
-            "median_p50_ms": median(&mut p50), "median_p99_ms": median(&mut p99), "peak_rss_mib": peak,
-            "ratio_to_copy_ceiling": rate / copy_ceiling,
+            "window": window, "load": shape, "median_readings_per_sec": rate, "median_p50_ms": p50,
+            "median_p99_ms": p99, "peak_rss_mib": peak, "ratio_to_copy_ceiling": rate / copy_ceiling,
         }));
     }
     println!(
-        "{:<8} {:>8} {:>14.0}   (straight COPY, same table layout, median of {})",
-        "COPY",
-        "-",
-        copy_ceiling,
-        copy_rates.len()
+        "{:<8} {:<10} {:>12.0}   straight COPY of {} rows, same table layout, one connection",
+        "COPY", "-", copy_ceiling, bench.readings
     );
     println!(
         "{}",
@@ -173,14 +190,21 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
     Ok(())
 }
 
+fn window_label(window: Option<u16>) -> String {
+    window
+        .map(|w| w.to_string())
+        .unwrap_or_else(|| "url".into())
+}
+
 async fn run_once(
     config: &Config,
     bench: &IngestBench,
     store: &Store,
     mqtt_url: &str,
     window: Option<u16>,
-    sessions: usize,
+    shape: LoadShape,
 ) -> Result<IngestRun, BenchError> {
+    let sessions = bench.sessions;
     let mut ingest_config = config.ingest.clone();
     ingest_config.sessions = sessions;
     if sessions > 1 && ingest_config.shared_group.is_none() {
@@ -207,13 +231,10 @@ async fn run_once(
     let spec = LoadSpec {
         devices: bench.devices,
         metrics_per_message: bench.metrics_per_message,
-        total_messages: if bench.duration.is_some() {
-            None
-        } else {
-            Some(n_messages)
-        },
-        rate_per_sec: bench.rate,
-        duration: bench.duration,
+        total_messages: (shape == LoadShape::Flood).then_some(n_messages),
+        rate_per_sec: (shape == LoadShape::Sustained)
+            .then(|| bench.sustained_readings_per_sec / bench.metrics_per_message as f64),
+        duration: (shape == LoadShape::Sustained).then_some(bench.sustained_duration),
         connections: bench.publisher_connections,
         ..LoadSpec::default()
     };
@@ -281,6 +302,7 @@ async fn run_once(
     };
     let seconds = last_commit.duration_since(started).as_secs_f64();
     Ok(IngestRun {
+        shape,
         window,
         sessions,
         readings: committed,

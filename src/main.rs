@@ -58,6 +58,7 @@ enum BenchCommand {
     Ingest {
         #[arg(long, default_value_t = 1000)]
         devices: usize,
+        /// Readings of the flood run (as fast as the broker takes them).
         #[arg(long, default_value_t = 1_000_000)]
         readings: u64,
         #[arg(long, default_value_t = 3)]
@@ -65,16 +66,20 @@ enum BenchCommand {
         /// Broker in-flight windows to measure, each with a private Mosquitto (unless MQTT_URL).
         #[arg(long, value_delimiter = ',', default_value = "20,1000")]
         windows: Vec<u16>,
+        /// MQTT sessions of the ingester (one shared-subscription group).
+        #[arg(long, default_value_t = 4)]
+        sessions: usize,
         #[arg(long, default_value_t = 4)]
         publisher_connections: usize,
-        /// Runs per window; medians are reported.
+        /// Runs per window and load; medians are reported.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
-        /// Soak: publish this many messages/s for `--duration` instead of a fixed count.
-        #[arg(long, requires = "duration")]
-        rate: Option<f64>,
-        #[arg(long, value_parser = humantime::parse_duration)]
-        duration: Option<Duration>,
+        /// Readings/s of the sustained run (latency at a fixed load); 0 skips it.
+        #[arg(long, default_value_t = 100_000.0)]
+        sustained_rate: f64,
+        /// Length of the sustained run (`10m` for a soak).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+        sustained_duration: Duration,
     },
 }
 
@@ -131,10 +136,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     readings,
                     metrics_per_message,
                     windows,
+                    sessions,
                     publisher_connections,
                     repeat,
-                    rate,
-                    duration,
+                    sustained_rate,
+                    sustained_duration,
                 },
         } => {
             let bench = forewarn::bench::IngestBench {
@@ -142,10 +148,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 readings,
                 metrics_per_message,
                 windows,
+                sessions,
                 publisher_connections,
                 repeat,
-                rate,
-                duration,
+                sustained_readings_per_sec: sustained_rate,
+                sustained_duration,
             };
             forewarn::bench::run_ingest(&config, &bench)
                 .await

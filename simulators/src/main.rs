@@ -1,13 +1,15 @@
-//! `forewarn-sim`: the fleet simulator. For now it carries the synthetic load publisher
-//! (`load`) that the spine's benchmark and demo use; the realistic fleet (`live`,
-//! `history`, ground truth) is the simulator issue's.
+//! `forewarn-sim`: the fleet simulator's command line.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use forewarn::loadgen::{LoadSpec, publish};
 use forewarn::shutdown::{Shutdown, os_signal};
+use forewarn_sim::degradation::DAY_MICROS;
+use forewarn_sim::sim::{Artefacts, Fleet, SimConfig};
 
 #[derive(Parser)]
 #[command(name = "forewarn-sim", version, about = "Fleet simulator for forewarn")]
@@ -16,11 +18,63 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args, Clone)]
+struct FleetArgs {
+    /// Devices in the fleet.
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    /// Seed: the same seed gives the same fleet, readings and failures.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Sampling interval.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    interval: Duration,
+    /// Where to write the ground truth (JSON lines).
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// No missing samples, outliers, offline periods, skew, duplicates or reordering.
+    #[arg(long)]
+    clean: bool,
+    /// Share of telemetry messages sent malformed (live mode).
+    #[arg(long, default_value_t = 0.0)]
+    malformed_rate: f64,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Write D days of history for the fleet straight into DATABASE_URL.
+    History {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[arg(long, default_value_t = 180)]
+        days: u32,
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+        /// Concurrent COPY connections.
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+    },
+    /// Publish the fleet over MQTT from `--sim-days` ago up to now at `--speed`.
+    Live {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        #[arg(long, env = "MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
+        mqtt_url: String,
+        /// Simulated seconds per second (3600: an hour a second).
+        #[arg(long, default_value_t = 3600.0)]
+        speed: f64,
+        #[arg(long, default_value_t = 7)]
+        sim_days: u32,
+        /// Register customers, devices and technicians here first (kinds, models, owners).
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, default_value = "devices")]
+        topic_prefix: String,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+    },
     /// Publish synthetic telemetry as fast as the broker takes it (or at `--rate`).
     Load {
-        /// Broker; env MQTT_URL.
         #[arg(long, env = "MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
         mqtt_url: String,
         #[arg(long, default_value_t = 1000)]
@@ -40,14 +94,124 @@ enum Command {
         #[arg(long, default_value = "devices")]
         topic_prefix: String,
     },
+    /// Score flags (tickets, alerts: JSON lines of {device, component, time}) against truth.
+    Score {
+        #[arg(long)]
+        truth: PathBuf,
+        #[arg(long, alias = "tickets")]
+        flags: PathBuf,
+        /// A flag counts for a failure at most this long before it.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30days")]
+        lookahead: Duration,
+        /// Device-days observed, for false alarms per 1,000 device-days.
+        #[arg(long, default_value_t = 0.0)]
+        device_days: f64,
+    },
+}
+
+fn fleet_config(args: &FleetArgs, start: i64, end: i64) -> SimConfig {
+    let mut artefacts = if args.clean {
+        Artefacts::none()
+    } else {
+        Artefacts::default()
+    };
+    artefacts.malformed_rate = args.malformed_rate;
+    SimConfig {
+        seed: args.seed,
+        devices: args.devices,
+        start,
+        end,
+        interval: args.interval.as_micros() as i64,
+        artefacts,
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
         .init();
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        os_signal().await;
+        trigger.trigger();
+    });
+    let now = chrono::Utc::now().timestamp_micros();
     match Cli::parse().command {
+        Command::History {
+            fleet: args,
+            days,
+            database_url,
+            connections,
+        } => {
+            // Whole hours, ending an hour ago, so the window is fully in the past.
+            let end = now - now.rem_euclid(3_600_000_000) - 3_600_000_000;
+            let fleet = Arc::new(Fleet::build(fleet_config(
+                &args,
+                end - i64::from(days) * DAY_MICROS,
+                end,
+            )));
+            if let Some(path) = &args.truth {
+                forewarn_sim::write_truth(path, &fleet.truth())?;
+            }
+            let config = forewarn::config::Config::default();
+            let mut database = config.database.clone();
+            database.max_connections = (connections as u32 + 1).max(2);
+            let mut store =
+                forewarn::store::Store::connect(&database_url, &database, &config.storage).await?;
+            store.migrate(&config.storage).await.context("migrating")?;
+            let report =
+                forewarn_sim::history::write_history(fleet.clone(), &store, connections).await?;
+            println!(
+                "history: {} devices × {days} days: {} readings, {} events, {} failures, {} repairs in {:.1} s ({:.0} readings/s); rollup refresh {:.1} s",
+                report.devices,
+                report.readings,
+                report.events,
+                report.failures,
+                report.maintenance,
+                report.seconds,
+                report.readings_per_sec,
+                report.rollup_seconds
+            );
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Live {
+            fleet: args,
+            mqtt_url,
+            speed,
+            sim_days,
+            database_url,
+            topic_prefix,
+            connections,
+        } => {
+            let fleet = Fleet::build(fleet_config(
+                &args,
+                now - i64::from(sim_days) * DAY_MICROS,
+                now,
+            ));
+            if let Some(path) = &args.truth {
+                forewarn_sim::write_truth(path, &fleet.truth())?;
+            }
+            if let Some(url) = database_url {
+                let config = forewarn::config::Config::default();
+                let mut store =
+                    forewarn::store::Store::connect(&url, &config.database, &config.storage)
+                        .await?;
+                store.migrate(&config.storage).await.context("migrating")?;
+                forewarn_sim::history::register_fleet(&fleet, &store).await?;
+            }
+            let options = forewarn_sim::live::LiveOptions {
+                mqtt_url,
+                topic_prefix,
+                speed,
+                connections,
+            };
+            let report = forewarn_sim::live::run_live(&fleet, &options, shutdown).await?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
         Command::Load {
             mqtt_url,
             devices,
@@ -68,11 +232,6 @@ async fn main() -> anyhow::Result<()> {
                 topic_prefix,
                 ..LoadSpec::default()
             };
-            let (trigger, shutdown) = Shutdown::new();
-            tokio::spawn(async move {
-                os_signal().await;
-                trigger.trigger();
-            });
             let report = publish(&mqtt_url, &spec, shutdown)
                 .await
                 .context("publishing")?;
@@ -83,7 +242,29 @@ async fn main() -> anyhow::Result<()> {
                 report.elapsed.as_secs_f64(),
                 report.readings as f64 / report.elapsed.as_secs_f64()
             );
-            Ok(())
+        }
+        Command::Score {
+            truth,
+            flags,
+            lookahead,
+            device_days,
+        } => {
+            let truth: Vec<forewarn_sim::sim::TruthRecord> = forewarn_sim::read_json_lines(&truth)?;
+            let flags: Vec<forewarn_sim::score::Flag> = forewarn_sim::read_json_lines(&flags)?;
+            let config = forewarn_sim::score::ScoreConfig {
+                lookahead: chrono::Duration::from_std(lookahead)?,
+                min_lead: chrono::Duration::hours(24),
+                grace_after: chrono::Duration::days(7),
+                device_days,
+            };
+            let (overall, per_component) = forewarn_sim::score::score(&truth, &flags, &config);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"overall": overall, "per_component": per_component})
+                )?
+            );
         }
     }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod copy;
 mod migrate;
+mod registry;
 mod write;
 
 use std::time::Duration;
@@ -13,6 +14,9 @@ use sqlx::{ConnectOptions, PgPool, Row};
 use crate::config::{DatabaseConfig, StorageConfig};
 
 pub use migrate::MigrationReport;
+pub use registry::{
+    ComponentRecord, CountedTable, CustomerRow, DeviceRow, MetricRow, TechnicianRow,
+};
 pub use write::{DeadLetterRow, EventRow, StatusRow, TelemetryColumns, WriteBatch, WriteReport};
 
 /// Errors of the storage layer, classified so that callers know whether to retry.

@@ -38,10 +38,16 @@ enum Command {
         /// Devices in the simulated fleet.
         #[arg(long, default_value_t = 200)]
         devices: usize,
-        /// Messages per second the fleet publishes in total.
-        #[arg(long, default_value_t = 200.0)]
-        rate: f64,
-        /// Stop after this long (e.g. `2m`); runs until Ctrl-C when absent.
+        /// Simulated seconds per second (3600: an hour a second).
+        #[arg(long, default_value_t = 3600.0)]
+        speed: f64,
+        /// The fleet starts this many simulated days ago and runs up to now.
+        #[arg(long, default_value_t = 7)]
+        sim_days: u32,
+        /// Seed of the simulated fleet.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Stop after this long (e.g. `2m`); otherwise when the fleet has caught up with now.
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
     },
@@ -116,18 +122,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Serve => serve(config, Stages::ALL, None).await,
         Command::Demo {
             devices,
-            rate,
+            speed,
+            sim_days,
+            seed,
             duration,
         } => {
-            let spec = forewarn::loadgen::LoadSpec {
+            let fleet = DemoFleet {
                 devices,
-                rate_per_sec: Some(rate),
+                speed,
+                sim_days,
+                seed,
                 duration,
-                connections: 1,
-                device_prefix: "DEMO-".into(),
-                ..Default::default()
             };
-            serve(config, Stages::ALL, Some(spec)).await
+            serve(config, Stages::ALL, Some(fleet)).await
         }
         Command::Bench {
             bench:
@@ -161,10 +168,96 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// The demo's fleet: `forewarn-sim live` when the simulator binary sits beside this one
+/// (`cargo build --release --workspace`), else the synthetic publisher.
+struct DemoFleet {
+    devices: usize,
+    speed: f64,
+    sim_days: u32,
+    seed: u64,
+    duration: Option<Duration>,
+}
+
+impl DemoFleet {
+    async fn run(self, mqtt_url: String, database_url: String, shutdown: Shutdown) {
+        let simulator = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("forewarn-sim")))
+            .filter(|path| path.is_file());
+        let run = async {
+            match simulator {
+                Some(simulator) => {
+                    tracing::info!(
+                        devices = self.devices,
+                        speed = self.speed,
+                        sim_days = self.sim_days,
+                        "demo: simulated fleet (forewarn-sim live)"
+                    );
+                    let truth = std::path::Path::new("data").join("demo-truth.jsonl");
+                    let _ = std::fs::create_dir_all("data");
+                    let child = tokio::process::Command::new(simulator)
+                        .arg("live")
+                        .args([
+                            "--devices",
+                            &self.devices.to_string(),
+                            "--speed",
+                            &self.speed.to_string(),
+                        ])
+                        .args([
+                            "--sim-days",
+                            &self.sim_days.to_string(),
+                            "--seed",
+                            &self.seed.to_string(),
+                        ])
+                        .arg("--truth")
+                        .arg(&truth)
+                        .env("MQTT_URL", &mqtt_url)
+                        .env("DATABASE_URL", &database_url)
+                        .kill_on_drop(true)
+                        .status();
+                    match child.await {
+                        Ok(status) if status.success() => {
+                            tracing::info!(truth = %truth.display(), "demo fleet caught up with now")
+                        }
+                        Ok(status) => tracing::error!(%status, "forewarn-sim live failed"),
+                        Err(error) => tracing::error!(%error, "could not start forewarn-sim"),
+                    }
+                }
+                None => {
+                    tracing::warn!(
+                        "forewarn-sim not found beside forewarn (cargo build --release --workspace); demo uses the synthetic publisher"
+                    );
+                    let spec = forewarn::loadgen::LoadSpec {
+                        devices: self.devices,
+                        rate_per_sec: Some(self.devices as f64),
+                        duration: Some(
+                            Duration::from_secs(u64::from(self.sim_days) * 86_400)
+                                .div_f64(self.speed),
+                        ),
+                        connections: 1,
+                        device_prefix: "DEMO-".into(),
+                        ..Default::default()
+                    };
+                    if let Err(error) = forewarn::loadgen::publish(&mqtt_url, &spec, shutdown).await
+                    {
+                        tracing::error!(%error, "demo publisher failed");
+                    }
+                }
+            }
+        };
+        match self.duration {
+            Some(limit) => {
+                let _ = tokio::time::timeout(limit, run).await;
+            }
+            None => run.await,
+        }
+    }
+}
+
 async fn serve(
     config: Config,
     stages: Stages,
-    demo_fleet: Option<forewarn::loadgen::LoadSpec>,
+    demo_fleet: Option<DemoFleet>,
 ) -> anyhow::Result<()> {
     let (database_url, _cluster) = app::resolve_database(&config).await.context("database")?;
     let (mqtt_url, _broker) = app::resolve_broker(&config).await.context("mqtt broker")?;
@@ -173,28 +266,35 @@ async fn serve(
         .context("opening the database")?;
     let forewarn = App::new(&config, store.clone()).await?;
     let http_addr = forewarn.http.local_addr();
+    let metrics = forewarn.metrics.clone();
     let (trigger, shutdown) = Shutdown::new();
-    let mut fleet_task = None;
     let is_demo = demo_fleet.is_some();
-    if let Some(spec) = demo_fleet {
+    let mut fleet_task = demo_fleet.map(|fleet| {
         tracing::info!(
-            devices = spec.devices,
-            "demo: simulated fleet publishing to {mqtt_url}; metrics at http://{http_addr}/metrics"
+            "demo: fleet publishing to {mqtt_url}; metrics at http://{http_addr}/metrics"
         );
-        let url = mqtt_url.clone();
-        let fleet_shutdown = shutdown.clone();
-        fleet_task = Some(tokio::spawn(async move {
-            forewarn::loadgen::publish(&url, &spec, fleet_shutdown).await
-        }));
-    }
+        tokio::spawn(fleet.run(mqtt_url.clone(), database_url.clone(), shutdown.clone()))
+    });
     let running = forewarn.run(&config, &mqtt_url, stages, shutdown);
     tokio::pin!(running);
     let demo_done = async {
         match &mut fleet_task {
             Some(task) => {
                 let _ = task.await;
-                // Let ingest commit the last messages before stopping.
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                // The broker may still hold a backlog: stop once ingest has been idle
+                // (nothing pending, no new readings) for two seconds.
+                let mut last = (u64::MAX, 0);
+                for _ in 0..300 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let now = (
+                        metrics.ingest.readings.get(),
+                        metrics.ingest.pending_messages.get(),
+                    );
+                    if now.0 == last.0 && now.1 == 0 && last.1 == 0 {
+                        break;
+                    }
+                    last = now;
+                }
             }
             None => std::future::pending().await,
         }

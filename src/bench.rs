@@ -245,7 +245,7 @@ async fn run_once(
         tokio::spawn(async move { loadgen::publish(&url, &spec, load_shutdown).await });
 
     let mut committed = 0u64;
-    let mut latencies: Vec<i64> = Vec::new();
+    let mut latencies = LatencyHistogram::default();
     let mut last_commit = started;
     let mut rss_samples = Vec::new();
     let mut next_sample = Instant::now();
@@ -268,7 +268,9 @@ async fn run_once(
         match tokio::time::timeout(Duration::from_millis(200), observer_rx.recv()).await {
             Ok(Some(report)) => {
                 committed += report.n_readings_inserted;
-                latencies.extend(report.event_to_commit_micros);
+                for micros in report.event_to_commit_micros {
+                    latencies.record(micros);
+                }
                 last_commit = Instant::now();
                 idle_since = Instant::now();
             }
@@ -292,14 +294,7 @@ async fn run_once(
             expected: expected as i64,
         });
     }
-    latencies.sort_unstable();
-    let quantile = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
+    let quantile = |q: f64| latencies.quantile_micros(q) as f64 / 1000.0;
     let seconds = last_commit.duration_since(started).as_secs_f64();
     Ok(IngestRun {
         shape,
@@ -314,6 +309,47 @@ async fn run_once(
         peak_rss_mib: rss_mib("VmHWM"),
         rss_samples,
     })
+}
+
+/// Publish→commit latencies in 100 µs buckets up to 60 s: constant memory however long the
+/// run (a soak must show ingest's memory, not the benchmark's), exact to 0.1 ms.
+struct LatencyHistogram {
+    buckets: Vec<u64>,
+    count: u64,
+}
+
+const LATENCY_BUCKET_MICROS: i64 = 100;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: vec![0; 600_001],
+            count: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn record(&mut self, micros: i64) {
+        let bucket = (micros.max(0) / LATENCY_BUCKET_MICROS).min(self.buckets.len() as i64 - 1);
+        self.buckets[bucket as usize] += 1;
+        self.count += 1;
+    }
+
+    fn quantile_micros(&self, q: f64) -> i64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((self.count - 1) as f64 * q) as u64;
+        let mut seen = 0;
+        for (bucket, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen > rank {
+                return (bucket as i64 + 1) * LATENCY_BUCKET_MICROS;
+            }
+        }
+        self.buckets.len() as i64 * LATENCY_BUCKET_MICROS
+    }
 }
 
 /// The same shape of rows the publisher produces, in batches of 5,000.
@@ -367,4 +403,23 @@ fn rss_mib(field: &str) -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_are_exact_to_a_tenth_of_a_millisecond() {
+        let mut histogram = LatencyHistogram::default();
+        for millis in 1..=1000 {
+            histogram.record(millis * 1000);
+        }
+        assert_eq!(histogram.quantile_micros(0.5), 500_100);
+        assert_eq!(histogram.quantile_micros(0.99), 990_100);
+        assert_eq!(histogram.quantile_micros(1.0), 1_000_100);
+        histogram.record(i64::MAX); // beyond the range: counted in the last bucket
+        assert_eq!(histogram.quantile_micros(1.0), 60_000_100);
+        assert_eq!(LatencyHistogram::default().quantile_micros(0.5), 0);
+    }
 }

@@ -112,6 +112,19 @@ impl<T: Copy> IdCache<T> {
         self.known.get(key).copied()
     }
 
+    /// Records the answer to a lookup of `asked`: found ids are known, the rest missing.
+    fn learn(&mut self, asked: Vec<String>, found: Vec<(String, T)>, now: Instant) {
+        for (key, id) in found {
+            self.missing.remove(&key);
+            self.known.insert(key, id);
+        }
+        for key in asked {
+            if !self.known.contains_key(&key) {
+                self.missing.insert(key, now);
+            }
+        }
+    }
+
     fn needs_lookup(&self, key: &str, now: Instant) -> bool {
         !self.known.contains_key(key)
             && self
@@ -425,15 +438,7 @@ impl Writer {
                 .store
                 .resolve_devices(&device_lookups, self.settings.ingest.auto_register)
                 .await?;
-            for (external_id, id) in found {
-                self.devices.missing.remove(&external_id);
-                self.devices.known.insert(external_id, id);
-            }
-            for external_id in device_lookups {
-                if !self.devices.known.contains_key(&external_id) {
-                    self.devices.missing.insert(external_id, now);
-                }
-            }
+            self.devices.learn(device_lookups, found, now);
         }
         let mut metric_lookups: Vec<String> = batch
             .iter()
@@ -455,15 +460,7 @@ impl Writer {
                 .store
                 .resolve_metrics(&metric_lookups, self.settings.ingest.open_metric_catalogue)
                 .await?;
-            for (name, id) in found {
-                self.metrics.missing.remove(&name);
-                self.metrics.known.insert(name, id);
-            }
-            for name in metric_lookups {
-                if !self.metrics.known.contains_key(&name) {
-                    self.metrics.missing.insert(name, now);
-                }
-            }
+            self.metrics.learn(metric_lookups, found, now);
         }
         // Messages whose ids stayed unknown become dead letters.
         for pending in batch.iter_mut() {

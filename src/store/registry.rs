@@ -193,44 +193,47 @@ impl Store {
         Ok(ids)
     }
 
-    /// Records failures (ground truth); an existing (device, component, time) is kept.
+    /// Records failures (ground truth; `detail` is the source); an existing (device,
+    /// component, time) is kept.
     pub async fn insert_failures(&self, rows: &[ComponentRecord]) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
+        self.insert_component_records(
             "insert into failures (time, device_id, component, source)
              select * from unnest($1::timestamptz[], $2::int[], $3::text[], $4::text[])
              on conflict do nothing",
+            rows,
         )
-        .bind(rows.iter().map(|r| r.time).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.device_id).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.component.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .await
     }
 
-    /// Records maintenance actions; an existing (device, component, time) is kept.
+    /// Records maintenance (`detail` is the action); an existing (device, component, time)
+    /// is kept.
     pub async fn insert_maintenance(&self, rows: &[ComponentRecord]) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
+        self.insert_component_records(
             "insert into maintenance (time, device_id, component, action)
              select * from unnest($1::timestamptz[], $2::int[], $3::text[], $4::text[])
              on conflict do nothing",
+            rows,
         )
-        .bind(rows.iter().map(|r| r.time).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.device_id).collect::<Vec<_>>())
-        .bind(
-            rows.iter()
-                .map(|r| r.component.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rows.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .await
+    }
+
+    async fn insert_component_records(
+        &self,
+        sql: &'static str,
+        rows: &[ComponentRecord],
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(sql)
+            .bind(rows.iter().map(|r| r.time).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.device_id).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.component.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     /// Counts rows of a contract table (tests, tools, the simulator's report).

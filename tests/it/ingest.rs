@@ -148,13 +148,12 @@ async fn bad_message_is_dead_lettered(
         !dead.get::<String, _>(3).is_empty(),
         "detail says what was wrong"
     );
-    let counted = ingest.metrics.render();
-    assert!(
-        counted.contains(&format!(
-            "forewarn_ingest_dead_letters_total{{reason=\"{reason}\"}} 1"
-        )),
-        "{counted}"
-    );
+    // Counted once its batch is committed (just after the row becomes visible).
+    let expected = format!("forewarn_ingest_dead_letters_total{{reason=\"{reason}\"}} 1");
+    wait_until("dead letter counted", Duration::from_secs(5), || async {
+        ingest.metrics.render().contains(&expected)
+    })
+    .await;
     ingest.stop().await;
 }
 
@@ -346,12 +345,17 @@ async fn crash_after_commit_before_ack_loses_nothing_and_duplicates_nothing() {
         2 * n_messages,
         "nothing stored twice"
     );
-    let metrics = restarted.metrics.render();
-    let duplicates: f64 = metric_value(&metrics, "forewarn_ingest_duplicate_readings_total");
-    assert!(
-        duplicates >= 1.0,
-        "the committed-but-unacked batch came back and was absorbed:\n{metrics}"
-    );
+    wait_until(
+        "the committed-but-unacked batch came back and was absorbed",
+        Duration::from_secs(5),
+        || async {
+            metric_value(
+                &restarted.metrics.render(),
+                "forewarn_ingest_duplicate_readings_total",
+            ) >= 1.0
+        },
+    )
+    .await;
     restarted.stop().await;
 }
 
@@ -525,8 +529,16 @@ async fn shared_subscription_splits_the_stream() {
         count(&pool, "select count(*) from telemetry").await,
         n_messages
     );
-    let first_readings = metric_value(&first.metrics.render(), "forewarn_ingest_readings_total");
-    let second_readings = metric_value(&second.metrics.render(), "forewarn_ingest_readings_total");
+    let readings = |ingest: &RunningIngest| {
+        metric_value(&ingest.metrics.render(), "forewarn_ingest_readings_total")
+    };
+    wait_until(
+        "both ingesters counted their commits",
+        Duration::from_secs(5),
+        || async { readings(&first) + readings(&second) >= n_messages as f64 },
+    )
+    .await;
+    let (first_readings, second_readings) = (readings(&first), readings(&second));
     assert_eq!(
         first_readings + second_readings,
         n_messages as f64,

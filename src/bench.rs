@@ -207,9 +207,6 @@ async fn run_once(
     let sessions = bench.sessions;
     let mut ingest_config = config.ingest.clone();
     ingest_config.sessions = sessions;
-    if sessions > 1 && ingest_config.shared_group.is_none() {
-        ingest_config.shared_group = Some("bench".into());
-    }
     let mut mqtt = config.mqtt.clone();
     mqtt.client_id = format!("forewarn-bench-{}", std::process::id());
     let settings = IngestSettings {

@@ -102,9 +102,11 @@ impl Default for MqttConfig {
 pub struct IngestConfig {
     /// Shared-subscription group: subscribe as `$share/{group}/…` so replicas split the stream.
     pub shared_group: Option<String>,
-    /// MQTT sessions this process opens (client ids `{client_id}-{n}` when more than one).
-    /// Needs `shared_group`. Each session has its own broker in-flight window, which matters
-    /// with brokers whose window is small (Mosquitto's default is 20).
+    /// MQTT sessions this process opens (client ids `{client_id}-{n}` when more than one),
+    /// each with its own writer, database connection and broker in-flight window. Several
+    /// sessions share one subscription group: `shared_group`, or `{client_id}` when unset
+    /// (then this process alone splits the stream between its sessions). Not for the
+    /// embedded broker, whose shared subscriptions are broken.
     pub sessions: usize,
     /// Flush a batch when it holds this many readings.
     pub batch_max_readings: usize,
@@ -332,11 +334,6 @@ impl Config {
                     .into(),
             ));
         }
-        if ingest.sessions > 1 && ingest.shared_group.is_none() {
-            return Err(ConfigError::Invalid(
-                "ingest.sessions > 1 needs ingest.shared_group, or every session gets every message".into(),
-            ));
-        }
         if !crate::contract::is_valid_device_external_id(&self.mqtt.client_id) {
             return Err(ConfigError::Invalid(
                 "mqtt.client_id must be 1-64 of [A-Za-z0-9_.:-]".into(),
@@ -455,9 +452,6 @@ mod tests {
         assert!(Config::load(None, env(&[("FOREWARN_INGEST__BATCH_SIZE", "5")])).is_err());
         assert!(Config::load(None, env(&[("FOREWARN_NOPE__X", "5")])).is_err());
         assert!(Config::load(None, env(&[("FOREWARN_SOMETHING", "5")])).is_err());
-        assert!(
-            Config::load(None, env(&[("FOREWARN_INGEST__SESSIONS", "2")])).is_err(),
-            "several sessions without a shared group would double every message"
-        );
+        assert!(Config::load(None, env(&[("FOREWARN_INGEST__SESSIONS", "0")])).is_err());
     }
 }

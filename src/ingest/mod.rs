@@ -50,12 +50,18 @@ impl IngestSettings {
         }
     }
 
-    /// The topic filters, shared when a group is configured.
+    /// The topic filters: shared when a group is configured, or when this process opens
+    /// several sessions (which must split the stream, not each take all of it).
     fn subscriptions(&self) -> Vec<String> {
         let prefix = &self.mqtt.topic_prefix;
+        let group = match (&self.ingest.shared_group, self.ingest.sessions) {
+            (Some(group), _) => Some(group.as_str()),
+            (None, n) if n > 1 => Some(self.mqtt.client_id.as_str()),
+            (None, _) => None,
+        };
         crate::contract::TopicKind::ALL
             .iter()
-            .map(|kind| match &self.ingest.shared_group {
+            .map(|kind| match group {
                 Some(group) => format!("$share/{group}/{prefix}/+/{}", kind.as_str()),
                 None => format!("{prefix}/+/{}", kind.as_str()),
             })
@@ -151,5 +157,40 @@ pub fn redact(url: &str) -> String {
             parsed.to_string()
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(shared_group: Option<&str>, sessions: usize) -> IngestSettings {
+        let config = crate::config::Config::default();
+        IngestSettings {
+            mqtt_url: "mqtt://127.0.0.1:1883".into(),
+            mqtt: config.mqtt,
+            ingest: IngestConfig {
+                shared_group: shared_group.map(str::to_string),
+                sessions,
+                ..config.ingest
+            },
+        }
+    }
+
+    #[test]
+    fn several_sessions_always_split_the_stream() {
+        assert_eq!(settings(None, 1).subscriptions()[0], "devices/+/telemetry");
+        assert_eq!(
+            settings(None, 4).subscriptions()[0],
+            "$share/forewarn-ingest/devices/+/telemetry"
+        );
+        assert_eq!(
+            settings(Some("ingest"), 1).subscriptions()[2],
+            "$share/ingest/devices/+/status"
+        );
+        assert_eq!(
+            settings(Some("ingest"), 4).subscriptions()[1],
+            "$share/ingest/devices/+/events"
+        );
     }
 }

@@ -9,6 +9,19 @@ use crate::support::*;
 
 const HOUR: i64 = 3_600_000_000;
 
+/// A device of this test's own and a metric: the ids of one time series.
+async fn new_series(db: &TestDb, device_prefix: &str, metric: &str) -> (i32, i16) {
+    let device = unique(device_prefix);
+    let device_id = db.store.resolve_devices(&[device], true).await.unwrap()[0].1;
+    let metric_id = db
+        .store
+        .resolve_metrics(&[metric.to_string()], true)
+        .await
+        .unwrap()[0]
+        .1;
+    (device_id, metric_id)
+}
+
 fn base_time() -> i64 {
     // A whole hour a day ago, so rows fall in known buckets.
     let now = chrono::Utc::now().timestamp_micros();
@@ -62,19 +75,7 @@ async fn schema_flavour_is_what_was_asked_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_are_idempotent() {
     let db = TestDb::new().await;
-    let device = unique("IDEM-");
-    let device_id = db
-        .store
-        .resolve_devices(std::slice::from_ref(&device), true)
-        .await
-        .unwrap()[0]
-        .1;
-    let metric_id = db
-        .store
-        .resolve_metrics(&["idem_metric".to_string()], true)
-        .await
-        .unwrap()[0]
-        .1;
+    let (device_id, metric_id) = new_series(&db, "IDEM-", "idem_metric").await;
     let start = base_time();
     let mut rows = TelemetryColumns::default();
     for step in 0..500 {
@@ -146,19 +147,7 @@ async fn writes_are_idempotent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hourly_rollup_gives_the_same_answer_on_both_flavours() {
     let db = TestDb::new().await;
-    let device = unique("ROLL-");
-    let device_id = db
-        .store
-        .resolve_devices(std::slice::from_ref(&device), true)
-        .await
-        .unwrap()[0]
-        .1;
-    let metric_id = db
-        .store
-        .resolve_metrics(&["roll_metric".to_string()], true)
-        .await
-        .unwrap()[0]
-        .1;
+    let (device_id, metric_id) = new_series(&db, "ROLL-", "roll_metric").await;
     let start = base_time();
     // Hour 0: values 1..=4; hour 1: values 10, 20.
     let mut rows = TelemetryColumns::default();

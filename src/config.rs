@@ -110,7 +110,8 @@ pub struct IngestConfig {
     pub sessions: usize,
     /// Flush a batch when it holds this many readings.
     pub batch_max_readings: usize,
-    /// Flush a batch when its oldest message has waited this long.
+    /// Flush a batch when its oldest message has waited this long. A batch also stops
+    /// waiting as soon as no message has come for 2 ms (the broker's window is spent).
     #[serde(with = "humantime_serde")]
     pub batch_max_age: Duration,
     /// Largest payload accepted; larger ones are dead-lettered.

@@ -18,6 +18,8 @@ use crate::store::{DeadLetterRow, EventRow, StatusRow, StoreError, TelemetryColu
 
 /// How long a "not registered" answer is trusted before the database is asked again.
 const NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(30);
+/// A batch stops waiting for more messages after this long without one.
+const LINGER_IDLE_GAP: Duration = Duration::from_millis(2);
 /// Retry delays for a database that is down.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -195,7 +197,13 @@ impl Writer {
                         if remaining.is_zero() {
                             break;
                         }
-                        match tokio::time::timeout(remaining, messages.recv()).await {
+                        // Wait only while messages keep coming: when the broker has sent
+                        // its whole in-flight window it sends nothing more until we ack,
+                        // and lingering then only adds latency (rumqttd's window is 100,
+                        // Mosquitto's default 20).
+                        match tokio::time::timeout(remaining.min(LINGER_IDLE_GAP), messages.recv())
+                            .await
+                        {
                             Ok(Some(received)) => n_readings += self.push(&mut batch, received),
                             Ok(None) | Err(_) => break,
                         }

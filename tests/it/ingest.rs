@@ -426,24 +426,14 @@ async fn database_outage_loses_nothing() {
     if std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1") {
         return; // the outage needs a cluster this test owns
     }
-    let data_dir = std::env::temp_dir().join(unique("forewarn-outage-pg-"));
-    let options = forewarn::embedded::postgres::ClusterOptions {
-        data_dir: data_dir.clone(),
-        port: None,
-        durable: false,
-    };
-    let cluster = tokio::task::spawn_blocking(move || {
-        forewarn::embedded::postgres::PrivateCluster::start(&options).unwrap()
-    })
-    .await
-    .unwrap();
+    let owned = OwnedCluster::start().await;
+    let cluster = owned.cluster.clone();
     let db = TestDb::on(&cluster.url("postgres"), false).await;
     let broker = TestBroker::start(true).await;
     let prefix = unique("outage");
     let ingest = RunningIngest::start(ingest_settings(&broker, &prefix), db.store.clone()).await;
     let mut device = Publisher::connect(&broker).await;
     let n_messages: i64 = 2000;
-    let cluster = Arc::new(cluster);
     for message_idx in 0..n_messages {
         let ts = now_rfc3339(chrono::Duration::milliseconds(-(n_messages - message_idx)));
         device
@@ -492,8 +482,7 @@ async fn database_outage_loses_nothing() {
     ingest.stop().await;
     pool.close().await;
     db.store.close().await;
-    let _ = cluster.stop();
-    let _ = std::fs::remove_dir_all(&data_dir);
+    drop(owned); // stops and deletes the cluster (also on failure, by unwinding)
 }
 
 /// Two ingesters in one shared-subscription group split one stream: nothing lost,

@@ -92,6 +92,41 @@ pub fn test_server() -> TestServer {
     }
 }
 
+/// A private cluster owned by one test: stopped and deleted when dropped, also when the
+/// test fails, so that no server outlives its test.
+pub struct OwnedCluster {
+    pub cluster: Arc<PrivateCluster>,
+    data_dir: std::path::PathBuf,
+}
+
+impl OwnedCluster {
+    pub async fn start() -> OwnedCluster {
+        let data_dir = std::env::temp_dir().join(unique("forewarn-owned-pg-"));
+        let options = ClusterOptions {
+            data_dir: data_dir.clone(),
+            port: None,
+            durable: false,
+        };
+        let cluster = tokio::task::spawn_blocking(move || {
+            PrivateCluster::start(&options).expect("private cluster")
+        })
+        .await
+        .unwrap();
+        OwnedCluster {
+            cluster: Arc::new(cluster),
+            data_dir,
+        }
+    }
+}
+
+impl Drop for OwnedCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let _ = std::fs::remove_file(self.data_dir.with_extension("lock"));
+    }
+}
+
 /// A migrated database of this test's own.
 pub struct TestDb {
     pub url: String,

@@ -2,6 +2,7 @@
 //! COPY through forewarn's store), with customers, technicians, devices, failures and
 //! maintenance: the training set.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,11 +30,15 @@ pub struct HistoryReport {
 
 const BATCH_ROWS: usize = 100_000;
 
+/// The database ids of a registered fleet.
+pub struct RegisteredFleet {
+    /// `(external_id, id)` in the fleet's device order.
+    pub device_ids: Vec<(String, i32)>,
+    pub metric_ids: HashMap<String, i16>,
+}
+
 /// Registers customers, technicians, devices and the metric catalogue.
-pub async fn register_fleet(
-    fleet: &Fleet,
-    store: &Store,
-) -> Result<Vec<(String, i32)>, StoreError> {
+pub async fn register_fleet(fleet: &Fleet, store: &Store) -> Result<RegisteredFleet, StoreError> {
     let customers: Vec<CustomerRow> = fleet
         .customers
         .iter()
@@ -84,7 +89,7 @@ pub async fn register_fleet(
             }
         }
     }
-    store.upsert_metrics(&metrics).await?;
+    let metric_ids = store.upsert_metrics(&metrics).await?.into_iter().collect();
     let devices: Vec<DeviceRow> = fleet
         .devices
         .iter()
@@ -99,7 +104,11 @@ pub async fn register_fleet(
             metadata: serde_json::json!({"simulated": true, "seed": fleet.config.seed}),
         })
         .collect();
-    store.upsert_devices(&devices).await
+    let device_ids = store.upsert_devices(&devices).await?;
+    Ok(RegisteredFleet {
+        device_ids,
+        metric_ids,
+    })
 }
 
 /// Writes the fleet's history. Generation runs on a blocking thread; `connections`
@@ -110,23 +119,10 @@ pub async fn write_history(
     connections: usize,
 ) -> anyhow::Result<HistoryReport> {
     let started = Instant::now();
-    let device_ids = register_fleet(&fleet, store).await?;
-    let metric_ids: std::collections::HashMap<String, i16> = store
-        .upsert_metrics(
-            &Kind::ALL
-                .iter()
-                .flat_map(|k| {
-                    k.spec().metrics.iter().map(move |m| MetricRow {
-                        name: m.name.into(),
-                        unit: m.unit.into(),
-                        device_kinds: vec![k.as_str().into()],
-                    })
-                })
-                .collect::<Vec<_>>(),
-        )
-        .await?
-        .into_iter()
-        .collect();
+    let RegisteredFleet {
+        device_ids,
+        metric_ids,
+    } = register_fleet(&fleet, store).await?;
 
     let (batch_tx, batch_rx) = mpsc::channel::<WriteBatch>(4);
     let generator_fleet = fleet.clone();

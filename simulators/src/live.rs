@@ -86,21 +86,7 @@ impl<'a> MessagePlanner<'a> {
             return;
         }
         // Back online: the buffer goes out as one array message first.
-        let buffered = std::mem::take(&mut self.buffered[device_idx]);
-        if !buffered.is_empty() {
-            self.report.buffered_bursts += 1;
-            let parts: Vec<String> = buffered
-                .iter()
-                .map(|s| telemetry_json(s.reported_time, Some(s.seq), &s.metrics))
-                .collect();
-            self.report.readings += buffered.iter().map(|s| s.metrics.len() as u64).sum::<u64>();
-            self.report.messages += 1;
-            out.push((
-                device_idx,
-                format!("[{}]", parts.join(",")).into_bytes(),
-                telemetry_topic.clone(),
-            ));
-        }
+        self.send_buffered(device_idx, out);
         for event in &sample.events {
             let payload = serde_json::json!({
                 "ts": format_timestamp(event.time + device.clock_skew_micros),
@@ -160,29 +146,34 @@ impl<'a> MessagePlanner<'a> {
         }
     }
 
+    /// Sends what a device buffered while offline as one array message.
+    fn send_buffered(&mut self, device_idx: usize, out: &mut Vec<(usize, Vec<u8>, String)>) {
+        let buffered = std::mem::take(&mut self.buffered[device_idx]);
+        if buffered.is_empty() {
+            return;
+        }
+        let device = &self.fleet.devices[device_idx];
+        let parts: Vec<String> = buffered
+            .iter()
+            .map(|s| telemetry_json(s.reported_time, Some(s.seq), &s.metrics))
+            .collect();
+        self.report.readings += buffered.iter().map(|s| s.metrics.len() as u64).sum::<u64>();
+        self.report.messages += 1;
+        self.report.buffered_bursts += 1;
+        out.push((
+            device_idx,
+            format!("[{}]", parts.join(",")).into_bytes(),
+            device_topic(&self.prefix, &device.external_id, TopicKind::Telemetry),
+        ));
+    }
+
     /// Whatever is still buffered or held at the end.
     pub fn finish(&mut self, out: &mut Vec<(usize, Vec<u8>, String)>) {
         for device_idx in 0..self.fleet.devices.len() {
             if let Some(held) = self.held[device_idx].take() {
                 out.push((device_idx, held.payload, held.topic));
             }
-            let buffered = std::mem::take(&mut self.buffered[device_idx]);
-            if !buffered.is_empty() {
-                let device = &self.fleet.devices[device_idx];
-                let parts: Vec<String> = buffered
-                    .iter()
-                    .map(|s| telemetry_json(s.reported_time, Some(s.seq), &s.metrics))
-                    .collect();
-                self.report.readings +=
-                    buffered.iter().map(|s| s.metrics.len() as u64).sum::<u64>();
-                self.report.messages += 1;
-                self.report.buffered_bursts += 1;
-                out.push((
-                    device_idx,
-                    format!("[{}]", parts.join(",")).into_bytes(),
-                    device_topic(&self.prefix, &device.external_id, TopicKind::Telemetry),
-                ));
-            }
+            self.send_buffered(device_idx, out);
         }
     }
 }

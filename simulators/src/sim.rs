@@ -584,24 +584,14 @@ impl Iterator for DeviceStream<'_> {
             .any(|(from, to)| t >= *from && t < *to);
         let missing =
             artefacts.missing_sample_rate > 0.0 && self.rng.gen_bool(artefacts.missing_sample_rate);
-        if missing || metrics.is_empty() {
-            // Nothing to send; keep the sequence counter so gaps are visible.
-            self.seq += 1;
-            return Some(Sample {
-                time: t,
-                reported_time: t + device.clock_skew_micros,
-                seq: self.seq,
-                metrics: Vec::new(),
-                events,
-                offline,
-            });
-        }
+        // A missing sample sends nothing, but still advances the sequence counter so that
+        // the gap is visible.
         self.seq += 1;
         Some(Sample {
             time: t,
             reported_time: t + device.clock_skew_micros,
             seq: self.seq,
-            metrics,
+            metrics: if missing { Vec::new() } else { metrics },
             events,
             offline,
         })

@@ -26,6 +26,10 @@ pub enum AppError {
     Ingest(#[from] IngestError),
     #[error(transparent)]
     Api(#[from] ApiError),
+    #[error(transparent)]
+    Predict(#[from] crate::predict::PredictError),
+    #[error(transparent)]
+    Training(#[from] crate::training::TrainingError),
     #[error("stage task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -76,12 +80,15 @@ pub async fn open_store(config: &Config, database_url: &str) -> Result<Store, Ap
 pub struct Stages {
     pub ingest: bool,
     pub maintenance: bool,
+    /// Live scoring (`predict.interval`) and scheduled retraining (`train.interval`).
+    pub predict: bool,
 }
 
 impl Stages {
     pub const ALL: Stages = Stages {
         ingest: true,
         maintenance: true,
+        predict: true,
     };
 }
 
@@ -133,6 +140,29 @@ impl App {
                 config.storage.clone(),
                 shutdown.clone(),
             ));
+        }
+        if stages.predict
+            && let Some(interval) = config.predict.interval
+        {
+            let settings = crate::predict::PredictSettings {
+                interval,
+                top_factors: config.predict.top_factors,
+                default_model: Some(config.predict.default_model.clone())
+                    .filter(|p| !p.as_os_str().is_empty()),
+            };
+            let predict = crate::predict::run(settings, self.store.clone(), shutdown.clone());
+            tasks.spawn(async move { predict.await.map_err(AppError::from) });
+        }
+        if stages.predict
+            && let Some(interval) = config.train.interval
+        {
+            let retrain = crate::training::run_retraining(
+                config.train.clone(),
+                interval,
+                self.store.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(async move { retrain.await.map_err(AppError::from) });
         }
         let mut first_error = None;
         while let Some(result) = tasks.join_next().await {

@@ -42,6 +42,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub embedded: EmbeddedConfig,
     pub log: LogConfig,
+    pub train: TrainConfig,
+    pub predict: PredictConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,6 +232,108 @@ impl Default for EmbeddedConfig {
     }
 }
 
+/// `forewarn train` and scheduled retraining.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Retrain this often inside `serve` (promoting only a better model); `"off"` never.
+    #[serde(with = "optional_duration")]
+    pub interval: Option<Duration>,
+    /// The newest part of the data, held out: candidates are compared, probabilities
+    /// calibrated and the threshold chosen on it, never trained on.
+    #[serde(with = "humantime_serde")]
+    pub validation_window: Duration,
+    /// Time between two training examples of one device.
+    #[serde(with = "humantime_serde")]
+    pub example_stride: Duration,
+    /// Share of negative training examples kept (positives are all kept); calibration on
+    /// the untouched validation window corrects the base rate.
+    pub negative_sample: f64,
+    /// Where model artifacts and cards are written (`<model_dir>/<version>/`).
+    pub model_dir: PathBuf,
+    /// Cost of a proactive visit that finds nothing, for modes without their own.
+    pub cost_false_alarm: f64,
+    /// Cost of a breakdown nobody saw coming, for modes without their own.
+    pub cost_missed_failure: f64,
+    /// Horizon of failure modes found in `failures` but not listed below.
+    #[serde(with = "humantime_serde")]
+    pub default_horizon: Duration,
+    /// The failure modes and their horizons (defaults: the simulator fleet's).
+    pub failure_modes: Vec<FailureModeConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailureModeConfig {
+    pub kind: String,
+    pub component: String,
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    #[serde(default)]
+    pub cost_false_alarm: Option<f64>,
+    #[serde(default)]
+    pub cost_missed_failure: Option<f64>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        let mode = |kind: &str, component: &str, hours: u64| FailureModeConfig {
+            kind: kind.into(),
+            component: component.into(),
+            horizon: Duration::from_secs(hours * 3600),
+            cost_false_alarm: None,
+            cost_missed_failure: None,
+        };
+        TrainConfig {
+            interval: None,
+            validation_window: Duration::from_secs(30 * 86_400),
+            example_stride: Duration::from_secs(4 * 3600),
+            negative_sample: 0.35,
+            model_dir: PathBuf::from("models"),
+            cost_false_alarm: 100.0,
+            cost_missed_failure: 400.0,
+            default_horizon: Duration::from_secs(7 * 86_400),
+            failure_modes: vec![
+                mode("washer", "drum_bearing", 7 * 24),
+                mode("washer", "drain_pump", 3 * 24),
+                mode("fridge", "compressor", 7 * 24),
+                mode("fridge", "refrigerant_leak", 14 * 24),
+                mode("car", "battery", 72),
+                mode("car", "thermostat", 5 * 24),
+                mode("camera", "sd_card", 7 * 24),
+                mode("camera", "overheating", 2 * 24),
+                mode("pump", "bearing", 7 * 24),
+                mode("pump", "seal", 5 * 24),
+            ],
+        }
+    }
+}
+
+/// The live `predict` stage of `serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictConfig {
+    /// Score devices with new data this often; `"off"` disables the stage.
+    #[serde(with = "optional_duration")]
+    pub interval: Option<Duration>,
+    /// Contributing factors kept with each prediction.
+    pub top_factors: usize,
+    /// A model artifact registered and activated for every failure mode that has no
+    /// active model (the shipped default, so a fresh install predicts from its first
+    /// minute); `""` for none.
+    pub default_model: PathBuf,
+}
+
+impl Default for PredictConfig {
+    fn default() -> Self {
+        PredictConfig {
+            interval: Some(Duration::from_secs(60)),
+            top_factors: 3,
+            default_model: PathBuf::from("models/default/model.json"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -340,13 +444,24 @@ impl Config {
                 "mqtt.client_id must be 1-64 of [A-Za-z0-9_.:-]".into(),
             ));
         }
+        let train = &self.train;
+        if !(train.negative_sample > 0.0 && train.negative_sample <= 1.0) {
+            return Err(ConfigError::Invalid(
+                "train.negative_sample must be in (0, 1]".into(),
+            ));
+        }
+        if train.example_stride < Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid(
+                "train.example_stride must be at least 1h (features use hourly buckets)".into(),
+            ));
+        }
         Ok(())
     }
 }
 
 fn section_name(section: &str) -> Result<&'static str, ConfigError> {
-    const SECTIONS: [&str; 7] = [
-        "database", "mqtt", "ingest", "storage", "http", "embedded", "log",
+    const SECTIONS: [&str; 9] = [
+        "database", "mqtt", "ingest", "storage", "http", "embedded", "log", "train", "predict",
     ];
     let lower = section.to_ascii_lowercase();
     SECTIONS

@@ -14,13 +14,23 @@ pub mod config;
 pub mod contract;
 /// Embedded defaults: in-process broker, private PostgreSQL cluster, private Mosquitto.
 pub mod embedded;
+/// Features: the one code path from history to numbers, for training and scoring. Pure.
+pub mod features;
+/// `forewarn import`: history from CSV/Parquet through a column mapping (C-MAPSS preset).
+pub mod import;
 /// MQTT ingest: parse, validate, batch, write, acknowledge after commit.
 pub mod ingest;
 /// Synthetic telemetry publisher (benchmarks, demo).
 pub mod loadgen;
+/// Candidate models, calibration, thresholds, metrics. Pure.
+pub mod model;
 /// Logging and Prometheus metrics.
 pub mod observability;
+/// The live `predict` stage: score devices with new data, write predictions.
+pub mod predict;
 /// Shutdown signalling for stages.
 pub mod shutdown;
 /// All SQL: pool, migrations, writes and queries.
 pub mod store;
+/// `forewarn train` / `evaluate`: examples, labels, time split, artifacts, model cards.
+pub mod training;

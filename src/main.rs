@@ -51,6 +51,70 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
     },
+    /// Train a model for every failure mode from the history in the database: labelled
+    /// examples, a time split, candidates compared, calibration, cost-minimising threshold.
+    /// Writes `<train.model_dir>/<version>/{model,card}.json` and `models` rows.
+    Train {
+        /// First event time to use (RFC 3339); default: the oldest hourly bucket.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// End of the data (exclusive); the validation window is its last
+        /// `train.validation_window`. Default: the newest hourly bucket.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Version name; default `v<UTC timestamp>`.
+        #[arg(long)]
+        version: Option<String>,
+        /// `if-better`: activate per mode only where it beats the active model on the
+        /// validation window; `always`; `never`.
+        #[arg(long, default_value = "if-better")]
+        promote: Promote,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Judge a model on a time range: per failure mode and overall, example-level (PR-AUC,
+    /// precision/recall at threshold) and event-level (failures flagged ≥ 24 h ahead,
+    /// precision of flags, false alarms per 1,000 device-days, median lead time).
+    Evaluate {
+        /// A version in `models` or a path to a `model.json`; default: the active models.
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Time between scored points of a device.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        stride: Duration,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Write the raised flags as JSON lines (`forewarn-sim score --flags`).
+        #[arg(long)]
+        flags_out: Option<PathBuf>,
+    },
+    /// Load history (telemetry, failures, maintenance) from CSV or Parquet through a column
+    /// mapping, so you can train on your own data. Writes are idempotent: importing a file
+    /// twice stores each reading once.
+    ///
+    /// Column mapping: `--device-column` names the device (prefixed with `--device-prefix`
+    /// to make the external id), `--time-column` the time in `--time-format` (`rfc3339`,
+    /// `epoch-seconds`, `epoch-millis`, or `cycle`: `--origin + value × --cycle-duration`),
+    /// `--metrics` the metric columns (default: every other column; names are lowercased
+    /// and non-alphanumerics become `_`). Files without a header take `--columns`.
+    ///
+    /// NASA C-MAPSS (`import cmapss --dir ../shared/datasets/cmapss --subset FD001`) uses
+    /// this documented mapping: whitespace-separated, no header, columns `unit cycle
+    /// op_setting_1..3 sensor_1..21`; device `fd001-train-<unit>` / `fd001-test-<unit>`,
+    /// kind `engine`, model `FD001`, installed at its first cycle; time `2020-01-01T00:00Z
+    /// + cycle × 4 h`; the 24 other columns are metrics; every training unit fails
+    /// (`failures`, component `engine`, source `imported`) at its last cycle. The test
+    /// units' true RUL (`RUL_FD001.txt`) is not imported (it is the benchmark's answer).
+    Import {
+        #[command(subcommand)]
+        source: ImportCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -58,8 +122,144 @@ enum Command {
     },
 }
 
+#[derive(clap::Args, Clone)]
+struct MappingArgs {
+    /// The file to read.
+    file: PathBuf,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: forewarn::import::SourceFormat,
+    /// Field separator of `csv`.
+    #[arg(long, default_value = ",")]
+    separator: char,
+    /// Column names, for files without a header row.
+    #[arg(long, value_delimiter = ',')]
+    columns: Option<Vec<String>>,
+    #[arg(long, default_value = "device")]
+    device_column: String,
+    #[arg(long, default_value = "")]
+    device_prefix: String,
+    #[arg(long, default_value = "time")]
+    time_column: String,
+    #[arg(long, value_enum, default_value = "rfc3339")]
+    time_format: forewarn::import::TimeFormat,
+    /// Time of cycle 0 (`--time-format cycle`).
+    #[arg(long, default_value = "2020-01-01T00:00:00Z")]
+    origin: chrono::DateTime<chrono::Utc>,
+    /// Duration of one cycle (`--time-format cycle`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "4h")]
+    cycle_duration: Duration,
+}
+
+impl MappingArgs {
+    fn mapping(&self, metrics: Vec<String>) -> anyhow::Result<forewarn::import::Mapping> {
+        anyhow::ensure!(
+            self.separator.is_ascii(),
+            "--separator must be one ASCII character"
+        );
+        Ok(forewarn::import::Mapping {
+            format: self.format,
+            separator: self.separator as u8,
+            column_names: self.columns.clone(),
+            device_column: self.device_column.clone(),
+            device_prefix: self.device_prefix.clone(),
+            time_column: self.time_column.clone(),
+            time_format: self.time_format,
+            origin: self.origin,
+            cycle_duration: self.cycle_duration,
+            metrics,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Telemetry: one reading per (row, metric column).
+    Telemetry {
+        #[command(flatten)]
+        mapping: MappingArgs,
+        /// Metric columns (default: all but the device and time columns).
+        #[arg(long, value_delimiter = ',')]
+        metrics: Vec<String>,
+        /// Kind of devices first seen in this file.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        model: Option<String>,
+        /// Devices were installed at their first reading (run-to-failure data).
+        #[arg(long)]
+        installed_at_first_reading: bool,
+    },
+    /// Failures (ground truth): device, time, component.
+    Failures {
+        #[command(flatten)]
+        mapping: MappingArgs,
+        /// Column naming the component, or `--component` for all rows.
+        #[arg(long)]
+        component_column: Option<String>,
+        #[arg(long)]
+        component: Option<String>,
+        #[arg(long, default_value = "imported")]
+        kind: String,
+    },
+    /// Maintenance done: device, time, component.
+    Maintenance {
+        #[command(flatten)]
+        mapping: MappingArgs,
+        #[arg(long)]
+        component_column: Option<String>,
+        #[arg(long)]
+        component: Option<String>,
+        #[arg(long, default_value = "imported")]
+        kind: String,
+    },
+    /// NASA C-MAPSS with the documented mapping (see `forewarn import --help`).
+    Cmapss {
+        #[arg(long, default_value = "../shared/datasets/cmapss")]
+        dir: PathBuf,
+        #[arg(long, default_value = "FD001")]
+        subset: String,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "4h")]
+        cycle_duration: Duration,
+        #[arg(long, default_value = "2020-01-01T00:00:00Z")]
+        origin: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Promote {
+    IfBetter,
+    Always,
+    Never,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// One live scoring cycle (features, probabilities, top factors) for a large fleet,
+    /// in memory, with a trained artifact.
+    Predict {
+        #[arg(long, default_value_t = 100_000)]
+        devices: usize,
+        #[arg(long, default_value = "models/default/model.json")]
+        model: PathBuf,
+        #[arg(long, default_value = "washer")]
+        kind: String,
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        #[arg(long, default_value_t = 3)]
+        top_factors: usize,
+    },
+    /// NASA C-MAPSS RUL through import → rollup → features → gradient boosting, on the
+    /// official test units (RMSE with RUL capped at 125, PHM08 score, "fails within 30
+    /// cycles" precision/recall), next to the published references.
+    Cmapss {
+        #[arg(long, default_value = "../shared/datasets/cmapss")]
+        dir: PathBuf,
+        #[arg(long, default_value = "FD001")]
+        subset: String,
+        /// Seeds of the regressor (medians are reported).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        seeds: Vec<u64>,
+    },
     /// End-to-end ingest through a real broker, and the database's COPY ceiling.
     Ingest {
         #[arg(long, default_value_t = 1000)]
@@ -114,12 +314,109 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 Stages {
                     ingest: true,
                     maintenance: false,
+                    predict: false,
                 },
                 None,
             )
             .await
         }
         Command::Serve => serve(config, Stages::ALL, None).await,
+        Command::Train {
+            from,
+            until,
+            version,
+            promote,
+            json,
+        } => {
+            let (url, _cluster) = app::resolve_database(&config).await?;
+            let store = app::open_store(&config, &url).await?;
+            store
+                .refresh_rollup_now()
+                .await
+                .context("refreshing the rollup")?;
+            let range = match (from, until) {
+                (None, None) => None,
+                (from, until) => {
+                    let (first, last) = store
+                        .rollup_range()
+                        .await?
+                        .context("telemetry_hourly is empty")?;
+                    Some((
+                        from.unwrap_or(first),
+                        until.unwrap_or(last + chrono::Duration::hours(1)),
+                    ))
+                }
+            };
+            let (artifact, report) =
+                forewarn::training::train(&store, &config.train, range, version)
+                    .await
+                    .context("training")?;
+            let stride =
+                (config.train.example_stride.as_secs() as i64 * 1_000_000).max(3_600_000_000);
+            let decisions = match promote {
+                Promote::Never => Vec::new(),
+                Promote::IfBetter => {
+                    forewarn::training::promote_if_better(&store, &artifact, stride)
+                        .await
+                        .context("promotion")?
+                }
+                Promote::Always => {
+                    for mode in &artifact.modes {
+                        store
+                            .promote_model(
+                                &artifact.version,
+                                &mode.mode.name(),
+                                "promoted by hand (--promote always)",
+                                &serde_json::json!({}),
+                            )
+                            .await?;
+                    }
+                    Vec::new()
+                }
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"report": report, "promotions": decisions})
+                );
+            } else {
+                print_train_report(&report, &decisions);
+            }
+            Ok(())
+        }
+        Command::Evaluate {
+            model,
+            from,
+            to,
+            stride,
+            json,
+            flags_out,
+        } => {
+            let (url, _cluster) = app::resolve_database(&config).await?;
+            let store = app::open_store(&config, &url).await?;
+            store
+                .refresh_rollup_now()
+                .await
+                .context("refreshing the rollup")?;
+            let evaluation = evaluate(&store, model.as_deref(), from, to, stride)
+                .await
+                .context("evaluating")?;
+            if let Some(path) = flags_out {
+                let mut lines = String::new();
+                for (device, component, time) in &evaluation.flags {
+                    lines.push_str(&serde_json::json!({"device": device, "component": component, "time": time}).to_string());
+                    lines.push('\n');
+                }
+                std::fs::write(&path, lines)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if json {
+                println!("{}", serde_json::to_string(&evaluation)?);
+            } else {
+                print_evaluation(&evaluation);
+            }
+            Ok(())
+        }
         Command::Demo {
             devices,
             speed,
@@ -135,6 +432,78 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 duration,
             };
             serve(config, Stages::ALL, Some(fleet)).await
+        }
+        Command::Import { source } => import(&config, source).await,
+        Command::Bench {
+            bench:
+                BenchCommand::Predict {
+                    devices,
+                    model,
+                    kind,
+                    repeat,
+                    top_factors,
+                },
+        } => {
+            let report = tokio::task::spawn_blocking(move || {
+                forewarn::bench::model::run_predict_bench(
+                    &model,
+                    &kind,
+                    devices,
+                    repeat,
+                    top_factors,
+                )
+            })
+            .await??;
+            println!(
+                "bench predict: {} {} devices, {} modes, {} features, {} input rows: features {:.2} s + scoring {:.2} s + top factors {:.2} s = {:.2} s per cycle (median of runs), {:.0} devices/s; target < 10 s",
+                report.devices,
+                report.kind,
+                report.modes,
+                report.features,
+                report.input_rows,
+                report.features_seconds,
+                report.scoring_seconds,
+                report.factors_seconds,
+                report.total_seconds,
+                report.devices_per_second
+            );
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            bench: BenchCommand::Cmapss { dir, subset, seeds },
+        } => {
+            let (url, _cluster) = app::resolve_database(&config).await?;
+            let report =
+                forewarn::bench::model::run_cmapss_bench(&config, &url, &dir, &subset, &seeds)
+                    .await
+                    .context("bench cmapss")?;
+            println!(
+                "bench cmapss {}: {} train units ({} examples, {} features), {} test units",
+                report.subset,
+                report.train_units,
+                report.train_examples,
+                report.features,
+                report.test_units
+            );
+            println!(
+                "  RMSE (RUL capped at 125) {:.2}; uncapped truth {:.2}; PHM08 score {:.0}; fails within 30 cycles: precision {:.2} recall {:.2}",
+                report.rmse_capped,
+                report.rmse_uncapped,
+                report.phm08_score,
+                report.within_30_precision,
+                report.within_30_recall
+            );
+            println!(
+                "  same regressor on last values + age only: RMSE {:.2}; published: random forest 17.91, CNN (Babu 2016) 18.45, LSTM (Zheng 2017) 16.14, deep CNN (Li 2018) 12.61, attention ≈ 11",
+                report.last_values_only_rmse_capped
+            );
+            println!(
+                "  import {:.1} s, features {:.1} s, training {:.1} s",
+                report.import_seconds, report.features_seconds, report.train_seconds
+            );
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
         }
         Command::Bench {
             bench:
@@ -166,6 +535,233 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .context("bench ingest")
         }
     }
+}
+
+async fn import(config: &Config, source: ImportCommand) -> anyhow::Result<()> {
+    use forewarn::import::{self as imp, DeviceDefaults, Imported};
+    let (url, _cluster) = app::resolve_database(config).await?;
+    let store = app::open_store(config, &url).await?;
+    let report = match source {
+        ImportCommand::Telemetry {
+            mapping,
+            metrics,
+            kind,
+            model,
+            installed_at_first_reading,
+        } => {
+            let imported = imp::read_telemetry(&mapping.file, &mapping.mapping(metrics)?)?;
+            let defaults = DeviceDefaults {
+                kind,
+                model,
+                installed_at_first_reading,
+            };
+            imp::write(&store, &imported, &defaults, &[], &[]).await?
+        }
+        ImportCommand::Failures {
+            mapping,
+            component_column,
+            component,
+            kind,
+        } => {
+            anyhow::ensure!(
+                component_column.is_some() || component.is_some(),
+                "give --component-column or --component"
+            );
+            let rows = imp::read_component_records(
+                &mapping.file,
+                &mapping.mapping(Vec::new())?,
+                component_column.as_deref(),
+                component.as_deref(),
+            )?;
+            let defaults = DeviceDefaults {
+                kind,
+                model: None,
+                installed_at_first_reading: false,
+            };
+            imp::write(&store, &Imported::default(), &defaults, &rows, &[]).await?
+        }
+        ImportCommand::Maintenance {
+            mapping,
+            component_column,
+            component,
+            kind,
+        } => {
+            anyhow::ensure!(
+                component_column.is_some() || component.is_some(),
+                "give --component-column or --component"
+            );
+            let rows = imp::read_component_records(
+                &mapping.file,
+                &mapping.mapping(Vec::new())?,
+                component_column.as_deref(),
+                component.as_deref(),
+            )?;
+            let defaults = DeviceDefaults {
+                kind,
+                model: None,
+                installed_at_first_reading: false,
+            };
+            imp::write(&store, &Imported::default(), &defaults, &[], &rows).await?
+        }
+        ImportCommand::Cmapss {
+            dir,
+            subset,
+            cycle_duration,
+            origin,
+        } => {
+            let data = imp::cmapss(&dir, &subset, cycle_duration, origin)?;
+            let defaults = DeviceDefaults {
+                kind: "engine".into(),
+                model: Some(subset.clone()),
+                installed_at_first_reading: true,
+            };
+            let train = imp::write(&store, &data.train, &defaults, &data.failures, &[]).await?;
+            let test = imp::write(&store, &data.test, &defaults, &[], &[]).await?;
+            imp::ImportReport {
+                devices: train.devices + test.devices,
+                readings: train.readings + test.readings,
+                readings_inserted: train.readings_inserted + test.readings_inserted,
+                failures: train.failures,
+                maintenance: 0,
+            }
+        }
+    };
+    println!(
+        "imported: {} devices, {} readings ({} new), {} failures, {} maintenance records",
+        report.devices,
+        report.readings,
+        report.readings_inserted,
+        report.failures,
+        report.maintenance
+    );
+    Ok(())
+}
+
+/// Evaluates `model` (a version, a path, or the active models) on `[from, to)`.
+async fn evaluate(
+    store: &forewarn::store::Store,
+    model: Option<&str>,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    stride: Duration,
+) -> anyhow::Result<forewarn::training::Evaluation> {
+    use forewarn::training::{self, read_artifact};
+    let stride = (stride.as_secs() as i64 * 1_000_000).max(3_600_000_000);
+    let rows = store.model_rows(false).await?;
+    // (artifact path, modes to keep: None = all)
+    let mut targets: Vec<(PathBuf, Option<Vec<String>>)> = Vec::new();
+    match model {
+        Some(model) if std::path::Path::new(model).is_file() => targets.push((model.into(), None)),
+        Some(version) => {
+            let row = rows
+                .iter()
+                .find(|r| r.version == version)
+                .with_context(|| format!("no model version {version} in `models` (nor a file)"))?;
+            targets.push((row.artifact_path.clone().into(), None));
+        }
+        None => {
+            for row in rows.iter().filter(|r| r.active) {
+                let path = PathBuf::from(&row.artifact_path);
+                match targets.iter_mut().find(|(p, _)| *p == path) {
+                    Some((_, Some(modes))) => modes.push(row.failure_mode.clone()),
+                    _ => targets.push((path, Some(vec![row.failure_mode.clone()]))),
+                }
+            }
+            anyhow::ensure!(
+                !targets.is_empty(),
+                "no active model: train one or pass --model"
+            );
+        }
+    }
+    let mut merged: Option<training::Evaluation> = None;
+    for (path, modes) in targets {
+        let mut artifact = read_artifact(&path)?;
+        if let Some(modes) = &modes {
+            artifact.modes.retain(|m| modes.contains(&m.mode.name()));
+        }
+        let evaluation = training::evaluate(store, &artifact, from, to, stride).await?;
+        merged = Some(match merged {
+            None => evaluation,
+            Some(mut all) => {
+                all.failure_modes.extend(evaluation.failure_modes);
+                all.flags.extend(evaluation.flags);
+                all
+            }
+        });
+    }
+    let mut evaluation = merged.context("nothing evaluated")?;
+    evaluation.overall = training::overall(&evaluation.failure_modes);
+    Ok(evaluation)
+}
+
+fn print_train_report(
+    report: &forewarn::training::TrainReport,
+    decisions: &[forewarn::training::Decision],
+) {
+    println!(
+        "trained {} on {} .. {} (validation from {}) in {:.1} s",
+        report.version, report.data_from, report.data_to, report.validation_from, report.seconds
+    );
+    println!(
+        "artifact {}  card {}",
+        report.artifact.display(),
+        report.card.display()
+    );
+    for mode in &report.modes {
+        println!(
+            "  {:<26} {:<24} threshold {:.3}  PR-AUC {:.3}  flagged ≥24h {}/{}  false alarms {}  precision {:.2}",
+            mode["failure_mode"].as_str().unwrap_or_default(),
+            mode["algorithm"].as_str().unwrap_or_default(),
+            mode["threshold"].as_f64().unwrap_or_default(),
+            mode["pr_auc"].as_f64().unwrap_or_default(),
+            mode["events"]["flagged_24h_ahead"],
+            mode["events"]["failures"],
+            mode["events"]["false_flags"],
+            mode["events"]["precision"].as_f64().unwrap_or_default(),
+        );
+    }
+    for decision in decisions {
+        println!(
+            "  {} {}: {}",
+            if decision.promoted {
+                "promoted"
+            } else {
+                "kept active"
+            },
+            decision.failure_mode,
+            decision.reason
+        );
+    }
+}
+
+fn print_evaluation(evaluation: &forewarn::training::Evaluation) {
+    println!("evaluation {} .. {}", evaluation.from, evaluation.to);
+    println!(
+        "  {:<26} {:>8} {:>10} {:>9} {:>7} {:>13} {:>11} {:>7}",
+        "failure mode",
+        "failures",
+        "≥24h ahead",
+        "precision",
+        "recall",
+        "FA/1000 d-d",
+        "median lead",
+        "PR-AUC"
+    );
+    for m in &evaluation.failure_modes {
+        println!(
+            "  {:<26} {:>8} {:>10} {:>9.2} {:>7.2} {:>13.2} {:>11} {:>7.3}",
+            m.failure_mode,
+            m.failures,
+            m.flagged_24h_ahead,
+            m.precision,
+            m.recall,
+            m.false_alarms_per_1000_device_days,
+            m.median_lead_time_hours
+                .map_or("-".into(), |h| format!("{h:.0} h")),
+            m.pr_auc
+        );
+    }
+    println!("  overall: {}", evaluation.overall);
 }
 
 /// The demo's fleet: `forewarn-sim live` when the simulator binary sits beside this one

@@ -3,6 +3,7 @@
 
 mod copy;
 mod migrate;
+mod prediction;
 mod registry;
 mod write;
 
@@ -14,6 +15,7 @@ use sqlx::{ConnectOptions, PgPool, Row};
 use crate::config::{DatabaseConfig, StorageConfig};
 
 pub use migrate::MigrationReport;
+pub use prediction::{DeviceSummary, ModelRow, PredictionRow};
 pub use registry::{
     ComponentRecord, CountedTable, CustomerRow, DeviceRow, MetricRow, TechnicianRow,
 };

@@ -1,0 +1,8 @@
+//! `forewarn bench …`: the committed benchmarks. Each prints its figures (medians of
+//! repeated runs) next to the baseline it is judged against, measured in the same run
+//! where the baseline can be run here.
+
+mod ingest;
+pub mod model;
+
+pub use ingest::*;

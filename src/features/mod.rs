@@ -1,0 +1,632 @@
+//! Features: the one code path that turns a device's history into numbers, for training
+//! and for live scoring alike. Architecture invariant: this module does no IO; the store
+//! loads [`FeatureInputs`], callers ask for features of `(device, as_of)` pairs.
+//!
+//! Every feature of a device "as of" `t` uses only data strictly before `t`:
+//!
+//! - **hourly** window statistics come from `telemetry_hourly` rows: the newest complete
+//!   hour before `t` (`last`) and the 24 h window ending at that hour;
+//! - **daily** window statistics come from day buckets of the hourly rollup: the 7 days up
+//!   to the newest complete day before `t`, and the device's own **baseline**, days 7–21
+//!   before that, which the z-scores compare against;
+//! - event counts by severity and code over 24 h and 7 d;
+//! - hours since the last maintenance and the last failure of each component, device age
+//!   and model.
+//!
+//! Rolling statistics are computed by polars over sorted `(series, time)` keys; a request
+//! then reads the row of the newest bucket before `t`. Training asks for many `t` per device
+//! over its whole history, live scoring for one `t` per device over a short lookback: the
+//! same function, the same rows, the same numbers (see the test in `tests/it/predict.rs`).
+
+mod describe;
+mod rolling;
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use describe::describe;
+use rolling::{RollingInput, rolling_windows};
+
+pub const HOUR_MICROS: i64 = 3_600_000_000;
+pub const DAY_MICROS: i64 = 24 * HOUR_MICROS;
+
+/// Errors of feature computation: only polars can fail here.
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureError {
+    #[error("rolling window computation failed: {0}")]
+    Polars(#[from] polars::error::PolarsError),
+}
+
+/// Window lengths and limits. Stored in every model artifact, so a model always scores
+/// with the windows it was trained with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    /// Short window over hourly buckets (hours).
+    pub short_window_hours: i64,
+    /// A metric's newest hourly bucket older than this is stale: its hourly features are
+    /// missing.
+    pub hourly_staleness_hours: i64,
+    /// Long window over day buckets (days).
+    pub long_window_days: i64,
+    /// Baseline: days `(long_window_days, baseline_until_days]` before the newest day.
+    pub baseline_until_days: i64,
+    /// A metric's newest day bucket older than this is stale.
+    pub daily_staleness_days: i64,
+    /// Event count windows (hours).
+    pub event_windows_hours: Vec<i64>,
+}
+
+impl Default for FeatureSpec {
+    fn default() -> Self {
+        FeatureSpec {
+            short_window_hours: 24,
+            hourly_staleness_hours: 6,
+            long_window_days: 7,
+            baseline_until_days: 21,
+            daily_staleness_days: 3,
+            event_windows_hours: vec![24, 168],
+        }
+    }
+}
+
+impl FeatureSpec {
+    /// How far back a live scorer must load hourly rows for features as of `t`.
+    pub fn hourly_lookback_micros(&self) -> i64 {
+        (self.short_window_hours + self.hourly_staleness_hours) * HOUR_MICROS
+    }
+
+    /// How far back a live scorer must load day buckets.
+    pub fn daily_lookback_micros(&self) -> i64 {
+        (self.baseline_until_days + self.daily_staleness_days + 1) * DAY_MICROS
+    }
+
+    /// How far back events matter.
+    pub fn event_lookback_micros(&self) -> i64 {
+        self.event_windows_hours.iter().copied().max().unwrap_or(0) * HOUR_MICROS
+    }
+}
+
+/// What the features of one device kind are made of. Learned from training data and kept
+/// in the model, so live scoring produces the same columns in the same order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KindSchema {
+    pub kind: String,
+    /// Metric names, in column order.
+    pub metrics: Vec<String>,
+    /// Event codes counted individually.
+    pub event_codes: Vec<String>,
+    /// Components whose maintenance and failure history are features.
+    pub components: Vec<String>,
+    /// Device models, one-hot.
+    pub models: Vec<String>,
+}
+
+/// One hourly rollup row: `telemetry_hourly` (time in µs since the epoch, UTC).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HourlyRow {
+    pub device_id: i32,
+    pub metric_id: i16,
+    pub bucket: i64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// One day bucket, aggregated from hourly rows: `hours` hourly means with their sum and
+/// sum of squares (so window statistics over hourly means stay exact), min and max.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DailyRow {
+    pub device_id: i32,
+    pub metric_id: i16,
+    pub day: i64,
+    pub hours: f64,
+    pub sum: f64,
+    pub sum_squares: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub device_id: i32,
+    pub time: i64,
+    pub code: String,
+    pub severity: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceInfo {
+    pub kind: String,
+    pub model: Option<String>,
+    pub installed_at: Option<i64>,
+}
+
+/// Everything features are computed from, as loaded by the store. Rows may come in any
+/// order; rows of devices not asked for are ignored.
+#[derive(Debug, Clone, Default)]
+pub struct FeatureInputs {
+    pub hourly: Vec<HourlyRow>,
+    pub daily: Vec<DailyRow>,
+    pub events: Vec<EventRecord>,
+    /// `(device_id, component)` → times, any order.
+    pub maintenance: HashMap<(i32, String), Vec<i64>>,
+    pub failures: HashMap<(i32, String), Vec<i64>>,
+    pub devices: HashMap<i32, DeviceInfo>,
+    /// metric id → name.
+    pub metric_names: HashMap<i16, String>,
+}
+
+/// A feature matrix: one row per request, columns named by `names` (row-major values,
+/// `NaN` for missing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureTable {
+    pub names: Vec<String>,
+    pub requests: Vec<(i32, i64)>,
+    pub values: Vec<f64>,
+}
+
+impl FeatureTable {
+    pub fn n_rows(&self) -> usize {
+        self.requests.len()
+    }
+
+    pub fn n_columns(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn row(&self, index: usize) -> &[f64] {
+        let width = self.names.len();
+        &self.values[index * width..(index + 1) * width]
+    }
+}
+
+const METRIC_STATS: [&str; 14] = [
+    "last",
+    "hours_since_last",
+    "mean_short",
+    "std_short",
+    "min_short",
+    "max_short",
+    "slope_short",
+    "mean_long",
+    "std_long",
+    "min_long",
+    "max_long",
+    "slope_long",
+    "z_short",
+    "z_long",
+];
+const SEVERITIES: [&str; 3] = ["warning", "error", "critical"];
+
+/// Column names for a kind, in the order [`compute`] fills them.
+pub fn feature_names(spec: &FeatureSpec, schema: &KindSchema) -> Vec<String> {
+    let mut names = Vec::new();
+    for metric in &schema.metrics {
+        for stat in METRIC_STATS {
+            names.push(format!("{metric}.{stat}"));
+        }
+    }
+    for window in &spec.event_windows_hours {
+        for severity in SEVERITIES {
+            names.push(format!("events.{severity}.{window}h"));
+        }
+        for code in &schema.event_codes {
+            names.push(format!("events.code_{code}.{window}h"));
+        }
+    }
+    for component in &schema.components {
+        names.push(format!("{component}.hours_since_maintenance"));
+        names.push(format!("{component}.hours_since_failure"));
+    }
+    names.push("device.age_days".to_string());
+    for model in &schema.models {
+        names.push(format!("device.model_{model}"));
+    }
+    names
+}
+
+/// Features of `requests` (`(device_id, as_of µs)`, all devices of `schema.kind`).
+pub fn compute(
+    spec: &FeatureSpec,
+    schema: &KindSchema,
+    inputs: &FeatureInputs,
+    requests: &[(i32, i64)],
+) -> Result<FeatureTable, FeatureError> {
+    let names = feature_names(spec, schema);
+    let width = names.len();
+    let mut values = vec![f64::NAN; requests.len() * width];
+    let metric_column: HashMap<i16, usize> = inputs
+        .metric_names
+        .iter()
+        .filter_map(|(id, name)| {
+            schema
+                .metrics
+                .iter()
+                .position(|m| m == name)
+                .map(|index| (*id, index))
+        })
+        .collect();
+    let wanted_devices: std::collections::HashSet<i32> =
+        requests.iter().map(|(device, _)| *device).collect();
+
+    let hourly = HourlySeries::build(&inputs.hourly, &metric_column, &wanted_devices);
+    let hourly_stats = hourly.rolling(spec.short_window_hours)?;
+    let daily = DailySeries::build(&inputs.daily, &metric_column, &wanted_devices);
+    let daily_stats = daily.rolling(spec.long_window_days, spec.baseline_until_days)?;
+
+    let events = EventIndex::build(&inputs.events, &wanted_devices);
+    for (row, &(device, as_of)) in requests.iter().enumerate() {
+        let out = &mut values[row * width..(row + 1) * width];
+        for metric in 0..schema.metrics.len() {
+            let cell = &mut out[metric * METRIC_STATS.len()..(metric + 1) * METRIC_STATS.len()];
+            fill_metric(
+                spec,
+                &hourly,
+                &hourly_stats,
+                &daily,
+                &daily_stats,
+                device,
+                metric,
+                as_of,
+                cell,
+            );
+        }
+        let mut column = schema.metrics.len() * METRIC_STATS.len();
+        for window in &spec.event_windows_hours {
+            let from = as_of - window * HOUR_MICROS;
+            for severity in SEVERITIES {
+                out[column] = events.count(device, from, as_of, |e| e.severity == severity);
+                column += 1;
+            }
+            for code in &schema.event_codes {
+                out[column] = events.count(device, from, as_of, |e| e.code == *code);
+                column += 1;
+            }
+        }
+        let info = inputs.devices.get(&device);
+        let installed_at = info.and_then(|i| i.installed_at);
+        for component in &schema.components {
+            let key = (device, component.clone());
+            let since = |times: Option<&Vec<i64>>| {
+                let last = times
+                    .and_then(|t| t.iter().copied().filter(|&t| t < as_of).max())
+                    .or(installed_at);
+                last.map_or(f64::NAN, |t| (as_of - t) as f64 / HOUR_MICROS as f64)
+            };
+            out[column] = since(inputs.maintenance.get(&key));
+            out[column + 1] = since(inputs.failures.get(&key));
+            column += 2;
+        }
+        out[column] = installed_at.map_or(f64::NAN, |t| (as_of - t) as f64 / DAY_MICROS as f64);
+        column += 1;
+        for model in &schema.models {
+            out[column] = match info.and_then(|i| i.model.as_deref()) {
+                Some(m) if m == model => 1.0,
+                Some(_) => 0.0,
+                None => f64::NAN,
+            };
+            column += 1;
+        }
+        debug_assert_eq!(column, width);
+    }
+    Ok(FeatureTable {
+        names,
+        requests: requests.to_vec(),
+        values,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fill_metric(
+    spec: &FeatureSpec,
+    hourly: &HourlySeries,
+    hourly_stats: &rolling::WindowStats,
+    daily: &DailySeries,
+    daily_stats: &DailyStats,
+    device: i32,
+    metric: usize,
+    as_of: i64,
+    cell: &mut [f64],
+) {
+    let as_of_hour = as_of.div_euclid(HOUR_MICROS);
+    // The newest complete hour before `as_of`: bucket hour <= as_of_hour - 1.
+    let mut short_mean = f64::NAN;
+    if let Some(row) = hourly.newest_before(device, metric, as_of_hour)
+        && as_of_hour - hourly.time[row] <= spec.hourly_staleness_hours
+    {
+        cell[0] = hourly.input.mean[row] + hourly.offset[row];
+        cell[1] = (as_of - (hourly.time[row] + 1) * HOUR_MICROS) as f64 / HOUR_MICROS as f64;
+        let window = hourly_stats.at(row);
+        short_mean = window.mean + hourly.offset[row];
+        cell[2] = short_mean;
+        cell[3] = window.std;
+        cell[4] = window.min;
+        cell[5] = window.max;
+        cell[6] = window.slope * 24.0; // per day
+    }
+    let as_of_day = as_of.div_euclid(DAY_MICROS);
+    if let Some(row) = daily.newest_before(device, metric, as_of_day)
+        && as_of_day - daily.time[row] <= spec.daily_staleness_days
+    {
+        let long = daily_stats.long.at(row);
+        let long_mean = long.mean + daily.offset[row];
+        cell[7] = long_mean;
+        cell[8] = long.std;
+        cell[9] = long.min;
+        cell[10] = long.max;
+        cell[11] = long.slope; // day buckets: already per day
+        if let Some((baseline_mean, baseline_std)) = daily_stats.baseline(row) {
+            let baseline_mean = baseline_mean + daily.offset[row];
+            // A flat baseline would make every wobble look like many sigmas.
+            let scale = baseline_std.max(1e-3 + 0.01 * baseline_mean.abs());
+            cell[12] = (short_mean - baseline_mean) / scale;
+            cell[13] = (long_mean - baseline_mean) / scale;
+        }
+    }
+}
+
+/// Per-(device, metric) series in key order, with values centred on the series' first
+/// value (sums of squares stay exact for large readings; the offset is added back).
+struct HourlySeries {
+    /// `(device, metric column)` → row range.
+    ranges: HashMap<(i32, usize), (usize, usize)>,
+    time: Vec<i64>,
+    offset: Vec<f64>,
+    input: RollingInput,
+}
+
+impl HourlySeries {
+    fn build(
+        rows: &[HourlyRow],
+        metric_column: &HashMap<i16, usize>,
+        devices: &std::collections::HashSet<i32>,
+    ) -> HourlySeries {
+        let mut selected: Vec<(i32, usize, i64, &HourlyRow)> = rows
+            .iter()
+            .filter(|r| devices.contains(&r.device_id))
+            .filter_map(|r| {
+                metric_column
+                    .get(&r.metric_id)
+                    .map(|&m| (r.device_id, m, r.bucket.div_euclid(HOUR_MICROS), r))
+            })
+            .collect();
+        selected.sort_unstable_by_key(|(d, m, t, _)| (*d, *m, *t));
+        selected.dedup_by_key(|(d, m, t, _)| (*d, *m, *t));
+        let mut series = SeriesBuilder::default();
+        for (device, metric, hour, row) in selected {
+            series.push(
+                device,
+                metric,
+                hour,
+                1.0,
+                row.avg,
+                row.avg * row.avg,
+                row.avg,
+                row.min,
+                row.max,
+            );
+        }
+        let (ranges, time, offset, input) = series.finish();
+        HourlySeries {
+            ranges,
+            time,
+            offset,
+            input,
+        }
+    }
+
+    fn newest_before(&self, device: i32, metric: usize, before: i64) -> Option<usize> {
+        newest_before(&self.ranges, &self.time, device, metric, before)
+    }
+
+    fn rolling(&self, window: i64) -> Result<rolling::WindowStats, FeatureError> {
+        let mut stats = rolling_windows(&self.input, &[window], &[])?;
+        Ok(stats.remove(0))
+    }
+}
+
+struct DailySeries {
+    ranges: HashMap<(i32, usize), (usize, usize)>,
+    time: Vec<i64>,
+    offset: Vec<f64>,
+    input: RollingInput,
+}
+
+struct DailyStats {
+    long: rolling::WindowStats,
+    /// Sums over `baseline_until_days`, for the baseline by difference.
+    until: rolling::WindowSums,
+}
+
+impl DailyStats {
+    fn baseline(&self, row: usize) -> Option<(f64, f64)> {
+        let n = self.until.weight[row] - self.long.sums.weight[row];
+        if n < 2.0 {
+            return None;
+        }
+        let sum = self.until.sum[row] - self.long.sums.sum[row];
+        let squares = self.until.sum_squares[row] - self.long.sums.sum_squares[row];
+        let mean = sum / n;
+        let variance = ((squares - sum * sum / n) / (n - 1.0)).max(0.0);
+        Some((mean, variance.sqrt()))
+    }
+}
+
+impl DailySeries {
+    fn build(
+        rows: &[DailyRow],
+        metric_column: &HashMap<i16, usize>,
+        devices: &std::collections::HashSet<i32>,
+    ) -> DailySeries {
+        let mut selected: Vec<(i32, usize, i64, &DailyRow)> = rows
+            .iter()
+            .filter(|r| devices.contains(&r.device_id) && r.hours > 0.0)
+            .filter_map(|r| {
+                metric_column
+                    .get(&r.metric_id)
+                    .map(|&m| (r.device_id, m, r.day.div_euclid(DAY_MICROS), r))
+            })
+            .collect();
+        selected.sort_unstable_by_key(|(d, m, t, _)| (*d, *m, *t));
+        selected.dedup_by_key(|(d, m, t, _)| (*d, *m, *t));
+        let mut series = SeriesBuilder::default();
+        for (device, metric, day, row) in selected {
+            series.push(
+                device,
+                metric,
+                day,
+                row.hours,
+                row.sum,
+                row.sum_squares,
+                row.sum / row.hours,
+                row.min,
+                row.max,
+            );
+        }
+        let (ranges, time, offset, input) = series.finish();
+        DailySeries {
+            ranges,
+            time,
+            offset,
+            input,
+        }
+    }
+
+    fn newest_before(&self, device: i32, metric: usize, before: i64) -> Option<usize> {
+        newest_before(&self.ranges, &self.time, device, metric, before)
+    }
+
+    fn rolling(&self, long_days: i64, until_days: i64) -> Result<DailyStats, FeatureError> {
+        let mut stats = rolling_windows(&self.input, &[long_days], &[until_days])?;
+        let long = stats.remove(0);
+        let until = stats.remove(0).sums;
+        Ok(DailyStats { long, until })
+    }
+}
+
+fn newest_before(
+    ranges: &HashMap<(i32, usize), (usize, usize)>,
+    time: &[i64],
+    device: i32,
+    metric: usize,
+    before: i64,
+) -> Option<usize> {
+    let &(start, end) = ranges.get(&(device, metric))?;
+    let slice = &time[start..end];
+    let count = slice.partition_point(|&t| t < before);
+    (count > 0).then(|| start + count - 1)
+}
+
+/// Collects sorted series rows, centring each series on its first bucket mean.
+#[derive(Default)]
+struct SeriesBuilder {
+    ranges: HashMap<(i32, usize), (usize, usize)>,
+    current: Option<((i32, usize), usize, f64)>,
+    series_index: i64,
+    time: Vec<i64>,
+    offset: Vec<f64>,
+    input: RollingInput,
+}
+
+impl SeriesBuilder {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        device: i32,
+        metric: usize,
+        time: i64,
+        weight: f64,
+        sum: f64,
+        sum_squares: f64,
+        mean: f64,
+        min: f64,
+        max: f64,
+    ) {
+        let row = self.time.len();
+        let centre = match self.current {
+            Some((key, _, centre)) if key == (device, metric) => centre,
+            _ => {
+                self.close(row);
+                self.series_index += 1;
+                self.current = Some(((device, metric), row, mean));
+                mean
+            }
+        };
+        let first_time = self
+            .current
+            .map(|(_, start, _)| start)
+            .map_or(
+                time,
+                |start| {
+                    if start == row { time } else { self.time[start] }
+                },
+            );
+        // Sums of centred values: Σ(y−c) = Σy − n·c, Σ(y−c)² = Σy² − 2cΣy + n·c².
+        self.input
+            .key
+            .push((self.series_index << rolling::SERIES_SHIFT) | (time - first_time));
+        self.input.x.push((time - first_time) as f64);
+        self.input.weight.push(weight);
+        self.input.sum.push(sum - weight * centre);
+        self.input
+            .sum_squares
+            .push(sum_squares - 2.0 * centre * sum + weight * centre * centre);
+        self.input.mean.push(mean - centre);
+        self.input.min.push(min);
+        self.input.max.push(max);
+        self.time.push(time);
+        self.offset.push(centre);
+    }
+
+    fn close(&mut self, end: usize) {
+        if let Some((key, start, _)) = self.current.take() {
+            self.ranges.insert(key, (start, end));
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn finish(
+        mut self,
+    ) -> (
+        HashMap<(i32, usize), (usize, usize)>,
+        Vec<i64>,
+        Vec<f64>,
+        RollingInput,
+    ) {
+        let end = self.time.len();
+        self.close(end);
+        (self.ranges, self.time, self.offset, self.input)
+    }
+}
+
+/// Events per device, sorted by time.
+struct EventIndex<'a> {
+    by_device: HashMap<i32, Vec<&'a EventRecord>>,
+}
+
+impl<'a> EventIndex<'a> {
+    fn build(events: &'a [EventRecord], devices: &std::collections::HashSet<i32>) -> Self {
+        let mut by_device: HashMap<i32, Vec<&EventRecord>> = HashMap::new();
+        for event in events.iter().filter(|e| devices.contains(&e.device_id)) {
+            by_device.entry(event.device_id).or_default().push(event);
+        }
+        for list in by_device.values_mut() {
+            list.sort_by_key(|e| e.time);
+        }
+        EventIndex { by_device }
+    }
+
+    fn count(&self, device: i32, from: i64, to: i64, keep: impl Fn(&EventRecord) -> bool) -> f64 {
+        let Some(list) = self.by_device.get(&device) else {
+            return 0.0;
+        };
+        let start = list.partition_point(|e| e.time < from);
+        let end = list.partition_point(|e| e.time < to);
+        list[start..end].iter().filter(|e| keep(e)).count() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+use super::*;
+
+const T0: i64 = 1_780_000_000 * 1_000_000 / HOUR_MICROS * HOUR_MICROS;
+
+fn schema() -> KindSchema {
+    KindSchema {
+        kind: "washer".into(),
+        metrics: vec!["vibration".into(), "temp".into()],
+        event_codes: vec!["E31".into()],
+        components: vec!["drum_bearing".into()],
+        models: vec!["WM-1".into(), "WM-2".into()],
+    }
+}
+
+/// Two devices, 40 days of hourly rows: device 1's vibration ramps up over the last 10
+/// days, temperature is a daily sine; every 5th hour of temp is missing.
+fn inputs() -> FeatureInputs {
+    let mut inputs = FeatureInputs::default();
+    inputs.metric_names.insert(1, "vibration".into());
+    inputs.metric_names.insert(2, "temp".into());
+    inputs.metric_names.insert(3, "unrelated".into());
+    for device in [1, 2] {
+        inputs.devices.insert(
+            device,
+            DeviceInfo {
+                kind: "washer".into(),
+                model: Some(if device == 1 { "WM-1" } else { "WM-2" }.into()),
+                installed_at: Some(T0 - 400 * DAY_MICROS),
+            },
+        );
+        for hour in 0..40 * 24 {
+            let time = T0 + hour * HOUR_MICROS;
+            let ramp = if device == 1 && hour > 30 * 24 {
+                (hour - 30 * 24) as f64 * 0.01
+            } else {
+                0.0
+            };
+            let vibration = 1.0 + 0.05 * ((hour * 7919 % 13) as f64 / 13.0) + ramp;
+            inputs.hourly.push(HourlyRow {
+                device_id: device,
+                metric_id: 1,
+                bucket: time,
+                avg: vibration,
+                min: vibration - 0.1,
+                max: vibration + 0.1,
+            });
+            if hour % 5 != 0 {
+                let temp = 40.0 + 3.0 * (hour as f64 / 24.0 * std::f64::consts::TAU).sin();
+                inputs.hourly.push(HourlyRow {
+                    device_id: device,
+                    metric_id: 2,
+                    bucket: time,
+                    avg: temp,
+                    min: temp - 1.0,
+                    max: temp + 1.0,
+                });
+            }
+        }
+        inputs.events.push(EventRecord {
+            device_id: device,
+            time: T0 + 39 * DAY_MICROS,
+            code: "E31".into(),
+            severity: "warning".into(),
+        });
+    }
+    inputs
+        .maintenance
+        .insert((1, "drum_bearing".into()), vec![T0 + 2 * DAY_MICROS]);
+    inputs.daily = daily_from_hourly(&inputs.hourly);
+    inputs
+}
+
+/// What the store's day-bucket query computes.
+fn daily_from_hourly(hourly: &[HourlyRow]) -> Vec<DailyRow> {
+    let mut days: HashMap<(i32, i16, i64), DailyRow> = HashMap::new();
+    for row in hourly {
+        let day = row.bucket.div_euclid(DAY_MICROS) * DAY_MICROS;
+        let entry = days
+            .entry((row.device_id, row.metric_id, day))
+            .or_insert(DailyRow {
+                device_id: row.device_id,
+                metric_id: row.metric_id,
+                day,
+                hours: 0.0,
+                sum: 0.0,
+                sum_squares: 0.0,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+            });
+        entry.hours += 1.0;
+        entry.sum += row.avg;
+        entry.sum_squares += row.avg * row.avg;
+        entry.min = entry.min.min(row.min);
+        entry.max = entry.max.max(row.max);
+    }
+    days.into_values().collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[test]
+fn the_live_lookback_gives_the_same_features_as_the_whole_history() {
+    let spec = FeatureSpec::default();
+    let all = inputs();
+    let as_of = T0 + 39 * DAY_MICROS + 5 * HOUR_MICROS;
+    let whole_history = compute(
+        &spec,
+        &schema(),
+        &all,
+        &[(1, as_of), (2, as_of), (1, as_of - 240 * HOUR_MICROS)],
+    )
+    .unwrap();
+
+    // The live scorer loads only its lookback.
+    let mut trimmed = all.clone();
+    trimmed
+        .hourly
+        .retain(|r| r.bucket >= as_of - spec.hourly_lookback_micros() && r.bucket < as_of);
+    trimmed.daily = daily_from_hourly(&all.hourly);
+    trimmed
+        .daily
+        .retain(|r| r.day >= as_of - spec.daily_lookback_micros() && r.day + DAY_MICROS <= as_of);
+    let live = compute(&spec, &schema(), &trimmed, &[(1, as_of)]).unwrap();
+
+    assert_eq!(live.names, whole_history.names);
+    for (index, name) in live.names.iter().enumerate() {
+        let (a, b) = (live.row(0)[index], whole_history.row(0)[index]);
+        assert!(close(a, b), "{name}: live {a} vs training {b}");
+    }
+    let not_nan = live.row(0).iter().filter(|v| !v.is_nan()).count();
+    assert_eq!(not_nan, live.n_columns(), "every feature is defined here");
+}
+
+#[test]
+fn window_statistics_are_right() {
+    let spec = FeatureSpec::default();
+    let all = inputs();
+    let names = feature_names(&spec, &schema());
+    let column = |name: &str| names.iter().position(|n| n == name).unwrap();
+    let as_of = T0 + 39 * DAY_MICROS + 5 * HOUR_MICROS;
+    let table = compute(&spec, &schema(), &all, &[(1, as_of), (2, as_of)]).unwrap();
+    let ramping = table.row(0);
+    let flat = table.row(1);
+    // Device 1 ramps 0.01 per hour: 0.24 per day over the short window.
+    assert!(
+        (ramping[column("vibration.slope_short")] - 0.24).abs() < 0.02,
+        "{}",
+        ramping[column("vibration.slope_short")]
+    );
+    assert!(ramping[column("vibration.z_short")] > 10.0);
+    assert!(flat[column("vibration.z_short")].abs() < 3.0);
+    assert!(flat[column("vibration.slope_long")].abs() < 0.01);
+    // The last complete hour before as_of.
+    let last_hour = 39 * 24 + 4;
+    let expected = 1.0 + 0.05 * ((last_hour * 7919 % 13) as f64 / 13.0);
+    assert!(close(flat[column("vibration.last")], expected));
+    assert_eq!(flat[column("vibration.hours_since_last")], 0.0);
+    // temp is missing every 5th hour: hour 39*24+5 is missing, hour +4 is not.
+    assert!((flat[column("temp.mean_short")] - 40.0).abs() < 0.5);
+    assert_eq!(ramping[column("events.warning.24h")], 1.0);
+    assert_eq!(ramping[column("events.code_E31.168h")], 1.0);
+    assert_eq!(ramping[column("events.error.24h")], 0.0);
+    assert!(close(
+        ramping[column("drum_bearing.hours_since_maintenance")],
+        (37 * 24 + 5) as f64
+    ));
+    assert!(close(
+        flat[column("drum_bearing.hours_since_maintenance")],
+        (439 * 24 + 5) as f64
+    ));
+    assert_eq!(ramping[column("device.model_WM-1")], 1.0);
+    assert_eq!(flat[column("device.model_WM-1")], 0.0);
+}
+
+#[test]
+fn nothing_from_the_future_leaks_into_a_feature() {
+    let spec = FeatureSpec::default();
+    let mut all = inputs();
+    let as_of = T0 + 20 * DAY_MICROS + 7 * HOUR_MICROS;
+    let before = compute(&spec, &schema(), &all, &[(1, as_of)]).unwrap();
+    // Rewrite everything at or after as_of: the features must not move.
+    for row in all.hourly.iter_mut().filter(|r| r.bucket >= as_of) {
+        row.avg += 100.0;
+        row.max += 100.0;
+    }
+    all.daily = daily_from_hourly(&all.hourly);
+    all.events.push(EventRecord {
+        device_id: 1,
+        time: as_of,
+        code: "E31".into(),
+        severity: "error".into(),
+    });
+    let after = compute(&spec, &schema(), &all, &[(1, as_of)]).unwrap();
+    for (index, name) in before.names.iter().enumerate() {
+        assert!(
+            close(before.row(0)[index], after.row(0)[index]),
+            "{name} saw the future"
+        );
+    }
+}
+
+#[test]
+fn stale_metrics_are_missing() {
+    let spec = FeatureSpec::default();
+    let all = inputs();
+    let as_of = T0 + 45 * DAY_MICROS; // five days after the data ends
+    let table = compute(&spec, &schema(), &all, &[(1, as_of)]).unwrap();
+    let names = feature_names(&spec, &schema());
+    let column = |name: &str| names.iter().position(|n| n == name).unwrap();
+    assert!(table.row(0)[column("vibration.mean_short")].is_nan());
+    assert!(table.row(0)[column("vibration.mean_long")].is_nan());
+    assert!(!table.row(0)[column("device.age_days")].is_nan());
+}

@@ -1,0 +1,195 @@
+//! The history of one device kind, loaded once for training or evaluation: feature inputs,
+//! labels, and the periods a device was broken (no examples there: nothing to predict
+//! while the component is already down).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::TrainingError;
+use crate::features::{
+    DAY_MICROS, FeatureInputs, FeatureSpec, FeatureTable, HOUR_MICROS, KindSchema,
+};
+use crate::store::{DeviceSummary, Store};
+
+/// How long a failed component stays broken when no repair was recorded.
+const ASSUMED_REPAIR_MICROS: i64 = 4 * DAY_MICROS;
+/// A maintenance later than this after a failure is not its repair.
+const REPAIR_WINDOW_MICROS: i64 = 14 * DAY_MICROS;
+
+pub struct KindData {
+    pub schema: KindSchema,
+    pub inputs: FeatureInputs,
+    pub devices: Vec<DeviceSummary>,
+    /// device → `[failure, repair)` intervals of any component.
+    broken: HashMap<i32, Vec<(i64, i64)>>,
+    /// device → sorted hours (µs / 1 h) with any hourly row.
+    active_hours: HashMap<i32, Vec<i64>>,
+    hourly_staleness_hours: i64,
+}
+
+/// Loads what features of `kind` need over `[from, until)`, plus the lookback before
+/// `from`.
+pub async fn load_kind(
+    store: &Store,
+    kind: &str,
+    components: Vec<String>,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    spec: &FeatureSpec,
+) -> Result<KindData, TrainingError> {
+    let devices = store.device_summaries(Some(kind)).await?;
+    let ids: Vec<i32> = devices.iter().map(|d| d.id).collect();
+    let before = |micros: i64| from - chrono::Duration::microseconds(micros);
+    let hourly = store
+        .hourly_rows(&ids, before(spec.hourly_lookback_micros()), until)
+        .await?;
+    let daily = store
+        .daily_rows(&ids, before(spec.daily_lookback_micros()), until)
+        .await?;
+    let events = store
+        .event_records(&ids, before(spec.event_lookback_micros()), until)
+        .await?;
+    let (maintenance, failures) = store.component_history(&ids).await?;
+    let metric_names = store.metric_names().await?;
+    let mut metric_ids: Vec<i16> = hourly.iter().map(|r| r.metric_id).collect();
+    metric_ids.sort_unstable();
+    metric_ids.dedup();
+    let mut metrics: Vec<String> = metric_ids
+        .iter()
+        .filter_map(|id| metric_names.get(id).cloned())
+        .collect();
+    metrics.sort();
+    let mut models: Vec<String> = devices
+        .iter()
+        .filter_map(|d| d.info.model.clone())
+        .collect();
+    models.sort();
+    models.dedup();
+    let schema = KindSchema {
+        kind: kind.to_string(),
+        metrics,
+        event_codes: store.event_codes(kind).await?,
+        components,
+        models,
+    };
+    let inputs = FeatureInputs {
+        hourly,
+        daily,
+        events,
+        maintenance,
+        failures,
+        devices: devices.iter().map(|d| (d.id, d.info.clone())).collect(),
+        metric_names,
+    };
+    Ok(KindData::new(schema, inputs, devices, spec))
+}
+
+impl KindData {
+    pub fn new(
+        schema: KindSchema,
+        inputs: FeatureInputs,
+        devices: Vec<DeviceSummary>,
+        spec: &FeatureSpec,
+    ) -> KindData {
+        let mut broken: HashMap<i32, Vec<(i64, i64)>> = HashMap::new();
+        for ((device, component), times) in &inputs.failures {
+            let repairs = inputs.maintenance.get(&(*device, component.clone()));
+            for &failure in times {
+                let repaired = repairs
+                    .and_then(|r| {
+                        r.iter()
+                            .copied()
+                            .filter(|&t| t >= failure && t <= failure + REPAIR_WINDOW_MICROS)
+                            .min()
+                    })
+                    .unwrap_or(failure + ASSUMED_REPAIR_MICROS);
+                broken.entry(*device).or_default().push((failure, repaired));
+            }
+        }
+        let mut active_hours: HashMap<i32, Vec<i64>> = HashMap::new();
+        for row in &inputs.hourly {
+            active_hours
+                .entry(row.device_id)
+                .or_default()
+                .push(row.bucket.div_euclid(HOUR_MICROS));
+        }
+        for hours in active_hours.values_mut() {
+            hours.sort_unstable();
+            hours.dedup();
+        }
+        KindData {
+            schema,
+            inputs,
+            devices,
+            broken,
+            active_hours,
+            hourly_staleness_hours: spec.hourly_staleness_hours,
+        }
+    }
+
+    /// Replaces the schema (evaluation scores with the model's columns).
+    pub fn with_schema(mut self, schema: KindSchema) -> KindData {
+        self.schema = schema;
+        self
+    }
+
+    fn is_broken(&self, device: i32, time: i64) -> bool {
+        self.broken
+            .get(&device)
+            .is_some_and(|intervals| intervals.iter().any(|&(a, b)| time >= a && time < b))
+    }
+
+    /// `(device, t)` for `t` in `[from, to)` on a `stride` grid (aligned to the epoch),
+    /// where the device reported in the hours just before `t` and was not broken.
+    pub fn requests(&self, from: i64, to: i64, stride: i64) -> Vec<(i32, i64)> {
+        let first = from.div_euclid(stride) * stride + if from % stride == 0 { 0 } else { stride };
+        let mut requests = Vec::new();
+        for device in &self.devices {
+            let Some(hours) = self.active_hours.get(&device.id) else {
+                continue;
+            };
+            let mut t = first;
+            while t < to {
+                let hour = t.div_euclid(HOUR_MICROS);
+                let start = hours.partition_point(|&h| h < hour - self.hourly_staleness_hours);
+                let reported = start < hours.len() && hours[start] < hour;
+                if reported && !self.is_broken(device.id, t) {
+                    requests.push((device.id, t));
+                }
+                t += stride;
+            }
+        }
+        requests
+    }
+
+    /// Label of each request row for `component`: `Some(fails within horizon)`, or
+    /// `None` while the device is broken.
+    pub fn labels(&self, table: &FeatureTable, component: &str, horizon: i64) -> Vec<Option<bool>> {
+        let failures = self.failure_times(component);
+        table
+            .requests
+            .iter()
+            .map(|&(device, time)| {
+                if self.is_broken(device, time) {
+                    return None;
+                }
+                Some(
+                    failures.get(&device).is_some_and(|times| {
+                        times.iter().any(|&f| f > time && f <= time + horizon)
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    /// device → failure times of `component`.
+    pub fn failure_times(&self, component: &str) -> HashMap<i32, Vec<i64>> {
+        self.inputs
+            .failures
+            .iter()
+            .filter(|((_, c), _)| c == component)
+            .map(|((device, _), times)| (*device, times.clone()))
+            .collect()
+    }
+}

@@ -1,0 +1,320 @@
+//! Prediction against a real database: the live feature path equals the training path,
+//! and train → evaluate → live scoring → hot model swap work end to end.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use forewarn::config::{FailureModeConfig, TrainConfig};
+use forewarn::features::{self, FeatureSpec, HOUR_MICROS};
+use forewarn::store::{
+    ComponentRecord, DeviceRow, EventRow, MetricRow, TelemetryColumns, WriteBatch,
+};
+
+use crate::support::*;
+
+const DAY: i64 = 24 * HOUR_MICROS;
+
+/// A fleet of `devices` machines of kind `kind` over `days` days ending at the last whole
+/// day before now: vibration and temperature every 20 min; devices with index % 3 == 0
+/// fail (component `bearing`) at staggered times, their vibration ramping up over the 5
+/// days before, with warning events; each failure is repaired a day later.
+struct Fleet {
+    start: i64,
+    end: i64,
+    ids: Vec<i32>,
+}
+
+async fn write_fleet(db: &TestDb, kind: &str, devices: usize, days: i64) -> Fleet {
+    let now = Utc::now().timestamp_micros();
+    let end = now - now.rem_euclid(DAY) - DAY;
+    let start = end - days * DAY;
+    let metrics = db
+        .store
+        .upsert_metrics(&[
+            MetricRow {
+                name: "vibration".into(),
+                unit: "mm/s".into(),
+                device_kinds: vec![kind.into()],
+            },
+            MetricRow {
+                name: "temp".into(),
+                unit: "°C".into(),
+                device_kinds: vec![kind.into()],
+            },
+        ])
+        .await
+        .unwrap();
+    let metric = |name: &str| metrics.iter().find(|(n, _)| n == name).unwrap().1;
+    let rows: Vec<DeviceRow> = (0..devices)
+        .map(|i| DeviceRow {
+            external_id: unique(&format!("{kind}-{i}")),
+            kind: kind.into(),
+            model: Some(if i % 2 == 0 { "M-1" } else { "M-2" }.into()),
+            customer_external_id: None,
+            latitude: None,
+            longitude: None,
+            installed_at: DateTime::from_timestamp_micros(start - 300 * DAY),
+            metadata: serde_json::json!({}),
+        })
+        .collect();
+    let ids: Vec<i32> = db
+        .store
+        .upsert_devices(&rows)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let mut failures = Vec::new();
+    let mut repairs = Vec::new();
+    for (index, &device) in ids.iter().enumerate() {
+        let fails_at = (index % 3 == 0)
+            .then(|| start + (12 + (index as i64 * 5) % (days - 14)) * DAY + 7 * HOUR_MICROS);
+        let mut batch = WriteBatch::default();
+        let mut columns = TelemetryColumns::default();
+        let mut t = start;
+        let unit_level = 2.0 + (index % 5) as f64 * 0.2;
+        while t < end {
+            let broken = fails_at.is_some_and(|f| t >= f && t < f + DAY);
+            if !broken {
+                let ramp = match fails_at {
+                    Some(f) if t < f && t >= f - 5 * DAY => {
+                        let x = (t - (f - 5 * DAY)) as f64 / (5 * DAY) as f64;
+                        3.0 * x * x
+                    }
+                    _ => 0.0,
+                };
+                let wobble = ((t / (20 * 60 * 1_000_000) + index as i64) % 7) as f64 * 0.03;
+                columns.push(
+                    t,
+                    device,
+                    metric("vibration"),
+                    unit_level + ramp + wobble,
+                    false,
+                );
+                let hour_of_day = (t.rem_euclid(DAY) / HOUR_MICROS) as f64;
+                columns.push(
+                    t,
+                    device,
+                    metric("temp"),
+                    40.0 + (hour_of_day / 24.0 * 6.28).sin() + wobble,
+                    false,
+                );
+            }
+            t += 20 * 60 * 1_000_000;
+        }
+        if let Some(f) = fails_at {
+            for hours_before in [30, 10, 3] {
+                batch.events.push(EventRow {
+                    time: f - hours_before * HOUR_MICROS,
+                    device_id: device,
+                    code: "E31".into(),
+                    severity: "warning",
+                    message: "bearing noise".into(),
+                    time_estimated: false,
+                });
+            }
+            failures.push(ComponentRecord {
+                time: DateTime::from_timestamp_micros(f).unwrap(),
+                device_id: device,
+                component: "bearing".into(),
+                detail: "technician_confirmed".into(),
+            });
+            repairs.push(ComponentRecord {
+                time: DateTime::from_timestamp_micros(f + DAY).unwrap(),
+                device_id: device,
+                component: "bearing".into(),
+                detail: "replaced".into(),
+            });
+        }
+        batch.last_seen.push((device, end - 20 * 60 * 1_000_000));
+        batch.telemetry = columns;
+        db.store.write_batch(&batch).await.unwrap();
+    }
+    db.store.insert_failures(&failures).await.unwrap();
+    db.store.insert_maintenance(&repairs).await.unwrap();
+    db.store.refresh_rollup_now().await.unwrap();
+    Fleet { start, end, ids }
+}
+
+fn time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_features_equal_the_training_features_at_the_same_time() {
+    let db = TestDb::new().await;
+    let kind = unique("fkind");
+    let fleet = write_fleet(&db, &kind, 6, 40).await;
+    let spec = FeatureSpec::default();
+
+    // The training path: the whole history, every 4 hours.
+    let data = forewarn::training::load_kind(
+        &db.store,
+        &kind,
+        vec!["bearing".into()],
+        time(fleet.start),
+        time(fleet.end),
+        &spec,
+    )
+    .await
+    .unwrap();
+    let requests = data.requests(fleet.start + 25 * DAY, fleet.end, 4 * HOUR_MICROS);
+    assert!(requests.len() > 100);
+    let training = features::compute(&spec, &data.schema, &data.inputs, &requests).unwrap();
+
+    // The live path: the scorer's lookback query, one device at a time, at sampled t.
+    let mut compared = 0;
+    for (index, &(device, as_of)) in requests.iter().enumerate().step_by(37) {
+        let inputs = forewarn::predict::live_inputs(&db.store, &spec, &[(device, as_of)])
+            .await
+            .unwrap();
+        let live = features::compute(&spec, &data.schema, &inputs, &[(device, as_of)]).unwrap();
+        assert_eq!(live.names, training.names);
+        for (column, name) in live.names.iter().enumerate() {
+            let (a, b) = (live.row(0)[column], training.row(index)[column]);
+            let same =
+                (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+            assert!(
+                same,
+                "{name} of device {device} at {as_of}: live {a}, training {b}"
+            );
+        }
+        compared += 1;
+    }
+    assert!(compared >= 5, "{compared}");
+    let defined = training.values.iter().filter(|v| !v.is_nan()).count();
+    assert!(
+        defined > training.values.len() * 9 / 10,
+        "features are mostly defined"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_evaluate_score_and_swap_models() {
+    let db = TestDb::new().await;
+    let kind = unique("tkind");
+    let fleet = write_fleet(&db, &kind, 30, 75).await;
+    let model_dir = std::env::temp_dir().join(unique("models"));
+    let config = TrainConfig {
+        validation_window: Duration::from_secs(30 * 86_400),
+        example_stride: Duration::from_secs(2 * 3600),
+        negative_sample: 0.5,
+        model_dir: model_dir.clone(),
+        failure_modes: vec![FailureModeConfig {
+            kind: kind.clone(),
+            component: "bearing".into(),
+            horizon: Duration::from_secs(72 * 3600),
+            cost_false_alarm: None,
+            cost_missed_failure: None,
+        }],
+        ..TrainConfig::default()
+    };
+    let (artifact, report) = forewarn::training::train(
+        &db.store,
+        &config,
+        Some((time(fleet.start), time(fleet.end))),
+        Some("v-test-1".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(artifact.modes.len(), 1);
+    let mode = &artifact.modes[0];
+    assert_eq!(mode.candidates.len(), 2, "both candidates were compared");
+    assert!(!mode.choice.is_empty());
+    assert!(report.card.exists());
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report.card).unwrap()).unwrap();
+    for key in [
+        "pr_auc",
+        "threshold",
+        "class_balance",
+        "events",
+        "feature_importances",
+    ] {
+        assert!(!card["modes"][0][key].is_null(), "card lacks {key}: {card}");
+    }
+    // The ramp is obvious: the validation window's failures are caught a day ahead.
+    let events = &mode.validation.events;
+    assert!(events.failures >= 3, "{events:?}");
+    assert!(
+        events.flagged_24h_ahead * 10 >= events.failures * 8,
+        "{events:?}"
+    );
+
+    // Evaluate on the validation window (what `forewarn evaluate --json` prints).
+    let evaluation = forewarn::training::evaluate(
+        &db.store,
+        &artifact,
+        mode.validation.from,
+        mode.validation.to,
+        HOUR_MICROS,
+    )
+    .await
+    .unwrap();
+    let json = serde_json::to_value(&evaluation).unwrap();
+    for key in [
+        "failures",
+        "flagged_24h_ahead",
+        "precision",
+        "recall",
+        "false_alarms_per_1000_device_days",
+        "median_lead_time_hours",
+    ] {
+        assert!(json["overall"].get(key).is_some(), "overall lacks {key}");
+        assert!(
+            json["failure_modes"][0].get(key).is_some(),
+            "mode lacks {key}"
+        );
+    }
+    assert!(evaluation.failure_modes[0].flagged_24h_ahead >= 1);
+
+    // First model: promoted; the scorer writes predictions with factors in words.
+    let decisions = forewarn::training::promote_if_better(&db.store, &artifact, 2 * HOUR_MICROS)
+        .await
+        .unwrap();
+    assert!(decisions[0].promoted, "{decisions:?}");
+    let mut scorer = forewarn::predict::Scorer::default();
+    let cycle = scorer.cycle(&db.store, 3).await.unwrap();
+    assert!(cycle.predictions >= fleet.ids.len(), "{cycle:?}");
+    let pool = db.query().await;
+    let (version, factors): (String, serde_json::Value) = sqlx::query_as(
+        "select p.model_version, p.top_factors from predictions p
+         join devices d on d.id = p.device_id where d.kind = $1 order by p.probability desc limit 1",
+    )
+    .bind(&kind)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(version, "v-test-1");
+    let text = factors[0]["text"].as_str().unwrap_or_default();
+    assert!(!text.is_empty(), "{factors}");
+
+    // Nothing new: a second cycle writes nothing.
+    let again = scorer.cycle(&db.store, 3).await.unwrap();
+    assert_eq!(again.predictions, 0);
+
+    // A second version trained and activated by hand is picked up without a restart.
+    let (second, _) = forewarn::training::train(
+        &db.store,
+        &config,
+        Some((time(fleet.start), time(fleet.end))),
+        Some("v-test-2".into()),
+    )
+    .await
+    .unwrap();
+    db.store
+        .promote_model(
+            &second.version,
+            &second.modes[0].mode.name(),
+            "test",
+            &serde_json::json!({}),
+        )
+        .await
+        .unwrap();
+    let changed = scorer.models.refresh(&db.store).await.unwrap();
+    assert_eq!(changed, vec![second.modes[0].mode.name()]);
+    let promotions = count(&pool, "select count(*) from model_promotions").await;
+    assert!(promotions >= 2);
+    let _ = std::fs::remove_dir_all(&model_dir);
+}

@@ -93,6 +93,10 @@ enum Command {
         /// Write the raised flags as JSON lines (`forewarn-sim score --flags`).
         #[arg(long)]
         flags_out: Option<PathBuf>,
+        /// Judge at this probability threshold instead of each mode's own (to explore the
+        /// precision/recall trade-off).
+        #[arg(long)]
+        threshold: Option<f64>,
     },
     /// Load history (telemetry, failures, maintenance) from CSV or Parquet through a column
     /// mapping, so you can train on your own data. Writes are idempotent: importing a file
@@ -391,6 +395,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             stride,
             json,
             flags_out,
+            threshold,
         } => {
             let (url, _cluster) = app::resolve_database(&config).await?;
             let store = app::open_store(&config, &url).await?;
@@ -398,7 +403,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .refresh_rollup_now()
                 .await
                 .context("refreshing the rollup")?;
-            let evaluation = evaluate(&store, model.as_deref(), from, to, stride)
+            let evaluation = evaluate(&store, model.as_deref(), from, to, stride, threshold)
                 .await
                 .context("evaluating")?;
             if let Some(path) = flags_out {
@@ -644,6 +649,7 @@ async fn evaluate(
     from: chrono::DateTime<chrono::Utc>,
     to: chrono::DateTime<chrono::Utc>,
     stride: Duration,
+    threshold: Option<f64>,
 ) -> anyhow::Result<forewarn::training::Evaluation> {
     use forewarn::training::{self, read_artifact};
     let stride = (stride.as_secs() as i64 * 1_000_000).max(3_600_000_000);
@@ -678,6 +684,11 @@ async fn evaluate(
         let mut artifact = read_artifact(&path)?;
         if let Some(modes) = &modes {
             artifact.modes.retain(|m| modes.contains(&m.mode.name()));
+        }
+        if let Some(threshold) = threshold {
+            for mode in &mut artifact.modes {
+                mode.threshold = threshold;
+            }
         }
         let evaluation = training::evaluate(store, &artifact, from, to, stride).await?;
         merged = Some(match merged {
@@ -904,7 +915,10 @@ async fn serve(
     running.await.context("shutting down")?;
     if is_demo {
         let n_readings = store.count_telemetry().await?;
-        println!("demo: {n_readings} readings stored in {database_url}");
+        let n_predictions = store.count_predictions().await?;
+        println!(
+            "demo: {n_readings} readings and {n_predictions} predictions stored in {database_url}"
+        );
     }
     Ok(())
 }

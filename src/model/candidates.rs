@@ -278,28 +278,37 @@ impl Classifier {
         }
     }
 
-    /// Each feature's contribution to row `row`'s margin.
-    pub fn contributions(&self, table: &FeatureTable, row: usize) -> Vec<f64> {
-        let x = table.row(row);
+    /// Each feature's contribution to each row's margin (row-major, `n_rows × n_columns`):
+    /// `w·z` for the logistic model, Saabas path attributions for the trees.
+    pub fn contributions(&self, values: &[f64], n_rows: usize, n_columns: usize) -> Vec<f64> {
         match self {
             Classifier::Logistic {
                 means,
                 scales,
                 weights,
                 ..
-            } => x
-                .iter()
-                .enumerate()
-                .map(|(c, v)| weights[c] * standardise(*v, means[c], scales[c]))
+            } => values
+                .chunks(n_columns.max(1))
+                .flat_map(|x| {
+                    x.iter()
+                        .enumerate()
+                        .map(|(c, v)| weights[c] * standardise(*v, means[c], scales[c]))
+                        .collect::<Vec<_>>()
+                })
                 .collect(),
             Classifier::Boosted(booster) => {
-                let width = x.len();
-                let matrix = Matrix::new(x, 1, width);
-                // One value per feature plus the bias, last.
-                let mut contributions =
-                    booster.predict_contributions(&matrix, ContributionsMethod::Average, false);
-                contributions.truncate(width);
-                contributions
+                if n_rows == 0 {
+                    return Vec::new();
+                }
+                let data = column_major(values, n_rows, n_columns);
+                let matrix = Matrix::new(&data, n_rows, n_columns);
+                // One value per feature plus the bias, per row.
+                let with_bias =
+                    booster.predict_contributions(&matrix, ContributionsMethod::Weight, true);
+                with_bias
+                    .chunks(n_columns + 1)
+                    .flat_map(|row| row[..n_columns].iter().copied())
+                    .collect()
             }
         }
     }

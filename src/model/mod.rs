@@ -62,13 +62,12 @@ impl Calibration {
         Calibration { a: 1.0, b: 0.0 }
     }
 
-    pub fn apply(&self, margin: f64) -> f64 {
-        sigmoid(self.a * margin + self.b)
-    }
-
-    /// Maximum likelihood by Newton's method, with Platt's smoothed targets (so a perfectly
-    /// separable window does not push `a` to infinity).
+    /// Maximum likelihood by damped Newton steps, with Platt's smoothed targets and a
+    /// small ridge penalty, so a validation window the model separates perfectly still
+    /// gives finite, graded probabilities instead of pushing `a` to infinity. Margins are
+    /// clipped to ±30 (beyond that the ranking, not the magnitude, matters).
     pub fn fit(margins: &[f64], labels: &[bool]) -> Calibration {
+        const RIDGE: f64 = 1e-2;
         let positives = labels.iter().filter(|l| **l).count() as f64;
         let negatives = labels.len() as f64 - positives;
         if positives == 0.0 || negatives == 0.0 {
@@ -76,14 +75,35 @@ impl Calibration {
         }
         let high = (positives + 1.0) / (positives + 2.0);
         let low = 1.0 / (negatives + 2.0);
+        let clipped: Vec<f64> = margins.iter().map(|m| m.clamp(-30.0, 30.0)).collect();
+        let loss = |a: f64, b: f64| -> f64 {
+            let data: f64 = clipped
+                .iter()
+                .zip(labels)
+                .map(|(&m, &l)| {
+                    let target = if l { high } else { low };
+                    let z = a * m + b;
+                    // log(1 + e^z) − target·z, computed stably
+                    let softplus = if z > 0.0 {
+                        z + (-z).exp().ln_1p()
+                    } else {
+                        z.exp().ln_1p()
+                    };
+                    softplus - target * z
+                })
+                .sum();
+            data + 0.5 * RIDGE * (a * a + b * b)
+        };
         let (mut a, mut b) = (1.0, 0.0);
-        for _ in 0..50 {
-            let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 0.0, 0.0, 0.0);
-            for (&m, &l) in margins.iter().zip(labels) {
+        let mut current = loss(a, b);
+        for _ in 0..100 {
+            let (mut ga, mut gb, mut haa, mut hab, mut hbb) =
+                (RIDGE * a, RIDGE * b, RIDGE, 0.0, RIDGE);
+            for (&m, &l) in clipped.iter().zip(labels) {
                 let target = if l { high } else { low };
                 let p = sigmoid(a * m + b);
                 let d = p - target;
-                let w = (p * (1.0 - p)).max(1e-12);
+                let w = p * (1.0 - p);
                 ga += d * m;
                 gb += d;
                 haa += w * m * m;
@@ -91,22 +111,35 @@ impl Calibration {
                 hbb += w;
             }
             let det = haa * hbb - hab * hab;
-            if det.abs() < 1e-18 {
+            if det <= 0.0 || !det.is_finite() {
                 break;
             }
             let da = (hbb * ga - hab * gb) / det;
             let db = (haa * gb - hab * ga) / det;
-            a -= da;
-            b -= db;
-            if da.abs() < 1e-9 && db.abs() < 1e-9 {
+            // Halve the step until the loss decreases.
+            let mut step = 1.0;
+            let mut improved = false;
+            for _ in 0..30 {
+                let (na, nb) = (a - step * da, b - step * db);
+                let candidate = loss(na, nb);
+                if candidate <= current {
+                    a = na;
+                    b = nb;
+                    current = candidate;
+                    improved = true;
+                    break;
+                }
+                step *= 0.5;
+            }
+            if !improved || (step * da).abs().max((step * db).abs()) < 1e-10 {
                 break;
             }
         }
-        if a.is_finite() && b.is_finite() {
-            Calibration { a, b }
-        } else {
-            Calibration::identity()
-        }
+        Calibration { a, b }
+    }
+
+    pub fn apply(&self, margin: f64) -> f64 {
+        sigmoid(self.a * margin.clamp(-30.0, 30.0) + self.b)
     }
 }
 
@@ -177,28 +210,38 @@ impl ModeModel {
             .collect())
     }
 
-    /// The `count` features that pushed row `row` towards failure the most.
-    pub fn top_factors(&self, table: &FeatureTable, row: usize, count: usize) -> Vec<Factor> {
-        let contributions = self.classifier.contributions(table, row);
-        let values = table.row(row);
-        let mut ranked: Vec<(usize, f64)> = contributions
-            .into_iter()
+    /// For every row, the `count` features that pushed it towards failure the most.
+    pub fn top_factors(&self, table: &FeatureTable, count: usize) -> Vec<Vec<Factor>> {
+        let width = table.n_columns();
+        let contributions = self
+            .classifier
+            .contributions(&table.values, table.n_rows(), width);
+        contributions
+            .chunks(width.max(1))
             .enumerate()
-            .filter(|(_, c)| c.is_finite() && *c > 0.0)
-            .collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
-        ranked
-            .into_iter()
-            .take(count)
-            .map(|(index, contribution)| Factor {
-                feature: self.feature_names[index].clone(),
-                value: values[index],
-                contribution,
-                text: crate::features::describe(
-                    &self.spec,
-                    &self.feature_names[index],
-                    values[index],
-                ),
+            .map(|(row, row_contributions)| {
+                let values = table.row(row);
+                let mut ranked: Vec<(usize, f64)> = row_contributions
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .filter(|(_, c)| c.is_finite() && *c > 0.0)
+                    .collect();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+                ranked
+                    .into_iter()
+                    .take(count)
+                    .map(|(index, contribution)| Factor {
+                        feature: self.feature_names[index].clone(),
+                        value: values[index],
+                        contribution,
+                        text: crate::features::describe(
+                            &self.spec,
+                            &self.feature_names[index],
+                            values[index],
+                        ),
+                    })
+                    .collect()
             })
             .collect()
     }
@@ -233,5 +276,27 @@ mod tests {
         let calibration = Calibration::fit(&margins, &labels);
         assert!((calibration.a - 2.0).abs() < 0.2, "{calibration:?}");
         assert!((calibration.b + 1.0).abs() < 0.2, "{calibration:?}");
+    }
+
+    #[test]
+    fn a_separable_window_still_calibrates_to_graded_probabilities() {
+        let margins: Vec<f64> = (0..1000)
+            .map(|i| {
+                if i < 990 {
+                    -50.0 + i as f64 * 0.01
+                } else {
+                    80.0
+                }
+            })
+            .collect();
+        let labels: Vec<bool> = (0..1000).map(|i| i >= 990).collect();
+        let calibration = Calibration::fit(&margins, &labels);
+        assert!(
+            calibration.a.is_finite() && calibration.a < 100.0,
+            "{calibration:?}"
+        );
+        let top = calibration.apply(80.0);
+        assert!(top > 0.5 && top < 1.0, "{top}");
+        assert!(calibration.apply(-50.0) < 0.05);
     }
 }

@@ -340,13 +340,14 @@ pub fn score_kind(
         };
         let table = &tables[index].1;
         let probabilities = model.probabilities(table)?;
+        let mut factors = if top_factors > 0 {
+            model.top_factors(table, top_factors)
+        } else {
+            vec![Vec::new(); table.n_rows()]
+        };
         for (row, probability) in probabilities.into_iter().enumerate() {
             let (device, time) = table.requests[row];
-            let factors = if top_factors > 0 {
-                model.top_factors(table, row, top_factors)
-            } else {
-                Vec::new()
-            };
+            let factors = std::mem::take(&mut factors[row]);
             rows.push(PredictionRow {
                 time: training::micros_to_time(time),
                 device_id: device,

@@ -166,7 +166,7 @@ pub async fn train(
         let config = config.clone();
         let validation_from = validation_from.timestamp_micros();
         let until_micros = until.timestamp_micros();
-        let trained: Result<Vec<ModeModel>, TrainingError> = tokio::task::spawn_blocking(move || {
+        let trained: Result<Vec<(ModeModel, ValidationSet)>, TrainingError> = tokio::task::spawn_blocking(move || {
             let computed = Instant::now();
             let table = features::compute(&spec_for_task, &data.schema, &data.inputs, &requests)?;
             tracing::info!(kind = %data.schema.kind, rows = table.n_rows(), columns = table.n_columns(), seconds = computed.elapsed().as_secs_f64(), "features computed");
@@ -187,6 +187,8 @@ pub async fn train(
         .await?;
         mode_models.extend(trained?);
     }
+    pool_thresholds(&mut mode_models);
+    let mode_models: Vec<ModeModel> = mode_models.into_iter().map(|(m, _)| m).collect();
     if mode_models.is_empty() {
         return Err(TrainingError::NoData(
             "no failure mode has failures in the training window".into(),
@@ -230,7 +232,7 @@ fn train_mode(
     mode: &FailureMode,
     validation_from: i64,
     until: i64,
-) -> Result<ModeModel, TrainingError> {
+) -> Result<(ModeModel, ValidationSet), TrainingError> {
     let horizon = (mode.horizon_hours * HOUR_MICROS as f64) as i64;
     let labels = data.labels(table, &mode.component, horizon);
     let width = table.n_columns();
@@ -269,7 +271,7 @@ fn train_mode(
         .iter()
         .flat_map(|&row| table.row(row).iter().copied())
         .collect();
-    let mut best: Option<(ModeModel, f64, f64)> = None;
+    let mut best: Option<(ModeModel, f64, f64, ValidationSet)> = None;
     let mut reports = Vec::new();
     for algorithm in Algorithm::ALL {
         let fitting = Instant::now();
@@ -297,18 +299,13 @@ fn train_mode(
                 probability,
             })
             .collect();
-        let (threshold, cost, events) = model::events::choose_threshold(
-            &points,
-            &failures,
-            &rules,
-            mode.cost_false_alarm,
-            mode.cost_missed_failure,
-        );
+        let (threshold, cost, events) = choose_threshold(&points, &failures, &rules, mode);
         let calibrated: Vec<f64> = calibration_margins
             .iter()
             .map(|&m| calibration.apply(m))
             .collect();
         let examples = model::example_metrics(&calibrated, &calibration_labels, threshold);
+        let (calibrated, calibration_labels) = (calibrated, calibration_labels.clone());
         tracing::info!(mode = %name, algorithm = algorithm.as_str(), pr_auc = examples.pr_auc, threshold, cost, recall_24h = events.recall_24h_ahead, precision = events.precision, fit_seconds, "candidate validated");
         reports.push(CandidateReport {
             algorithm,
@@ -341,22 +338,143 @@ fn train_mode(
             candidates: Vec::new(),
             choice: String::new(),
         };
+        // With enough failures in the window the event-level cost decides (ties: PR-AUC);
+        // with few, a cost difference is one or two failures of luck, so the
+        // example-level ranking (hundreds of labelled examples) decides.
+        let enough = candidate.validation.events.failures >= MIN_FAILURES_FOR_EVENT_CHOICE;
         let better = match &best {
             None => true,
-            Some((_, best_cost, best_auc)) => {
-                cost < *best_cost
-                    || (cost == *best_cost && candidate.validation.examples.pr_auc > *best_auc)
+            Some((_, best_cost, best_auc, _)) => {
+                let auc = candidate.validation.examples.pr_auc;
+                if enough {
+                    cost < *best_cost || (cost == *best_cost && auc > *best_auc)
+                } else {
+                    auc > *best_auc
+                }
             }
         };
         if better {
             let auc = candidate.validation.examples.pr_auc;
-            best = Some((candidate, cost, auc));
+            let validation = ValidationSet {
+                points,
+                failures: failures.clone(),
+                rules,
+                probabilities: calibrated,
+                labels: calibration_labels,
+            };
+            best = Some((candidate, cost, auc, validation));
         }
     }
-    let (mut winner, _, _) = best.expect("at least one candidate");
+    let (mut winner, _, _, validation) = best.expect("at least one candidate");
     winner.choice = explain_choice(&winner, &reports);
     winner.candidates = reports;
-    Ok(winner)
+    Ok((winner, validation))
+}
+
+/// Below this many failures in the validation window, thresholds and the winner are not
+/// chosen on event-level cost (too few events to estimate it).
+const MIN_FAILURES_FOR_EVENT_CHOICE: usize = 10;
+
+/// The alert threshold: the one minimising event-level cost on the validation window when
+/// it holds enough failures to estimate that cost. Otherwise, provisionally, the Bayes
+/// decision threshold of calibrated probabilities, `cost_false_alarm / (cost_false_alarm
+/// + cost_missed_failure)`; [`pool_thresholds`] then replaces it with one threshold chosen
+/// on the pooled validation events of all such modes.
+fn choose_threshold(
+    points: &[ScoredPoint],
+    failures: &HashMap<i32, Vec<i64>>,
+    rules: &EventRules,
+    mode: &FailureMode,
+) -> (f64, f64, EventMetrics) {
+    let (threshold, cost, events) = model::events::choose_threshold(
+        points,
+        failures,
+        rules,
+        mode.cost_false_alarm,
+        mode.cost_missed_failure,
+    );
+    if events.failures >= MIN_FAILURES_FOR_EVENT_CHOICE {
+        return (threshold, cost, events);
+    }
+    let bayes = mode.cost_false_alarm / (mode.cost_false_alarm + mode.cost_missed_failure);
+    let (events, _) = model::event_metrics(points, failures, bayes, rules);
+    let missed = events.failures - events.flagged_24h_ahead;
+    let cost = mode.cost_false_alarm * events.false_flags as f64
+        + mode.cost_missed_failure * missed as f64;
+    (bayes, cost, events)
+}
+
+/// A mode's validation window as scored by its winning candidate.
+struct ValidationSet {
+    points: Vec<ScoredPoint>,
+    failures: HashMap<i32, Vec<i64>>,
+    rules: EventRules,
+    /// Calibrated probabilities and labels of the labelled validation examples.
+    probabilities: Vec<f64>,
+    labels: Vec<bool>,
+}
+
+/// Modes with too few validation failures to choose their own threshold share one: the
+/// calibrated probability that minimises the summed event-level cost of all of them on
+/// their validation windows (probabilities are calibrated per mode, so one threshold means
+/// the same risk everywhere). Tens of pooled failures estimate it far better than two or
+/// three per mode.
+fn pool_thresholds(models: &mut [(ModeModel, ValidationSet)]) {
+    let thin: Vec<usize> = (0..models.len())
+        .filter(|&i| models[i].0.validation.events.failures < MIN_FAILURES_FOR_EVENT_CHOICE)
+        .collect();
+    if thin.is_empty() {
+        return;
+    }
+    let cost_at = |model: &ModeModel, validation: &ValidationSet, threshold: f64| {
+        let (events, _) = model::event_metrics(
+            &validation.points,
+            &validation.failures,
+            threshold,
+            &validation.rules,
+        );
+        let missed = events.failures - events.flagged_24h_ahead;
+        let cost = model.mode.cost_false_alarm * events.false_flags as f64
+            + model.mode.cost_missed_failure * missed as f64;
+        (cost, events)
+    };
+    let mut grid: Vec<f64> = (1..100).map(|i| i as f64 / 100.0).collect();
+    grid.extend([0.995, 0.999]);
+    let mut best = (f64::INFINITY, 0.5);
+    for &threshold in &grid {
+        let total: f64 = thin
+            .iter()
+            .map(|&i| cost_at(&models[i].0, &models[i].1, threshold).0)
+            .sum();
+        if total < best.0 {
+            best = (total, threshold);
+        }
+    }
+    let (pooled_cost, threshold) = best;
+    let failures: usize = thin
+        .iter()
+        .map(|&i| models[i].0.validation.events.failures)
+        .sum();
+    tracing::info!(
+        threshold,
+        pooled_cost,
+        modes = thin.len(),
+        failures,
+        "pooled threshold for modes with few validation failures"
+    );
+    for &i in &thin {
+        let (model, validation) = &mut models[i];
+        let (cost, events) = cost_at(model, validation, threshold);
+        model.threshold = threshold;
+        model.validation.expected_cost = cost;
+        model.validation.events = events;
+        model.validation.examples =
+            model::example_metrics(&validation.probabilities, &validation.labels, threshold);
+        model.choice.push_str(&format!(
+            "; threshold {threshold:.2} chosen on the pooled validation events of {} modes with fewer than {MIN_FAILURES_FOR_EVENT_CHOICE} failures each ({failures} failures)",
+            thin.len()
+        ));
+    }
 }
 
 fn explain_choice(winner: &ModeModel, reports: &[CandidateReport]) -> String {
@@ -376,8 +494,13 @@ fn explain_choice(winner: &ModeModel, reports: &[CandidateReport]) -> String {
             )
         })
         .collect();
+    let criterion = if winner.validation.events.failures >= MIN_FAILURES_FOR_EVENT_CHOICE {
+        "expected cost over the validation window"
+    } else {
+        "PR-AUC (fewer than 10 failures in the validation window: too few to compare costs)"
+    };
     format!(
-        "{} won on expected cost over the validation window ({:.0}: {}/{} failures flagged ≥24 h ahead, {} false alarms, PR-AUC {:.3}) against {}",
+        "{} won on {criterion} ({:.0}: {}/{} failures flagged ≥24 h ahead, {} false alarms, PR-AUC {:.3}) against {}",
         algorithm.as_str(),
         winner.validation.expected_cost,
         winner.validation.events.flagged_24h_ahead,

@@ -70,6 +70,8 @@ async fn write_fleet(db: &TestDb, kind: &str, devices: usize, days: i64) -> Flee
     for (index, &device) in ids.iter().enumerate() {
         let fails_at = (index % 3 == 0)
             .then(|| start + (12 + (index as i64 * 5) % (days - 14)) * DAY + 7 * HOUR_MICROS);
+        // Device 1 is degrading right now: it will fail two days after the data ends.
+        let ramps_to = fails_at.or((index == 1).then_some(end + 2 * DAY));
         let mut batch = WriteBatch::default();
         let mut columns = TelemetryColumns::default();
         let mut t = start;
@@ -77,7 +79,7 @@ async fn write_fleet(db: &TestDb, kind: &str, devices: usize, days: i64) -> Flee
         while t < end {
             let broken = fails_at.is_some_and(|f| t >= f && t < f + DAY);
             if !broken {
-                let ramp = match fails_at {
+                let ramp = match ramps_to {
                     Some(f) if t < f && t >= f - 5 * DAY => {
                         let x = (t - (f - 5 * DAY)) as f64 / (5 * DAY) as f64;
                         3.0 * x * x
@@ -278,17 +280,24 @@ async fn train_evaluate_score_and_swap_models() {
     let cycle = scorer.cycle(&db.store, 3).await.unwrap();
     assert!(cycle.predictions >= fleet.ids.len(), "{cycle:?}");
     let pool = db.query().await;
-    let (version, factors): (String, serde_json::Value) = sqlx::query_as(
-        "select p.model_version, p.top_factors from predictions p
-         join devices d on d.id = p.device_id where d.kind = $1 order by p.probability desc limit 1",
+    let (device, version, probability, above, factors): (
+        i32,
+        String,
+        f64,
+        bool,
+        serde_json::Value,
+    ) = sqlx::query_as(
+        "select device_id, model_version, probability, above_threshold, top_factors
+             from predictions order by probability desc limit 1",
     )
-    .bind(&kind)
     .fetch_one(&pool)
     .await
     .unwrap();
     assert_eq!(version, "v-test-1");
+    assert_eq!(device, fleet.ids[1], "the degrading device is the riskiest");
+    assert!(above && probability > 0.5, "{probability}");
     let text = factors[0]["text"].as_str().unwrap_or_default();
-    assert!(!text.is_empty(), "{factors}");
+    assert!(text.starts_with("vibration"), "{factors}");
 
     // Nothing new: a second cycle writes nothing.
     let again = scorer.cycle(&db.store, 3).await.unwrap();

@@ -87,7 +87,7 @@ mod tests {
     fn factors_read_as_sentences() {
         let spec = FeatureSpec::default();
         assert_eq!(
-            describe(&spec, "drum_vibration_rms.z_short", 3.14),
+            describe(&spec, "drum_vibration_rms.z_short", 3.12),
             "drum vibration rms 24 h mean 3.1σ above this machine's baseline"
         );
         assert_eq!(

@@ -65,7 +65,7 @@ pub enum Classifier {
         weights: Vec<f64>,
         intercept: f64,
     },
-    Boosted(GradientBooster),
+    Boosted(Box<GradientBooster>),
 }
 
 /// Column-major copy of row-major values, as forust wants it.
@@ -192,7 +192,7 @@ fn fit_boosted(set: &TrainingSet) -> Result<Classifier, ModelError> {
     booster
         .fit(&matrix, &y, &weights, None)
         .map_err(|e| ModelError::Boosting(e.to_string()))?;
-    Ok(Classifier::Boosted(booster))
+    Ok(Classifier::Boosted(Box::new(booster)))
 }
 
 fn booster(objective: ObjectiveType) -> GradientBooster {

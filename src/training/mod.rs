@@ -377,9 +377,9 @@ const MIN_FAILURES_FOR_EVENT_CHOICE: usize = 10;
 
 /// The alert threshold: the one minimising event-level cost on the validation window when
 /// it holds enough failures to estimate that cost. Otherwise, provisionally, the Bayes
-/// decision threshold of calibrated probabilities, `cost_false_alarm / (cost_false_alarm
-/// + cost_missed_failure)`; [`pool_thresholds`] then replaces it with one threshold chosen
-/// on the pooled validation events of all such modes.
+/// decision threshold of calibrated probabilities,
+/// `cost_false_alarm / (cost_false_alarm + cost_missed_failure)`; [`pool_thresholds`] then
+/// replaces it with one threshold chosen on the pooled validation events of all such modes.
 fn choose_threshold(
     points: &[ScoredPoint],
     failures: &HashMap<i32, Vec<i64>>,

@@ -99,7 +99,7 @@ async fn write_fleet(db: &TestDb, kind: &str, devices: usize, days: i64) -> Flee
                     t,
                     device,
                     metric("temp"),
-                    40.0 + (hour_of_day / 24.0 * 6.28).sin() + wobble,
+                    40.0 + (hour_of_day / 24.0 * std::f64::consts::TAU).sin() + wobble,
                     false,
                 );
             }

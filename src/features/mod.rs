@@ -234,6 +234,16 @@ pub fn compute(
     inputs: &FeatureInputs,
     requests: &[(i32, i64)],
 ) -> Result<FeatureTable, FeatureError> {
+    compute_in_chunks(spec, schema, inputs, requests, DEVICES_PER_CHUNK)
+}
+
+fn compute_in_chunks(
+    spec: &FeatureSpec,
+    schema: &KindSchema,
+    inputs: &FeatureInputs,
+    requests: &[(i32, i64)],
+    devices_per_chunk: usize,
+) -> Result<FeatureTable, FeatureError> {
     let names = feature_names(spec, schema);
     let width = names.len();
     let mut values = vec![f64::NAN; requests.len() * width];
@@ -250,23 +260,122 @@ pub fn compute(
         .collect();
     let wanted_devices: std::collections::HashSet<i32> =
         requests.iter().map(|(device, _)| *device).collect();
-
-    let hourly = HourlySeries::build(&inputs.hourly, &metric_column, &wanted_devices);
-    let hourly_stats = hourly.rolling(spec.short_window_hours)?;
-    let daily = DailySeries::build(&inputs.daily, &metric_column, &wanted_devices);
-    let daily_stats = daily.rolling(spec.long_window_days, spec.baseline_until_days)?;
-
     let events = EventIndex::build(&inputs.events, &wanted_devices);
-    for (row, &(device, as_of)) in requests.iter().enumerate() {
-        let out = &mut values[row * width..(row + 1) * width];
+
+    // Devices in chunks: series are independent, so chunking changes no number, and a
+    // chunk's frames stay small enough to be fast (a 100,000-device frame is gigabytes).
+    let mut devices: Vec<i32> = wanted_devices.iter().copied().collect();
+    devices.sort_unstable();
+    let chunk_of: HashMap<i32, usize> = devices
+        .iter()
+        .enumerate()
+        .map(|(index, device)| (*device, index / devices_per_chunk))
+        .collect();
+    let n_chunks = devices.len().div_ceil(devices_per_chunk);
+    let mut hourly_rows: Vec<Vec<&HourlyRow>> = vec![Vec::new(); n_chunks];
+    for row in &inputs.hourly {
+        if let Some(&chunk) = chunk_of.get(&row.device_id) {
+            hourly_rows[chunk].push(row);
+        }
+    }
+    let mut daily_rows: Vec<Vec<&DailyRow>> = vec![Vec::new(); n_chunks];
+    for row in &inputs.daily {
+        if let Some(&chunk) = chunk_of.get(&row.device_id) {
+            daily_rows[chunk].push(row);
+        }
+    }
+    let mut request_rows: Vec<Vec<usize>> = vec![Vec::new(); n_chunks];
+    for (row, (device, _)) in requests.iter().enumerate() {
+        request_rows[chunk_of[device]].push(row);
+    }
+    // One chunk's feature rows, in the order of `request_rows[chunk]`.
+    let compute_chunk = |chunk: usize| -> Result<Vec<f64>, FeatureError> {
+        let hourly = HourlySeries::build(&hourly_rows[chunk], &metric_column);
+        let hourly_stats = hourly.rolling(spec.short_window_hours)?;
+        let daily = DailySeries::build(&daily_rows[chunk], &metric_column);
+        let daily_stats = daily.rolling(spec.long_window_days, spec.baseline_until_days)?;
+        let mut out = vec![f64::NAN; request_rows[chunk].len() * width];
+        for (index, &row) in request_rows[chunk].iter().enumerate() {
+            let (device, as_of) = requests[row];
+            fill_request(
+                spec,
+                schema,
+                inputs,
+                &events,
+                (&hourly, &hourly_stats),
+                (&daily, &daily_stats),
+                device,
+                as_of,
+                &mut out[index * width..(index + 1) * width],
+            );
+        }
+        Ok(out)
+    };
+    // Chunks on all cores: polars alone keeps about one busy on these frames.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(n_chunks.max(1));
+    let results: Vec<Result<Vec<ChunkRows>, FeatureError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|worker| {
+                let compute_chunk = &compute_chunk;
+                scope.spawn(move || {
+                    (worker..n_chunks)
+                        .step_by(workers)
+                        .map(|chunk| compute_chunk(chunk).map(|rows| (chunk, rows)))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("feature worker panicked"))
+            .collect()
+    });
+    for result in results {
+        for (chunk, rows) in result? {
+            for (index, &row) in request_rows[chunk].iter().enumerate() {
+                values[row * width..(row + 1) * width]
+                    .copy_from_slice(&rows[index * width..(index + 1) * width]);
+            }
+        }
+    }
+    Ok(FeatureTable {
+        names,
+        requests: requests.to_vec(),
+        values,
+    })
+}
+
+/// A chunk's index and its feature rows.
+type ChunkRows = (usize, Vec<f64>);
+
+/// Devices per chunk of [`compute`].
+const DEVICES_PER_CHUNK: usize = 4000;
+
+/// Fills one request's row.
+#[allow(clippy::too_many_arguments)]
+fn fill_request(
+    spec: &FeatureSpec,
+    schema: &KindSchema,
+    inputs: &FeatureInputs,
+    events: &EventIndex,
+    (hourly, hourly_stats): (&HourlySeries, &rolling::WindowStats),
+    (daily, daily_stats): (&DailySeries, &DailyStats),
+    device: i32,
+    as_of: i64,
+    out: &mut [f64],
+) {
+    let width = out.len();
+    {
         for metric in 0..schema.metrics.len() {
             let cell = &mut out[metric * METRIC_STATS.len()..(metric + 1) * METRIC_STATS.len()];
             fill_metric(
                 spec,
-                &hourly,
-                &hourly_stats,
-                &daily,
-                &daily_stats,
+                hourly,
+                hourly_stats,
+                daily,
+                daily_stats,
                 device,
                 metric,
                 as_of,
@@ -311,11 +420,6 @@ pub fn compute(
         }
         debug_assert_eq!(column, width);
     }
-    Ok(FeatureTable {
-        names,
-        requests: requests.to_vec(),
-        values,
-    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -378,14 +482,10 @@ struct HourlySeries {
 }
 
 impl HourlySeries {
-    fn build(
-        rows: &[HourlyRow],
-        metric_column: &HashMap<i16, usize>,
-        devices: &std::collections::HashSet<i32>,
-    ) -> HourlySeries {
+    fn build(rows: &[&HourlyRow], metric_column: &HashMap<i16, usize>) -> HourlySeries {
         let mut selected: Vec<(i32, usize, i64, &HourlyRow)> = rows
             .iter()
-            .filter(|r| devices.contains(&r.device_id))
+            .copied()
             .filter_map(|r| {
                 metric_column
                     .get(&r.metric_id)
@@ -455,14 +555,11 @@ impl DailyStats {
 }
 
 impl DailySeries {
-    fn build(
-        rows: &[DailyRow],
-        metric_column: &HashMap<i16, usize>,
-        devices: &std::collections::HashSet<i32>,
-    ) -> DailySeries {
+    fn build(rows: &[&DailyRow], metric_column: &HashMap<i16, usize>) -> DailySeries {
         let mut selected: Vec<(i32, usize, i64, &DailyRow)> = rows
             .iter()
-            .filter(|r| devices.contains(&r.device_id) && r.hours > 0.0)
+            .copied()
+            .filter(|r| r.hours > 0.0)
             .filter_map(|r| {
                 metric_column
                     .get(&r.metric_id)

@@ -213,3 +213,23 @@ fn stale_metrics_are_missing() {
     assert!(table.row(0)[column("vibration.mean_long")].is_nan());
     assert!(!table.row(0)[column("device.age_days")].is_nan());
 }
+
+#[test]
+fn chunking_devices_changes_no_number() {
+    let spec = FeatureSpec::default();
+    let all = inputs();
+    let requests: Vec<(i32, i64)> = (20..40)
+        .flat_map(|day| {
+            [
+                (1, T0 + day * DAY_MICROS + 3 * HOUR_MICROS),
+                (2, T0 + day * DAY_MICROS),
+            ]
+        })
+        .collect();
+    let one_chunk = compute_in_chunks(&spec, &schema(), &all, &requests, 1000).unwrap();
+    let chunk_per_device = compute_in_chunks(&spec, &schema(), &all, &requests, 1).unwrap();
+    assert_eq!(one_chunk.requests, chunk_per_device.requests);
+    for (a, b) in one_chunk.values.iter().zip(&chunk_per_device.values) {
+        assert!(close(*a, *b), "{a} vs {b}");
+    }
+}

@@ -175,6 +175,47 @@ impl MappingArgs {
     }
 }
 
+#[derive(clap::Args)]
+struct ComponentArgs {
+    #[command(flatten)]
+    mapping: MappingArgs,
+    /// Column naming the component, or `--component` for all rows.
+    #[arg(long)]
+    component_column: Option<String>,
+    #[arg(long)]
+    component: Option<String>,
+    /// Kind of devices first seen in this file.
+    #[arg(long, default_value = "imported")]
+    kind: String,
+}
+
+impl ComponentArgs {
+    /// The file's `(device, time, component)` rows, and defaults for unknown devices.
+    fn read(
+        &self,
+    ) -> anyhow::Result<(
+        forewarn::import::ComponentRows,
+        forewarn::import::DeviceDefaults,
+    )> {
+        anyhow::ensure!(
+            self.component_column.is_some() || self.component.is_some(),
+            "give --component-column or --component"
+        );
+        let rows = forewarn::import::read_component_records(
+            &self.mapping.file,
+            &self.mapping.mapping(Vec::new())?,
+            self.component_column.as_deref(),
+            self.component.as_deref(),
+        )?;
+        let defaults = forewarn::import::DeviceDefaults {
+            kind: self.kind.clone(),
+            model: None,
+            installed_at_first_reading: false,
+        };
+        Ok((rows, defaults))
+    }
+}
+
 #[derive(Subcommand)]
 enum ImportCommand {
     /// Telemetry: one reading per (row, metric column).
@@ -194,28 +235,9 @@ enum ImportCommand {
         installed_at_first_reading: bool,
     },
     /// Failures (ground truth): device, time, component.
-    Failures {
-        #[command(flatten)]
-        mapping: MappingArgs,
-        /// Column naming the component, or `--component` for all rows.
-        #[arg(long)]
-        component_column: Option<String>,
-        #[arg(long)]
-        component: Option<String>,
-        #[arg(long, default_value = "imported")]
-        kind: String,
-    },
+    Failures(ComponentArgs),
     /// Maintenance done: device, time, component.
-    Maintenance {
-        #[command(flatten)]
-        mapping: MappingArgs,
-        #[arg(long)]
-        component_column: Option<String>,
-        #[arg(long)]
-        component: Option<String>,
-        #[arg(long, default_value = "imported")]
-        kind: String,
-    },
+    Maintenance(ComponentArgs),
     /// NASA C-MAPSS with the documented mapping (see `forewarn import --help`).
     Cmapss {
         #[arg(long, default_value = "../shared/datasets/cmapss")]
@@ -562,50 +584,12 @@ async fn import(config: &Config, source: ImportCommand) -> anyhow::Result<()> {
             };
             imp::write(&store, &imported, &defaults, &[], &[]).await?
         }
-        ImportCommand::Failures {
-            mapping,
-            component_column,
-            component,
-            kind,
-        } => {
-            anyhow::ensure!(
-                component_column.is_some() || component.is_some(),
-                "give --component-column or --component"
-            );
-            let rows = imp::read_component_records(
-                &mapping.file,
-                &mapping.mapping(Vec::new())?,
-                component_column.as_deref(),
-                component.as_deref(),
-            )?;
-            let defaults = DeviceDefaults {
-                kind,
-                model: None,
-                installed_at_first_reading: false,
-            };
+        ImportCommand::Failures(args) => {
+            let (rows, defaults) = args.read()?;
             imp::write(&store, &Imported::default(), &defaults, &rows, &[]).await?
         }
-        ImportCommand::Maintenance {
-            mapping,
-            component_column,
-            component,
-            kind,
-        } => {
-            anyhow::ensure!(
-                component_column.is_some() || component.is_some(),
-                "give --component-column or --component"
-            );
-            let rows = imp::read_component_records(
-                &mapping.file,
-                &mapping.mapping(Vec::new())?,
-                component_column.as_deref(),
-                component.as_deref(),
-            )?;
-            let defaults = DeviceDefaults {
-                kind,
-                model: None,
-                installed_at_first_reading: false,
-            };
+        ImportCommand::Maintenance(args) => {
+            let (rows, defaults) = args.read()?;
             imp::write(&store, &Imported::default(), &defaults, &[], &rows).await?
         }
         ImportCommand::Cmapss {

@@ -290,10 +290,10 @@ fn compute_in_chunks(
     }
     // One chunk's feature rows, in the order of `request_rows[chunk]`.
     let compute_chunk = |chunk: usize| -> Result<Vec<f64>, FeatureError> {
-        let hourly = HourlySeries::build(&hourly_rows[chunk], &metric_column);
-        let hourly_stats = hourly.rolling(spec.short_window_hours)?;
-        let daily = DailySeries::build(&daily_rows[chunk], &metric_column);
-        let daily_stats = daily.rolling(spec.long_window_days, spec.baseline_until_days)?;
+        let hourly = Series::hourly(&hourly_rows[chunk], &metric_column);
+        let hourly_stats = hourly.hourly_stats(spec.short_window_hours)?;
+        let daily = Series::daily(&daily_rows[chunk], &metric_column);
+        let daily_stats = daily.daily_stats(spec.long_window_days, spec.baseline_until_days)?;
         let mut out = vec![f64::NAN; request_rows[chunk].len() * width];
         for (index, &row) in request_rows[chunk].iter().enumerate() {
             let (device, as_of) = requests[row];
@@ -360,8 +360,8 @@ fn fill_request(
     schema: &KindSchema,
     inputs: &FeatureInputs,
     events: &EventIndex,
-    (hourly, hourly_stats): (&HourlySeries, &rolling::WindowStats),
-    (daily, daily_stats): (&DailySeries, &DailyStats),
+    (hourly, hourly_stats): (&Series, &rolling::WindowStats),
+    (daily, daily_stats): (&Series, &DailyStats),
     device: i32,
     as_of: i64,
     out: &mut [f64],
@@ -425,9 +425,9 @@ fn fill_request(
 #[allow(clippy::too_many_arguments)]
 fn fill_metric(
     spec: &FeatureSpec,
-    hourly: &HourlySeries,
+    hourly: &Series,
     hourly_stats: &rolling::WindowStats,
-    daily: &DailySeries,
+    daily: &Series,
     daily_stats: &DailyStats,
     device: i32,
     metric: usize,
@@ -471,9 +471,25 @@ fn fill_metric(
     }
 }
 
+/// One bucket of a series: `weight` observations (1 hourly mean, or the hours of a day)
+/// with their sum and sum of squares, the bucket's own mean (for slopes), min and max.
+#[derive(Clone, Copy)]
+struct Bucket {
+    device: i32,
+    metric: usize,
+    /// Hours or days since the epoch.
+    time: i64,
+    weight: f64,
+    sum: f64,
+    sum_squares: f64,
+    mean: f64,
+    min: f64,
+    max: f64,
+}
+
 /// Per-(device, metric) series in key order, with values centred on the series' first
 /// value (sums of squares stay exact for large readings; the offset is added back).
-struct HourlySeries {
+struct Series {
     /// `(device, metric column)` → row range.
     ranges: HashMap<(i32, usize), (usize, usize)>,
     time: Vec<i64>,
@@ -481,57 +497,76 @@ struct HourlySeries {
     input: RollingInput,
 }
 
-impl HourlySeries {
-    fn build(rows: &[&HourlyRow], metric_column: &HashMap<i16, usize>) -> HourlySeries {
-        let mut selected: Vec<(i32, usize, i64, &HourlyRow)> = rows
-            .iter()
-            .copied()
-            .filter_map(|r| {
-                metric_column
-                    .get(&r.metric_id)
-                    .map(|&m| (r.device_id, m, r.bucket.div_euclid(HOUR_MICROS), r))
-            })
-            .collect();
-        selected.sort_unstable_by_key(|(d, m, t, _)| (*d, *m, *t));
-        selected.dedup_by_key(|(d, m, t, _)| (*d, *m, *t));
+impl Series {
+    fn hourly(rows: &[&HourlyRow], metric_column: &HashMap<i16, usize>) -> Series {
+        Series::from_buckets(
+            rows.iter()
+                .filter_map(|r| {
+                    metric_column.get(&r.metric_id).map(|&metric| Bucket {
+                        device: r.device_id,
+                        metric,
+                        time: r.bucket.div_euclid(HOUR_MICROS),
+                        weight: 1.0,
+                        sum: r.avg,
+                        sum_squares: r.avg * r.avg,
+                        mean: r.avg,
+                        min: r.min,
+                        max: r.max,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn daily(rows: &[&DailyRow], metric_column: &HashMap<i16, usize>) -> Series {
+        Series::from_buckets(
+            rows.iter()
+                .filter(|r| r.hours > 0.0)
+                .filter_map(|r| {
+                    metric_column.get(&r.metric_id).map(|&metric| Bucket {
+                        device: r.device_id,
+                        metric,
+                        time: r.day.div_euclid(DAY_MICROS),
+                        weight: r.hours,
+                        sum: r.sum,
+                        sum_squares: r.sum_squares,
+                        mean: r.sum / r.hours,
+                        min: r.min,
+                        max: r.max,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn from_buckets(mut buckets: Vec<Bucket>) -> Series {
+        buckets.sort_unstable_by_key(|b| (b.device, b.metric, b.time));
+        buckets.dedup_by_key(|b| (b.device, b.metric, b.time));
         let mut series = SeriesBuilder::default();
-        for (device, metric, hour, row) in selected {
-            series.push(
-                device,
-                metric,
-                hour,
-                1.0,
-                row.avg,
-                row.avg * row.avg,
-                row.avg,
-                row.min,
-                row.max,
-            );
+        for bucket in &buckets {
+            series.push(bucket);
         }
-        let (ranges, time, offset, input) = series.finish();
-        HourlySeries {
-            ranges,
-            time,
-            offset,
-            input,
-        }
+        series.finish()
     }
 
+    /// The newest row of `(device, metric)` with time before `before`.
     fn newest_before(&self, device: i32, metric: usize, before: i64) -> Option<usize> {
-        newest_before(&self.ranges, &self.time, device, metric, before)
+        let &(start, end) = self.ranges.get(&(device, metric))?;
+        let count = self.time[start..end].partition_point(|&t| t < before);
+        (count > 0).then(|| start + count - 1)
     }
 
-    fn rolling(&self, window: i64) -> Result<rolling::WindowStats, FeatureError> {
+    fn hourly_stats(&self, window: i64) -> Result<rolling::WindowStats, FeatureError> {
         let mut stats = rolling_windows(&self.input, &[window], &[])?;
         Ok(stats.remove(0))
     }
-}
 
-struct DailySeries {
-    ranges: HashMap<(i32, usize), (usize, usize)>,
-    time: Vec<i64>,
-    offset: Vec<f64>,
-    input: RollingInput,
+    fn daily_stats(&self, long_days: i64, until_days: i64) -> Result<DailyStats, FeatureError> {
+        let mut stats = rolling_windows(&self.input, &[long_days], &[until_days])?;
+        let long = stats.remove(0);
+        let until = stats.remove(0).sums;
+        Ok(DailyStats { long, until })
+    }
 }
 
 struct DailyStats {
@@ -554,68 +589,6 @@ impl DailyStats {
     }
 }
 
-impl DailySeries {
-    fn build(rows: &[&DailyRow], metric_column: &HashMap<i16, usize>) -> DailySeries {
-        let mut selected: Vec<(i32, usize, i64, &DailyRow)> = rows
-            .iter()
-            .copied()
-            .filter(|r| r.hours > 0.0)
-            .filter_map(|r| {
-                metric_column
-                    .get(&r.metric_id)
-                    .map(|&m| (r.device_id, m, r.day.div_euclid(DAY_MICROS), r))
-            })
-            .collect();
-        selected.sort_unstable_by_key(|(d, m, t, _)| (*d, *m, *t));
-        selected.dedup_by_key(|(d, m, t, _)| (*d, *m, *t));
-        let mut series = SeriesBuilder::default();
-        for (device, metric, day, row) in selected {
-            series.push(
-                device,
-                metric,
-                day,
-                row.hours,
-                row.sum,
-                row.sum_squares,
-                row.sum / row.hours,
-                row.min,
-                row.max,
-            );
-        }
-        let (ranges, time, offset, input) = series.finish();
-        DailySeries {
-            ranges,
-            time,
-            offset,
-            input,
-        }
-    }
-
-    fn newest_before(&self, device: i32, metric: usize, before: i64) -> Option<usize> {
-        newest_before(&self.ranges, &self.time, device, metric, before)
-    }
-
-    fn rolling(&self, long_days: i64, until_days: i64) -> Result<DailyStats, FeatureError> {
-        let mut stats = rolling_windows(&self.input, &[long_days], &[until_days])?;
-        let long = stats.remove(0);
-        let until = stats.remove(0).sums;
-        Ok(DailyStats { long, until })
-    }
-}
-
-fn newest_before(
-    ranges: &HashMap<(i32, usize), (usize, usize)>,
-    time: &[i64],
-    device: i32,
-    metric: usize,
-    before: i64,
-) -> Option<usize> {
-    let &(start, end) = ranges.get(&(device, metric))?;
-    let slice = &time[start..end];
-    let count = slice.partition_point(|&t| t < before);
-    (count > 0).then(|| start + count - 1)
-}
-
 /// Collects sorted series rows, centring each series on its first bucket mean.
 #[derive(Default)]
 struct SeriesBuilder {
@@ -628,19 +601,18 @@ struct SeriesBuilder {
 }
 
 impl SeriesBuilder {
-    #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
-        device: i32,
-        metric: usize,
-        time: i64,
-        weight: f64,
-        sum: f64,
-        sum_squares: f64,
-        mean: f64,
-        min: f64,
-        max: f64,
-    ) {
+    fn push(&mut self, bucket: &Bucket) {
+        let Bucket {
+            device,
+            metric,
+            time,
+            weight,
+            sum,
+            sum_squares,
+            mean,
+            min,
+            max,
+        } = *bucket;
         let row = self.time.len();
         let centre = match self.current {
             Some((key, _, centre)) if key == (device, metric) => centre,
@@ -683,18 +655,15 @@ impl SeriesBuilder {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn finish(
-        mut self,
-    ) -> (
-        HashMap<(i32, usize), (usize, usize)>,
-        Vec<i64>,
-        Vec<f64>,
-        RollingInput,
-    ) {
+    fn finish(mut self) -> Series {
         let end = self.time.len();
         self.close(end);
-        (self.ranges, self.time, self.offset, self.input)
+        Series {
+            ranges: self.ranges,
+            time: self.time,
+            offset: self.offset,
+            input: self.input,
+        }
     }
 }
 

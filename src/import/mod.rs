@@ -289,12 +289,15 @@ pub fn read_telemetry(path: &Path, mapping: &Mapping) -> Result<Imported, Import
 }
 
 /// Failures or maintenance rows: `(device external id, time µs, component)`.
+pub type ComponentRows = Vec<(String, i64, String)>;
+
+/// Failures or maintenance rows from `path`.
 pub fn read_component_records(
     path: &Path,
     mapping: &Mapping,
     component_column: Option<&str>,
     component: Option<&str>,
-) -> Result<Vec<(String, i64, String)>, ImportError> {
+) -> Result<ComponentRows, ImportError> {
     let frame = read_frame(path, mapping)?;
     let devices = strings(&frame, path, &mapping.device_column)?;
     let times = times(&frame, path, mapping)?;

@@ -312,6 +312,13 @@ async fn train_evaluate_score_and_swap_models() {
     )
     .await
     .unwrap();
+    // The same data trains the same model: no better, so it is not promoted.
+    let decisions = forewarn::training::promote_if_better(&db.store, &second, 2 * HOUR_MICROS)
+        .await
+        .unwrap();
+    assert!(!decisions[0].promoted, "{decisions:?}");
+    assert_eq!(decisions[0].active.as_deref(), Some("v-test-1"));
+    assert!(scorer.models.refresh(&db.store).await.unwrap().is_empty());
     db.store
         .promote_model(
             &second.version,

@@ -26,6 +26,10 @@ pub enum ModelError {
     Boosting(String),
     #[error("no positive examples for {0}")]
     NoPositives(String),
+    #[error(
+        "no failures of {0} in the validation window: it cannot be validated, so it is not trained"
+    )]
+    Unvalidated(String),
     #[error("feature columns differ from the model's: {0}")]
     Columns(String),
 }

@@ -176,8 +176,11 @@ pub async fn train(
                     Ok(model) => trained.push(model),
                     // A mode without a single failure in the training window cannot be
                     // learnt yet; the others still can.
-                    Err(TrainingError::Model(model::ModelError::NoPositives(name))) => {
-                        tracing::warn!(mode = %name, "no failures in the training window: mode skipped");
+                    Err(TrainingError::Model(
+                        error @ (model::ModelError::NoPositives(_)
+                        | model::ModelError::Unvalidated(_)),
+                    )) => {
+                        tracing::warn!(%error, "failure mode skipped");
                     }
                     Err(error) => return Err(error),
                 }
@@ -259,6 +262,15 @@ fn train_mode(
     tracing::info!(mode = %name, examples = train.n_rows(), positives, validation = validation_rows.len(), "fitting candidates");
     if positives == 0 {
         return Err(model::ModelError::NoPositives(name).into());
+    }
+    // A mode whose validation window holds no failure cannot be compared, calibrated or
+    // given a threshold: shipping it would be shipping a guess.
+    let validation_positives = validation_rows
+        .iter()
+        .filter(|&&row| labels[row] == Some(true) && table.requests[row].1 + horizon <= until)
+        .count();
+    if validation_positives == 0 {
+        return Err(model::ModelError::Unvalidated(name).into());
     }
     let rules = EventRules {
         horizon,

@@ -569,6 +569,46 @@ mod tests {
     }
 
     #[test]
+    fn parquet_reads_through_the_same_mapping() {
+        let directory =
+            std::env::temp_dir().join(format!("forewarn-parquet-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("t.parquet");
+        let mut frame = df!(
+            "machine" => ["A1", "A1", "B2"],
+            "epoch" => [1_790_000_000.0, 1_790_000_600.0, 1_790_000_000.0],
+            "temp" => [40.0, 41.0, 39.0],
+        )
+        .unwrap();
+        ParquetWriter::new(std::fs::File::create(&path).unwrap())
+            .finish(&mut frame)
+            .unwrap();
+        let mapping = Mapping {
+            format: SourceFormat::Parquet,
+            separator: b',',
+            column_names: None,
+            device_column: "machine".into(),
+            device_prefix: String::new(),
+            time_column: "epoch".into(),
+            time_format: TimeFormat::EpochSeconds,
+            origin: DateTime::UNIX_EPOCH,
+            cycle_duration: std::time::Duration::from_secs(3600),
+            metrics: Vec::new(),
+        };
+        let imported = read_telemetry(&path, &mapping).unwrap();
+        assert_eq!(imported.metrics, vec!["temp"]);
+        assert_eq!(
+            imported.readings,
+            vec![
+                ("A1".to_string(), 1_790_000_000_000_000, 0, 40.0),
+                ("A1".to_string(), 1_790_000_600_000_000, 0, 41.0),
+                ("B2".to_string(), 1_790_000_000_000_000, 0, 39.0),
+            ]
+        );
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
     fn cmapss_fd001_reads_with_the_documented_mapping() {
         let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/cmapss");
         if !directory.exists() {

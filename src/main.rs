@@ -354,12 +354,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             promote,
             json,
         } => {
-            let (url, _cluster) = app::resolve_database(&config).await?;
-            let store = app::open_store(&config, &url).await?;
-            store
-                .refresh_rollup_now()
-                .await
-                .context("refreshing the rollup")?;
+            let (store, _cluster) = open_refreshed_store(&config).await?;
             let range = match (from, until) {
                 (None, None) => None,
                 (from, until) => {
@@ -377,8 +372,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 forewarn::training::train(&store, &config.train, range, version)
                     .await
                     .context("training")?;
-            let stride =
-                (config.train.example_stride.as_secs() as i64 * 1_000_000).max(3_600_000_000);
+            let stride = forewarn::training::stride_micros(config.train.example_stride);
             let decisions = match promote {
                 Promote::Never => Vec::new(),
                 Promote::IfBetter => {
@@ -419,12 +413,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             flags_out,
             threshold,
         } => {
-            let (url, _cluster) = app::resolve_database(&config).await?;
-            let store = app::open_store(&config, &url).await?;
-            store
-                .refresh_rollup_now()
-                .await
-                .context("refreshing the rollup")?;
+            let (store, _cluster) = open_refreshed_store(&config).await?;
             let evaluation = evaluate(&store, model.as_deref(), from, to, stride, threshold)
                 .await
                 .context("evaluating")?;
@@ -626,6 +615,23 @@ async fn import(config: &Config, source: ImportCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The database with its hourly rollup up to date (training and evaluation read it). The
+/// cluster handle keeps a private cluster alive.
+async fn open_refreshed_store(
+    config: &Config,
+) -> anyhow::Result<(
+    forewarn::store::Store,
+    Option<forewarn::embedded::postgres::PrivateCluster>,
+)> {
+    let (url, cluster) = app::resolve_database(config).await?;
+    let store = app::open_store(config, &url).await?;
+    store
+        .refresh_rollup_now()
+        .await
+        .context("refreshing the rollup")?;
+    Ok((store, cluster))
+}
+
 /// Evaluates `model` (a version, a path, or the active models) on `[from, to)`.
 async fn evaluate(
     store: &forewarn::store::Store,
@@ -636,7 +642,7 @@ async fn evaluate(
     threshold: Option<f64>,
 ) -> anyhow::Result<forewarn::training::Evaluation> {
     use forewarn::training::{self, read_artifact};
-    let stride = (stride.as_secs() as i64 * 1_000_000).max(3_600_000_000);
+    let stride = training::stride_micros(stride);
     let rows = store.model_rows(false).await?;
     // (artifact path, modes to keep: None = all)
     let mut targets: Vec<(PathBuf, Option<Vec<String>>)> = Vec::new();

@@ -12,12 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-
 use crate::features::{self, FeatureInputs, FeatureSpec, FeatureTable, HOUR_MICROS, KindSchema};
 use crate::model::{ModeModel, ModelArtifact};
 use crate::shutdown::Shutdown;
-use crate::store::{PredictionRow, Store, StoreError};
+use crate::store::{DeviceSummary, PredictionRow, Store, StoreError};
 use crate::training::{self, TrainingError};
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +198,7 @@ impl Scorer {
         store.refresh_rollup_now().await?;
         let devices = store.device_summaries(None).await?;
         let mut report = CycleReport::default();
-        let mut by_kind: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
+        let mut by_kind: HashMap<String, KindBatch> = HashMap::new();
         for device in &devices {
             let Some(seen) = device.last_seen_at else {
                 continue;
@@ -213,17 +211,23 @@ impl Scorer {
             {
                 continue;
             }
-            by_kind
-                .entry(device.info.kind.clone())
-                .or_default()
-                .push((device.id, as_of));
+            let batch = by_kind.entry(device.info.kind.clone()).or_default();
+            batch.requests.push((device.id, as_of));
+            batch.devices.push(device.clone());
         }
         let mut rows = Vec::new();
         let mut compute_seconds = 0.0;
         let mut load_seconds = loading.elapsed().as_secs_f64();
         let mut kinds: Vec<_> = by_kind.into_iter().collect();
         kinds.sort_by(|a, b| a.0.cmp(&b.0));
-        for (kind, requests) in kinds {
+        for (
+            kind,
+            KindBatch {
+                requests,
+                devices: kind_devices,
+            },
+        ) in kinds
+        {
             let modes: Vec<(String, String, ActiveMode)> = self
                 .models
                 .modes
@@ -236,7 +240,7 @@ impl Scorer {
             }
             let loaded = Instant::now();
             let spec = modes[0].2.model().spec.clone();
-            let inputs = live_inputs(store, &spec, &requests).await?;
+            let inputs = live_inputs(store, &spec, &kind_devices, &requests).await?;
             load_seconds += loaded.elapsed().as_secs_f64();
             let computing = Instant::now();
             let kind_rows = tokio::task::spawn_blocking(move || {
@@ -268,54 +272,30 @@ impl Scorer {
     }
 }
 
-/// Loads the lookback features of `requests` need (all of one kind).
+/// One kind's devices to score in a cycle, and their as-of times.
+#[derive(Default)]
+struct KindBatch {
+    requests: Vec<(i32, i64)>,
+    devices: Vec<DeviceSummary>,
+}
+
+/// Loads the lookback the features of `requests` need (`devices`: the requested ones).
 pub async fn live_inputs(
     store: &Store,
     spec: &FeatureSpec,
+    devices: &[DeviceSummary],
     requests: &[(i32, i64)],
 ) -> Result<FeatureInputs, PredictError> {
-    let ids: Vec<i32> = requests.iter().map(|(d, _)| *d).collect();
     let newest = requests.iter().map(|(_, t)| *t).max().unwrap_or(0);
     let oldest = requests.iter().map(|(_, t)| *t).min().unwrap_or(0);
-    let time = |micros: i64| DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default();
-    let hourly = store
-        .hourly_rows(
-            &ids,
-            time(oldest - spec.hourly_lookback_micros()),
-            time(newest),
-        )
-        .await?;
-    let daily = store
-        .daily_rows(
-            &ids,
-            time(oldest - spec.daily_lookback_micros()),
-            time(newest),
-        )
-        .await?;
-    let events = store
-        .event_records(
-            &ids,
-            time(oldest - spec.event_lookback_micros()),
-            time(newest),
-        )
-        .await?;
-    let (maintenance, failures) = store.component_history(&ids).await?;
-    let devices = store
-        .device_summaries(None)
-        .await?
-        .into_iter()
-        .filter(|d| ids.contains(&d.id))
-        .map(|d| (d.id, d.info))
-        .collect();
-    Ok(FeatureInputs {
-        hourly,
-        daily,
-        events,
-        maintenance,
-        failures,
+    Ok(training::load_inputs(
+        store,
         devices,
-        metric_names: store.metric_names().await?,
-    })
+        spec,
+        training::micros_to_time(oldest),
+        training::micros_to_time(newest),
+    )
+    .await?)
 }
 
 /// Features and probabilities of one kind's requests under each of its modes' models.

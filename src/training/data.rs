@@ -10,7 +10,7 @@ use super::TrainingError;
 use crate::features::{
     DAY_MICROS, FeatureInputs, FeatureSpec, FeatureTable, HOUR_MICROS, KindSchema,
 };
-use crate::store::{DeviceSummary, Store};
+use crate::store::{DeviceSummary, Store, StoreError};
 
 /// How long a failed component stays broken when no repair was recorded.
 const ASSUMED_REPAIR_MICROS: i64 = 4 * DAY_MICROS;
@@ -39,20 +39,9 @@ pub async fn load_kind(
     spec: &FeatureSpec,
 ) -> Result<KindData, TrainingError> {
     let devices = store.device_summaries(Some(kind)).await?;
-    let ids: Vec<i32> = devices.iter().map(|d| d.id).collect();
-    let before = |micros: i64| from - chrono::Duration::microseconds(micros);
-    let hourly = store
-        .hourly_rows(&ids, before(spec.hourly_lookback_micros()), until)
-        .await?;
-    let daily = store
-        .daily_rows(&ids, before(spec.daily_lookback_micros()), until)
-        .await?;
-    let events = store
-        .event_records(&ids, before(spec.event_lookback_micros()), until)
-        .await?;
-    let (maintenance, failures) = store.component_history(&ids).await?;
-    let metric_names = store.metric_names().await?;
-    let mut metric_ids: Vec<i16> = hourly.iter().map(|r| r.metric_id).collect();
+    let inputs = load_inputs(store, &devices, spec, from, until).await?;
+    let metric_names = &inputs.metric_names;
+    let mut metric_ids: Vec<i16> = inputs.hourly.iter().map(|r| r.metric_id).collect();
     metric_ids.sort_unstable();
     metric_ids.dedup();
     let mut metrics: Vec<String> = metric_ids
@@ -73,16 +62,40 @@ pub async fn load_kind(
         components,
         models,
     };
-    let inputs = FeatureInputs {
+    Ok(KindData::new(schema, inputs, devices, spec))
+}
+
+/// What features of `devices` as of times in `[from, until)` are computed from: rows from
+/// each window's lookback before `from` up to `until`. Training loads whole histories
+/// with it, live scoring one cycle's lookback: the same query for both paths.
+pub async fn load_inputs(
+    store: &Store,
+    devices: &[DeviceSummary],
+    spec: &FeatureSpec,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<FeatureInputs, StoreError> {
+    let ids: Vec<i32> = devices.iter().map(|d| d.id).collect();
+    let before = |micros: i64| from - chrono::Duration::microseconds(micros);
+    let hourly = store
+        .hourly_rows(&ids, before(spec.hourly_lookback_micros()), until)
+        .await?;
+    let daily = store
+        .daily_rows(&ids, before(spec.daily_lookback_micros()), until)
+        .await?;
+    let events = store
+        .event_records(&ids, before(spec.event_lookback_micros()), until)
+        .await?;
+    let (maintenance, failures) = store.component_history(&ids).await?;
+    Ok(FeatureInputs {
         hourly,
         daily,
         events,
         maintenance,
         failures,
         devices: devices.iter().map(|d| (d.id, d.info.clone())).collect(),
-        metric_names,
-    };
-    Ok(KindData::new(schema, inputs, devices, spec))
+        metric_names: store.metric_names().await?,
+    })
 }
 
 impl KindData {

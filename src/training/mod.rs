@@ -25,7 +25,7 @@ use crate::model::{
 };
 use crate::store::{ModelRow, Store, StoreError};
 
-pub use data::{KindData, load_kind};
+pub use data::{KindData, load_inputs, load_kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainingError {
@@ -146,7 +146,7 @@ pub async fn train(
     let mut kinds: Vec<String> = modes.iter().map(|m| m.kind.clone()).collect();
     kinds.sort();
     kinds.dedup();
-    let stride = (config.example_stride.as_secs() as i64 * 1_000_000).max(HOUR_MICROS);
+    let stride = stride_micros(config.example_stride);
     let mut mode_models = Vec::new();
     for kind in kinds {
         let kind_modes: Vec<FailureMode> =
@@ -532,6 +532,12 @@ fn keep_negative(device: i32, time: i64, share: f64) -> bool {
     (x % 1_000_000) as f64 / 1_000_000.0 < share
 }
 
+/// A stride between scored points in µs: whole hours at least (features use hourly
+/// buckets).
+pub fn stride_micros(stride: std::time::Duration) -> i64 {
+    (stride.as_micros() as i64).max(HOUR_MICROS)
+}
+
 pub fn micros_to_time(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
@@ -711,18 +717,11 @@ pub async fn evaluate(
             .iter()
             .map(|d| (d.id, d.external_id.clone()))
             .collect();
-        let table = {
-            let (spec, schema, inputs, requests) = (
-                spec.clone(),
-                data.schema.clone(),
-                data.inputs.clone(),
-                requests.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                features::compute(&spec, &schema, &inputs, &requests)
-            })
-            .await??
-        };
+        // The inputs move into the blocking task and come back with the table.
+        let (data, table) = tokio::task::spawn_blocking(move || {
+            features::compute(&spec, &data.schema, &data.inputs, &requests).map(|t| (data, t))
+        })
+        .await??;
         for mode in modes {
             let horizon = (mode.mode.horizon_hours * HOUR_MICROS as f64) as i64;
             let probabilities = mode.probabilities(&table)?;
@@ -951,7 +950,7 @@ pub async fn run_retraining(
             _ = ticker.tick() => {}
             _ = shutdown.wait() => return Ok(()),
         }
-        let stride = (config.example_stride.as_secs() as i64 * 1_000_000).max(HOUR_MICROS);
+        let stride = stride_micros(config.example_stride);
         match train(&store, &config, None, None).await {
             Ok((artifact, report)) => {
                 tracing::info!(version = %report.version, seconds = report.seconds, "challenger trained");

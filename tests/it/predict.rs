@@ -168,7 +168,13 @@ async fn live_features_equal_the_training_features_at_the_same_time() {
     // The live path: the scorer's lookback query, one device at a time, at sampled t.
     let mut compared = 0;
     for (index, &(device, as_of)) in requests.iter().enumerate().step_by(37) {
-        let inputs = forewarn::predict::live_inputs(&db.store, &spec, &[(device, as_of)])
+        let summary: Vec<_> = data
+            .devices
+            .iter()
+            .filter(|d| d.id == device)
+            .cloned()
+            .collect();
+        let inputs = forewarn::predict::live_inputs(&db.store, &spec, &summary, &[(device, as_of)])
             .await
             .unwrap();
         let live = features::compute(&spec, &data.schema, &inputs, &[(device, as_of)]).unwrap();

@@ -144,6 +144,11 @@ impl TestDb {
             admin_url.to_string()
         } else {
             let name = unique("fw_test_");
+            // The name is unique within this run only: a process of an earlier run with
+            // the same pid left a database of that name behind. Start from an empty one.
+            forewarn::store::drop_database(admin_url, &name)
+                .await
+                .expect("drop a stale test database");
             forewarn::store::create_database(admin_url, &name)
                 .await
                 .expect("create test database");

@@ -125,10 +125,15 @@ impl App {
         let http = self.http.serve(state, shutdown.clone());
         tasks.spawn(async move { http.await.map_err(AppError::from) });
         if stages.ingest {
+            let mut ingest = config.ingest.clone();
+            if ingest.sessions == 0 && config.mqtt.url.is_none() {
+                // The embedded broker's shared subscriptions lose and duplicate messages.
+                ingest.sessions = 1;
+            }
             let settings = IngestSettings {
                 mqtt_url: mqtt_url.to_string(),
                 mqtt: config.mqtt.clone(),
-                ingest: config.ingest.clone(),
+                ingest,
             };
             let deps = IngestDeps::new(self.store.clone(), self.metrics.clone());
             let ingest = crate::ingest::run(settings, deps, shutdown.clone());

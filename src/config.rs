@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -27,12 +27,19 @@ pub enum ConfigError {
         "environment variable {name} does not name a config key (expected FOREWARN_<SECTION>__<KEY>)"
     )]
     BadEnvName { name: String },
+    #[error("environment variable {name}={value:?} is not valid for {key}: expected {expected}")]
+    BadEnvValue {
+        name: String,
+        key: String,
+        value: String,
+        expected: String,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -46,7 +53,7 @@ pub struct Config {
     pub predict: PredictConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `postgres://…`; env `DATABASE_URL`. Unset: a private throwaway cluster is started
@@ -69,14 +76,16 @@ impl Default for DatabaseConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     /// `mqtt://host:port` or `mqtts://host:port` (user and password in the URL); env
     /// `MQTT_URL`. Unset: an embedded in-memory broker is started in-process.
     pub url: Option<String>,
     /// Client id of the ingest session. Stable across restarts so that the broker keeps the
-    /// persistent session and redelivers what was not acknowledged. Replicas need distinct ids.
+    /// persistent session and redelivers what was not acknowledged. Replicas need distinct ids:
+    /// the default, `forewarn-ingest-<host name>` ([`default_client_id`]), gives each machine
+    /// or pod its own.
     pub client_id: String,
     /// Topic prefix: devices publish on `{prefix}/{device_id}/{telemetry|events|status}`.
     pub topic_prefix: String,
@@ -91,7 +100,7 @@ impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
             url: None,
-            client_id: "forewarn-ingest".into(),
+            client_id: default_client_id(proc_host_name().as_deref()),
             topic_prefix: "devices".into(),
             keep_alive: Duration::from_secs(30),
             embedded_listen: "127.0.0.1:1884".parse().expect("literal address"),
@@ -99,16 +108,17 @@ impl Default for MqttConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Shared-subscription group: subscribe as `$share/{group}/…` so replicas split the stream.
     pub shared_group: Option<String>,
     /// MQTT sessions this process opens (client ids `{client_id}-{n}` when more than one),
-    /// each with its own writer, database connection and broker in-flight window. Several
-    /// sessions share one subscription group: `shared_group`, or `{client_id}` when unset
-    /// (then this process alone splits the stream between its sessions). Not for the
-    /// embedded broker, whose shared subscriptions are broken.
+    /// each with its own poller, writer, database connections and broker in-flight window.
+    /// Several sessions share one subscription group: `shared_group`, or `{client_id}` when
+    /// unset (then this process alone splits the stream between its sessions). `0` (the
+    /// default) means `AUTO_SESSIONS` with an external broker and 1 with the embedded one,
+    /// whose shared subscriptions are broken.
     pub sessions: usize,
     /// Flush a batch when it holds this many readings.
     pub batch_max_readings: usize,
@@ -118,9 +128,14 @@ pub struct IngestConfig {
     pub batch_max_age: Duration,
     /// Largest payload accepted; larger ones are dead-lettered.
     pub max_payload_bytes: usize,
-    /// Largest MQTT packet the client reads at all (must exceed `max_payload_bytes`, so that an
-    /// oversized payload is dead-lettered instead of breaking the connection).
+    /// Largest MQTT packet the client reads at all (must exceed `max_payload_bytes`, so that a
+    /// payload between the two is dead-lettered). A larger packet breaks the connection and
+    /// the broker resends it first on every reconnect, so the broker's own limit must not
+    /// exceed this one (Mosquitto `max_packet_size`; the shipped configurations agree).
     pub max_packet_bytes: usize,
+    /// Largest absolute metric value accepted; larger ones are dead-lettered
+    /// (`value_out_of_range`). Keeps sums of squares in the rollups finite.
+    pub max_abs_value: f64,
     /// How far in the future (by the wall clock) a timestamp may be.
     #[serde(with = "humantime_serde")]
     pub max_future_skew: Duration,
@@ -129,38 +144,90 @@ pub struct IngestConfig {
     pub max_age: Option<Duration>,
     /// Register unknown devices on first message (`true`) or dead-letter them (`false`).
     pub auto_register: bool,
+    /// At most this many devices are registered per minute (per process); messages of
+    /// further new devices are dead-lettered (`registration_limited`).
+    pub max_new_devices_per_minute: u32,
     /// Add unknown metric names to the catalogue (`true`) or dead-letter them (`false`).
     pub open_metric_catalogue: bool,
-    /// How often `devices.last_seen_at` is written (it is kept in memory in between).
-    #[serde(with = "humantime_serde")]
-    pub last_seen_flush: Duration,
-    /// Upper bound of messages received but not yet written. The broker's in-flight window
-    /// is the real bound (unacknowledged QoS 1 messages); this is the channel capacity and
-    /// must be at least the window so that the event loop never waits on the writer.
+    /// At most this many metric names are added per minute (per process; the catalogue
+    /// holds 32,767); messages with further new names are dead-lettered
+    /// (`registration_limited`).
+    pub max_new_metrics_per_minute: u32,
+    /// Per process: at most this many messages are held (received, not yet committed and
+    /// acknowledged), shared equally between the sessions. A session at its share stops
+    /// reading from the broker, which keeps the rest of its backlog, and goes on
+    /// acknowledging.
     pub max_pending_messages: usize,
+    /// Per process: the same bound in bytes (payload, topic and parsed readings plus a
+    /// fixed overhead per message), shared equally between the sessions.
+    pub max_pending_bytes: usize,
+    /// Per session: batches committing at once, each on its own database connection, while
+    /// the next one is prepared. Acknowledgements stay in arrival order.
+    pub writes_in_flight: usize,
+    /// Per session: device ids and metric ids cached (bounded; the least used fall out).
+    pub id_cache_capacity: usize,
+    /// `devices.last_seen_at` is written in each batch's transaction when the batch moves
+    /// it forward by at least this much (event time), so that a busy device's row is not
+    /// rewritten by every batch; it may lag the newest committed reading by less than this.
+    #[serde(with = "humantime_serde")]
+    pub last_seen_resolution: Duration,
+    /// A message without `ts` is stamped with its receive time, which a redelivery does
+    /// not share. A redelivered one (MQTT DUP flag, set by Mosquitto and EMQX) is stored
+    /// only where the same device has no receive-stamped reading (or event) with the same
+    /// metric and value (code and message) within this window before it.
+    #[serde(with = "humantime_serde")]
+    pub redelivery_window: Duration,
+    /// After a shutdown signal, how long ingest may finish the writes it has started;
+    /// what is not committed by then is left unacknowledged for redelivery.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+/// Sessions opened with an external broker when `ingest.sessions` is 0: measured by
+/// `forewarn bench ingest`, two sessions of two writes in flight drain a backlog about as fast
+/// as four, where one session reaches only about 60 %.
+pub const AUTO_SESSIONS: usize = 2;
+
+impl IngestConfig {
+    /// `sessions`, with 0 resolved for an external broker (the embedded broker's caller
+    /// sets 1 explicitly).
+    pub fn session_count(&self) -> usize {
+        match self.sessions {
+            0 => AUTO_SESSIONS,
+            n => n,
+        }
+    }
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             shared_group: None,
-            sessions: 1,
-            batch_max_readings: 5000,
+            sessions: 0,
+            batch_max_readings: 20_000,
             batch_max_age: Duration::from_millis(100),
             max_payload_bytes: 64 * 1024,
-            max_packet_bytes: 16 * 1024 * 1024,
+            max_packet_bytes: 1024 * 1024,
+            max_abs_value: 1e12,
             max_future_skew: Duration::from_secs(300),
             max_age: Some(Duration::from_secs(400 * 86_400)),
             auto_register: true,
+            max_new_devices_per_minute: 10_000,
             open_metric_catalogue: true,
-            last_seen_flush: Duration::from_secs(10),
-            max_pending_messages: 65_536,
+            max_new_metrics_per_minute: 100,
+            max_pending_messages: 20_000,
+            max_pending_bytes: 64 * 1024 * 1024,
+            writes_in_flight: 2,
+            id_cache_capacity: 200_000,
+            last_seen_resolution: Duration::from_secs(1),
+            redelivery_window: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
 
 /// Whether to use TimescaleDB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TimescaleMode {
     /// Use it when the extension is available on the server.
@@ -171,7 +238,7 @@ pub enum TimescaleMode {
     Off,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub timescaledb: TimescaleMode,
@@ -202,7 +269,7 @@ impl Default for StorageConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address of `/metrics`, `/healthz`, `/readyz`; env `FOREWARN_HTTP_ADDR`.
@@ -217,7 +284,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddedConfig {
     /// Where the private PostgreSQL cluster lives when `DATABASE_URL` is unset.
@@ -233,7 +300,7 @@ impl Default for EmbeddedConfig {
 }
 
 /// `forewarn train` and scheduled retraining.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     /// Retrain this often inside `serve` (promoting only a better model); `"off"` never.
@@ -262,7 +329,7 @@ pub struct TrainConfig {
     pub failure_modes: Vec<FailureModeConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailureModeConfig {
     pub kind: String,
@@ -310,7 +377,7 @@ impl Default for TrainConfig {
 }
 
 /// The live `predict` stage of `serve`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PredictConfig {
     /// Score devices with new data this often; `"off"` disables the stage.
@@ -334,14 +401,14 @@ impl Default for PredictConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` or `json`.
@@ -388,6 +455,24 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        // Without a client id in the file, the host name decides it; HOSTNAME from the
+        // environment stands in where /proc has none (not Linux).
+        if let Some(host_name) = proc_host_name().or_else(|| {
+            env.iter()
+                .find(|(k, _)| k == "HOSTNAME")
+                .map(|(_, v)| v.clone())
+        }) {
+            let mqtt = table
+                .entry("mqtt")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(mqtt) = mqtt {
+                mqtt.entry("client_id")
+                    .or_insert_with(|| toml::Value::String(default_client_id(Some(&host_name))));
+            }
+        }
+        // Environment values are typed by the key they set, as its default shows.
+        let defaults = toml::Table::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(format!("default configuration: {e}")))?;
         for (name, value) in &env {
             let (section, key) = match name.as_str() {
                 "DATABASE_URL" => ("database", "url".to_string()),
@@ -413,50 +498,325 @@ impl Config {
             if value.is_empty() {
                 section_table.remove(&key);
             } else {
-                section_table.insert(key, env_value(value));
+                let default = defaults
+                    .get(section)
+                    .and_then(|section_defaults| section_defaults.get(&key));
+                let typed = env_value(name, value, default).map_err(|expected| {
+                    ConfigError::BadEnvValue {
+                        name: name.clone(),
+                        key: format!("{section}.{key}"),
+                        value: value.clone(),
+                        expected,
+                    }
+                })?;
+                section_table.insert(key, typed);
             }
         }
         let config: Config = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(one_line(&e.to_string())))?;
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Rejects every value that would make a later call panic or misbehave (a zero period
+    /// for `tokio::time::interval`, a keep-alive rumqttc refuses, an empty pool, a NaN cost…),
+    /// with one sentence naming the key, its value and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let database = &self.database;
+        rule(
+            database.max_connections >= 1,
+            "database.max_connections",
+            database.max_connections,
+            "the pool needs at least 1 connection",
+        )?;
+        rule(
+            !database.acquire_timeout.is_zero(),
+            "database.acquire_timeout",
+            show(database.acquire_timeout),
+            "it must be positive (0 fails every query at once)",
+        )?;
+
+        let mqtt = &self.mqtt;
         let ingest = &self.ingest;
-        if ingest.max_packet_bytes <= ingest.max_payload_bytes {
-            return Err(ConfigError::Invalid(
-                "ingest.max_packet_bytes must exceed ingest.max_payload_bytes".into(),
-            ));
+        rule(
+            crate::contract::is_valid_device_external_id(&mqtt.client_id),
+            "mqtt.client_id",
+            format!("{:?}", mqtt.client_id),
+            "it must be 1-64 characters of [A-Za-z0-9_.:-]",
+        )?;
+        rule(
+            ingest.sessions <= MAX_SESSIONS,
+            "ingest.sessions",
+            ingest.sessions,
+            &format!("it must be between 0 (automatic) and {MAX_SESSIONS}"),
+        )?;
+        if ingest.session_count() > 1 {
+            let last_session_id = format!("{}-{}", mqtt.client_id, ingest.session_count() - 1);
+            rule(
+                crate::contract::is_valid_device_external_id(&last_session_id),
+                "mqtt.client_id",
+                format!("{:?}", mqtt.client_id),
+                &format!(
+                    "with {} ingest sessions the session ids ({last_session_id:?}) must stay within 64 characters",
+                    ingest.session_count()
+                ),
+            )?;
         }
-        if ingest.batch_max_readings == 0
-            || ingest.max_pending_messages == 0
-            || ingest.sessions == 0
-        {
-            return Err(ConfigError::Invalid(
-                "ingest.batch_max_readings, max_pending_messages and sessions must be positive"
-                    .into(),
-            ));
+        rule(
+            is_valid_topic_prefix(&mqtt.topic_prefix),
+            "mqtt.topic_prefix",
+            format!("{:?}", mqtt.topic_prefix),
+            "it must be one or more topic levels joined by '/', without wildcards (+ #), empty levels or a leading $",
+        )?;
+        rule(
+            mqtt.keep_alive >= Duration::from_secs(1)
+                && mqtt.keep_alive <= Duration::from_secs(u64::from(u16::MAX)),
+            "mqtt.keep_alive",
+            show(mqtt.keep_alive),
+            "it must be between 1s and 65535s (MQTT counts whole seconds up to 65535, and without keep-alive a dead connection goes unnoticed)",
+        )?;
+
+        if let Some(group) = &ingest.shared_group {
+            rule(
+                !group.is_empty() && !group.contains(['/', '+', '#']),
+                "ingest.shared_group",
+                format!("{group:?}"),
+                "a shared-subscription group must be non-empty and contain none of / + #",
+            )?;
         }
-        if !crate::contract::is_valid_device_external_id(&self.mqtt.client_id) {
-            return Err(ConfigError::Invalid(
-                "mqtt.client_id must be 1-64 of [A-Za-z0-9_.:-]".into(),
-            ));
+        rule(
+            ingest.batch_max_readings >= 1,
+            "ingest.batch_max_readings",
+            ingest.batch_max_readings,
+            "it must be at least 1",
+        )?;
+        rule(
+            ingest.max_payload_bytes >= 1,
+            "ingest.max_payload_bytes",
+            ingest.max_payload_bytes,
+            "it must be at least 1",
+        )?;
+        rule(
+            ingest.max_packet_bytes > ingest.max_payload_bytes
+                && ingest.max_packet_bytes <= MAX_MQTT_PACKET_BYTES,
+            "ingest.max_packet_bytes",
+            ingest.max_packet_bytes,
+            &format!(
+                "it must exceed ingest.max_payload_bytes ({}) and be at most {MAX_MQTT_PACKET_BYTES} (the largest MQTT packet)",
+                ingest.max_payload_bytes
+            ),
+        )?;
+        rule(
+            (1..=MAX_PENDING_MESSAGES).contains(&ingest.max_pending_messages),
+            "ingest.max_pending_messages",
+            ingest.max_pending_messages,
+            &format!("it must be between 1 and {MAX_PENDING_MESSAGES}"),
+        )?;
+        for (key, value) in [
+            ("ingest.max_pending_bytes", ingest.max_pending_bytes),
+            ("ingest.writes_in_flight", ingest.writes_in_flight),
+            ("ingest.id_cache_capacity", ingest.id_cache_capacity),
+        ] {
+            rule(value >= 1, key, value, "it must be at least 1")?;
         }
+        rule(
+            ingest.max_abs_value.is_finite() && ingest.max_abs_value > 0.0,
+            "ingest.max_abs_value",
+            ingest.max_abs_value,
+            "it must be a positive finite number",
+        )?;
+        rule(
+            !ingest.shutdown_grace.is_zero(),
+            "ingest.shutdown_grace",
+            show(ingest.shutdown_grace),
+            "it must be positive (0 leaves no time to finish a commit)",
+        )?;
+        rule(
+            ingest.max_age.is_none_or(|age| !age.is_zero()),
+            "ingest.max_age",
+            show_optional(ingest.max_age),
+            "it must be positive (0 would reject every reading) or \"off\"",
+        )?;
+
+        let storage = &self.storage;
+        rule(
+            storage.compress_after.is_none_or(|after| !after.is_zero()),
+            "storage.compress_after",
+            show_optional(storage.compress_after),
+            "it must be positive or \"off\"",
+        )?;
+        rule(
+            storage
+                .retention
+                .is_none_or(|retention| !retention.is_zero()),
+            "storage.retention",
+            show_optional(storage.retention),
+            "it must be positive (0 would delete everything) or \"off\"",
+        )?;
+        period_rule(
+            "storage.maintenance_interval",
+            Some(storage.maintenance_interval),
+        )?;
+
+        rule(
+            !self.embedded.data_dir.as_os_str().is_empty(),
+            "embedded.data_dir",
+            "\"\"",
+            "it must name a directory",
+        )?;
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(ConfigError::Invalid(format!(
+                "log.filter = {:?} is not allowed: it must be a tracing filter such as \"info,sqlx=warn\" ({error})",
+                self.log.filter
+            )));
+        }
+
         let train = &self.train;
-        if !(train.negative_sample > 0.0 && train.negative_sample <= 1.0) {
-            return Err(ConfigError::Invalid(
-                "train.negative_sample must be in (0, 1]".into(),
-            ));
+        period_rule("train.interval", train.interval)?;
+        span_rule("train.validation_window", train.validation_window)?;
+        rule(
+            train.example_stride >= HOUR && train.example_stride <= MAX_PERIOD,
+            "train.example_stride",
+            show(train.example_stride),
+            "it must be between 1h (features use hourly buckets) and 365d",
+        )?;
+        rule(
+            train.negative_sample > 0.0 && train.negative_sample <= 1.0,
+            "train.negative_sample",
+            train.negative_sample,
+            "it must be in (0, 1]",
+        )?;
+        cost_rule("train.cost_false_alarm", train.cost_false_alarm)?;
+        cost_rule("train.cost_missed_failure", train.cost_missed_failure)?;
+        span_rule("train.default_horizon", train.default_horizon)?;
+        rule(
+            !train.model_dir.as_os_str().is_empty(),
+            "train.model_dir",
+            "\"\"",
+            "it must name a directory",
+        )?;
+        for (mode_idx, mode) in train.failure_modes.iter().enumerate() {
+            let key = |field: &str| format!("train.failure_modes[{mode_idx}].{field}");
+            rule(
+                !mode.kind.is_empty(),
+                &key("kind"),
+                "\"\"",
+                "it must name a device kind",
+            )?;
+            rule(
+                !mode.component.is_empty(),
+                &key("component"),
+                "\"\"",
+                "it must name a component",
+            )?;
+            span_rule(&key("horizon"), mode.horizon)?;
+            if let Some(cost) = mode.cost_false_alarm {
+                cost_rule(&key("cost_false_alarm"), cost)?;
+            }
+            if let Some(cost) = mode.cost_missed_failure {
+                cost_rule(&key("cost_missed_failure"), cost)?;
+            }
+            let first_idx = train
+                .failure_modes
+                .iter()
+                .position(|m| m.kind == mode.kind && m.component == mode.component);
+            rule(
+                first_idx == Some(mode_idx),
+                &key("component"),
+                format!("{:?}", mode.component),
+                &format!(
+                    "{}/{} is already train.failure_modes[{}]: a failure mode is listed once",
+                    mode.kind,
+                    mode.component,
+                    first_idx.unwrap_or_default()
+                ),
+            )?;
         }
-        if train.example_stride < Duration::from_secs(3600) {
-            return Err(ConfigError::Invalid(
-                "train.example_stride must be at least 1h (features use hourly buckets)".into(),
-            ));
-        }
+
+        period_rule("predict.interval", self.predict.interval)?;
         Ok(())
     }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// Longest period of a repeating task; longer ones are better written `"off"`.
+const MAX_PERIOD: Duration = Duration::from_secs(365 * 86_400);
+/// Longest horizon or window: ample for any fleet, and safely inside chrono's range.
+const MAX_SPAN: Duration = Duration::from_secs(36_500 * 86_400);
+/// MQTT's remaining-length field cannot describe a larger packet.
+const MAX_MQTT_PACKET_BYTES: usize = 268_435_455;
+const MAX_SESSIONS: usize = 256;
+/// Far above any broker's in-flight window, far below what a bounded channel can hold.
+const MAX_PENDING_MESSAGES: usize = 1 << 24;
+
+/// `Ok` when `ok`; otherwise one sentence naming the key, its value and what is allowed.
+fn rule(
+    ok: bool,
+    key: &str,
+    value: impl std::fmt::Display,
+    allowed: &str,
+) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{key} = {value} is not allowed: {allowed}"
+        )))
+    }
+}
+
+/// The period of a repeating task (`tokio::time::interval` panics on zero); `None` is "off".
+fn period_rule(key: &str, period: Option<Duration>) -> Result<(), ConfigError> {
+    rule(
+        period.is_none_or(|p| !p.is_zero() && p <= MAX_PERIOD),
+        key,
+        show_optional(period),
+        "it must be positive and at most 365d",
+    )
+}
+
+/// A horizon or window over hourly data.
+fn span_rule(key: &str, span: Duration) -> Result<(), ConfigError> {
+    rule(
+        span >= HOUR && span <= MAX_SPAN,
+        key,
+        show(span),
+        "it must be between 1h (features use hourly buckets) and 36500d",
+    )
+}
+
+/// A cost the alert threshold weighs: the threshold of `0 / 0` or `NaN` means nothing.
+fn cost_rule(key: &str, cost: f64) -> Result<(), ConfigError> {
+    rule(
+        cost.is_finite() && cost > 0.0,
+        key,
+        cost,
+        "it must be a finite number above 0",
+    )
+}
+
+fn show(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+fn show_optional(duration: Option<Duration>) -> String {
+    duration.map_or_else(|| "off".to_string(), show)
+}
+
+/// `{prefix}/{device_id}/{kind}` must be a topic name and a filter: levels that are not empty,
+/// no wildcards, and no leading `$` (brokers reserve `$SYS`, `$share`).
+fn is_valid_topic_prefix(prefix: &str) -> bool {
+    !prefix.is_empty()
+        && !prefix.starts_with('$')
+        && !prefix.contains(['+', '#', '\0'])
+        && prefix.split('/').all(|level| !level.is_empty())
+}
+
+/// toml writes the key on a line of its own (`…\nin `http.addr``): one sentence on one line.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message.lines().map(str::trim).collect();
+    lines.join(" ").trim().to_string()
 }
 
 fn section_name(section: &str) -> Result<&'static str, ConfigError> {
@@ -472,23 +832,110 @@ fn section_name(section: &str) -> Result<&'static str, ConfigError> {
         })
 }
 
-/// Environment values are strings; numbers and booleans are recognised so that
-/// `FOREWARN_INGEST__AUTO_REGISTER=false` means the boolean.
-fn env_value(value: &str) -> toml::Value {
-    if let Ok(flag) = value.parse::<bool>() {
-        return toml::Value::Boolean(flag);
+/// Environment values are strings; each is converted to the type of the key it sets, as the
+/// serialized default configuration shows (`FOREWARN_INGEST__AUTO_REGISTER=false` is the
+/// boolean, `FOREWARN_MQTT__CLIENT_ID=1234` stays the string "1234"). A key with no default
+/// value is an `Option` that is `None` (`database.url`, `mqtt.url`, `ingest.shared_group`),
+/// and those are strings; optional durations serialize as `"off"`, so they have one; an
+/// unknown key stays a string and deserialization names it. The error is what was expected.
+fn env_value(
+    name: &str,
+    value: &str,
+    default: Option<&toml::Value>,
+) -> Result<toml::Value, String> {
+    let text = value.trim();
+    match default {
+        None | Some(toml::Value::String(_)) => Ok(toml::Value::String(value.to_string())),
+        Some(toml::Value::Integer(_)) => text
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| "an integer".to_string()),
+        Some(toml::Value::Float(_)) => text
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| "a number".to_string()),
+        Some(toml::Value::Boolean(_)) => text
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .map_err(|_| "true or false".to_string()),
+        Some(toml::Value::Datetime(_) | toml::Value::Array(_) | toml::Value::Table(_)) => {
+            Err(format!(
+                "a value the environment cannot give ({name} names a list or table: set it in the config file)"
+            ))
+        }
     }
-    if let Ok(number) = value.parse::<i64>() {
-        return toml::Value::Integer(number);
+}
+
+/// The machine's host name from `/proc/sys/kernel/hostname` (Linux), when there is one.
+fn proc_host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+}
+
+/// Longest default client id: room is left for the `-{n}` suffix of `ingest.sessions`.
+const MAX_DEFAULT_CLIENT_ID_LEN: usize = 60;
+
+/// The default `mqtt.client_id`: `forewarn-ingest-<host name>`, so that every replica (one per
+/// machine or pod) has its own persistent session, and keeps it across restarts. The host name
+/// is cut down to the client-id alphabet `[A-Za-z0-9_.:-]` (other characters become `-`); a
+/// name too long for 60 characters keeps its start plus a hash of the whole, so that two long
+/// names stay distinct. No usable host name: `forewarn-ingest`.
+pub fn default_client_id(host_name: Option<&str>) -> String {
+    const PREFIX: &str = "forewarn-ingest";
+    let host_name = host_name.map(str::trim).unwrap_or_default();
+    if !host_name.chars().any(|c| c.is_ascii_alphanumeric()) {
+        return PREFIX.to_string();
     }
-    toml::Value::String(value.to_string())
+    let sanitised: String = host_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let client_id = format!("{PREFIX}-{sanitised}");
+    if client_id.len() <= MAX_DEFAULT_CLIENT_ID_LEN {
+        return client_id;
+    }
+    let suffix = format!("-{:08x}", fnv1a(host_name.as_bytes()));
+    // Only ASCII is left, so any byte index is a character boundary.
+    format!(
+        "{}{suffix}",
+        &client_id[..MAX_DEFAULT_CLIENT_ID_LEN - suffix.len()]
+    )
+}
+
+/// 32-bit FNV-1a: a hash that is the same in every build (std's hasher promises no such thing),
+/// so a long host name maps to the same client id after an upgrade.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash: u32, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A duration like `"400d"`, or `"off"` for none.
 mod optional_duration {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// `None` is written `"off"`, so that the serialized defaults show the key as a string.
+    pub fn serialize<S: Serializer>(
+        duration: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => {
+                serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+            }
+            None => serializer.serialize_str("off"),
+        }
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
@@ -563,11 +1010,419 @@ mod tests {
         assert_eq!(config.http.addr.port(), 0);
     }
 
+    /// The sentence of a configuration that fails to load.
+    fn load_error(pairs: &[(&str, &str)]) -> String {
+        Config::load(None, env(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn environment_values_take_the_type_of_their_key() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("FOREWARN_MQTT__CLIENT_ID", "1234"),
+                ("FOREWARN_INGEST__SHARED_GROUP", "true"),
+                ("FOREWARN_INGEST__BATCH_MAX_READINGS", "100"),
+                ("FOREWARN_MQTT__TOPIC_PREFIX", "false"),
+                ("MQTT_URL", "mqtt://127.0.0.1:1883"),
+                ("FOREWARN_TRAIN__COST_FALSE_ALARM", "7"),
+                ("FOREWARN_TRAIN__NEGATIVE_SAMPLE", "0.5"),
+                ("FOREWARN_INGEST__OPEN_METRIC_CATALOGUE", "false"),
+                ("FOREWARN_TRAIN__INTERVAL", "12h"),
+                ("FOREWARN_STORAGE__COMPRESS_AFTER", "off"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.mqtt.client_id, "1234");
+        assert_eq!(config.ingest.shared_group.as_deref(), Some("true"));
+        assert_eq!(config.ingest.batch_max_readings, 100);
+        assert_eq!(config.mqtt.topic_prefix, "false");
+        assert_eq!(config.mqtt.url.as_deref(), Some("mqtt://127.0.0.1:1883"));
+        assert_eq!(config.train.cost_false_alarm, 7.0);
+        assert_eq!(config.train.negative_sample, 0.5);
+        assert!(!config.ingest.open_metric_catalogue);
+        assert_eq!(config.train.interval, Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(config.storage.compress_after, None);
+    }
+
+    #[test]
+    fn a_malformed_environment_value_names_the_variable_and_the_key() {
+        let message = load_error(&[("FOREWARN_INGEST__BATCH_MAX_READINGS", "lots")]);
+        assert_eq!(
+            message,
+            "environment variable FOREWARN_INGEST__BATCH_MAX_READINGS=\"lots\" is not valid for \
+             ingest.batch_max_readings: expected an integer"
+        );
+        let message = load_error(&[("FOREWARN_INGEST__AUTO_REGISTER", "yes")]);
+        assert!(
+            message.contains("FOREWARN_INGEST__AUTO_REGISTER"),
+            "{message}"
+        );
+        assert!(message.contains("true or false"), "{message}");
+        let message = load_error(&[("FOREWARN_TRAIN__COST_MISSED_FAILURE", "many")]);
+        assert!(message.contains("expected a number"), "{message}");
+        let message = load_error(&[("FOREWARN_TRAIN__FAILURE_MODES", "washer")]);
+        assert!(message.contains("config file"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn every_key_without_a_serialized_default_is_a_string() {
+        // env_value treats a key missing from the serialized defaults as a string; that is
+        // sound only while every such key is an optional string. This lists them: a new
+        // optional key of another type must get a default or its own handling.
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        let config = Config::load(
+            None,
+            env(&[
+                ("DATABASE_URL", "1"),
+                ("MQTT_URL", "2"),
+                ("FOREWARN_INGEST__SHARED_GROUP", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.database.url.as_deref(), Some("1"));
+        assert_eq!(config.mqtt.url.as_deref(), Some("2"));
+        assert_eq!(config.ingest.shared_group.as_deref(), Some("3"));
+        let mut missing = Vec::new();
+        let loaded = toml::Table::try_from(&config).unwrap();
+        for (section, keys) in &loaded {
+            for key in keys.as_table().unwrap().keys() {
+                if defaults[section].get(key).is_none() {
+                    missing.push(format!("{section}.{key}"));
+                }
+            }
+        }
+        assert_eq!(
+            missing,
+            ["database.url", "ingest.shared_group", "mqtt.url"],
+            "keys with no default; each must be a string"
+        );
+    }
+
+    #[test]
+    fn the_default_client_id_is_unique_per_host_and_stable() {
+        assert_eq!(
+            default_client_id(Some("ingest-7\n")),
+            "forewarn-ingest-ingest-7"
+        );
+        assert_eq!(
+            default_client_id(Some("ingest-7")),
+            default_client_id(Some("ingest-7"))
+        );
+        assert_ne!(
+            default_client_id(Some("ingest-7")),
+            default_client_id(Some("ingest-8"))
+        );
+        assert_eq!(
+            default_client_id(Some("rack 3/node#1")),
+            "forewarn-ingest-rack-3-node-1"
+        );
+        assert_eq!(default_client_id(None), "forewarn-ingest");
+        assert_eq!(default_client_id(Some("")), "forewarn-ingest");
+        assert_eq!(default_client_id(Some("\u{2603}")), "forewarn-ingest");
+        let long_a = format!("{}-a", "x".repeat(70));
+        let long_b = format!("{}-b", "x".repeat(70));
+        for long in [&long_a, &long_b] {
+            let client_id = default_client_id(Some(long));
+            assert_eq!(client_id.len(), MAX_DEFAULT_CLIENT_ID_LEN);
+            assert!(crate::contract::is_valid_device_external_id(&client_id));
+            // Room for the session suffix of the most sessions allowed.
+            assert!(crate::contract::is_valid_device_external_id(&format!(
+                "{client_id}-{}",
+                MAX_SESSIONS - 1
+            )));
+        }
+        assert_ne!(
+            default_client_id(Some(&long_a)),
+            default_client_id(Some(&long_b))
+        );
+        assert_eq!(
+            default_client_id(Some(&long_a)),
+            default_client_id(Some(&long_a))
+        );
+    }
+
+    #[test]
+    fn the_loaded_default_client_id_names_this_host() {
+        let config = Config::load(None, env(&[("HOSTNAME", "replica-2")])).unwrap();
+        let expected = default_client_id(proc_host_name().as_deref().or(Some("replica-2")));
+        assert_eq!(config.mqtt.client_id, expected);
+        assert!(config.mqtt.client_id.starts_with("forewarn-ingest-"));
+        assert_eq!(config.mqtt.client_id, MqttConfig::default().client_id);
+        let config = Config::load(None, env(&[("FOREWARN_MQTT__CLIENT_ID", "mine")])).unwrap();
+        assert_eq!(config.mqtt.client_id, "mine");
+    }
+
+    /// Each value that would panic or misbehave later, with the start of its sentence.
+    #[test]
+    fn every_dangerous_value_is_rejected_with_one_sentence() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "FOREWARN_DATABASE__MAX_CONNECTIONS",
+                "0",
+                "database.max_connections = 0 ",
+            ),
+            (
+                "FOREWARN_DATABASE__ACQUIRE_TIMEOUT",
+                "0s",
+                "database.acquire_timeout = 0s ",
+            ),
+            (
+                "FOREWARN_MQTT__CLIENT_ID",
+                "a b",
+                "mqtt.client_id = \"a b\" ",
+            ),
+            (
+                "FOREWARN_MQTT__KEEP_ALIVE",
+                "500ms",
+                "mqtt.keep_alive = 500ms ",
+            ),
+            ("FOREWARN_MQTT__KEEP_ALIVE", "0s", "mqtt.keep_alive = 0s "),
+            (
+                "FOREWARN_MQTT__KEEP_ALIVE",
+                "65536s",
+                "mqtt.keep_alive = 18h 12m 16s ",
+            ),
+            (
+                "FOREWARN_MQTT__TOPIC_PREFIX",
+                "a/+",
+                "mqtt.topic_prefix = \"a/+\" ",
+            ),
+            (
+                "FOREWARN_MQTT__TOPIC_PREFIX",
+                "a/",
+                "mqtt.topic_prefix = \"a/\" ",
+            ),
+            (
+                "FOREWARN_MQTT__TOPIC_PREFIX",
+                "$SYS",
+                "mqtt.topic_prefix = \"$SYS\" ",
+            ),
+            (
+                "FOREWARN_INGEST__SHARED_GROUP",
+                "a/b",
+                "ingest.shared_group = \"a/b\" ",
+            ),
+            (
+                "FOREWARN_INGEST__WRITES_IN_FLIGHT",
+                "0",
+                "ingest.writes_in_flight = 0 ",
+            ),
+            (
+                "FOREWARN_INGEST__MAX_ABS_VALUE",
+                "-1",
+                "ingest.max_abs_value = -1 ",
+            ),
+            (
+                "FOREWARN_INGEST__SESSIONS",
+                "100000",
+                "ingest.sessions = 100000 ",
+            ),
+            (
+                "FOREWARN_INGEST__BATCH_MAX_READINGS",
+                "0",
+                "ingest.batch_max_readings = 0 ",
+            ),
+            (
+                "FOREWARN_INGEST__MAX_PAYLOAD_BYTES",
+                "0",
+                "ingest.max_payload_bytes = 0 ",
+            ),
+            (
+                "FOREWARN_INGEST__MAX_PACKET_BYTES",
+                "1000",
+                "ingest.max_packet_bytes = 1000 ",
+            ),
+            (
+                "FOREWARN_INGEST__MAX_PACKET_BYTES",
+                "300000000",
+                "ingest.max_packet_bytes = 300000000 ",
+            ),
+            (
+                "FOREWARN_INGEST__MAX_PENDING_MESSAGES",
+                "0",
+                "ingest.max_pending_messages = 0 ",
+            ),
+            (
+                "FOREWARN_INGEST__MAX_PENDING_MESSAGES",
+                "4611686018427387904",
+                "ingest.max_pending_messages = 4611686018427387904 ",
+            ),
+            ("FOREWARN_INGEST__MAX_AGE", "0s", "ingest.max_age = 0s "),
+            (
+                "FOREWARN_STORAGE__COMPRESS_AFTER",
+                "0s",
+                "storage.compress_after = 0s ",
+            ),
+            (
+                "FOREWARN_STORAGE__RETENTION",
+                "0s",
+                "storage.retention = 0s ",
+            ),
+            (
+                "FOREWARN_STORAGE__MAINTENANCE_INTERVAL",
+                "0s",
+                "storage.maintenance_interval = 0s ",
+            ),
+            (
+                "FOREWARN_STORAGE__MAINTENANCE_INTERVAL",
+                "400d",
+                "storage.maintenance_interval = 1year ",
+            ),
+            ("FOREWARN_LOG__FILTER", "info,[", "log.filter = \"info,[\" "),
+            ("FOREWARN_TRAIN__INTERVAL", "0s", "train.interval = 0s "),
+            (
+                "FOREWARN_TRAIN__VALIDATION_WINDOW",
+                "0s",
+                "train.validation_window = 0s ",
+            ),
+            (
+                "FOREWARN_TRAIN__VALIDATION_WINDOW",
+                "1000000000years",
+                "train.validation_window = ",
+            ),
+            (
+                "FOREWARN_TRAIN__EXAMPLE_STRIDE",
+                "30m",
+                "train.example_stride = 30m ",
+            ),
+            (
+                "FOREWARN_TRAIN__EXAMPLE_STRIDE",
+                "1000000000years",
+                "train.example_stride = ",
+            ),
+            (
+                "FOREWARN_TRAIN__NEGATIVE_SAMPLE",
+                "NaN",
+                "train.negative_sample = NaN ",
+            ),
+            (
+                "FOREWARN_TRAIN__NEGATIVE_SAMPLE",
+                "0",
+                "train.negative_sample = 0 ",
+            ),
+            (
+                "FOREWARN_TRAIN__COST_FALSE_ALARM",
+                "-1",
+                "train.cost_false_alarm = -1 ",
+            ),
+            (
+                "FOREWARN_TRAIN__COST_FALSE_ALARM",
+                "0",
+                "train.cost_false_alarm = 0 ",
+            ),
+            (
+                "FOREWARN_TRAIN__COST_MISSED_FAILURE",
+                "NaN",
+                "train.cost_missed_failure = NaN ",
+            ),
+            (
+                "FOREWARN_TRAIN__COST_MISSED_FAILURE",
+                "inf",
+                "train.cost_missed_failure = inf ",
+            ),
+            (
+                "FOREWARN_TRAIN__DEFAULT_HORIZON",
+                "0s",
+                "train.default_horizon = 0s ",
+            ),
+            ("FOREWARN_PREDICT__INTERVAL", "0s", "predict.interval = 0s "),
+        ];
+        for (name, value, start) in cases {
+            let message = load_error(&[(name, value)]);
+            assert!(
+                message.starts_with(&format!("invalid configuration: {start}")),
+                "{name}={value}: {message}"
+            );
+            assert!(
+                message.contains("is not allowed: "),
+                "{name}={value}: {message}"
+            );
+            assert!(!message.contains('\n'), "{name}={value}: {message}");
+        }
+    }
+
+    #[test]
+    fn session_ids_must_fit_the_client_id_limit() {
+        let client_id = "c".repeat(63);
+        assert!(Config::load(None, env(&[("FOREWARN_MQTT__CLIENT_ID", &client_id)])).is_ok());
+        let message = load_error(&[
+            ("FOREWARN_MQTT__CLIENT_ID", &client_id),
+            ("FOREWARN_INGEST__SESSIONS", "2"),
+        ]);
+        assert!(message.contains("within 64 characters"), "{message}");
+    }
+
+    #[test]
+    fn file_values_are_checked_too() {
+        let load_file = |text: &str| {
+            let dir = std::env::temp_dir().join(format!(
+                "forewarn-config-modes-{}-{}",
+                std::process::id(),
+                text.len()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("forewarn.toml");
+            std::fs::write(&path, text).unwrap();
+            let result = Config::load(Some(&path), env(&[]));
+            std::fs::remove_dir_all(&dir).unwrap();
+            result.map_err(|e| e.to_string())
+        };
+        let mode = |horizon: &str, extra: &str| {
+            format!(
+                "[[train.failure_modes]]\nkind = \"washer\"\ncomponent = \"drum\"\nhorizon = \"{horizon}\"\n{extra}"
+            )
+        };
+        assert!(load_file(&mode("7d", "")).is_ok());
+        let message = load_file(&mode("7d", "cost_false_alarm = nan\n")).unwrap_err();
+        assert!(
+            message.starts_with(
+                "invalid configuration: train.failure_modes[0].cost_false_alarm = NaN "
+            ),
+            "{message}"
+        );
+        let message = load_file(&mode("10m", "")).unwrap_err();
+        assert!(
+            message.starts_with("invalid configuration: train.failure_modes[0].horizon = 10m "),
+            "{message}"
+        );
+        let message = load_file(&format!("{}{}", mode("7d", ""), mode("3d", ""))).unwrap_err();
+        assert!(
+            message.contains("washer/drum is already train.failure_modes[0]"),
+            "{message}"
+        );
+        // Empty strings cannot come from the environment (an empty variable unsets the key).
+        for (text, start) in [
+            ("[mqtt]\ntopic_prefix = \"\"\n", "mqtt.topic_prefix = \"\" "),
+            ("[embedded]\ndata_dir = \"\"\n", "embedded.data_dir = \"\" "),
+            ("[train]\nmodel_dir = \"\"\n", "train.model_dir = \"\" "),
+        ] {
+            let message = load_file(text).unwrap_err();
+            assert!(
+                message.starts_with(&format!("invalid configuration: {start}")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_file_value_names_its_key() {
+        let message = load_error(&[("FOREWARN_HTTP_ADDR", "localhost:8080")]);
+        assert!(message.contains("http.addr"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
     #[test]
     fn unknown_keys_are_errors() {
         assert!(Config::load(None, env(&[("FOREWARN_INGEST__BATCH_SIZE", "5")])).is_err());
         assert!(Config::load(None, env(&[("FOREWARN_NOPE__X", "5")])).is_err());
         assert!(Config::load(None, env(&[("FOREWARN_SOMETHING", "5")])).is_err());
-        assert!(Config::load(None, env(&[("FOREWARN_INGEST__SESSIONS", "0")])).is_err());
+        assert!(Config::load(None, env(&[("FOREWARN_INGEST__SESSIONS", "100000")])).is_err());
     }
 }

@@ -57,10 +57,14 @@ pub enum RejectReason {
     UnknownDevice,
     #[error("the database refused the message's data")]
     StorageRejected,
+    #[error("metric value outside the configured range")]
+    ValueOutOfRange,
+    #[error("too many new devices or metric names per minute")]
+    RegistrationLimited,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::InvalidTopic,
         RejectReason::PayloadTooLarge,
         RejectReason::InvalidUtf8,
@@ -73,6 +77,8 @@ impl RejectReason {
         RejectReason::UnknownMetric,
         RejectReason::UnknownDevice,
         RejectReason::StorageRejected,
+        RejectReason::ValueOutOfRange,
+        RejectReason::RegistrationLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +95,8 @@ impl RejectReason {
             RejectReason::UnknownMetric => "unknown_metric",
             RejectReason::UnknownDevice => "unknown_device",
             RejectReason::StorageRejected => "storage_rejected",
+            RejectReason::ValueOutOfRange => "value_out_of_range",
+            RejectReason::RegistrationLimited => "registration_limited",
         }
     }
 }
@@ -168,6 +176,8 @@ pub struct ValidationLimits {
     pub max_future_skew_micros: i64,
     /// How far before `now` a timestamp may be; `None` accepts any age (imports, replays).
     pub max_age_micros: Option<i64>,
+    /// Largest absolute metric value accepted.
+    pub max_abs_value: f64,
 }
 
 /// One sample of one metric.
@@ -361,7 +371,14 @@ pub fn parse_telemetry(
                 format!("{at}: unknown field `{unknown}`"),
             ));
         }
-        let (time, time_estimated) = parse_timestamp(fields.get("ts"), received_at, limits, &at)?;
+        // Samples without `ts` in one array keep their order instead of collapsing onto one
+        // timestamp: sample i is stamped i µs after the receive time.
+        let (time, time_estimated) = parse_timestamp(
+            fields.get("ts"),
+            received_at + sample_idx as EpochMicros,
+            limits,
+            &at,
+        )?;
         match fields.get("seq") {
             None | Some(Value::Null) => {}
             Some(Value::Number(n)) if n.as_u64().is_some() => {
@@ -432,6 +449,15 @@ pub fn parse_telemetry(
                 return Err(Rejection::new(
                     RejectReason::NonFiniteValue,
                     format!("{at}: `{name}`"),
+                ));
+            }
+            if value.abs() > limits.max_abs_value {
+                return Err(Rejection::new(
+                    RejectReason::ValueOutOfRange,
+                    format!(
+                        "{at}: `{name}` = {value:e} (limit ±{:e})",
+                        limits.max_abs_value
+                    ),
                 ));
             }
             message.readings.push(Reading {
@@ -545,6 +571,7 @@ mod tests {
             max_payload_bytes: 1024,
             max_future_skew_micros: 300_000_000,
             max_age_micros: Some(86_400_000_000 * 30),
+            max_abs_value: 1e12,
         }
     }
 
@@ -619,6 +646,28 @@ mod tests {
         let message = parse_telemetry(br#"{"metrics": {"a": 1.5}}"#, NOW, &limits()).unwrap();
         assert_eq!(message.readings[0].time, NOW);
         assert!(message.readings[0].time_estimated);
+        // An array without `ts` keeps its samples apart, in order.
+        let message = parse_telemetry(
+            br#"[{"metrics": {"a": 1}}, {"metrics": {"a": 2}}, {"metrics": {"a": 3}}]"#,
+            NOW,
+            &limits(),
+        )
+        .unwrap();
+        let times: Vec<_> = message.readings.iter().map(|r| r.time).collect();
+        assert_eq!(times, vec![NOW, NOW + 1, NOW + 2]);
+    }
+
+    #[test]
+    fn values_beyond_the_range_are_refused() {
+        assert_eq!(
+            reject(r#"{"metrics": {"a": 1e200}}"#),
+            RejectReason::ValueOutOfRange
+        );
+        assert_eq!(
+            reject(r#"{"metrics": {"a": -2e12}}"#),
+            RejectReason::ValueOutOfRange
+        );
+        assert!(parse_telemetry(br#"{"metrics": {"a": -1e12}}"#, NOW, &limits()).is_ok());
     }
 
     #[test]

@@ -298,9 +298,15 @@ enum BenchCommand {
         /// Broker in-flight windows to measure, each with a private Mosquitto (unless MQTT_URL).
         #[arg(long, value_delimiter = ',', default_value = "20,1000")]
         windows: Vec<u16>,
-        /// MQTT sessions of the ingester (one shared-subscription group).
-        #[arg(long, default_value_t = 4)]
-        sessions: usize,
+        /// Session counts to measure beside the configuration's own (the default), each one
+        /// shared-subscription group.
+        #[arg(long, value_delimiter = ',', default_value = "4")]
+        sessions: Vec<usize>,
+        /// Loads to measure: `flood` (as fast as the broker takes them), `backlog` (the
+        /// same queued while ingest is stopped, then ingest started), `sustained`
+        /// (`--sustained-rate` for `--sustained-duration`).
+        #[arg(long, value_delimiter = ',', default_value = "flood,backlog,sustained")]
+        loads: Vec<forewarn::bench::LoadShape>,
         #[arg(long, default_value_t = 4)]
         publisher_connections: usize,
         /// Runs per window and load; medians are reported.
@@ -323,7 +329,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(cli.command, config))
+    let result = runtime.block_on(run(cli.command, config));
+    // Blocking tasks (training, feature computation) must not keep a stopping process alive.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
@@ -529,6 +538,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     metrics_per_message,
                     windows,
                     sessions,
+                    loads,
                     publisher_connections,
                     repeat,
                     sustained_rate,
@@ -541,6 +551,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 metrics_per_message,
                 windows,
                 sessions,
+                loads,
                 publisher_connections,
                 repeat,
                 sustained_readings_per_sec: sustained_rate,
@@ -902,7 +913,20 @@ async fn serve(
         _ = demo_done => tracing::info!("demo fleet finished; shutting down"),
     }
     trigger.trigger();
-    running.await.context("shutting down")?;
+    // Each stage finishes its unit of work within its own grace period; this backstop keeps
+    // a hung dependency (or a second signal) from keeping the process alive.
+    let deadline = config.ingest.shutdown_grace + Duration::from_secs(3);
+    tokio::select! {
+        result = &mut running => result.context("shutting down")?,
+        _ = shutdown::os_signal() => {
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        }
+        _ = tokio::time::sleep(deadline) => {
+            tracing::error!(?deadline, "stages did not stop in time; exiting");
+            std::process::exit(1);
+        }
+    }
     if is_demo {
         let n_readings = store.count_telemetry().await?;
         let n_predictions = store.count_predictions().await?;

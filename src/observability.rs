@@ -2,7 +2,8 @@
 //! declared in one place so that `/metrics` is documented by this file.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,8 +43,19 @@ pub struct IngestMetrics {
     pub seq_gaps: Counter,
     /// MQTT connection errors (each is followed by a reconnect with backoff).
     pub mqtt_connection_errors: Counter,
-    /// Messages received and not yet acknowledged.
+    /// Messages received and not yet acknowledged (all sessions).
     pub pending_messages: Gauge,
+    /// What those messages are charged against `ingest.max_pending_bytes` (all sessions).
+    pub pending_bytes: Gauge,
+    /// Times a session reached its pending limit and stopped reading from the broker.
+    pub read_pauses: Counter,
+    /// Seconds sessions spent not reading because of their pending limit.
+    pub read_paused_seconds: Counter<f64, AtomicU64>,
+    /// Acks not sent because their message came on an earlier connection (the broker
+    /// redelivers it on the new one).
+    pub stale_acks_dropped: Counter,
+    /// Ingest's MQTT sessions currently connected.
+    pub mqtt_sessions_connected: Gauge,
 }
 
 /// Every metric of the process, and the readiness flags `/readyz` reads.
@@ -51,8 +63,10 @@ pub struct IngestMetrics {
 pub struct Metrics {
     registry: Registry,
     pub ingest: IngestMetrics,
-    mqtt_connected: AtomicBool,
-    mqtt_expected: AtomicBool,
+    /// Sessions the ingest stage opens (0: this process does not ingest).
+    mqtt_sessions_expected: AtomicI64,
+    /// Why ingest's writes are failing right now (`None` when they are not).
+    ingest_failure: Mutex<Option<String>>,
 }
 
 impl Metrics {
@@ -72,6 +86,11 @@ impl Metrics {
             seq_gaps: Counter::default(),
             mqtt_connection_errors: Counter::default(),
             pending_messages: Gauge::default(),
+            pending_bytes: Gauge::default(),
+            read_pauses: Counter::default(),
+            read_paused_seconds: Counter::default(),
+            stale_acks_dropped: Counter::default(),
+            mqtt_sessions_connected: Gauge::default(),
         };
         let sub = registry.sub_registry_with_prefix("ingest");
         sub.register(
@@ -135,11 +154,36 @@ impl Metrics {
             "Messages received and not yet acknowledged",
             ingest.pending_messages.clone(),
         );
+        sub.register(
+            "pending_bytes",
+            "Bytes charged for messages received and not yet acknowledged",
+            ingest.pending_bytes.clone(),
+        );
+        sub.register(
+            "read_pauses",
+            "Times a session stopped reading at its pending limit",
+            ingest.read_pauses.clone(),
+        );
+        sub.register(
+            "read_paused_seconds",
+            "Seconds sessions spent not reading at their pending limit",
+            ingest.read_paused_seconds.clone(),
+        );
+        sub.register(
+            "stale_acks_dropped",
+            "Acks dropped because their message came on an earlier connection",
+            ingest.stale_acks_dropped.clone(),
+        );
+        sub.register(
+            "mqtt_sessions_connected",
+            "Ingest MQTT sessions connected",
+            ingest.mqtt_sessions_connected.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest,
-            mqtt_connected: AtomicBool::new(false),
-            mqtt_expected: AtomicBool::new(false),
+            mqtt_sessions_expected: AtomicI64::new(0),
+            ingest_failure: Mutex::new(None),
         })
     }
 
@@ -151,20 +195,46 @@ impl Metrics {
         text
     }
 
-    /// Called by the ingest stage: from now on `/readyz` requires a broker connection.
-    pub fn expect_mqtt(&self) {
-        self.mqtt_expected.store(true, Ordering::Relaxed);
+    /// Called by the ingest stage: from now on `/readyz` requires all its sessions connected.
+    pub fn expect_mqtt_sessions(&self, sessions: usize) {
+        self.mqtt_sessions_expected
+            .store(sessions as i64, Ordering::Relaxed);
     }
 
-    pub fn set_mqtt_connected(&self, connected: bool) {
-        self.mqtt_connected.store(connected, Ordering::Relaxed);
+    /// A session connected (`true`) or lost its connection (`false`); each session reports
+    /// each change once.
+    pub fn set_session_connected(&self, connected: bool) {
+        if connected {
+            self.ingest.mqtt_sessions_connected.inc();
+        } else {
+            self.ingest.mqtt_sessions_connected.dec();
+        }
     }
 
-    /// `None` when no stage of this process uses the broker.
+    /// `None` when no stage of this process uses the broker; else whether every ingest
+    /// session is connected.
     pub fn mqtt_ready(&self) -> Option<bool> {
-        self.mqtt_expected
-            .load(Ordering::Relaxed)
-            .then(|| self.mqtt_connected.load(Ordering::Relaxed))
+        let expected = self.mqtt_sessions_expected.load(Ordering::Relaxed);
+        (expected > 0).then(|| self.ingest.mqtt_sessions_connected.get() >= expected)
+    }
+
+    /// Ingest's writes started failing (`Some(why)`) or work again (`None`).
+    pub fn set_ingest_failure(&self, failure: Option<String>) {
+        let mut current = self
+            .ingest_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if current.is_some() || failure.is_some() {
+            *current = failure;
+        }
+    }
+
+    /// Why ingest's writes are failing right now, for `/readyz`.
+    pub fn ingest_failure(&self) -> Option<String> {
+        self.ingest_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

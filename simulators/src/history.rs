@@ -150,6 +150,7 @@ pub async fn write_history(
                 for event in &sample.events {
                     batch.events.push(EventRow {
                         time: event.time + device.clock_skew_micros,
+                        unstamped_redelivery: false,
                         device_id: *device_id,
                         code: event.code.to_string(),
                         severity: event.severity.as_str(),

@@ -77,11 +77,13 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
     let database_ok = matches!(database, Ok(Ok(())));
     let broker = state.metrics.mqtt_ready();
+    let ingest_failure = state.metrics.ingest_failure();
     let body = serde_json::json!({
         "database": if database_ok { "ok" } else { "unavailable" },
         "broker": match broker { None => "not used", Some(true) => "ok", Some(false) => "unavailable" },
+        "ingest": match &ingest_failure { None => "ok".to_string(), Some(why) => format!("writes failing: {why}") },
     });
-    let status = if database_ok && broker != Some(false) {
+    let status = if database_ok && broker != Some(false) && ingest_failure.is_none() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

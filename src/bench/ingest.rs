@@ -40,8 +40,11 @@ pub struct IngestBench {
     /// Broker in-flight windows to measure (each with a private Mosquitto); ignored when
     /// `MQTT_URL` is set.
     pub windows: Vec<u16>,
-    /// MQTT sessions ingest opens (one shared-subscription group).
-    pub sessions: usize,
+    /// Ingest configurations to compare, as session counts (one shared-subscription group
+    /// each); the configuration's own `ingest.sessions` is the default and always measured.
+    pub sessions: Vec<usize>,
+    /// The load shapes to measure.
+    pub loads: Vec<LoadShape>,
     pub publisher_connections: usize,
     pub repeat: usize,
     /// Readings/s of the sustained run, which measures latency at a fixed load (0: skip).
@@ -50,13 +53,16 @@ pub struct IngestBench {
 }
 
 /// How a run publishes.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LoadShape {
     /// A fixed number of readings, as fast as possible: the throughput ceiling.
     Flood,
     /// A fixed rate for a fixed time: latency and memory under sustained load.
     Sustained,
+    /// The flood's messages queued at the broker while ingest is stopped, then ingest
+    /// started: what a persistent session receives after a restart or an outage.
+    Backlog,
 }
 
 /// One measured run.
@@ -81,9 +87,13 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
     let database = "forewarn_bench";
     let bench_url = crate::store::url_with_database(&admin_url, database)?;
 
-    let mut shapes = vec![LoadShape::Flood];
-    if bench.sustained_readings_per_sec > 0.0 {
-        shapes.push(LoadShape::Sustained);
+    let shapes = &bench.loads;
+    let default_sessions = config.ingest.session_count();
+    let mut configurations = vec![default_sessions];
+    for &sessions in &bench.sessions {
+        if !configurations.contains(&sessions) {
+            configurations.push(sessions);
+        }
     }
     let mut runs = Vec::new();
     let brokers: Vec<Option<u16>> = match &config.mqtt.url {
@@ -91,33 +101,39 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
         None => bench.windows.iter().copied().map(Some).collect(),
     };
     for window in brokers {
-        for &shape in &shapes {
+        for &shape in shapes {
             for repeat_idx in 0..bench.repeat {
-                let mosquitto = match window {
-                    Some(window) => Some(Mosquitto::start(window)?),
-                    None => None,
-                };
-                let mqtt_url = mosquitto
-                    .as_ref()
-                    .map(Mosquitto::url)
-                    .or_else(|| config.mqtt.url.clone())
-                    .unwrap_or_default();
-                crate::store::drop_database(&admin_url, database).await?;
-                crate::store::create_database(&admin_url, database).await?;
-                let store = crate::app::open_store(config, &bench_url).await?;
-                let run = run_once(config, bench, &store, &mqtt_url, window, shape).await?;
-                eprintln!(
-                    "window {:>5} {:<9} run {}: {:>9.0} readings/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>6.1} MiB",
-                    window_label(window),
-                    format!("{shape:?}").to_lowercase(),
-                    repeat_idx + 1,
-                    run.readings_per_sec,
-                    run.p50_latency_ms,
-                    run.p99_latency_ms,
-                    run.peak_rss_mib
-                );
-                runs.push(run);
-                store.close().await;
+                // Configurations alternate within a repeat, so that a noisy neighbour
+                // disturbs all of them alike.
+                for &sessions in &configurations {
+                    let mosquitto = match window {
+                        Some(window) => Some(Mosquitto::start(window)?),
+                        None => None,
+                    };
+                    let mqtt_url = mosquitto
+                        .as_ref()
+                        .map(Mosquitto::url)
+                        .or_else(|| config.mqtt.url.clone())
+                        .unwrap_or_default();
+                    crate::store::drop_database(&admin_url, database).await?;
+                    crate::store::create_database(&admin_url, database).await?;
+                    let store = crate::app::open_store(config, &bench_url).await?;
+                    let run =
+                        run_once(config, bench, &store, &mqtt_url, window, shape, sessions).await?;
+                    eprintln!(
+                        "window {:>5} {:<9} sessions {:>2} run {}: {:>9.0} readings/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>6.1} MiB",
+                        window_label(window),
+                        format!("{shape:?}").to_lowercase(),
+                        sessions,
+                        repeat_idx + 1,
+                        run.readings_per_sec,
+                        run.p50_latency_ms,
+                        run.p99_latency_ms,
+                        run.peak_rss_mib
+                    );
+                    runs.push(run);
+                    store.close().await;
+                }
             }
         }
     }
@@ -138,46 +154,81 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
     let copy_ceiling = median(&mut copy_rates);
 
     println!(
-        "\nforewarn bench ingest — {} devices, {} metrics/message, QoS 1, {} ingest sessions; medians of {} runs",
-        bench.devices, bench.metrics_per_message, bench.sessions, bench.repeat
+        "\nforewarn bench ingest — {} devices, {} metrics/message, QoS 1; default configuration: {} session(s), {} write(s) in flight; medians of {} runs",
+        bench.devices,
+        bench.metrics_per_message,
+        default_sessions,
+        config.ingest.writes_in_flight,
+        bench.repeat
     );
     println!(
-        "flood: {} readings as fast as possible; sustained: {:.0} readings/s for {:?}",
+        "flood: {} readings as fast as possible; backlog: the same queued while ingest is stopped; sustained: {:.0} readings/s for {:?}",
         bench.readings, bench.sustained_readings_per_sec, bench.sustained_duration
     );
     println!(
-        "{:<8} {:<10} {:>12} {:>9} {:>9} {:>9} {:>13} {:>8}",
-        "window", "load", "readings/s", "p50 ms", "p99 ms", "max ms", "peak RSS MiB", "of COPY"
+        "{:<8} {:<10} {:<12} {:>12} {:>9} {:>9} {:>9} {:>13} {:>8} {:>8}",
+        "window",
+        "load",
+        "sessions",
+        "readings/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "peak RSS MiB",
+        "of COPY",
+        "of best"
     );
     let mut summary = Vec::new();
     let mut groups: Vec<(Option<u16>, LoadShape)> =
         runs.iter().map(|r| (r.window, r.shape)).collect();
     groups.dedup();
     for (window, shape) in groups {
-        let group: Vec<&IngestRun> = runs
+        let medians: Vec<(usize, f64)> = configurations
             .iter()
-            .filter(|r| r.window == window && r.shape == shape)
+            .map(|&sessions| {
+                let mut rates: Vec<f64> = runs
+                    .iter()
+                    .filter(|r| r.window == window && r.shape == shape && r.sessions == sessions)
+                    .map(|r| r.readings_per_sec)
+                    .collect();
+                (sessions, median(&mut rates))
+            })
             .collect();
-        let rate = median(&mut group.iter().map(|r| r.readings_per_sec).collect::<Vec<_>>());
-        let p50 = median(&mut group.iter().map(|r| r.p50_latency_ms).collect::<Vec<_>>());
-        let p99 = median(&mut group.iter().map(|r| r.p99_latency_ms).collect::<Vec<_>>());
-        let max = median(&mut group.iter().map(|r| r.max_latency_ms).collect::<Vec<_>>());
-        let peak = group.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
-        println!(
-            "{:<8} {:<10} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>13.1} {:>7.0}%",
-            window_label(window),
-            format!("{shape:?}").to_lowercase(),
-            rate,
-            p50,
-            p99,
-            max,
-            peak,
-            100.0 * rate / copy_ceiling
-        );
-        summary.push(serde_json::json!({
-            "window": window, "load": shape, "median_readings_per_sec": rate, "median_p50_ms": p50,
-            "median_p99_ms": p99, "peak_rss_mib": peak, "ratio_to_copy_ceiling": rate / copy_ceiling,
-        }));
+        let best = medians.iter().map(|m| m.1).fold(0.0, f64::max);
+        for &(sessions, rate) in &medians {
+            let group: Vec<&IngestRun> = runs
+                .iter()
+                .filter(|r| r.window == window && r.shape == shape && r.sessions == sessions)
+                .collect();
+            let p50 = median(&mut group.iter().map(|r| r.p50_latency_ms).collect::<Vec<_>>());
+            let p99 = median(&mut group.iter().map(|r| r.p99_latency_ms).collect::<Vec<_>>());
+            let max = median(&mut group.iter().map(|r| r.max_latency_ms).collect::<Vec<_>>());
+            let peak = group.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
+            let label = if sessions == default_sessions {
+                format!("{sessions} default")
+            } else {
+                sessions.to_string()
+            };
+            println!(
+                "{:<8} {:<10} {:<12} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>13.1} {:>7.0}% {:>7.0}%",
+                window_label(window),
+                format!("{shape:?}").to_lowercase(),
+                label,
+                rate,
+                p50,
+                p99,
+                max,
+                peak,
+                100.0 * rate / copy_ceiling,
+                100.0 * rate / best
+            );
+            summary.push(serde_json::json!({
+                "window": window, "load": shape, "sessions": sessions,
+                "default": sessions == default_sessions, "median_readings_per_sec": rate,
+                "median_p50_ms": p50, "median_p99_ms": p99, "peak_rss_mib": peak,
+                "ratio_to_copy_ceiling": rate / copy_ceiling, "ratio_to_best": rate / best,
+            }));
+        }
     }
     println!(
         "{:<8} {:<10} {:>12.0}   straight COPY of {} rows, same table layout, one connection",
@@ -203,8 +254,8 @@ async fn run_once(
     mqtt_url: &str,
     window: Option<u16>,
     shape: LoadShape,
+    sessions: usize,
 ) -> Result<IngestRun, BenchError> {
-    let sessions = bench.sessions;
     let mut ingest_config = config.ingest.clone();
     ingest_config.sessions = sessions;
     let mut mqtt = config.mqtt.clone();
@@ -214,32 +265,56 @@ async fn run_once(
         mqtt,
         ingest: ingest_config,
     };
-    let (observer_tx, mut observer_rx) = mpsc::unbounded_channel::<CommitReport>();
-    let deps = IngestDeps {
-        commit_observer: Some(observer_tx),
-        ..IngestDeps::new(store.clone(), Metrics::new())
-    };
-    let (stop_ingest, ingest_shutdown) = Shutdown::new();
-    let ingest = tokio::spawn(crate::ingest::run(settings, deps, ingest_shutdown));
-    // Let the sessions subscribe before publishing.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
     let n_messages = bench.readings.div_ceil(bench.metrics_per_message as u64);
     let spec = LoadSpec {
         devices: bench.devices,
         metrics_per_message: bench.metrics_per_message,
-        total_messages: (shape == LoadShape::Flood).then_some(n_messages),
+        total_messages: (shape != LoadShape::Sustained).then_some(n_messages),
         rate_per_sec: (shape == LoadShape::Sustained)
             .then(|| bench.sustained_readings_per_sec / bench.metrics_per_message as f64),
         duration: (shape == LoadShape::Sustained).then_some(bench.sustained_duration),
         connections: bench.publisher_connections,
         ..LoadSpec::default()
     };
+    let mut published = None;
+    if shape == LoadShape::Backlog {
+        // Create the persistent sessions, stop, and let the broker queue everything.
+        let (stop, shutdown) = Shutdown::new();
+        let deps = IngestDeps::new(store.clone(), Metrics::new());
+        let ingest = tokio::spawn(crate::ingest::run(settings.clone(), deps, shutdown));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.trigger();
+        let _ = ingest.await;
+        let (_stop_load, load_shutdown) = Shutdown::new();
+        published = Some(loadgen::publish(mqtt_url, &spec, load_shutdown).await?);
+    }
+
+    let (observer_tx, mut observer_rx) = mpsc::unbounded_channel::<CommitReport>();
+    let deps = IngestDeps {
+        commit_observer: Some(observer_tx),
+        ..IngestDeps::new(store.clone(), Metrics::new())
+    };
+    reset_peak_rss();
+    let (stop_ingest, ingest_shutdown) = Shutdown::new();
+    let backlog_started = Instant::now();
+    let ingest = tokio::spawn(crate::ingest::run(settings, deps, ingest_shutdown));
+    if shape != LoadShape::Backlog {
+        // Let the sessions subscribe before publishing.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let (_stop_load, load_shutdown) = Shutdown::new();
-    let started = Instant::now();
+    let started = if shape == LoadShape::Backlog {
+        backlog_started
+    } else {
+        Instant::now()
+    };
     let url = mqtt_url.to_string();
-    let mut publisher =
-        tokio::spawn(async move { loadgen::publish(&url, &spec, load_shutdown).await });
+    let mut publisher = tokio::spawn(async move {
+        match published {
+            Some(report) => Ok(report),
+            None => loadgen::publish(&url, &spec, load_shutdown).await,
+        }
+    });
 
     let mut committed = 0u64;
     let mut latencies = LatencyHistogram::default();
@@ -385,6 +460,11 @@ fn median(values: &mut [f64]) -> f64 {
     }
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// Starts the peak (VmHWM) afresh, so that each run reports its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// A field of /proc/self/status in MiB (VmRSS: now; VmHWM: peak).

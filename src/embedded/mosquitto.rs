@@ -26,8 +26,21 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     /// Starts Mosquitto on a free loopback port. `max_inflight` is the per-client window of
-    /// unacknowledged QoS 1 messages (Mosquitto's default is 20).
+    /// unacknowledged QoS 1 messages (Mosquitto's default is 20). Its packet limit is
+    /// forewarn's default `ingest.max_packet_bytes`, as the two must agree.
     pub fn start(max_inflight: u16) -> Result<Mosquitto, MosquittoError> {
+        Mosquitto::start_with(
+            max_inflight,
+            crate::config::IngestConfig::default().max_packet_bytes,
+        )
+    }
+
+    /// Starts Mosquitto refusing packets larger than `max_packet_bytes` (a client that sends
+    /// one is disconnected), so that it never forwards one that ingest cannot read.
+    pub fn start_with(
+        max_inflight: u16,
+        max_packet_bytes: usize,
+    ) -> Result<Mosquitto, MosquittoError> {
         let binary = [
             "/usr/sbin/mosquitto",
             "/usr/local/sbin/mosquitto",
@@ -51,6 +64,7 @@ impl Mosquitto {
                  max_inflight_messages {max_inflight}\n\
                  max_queued_messages 0\n\
                  max_queued_bytes 0\n\
+                 max_packet_size {max_packet_bytes}\n\
                  log_dest stderr\n\
                  log_type error\n\
                  log_type warning\n"

@@ -2,12 +2,14 @@
 //! against the contract, write batches in one transaction, and acknowledge a message only
 //! after the batch holding it (its rows or its dead letter) has committed.
 //!
-//! Each MQTT session is a pair of tasks: the *poller* drives rumqttc's event loop and
-//! forwards publishes to the *writer*, which batches, writes and acks (in order, through
-//! the client handle — never from the poller's task). The broker's in-flight window bounds
-//! what is held in memory: while the database is down nothing is acked, so the broker
-//! stops sending.
+//! Each MQTT session is a pair of tasks: the *poller* owns the connection (reads
+//! publishes, writes acks and pings) and forwards publishes to the *writer*, which
+//! batches, writes, and hands each message back once its batch has committed, in arrival
+//! order, for the poller to acknowledge. What a session holds is bounded by its own limits
+//! (`ingest.max_pending_messages`, `ingest.max_pending_bytes`): at the limit the poller
+//! stops reading (the backlog stays at the broker) but keeps acking (see `session`).
 
+mod cache;
 mod session;
 mod writer;
 
@@ -47,14 +49,21 @@ impl IngestSettings {
             max_payload_bytes: self.ingest.max_payload_bytes,
             max_future_skew_micros: micros(self.ingest.max_future_skew),
             max_age_micros: self.ingest.max_age.map(micros),
+            max_abs_value: self.ingest.max_abs_value,
         }
+    }
+
+    /// Whether each session sees every message of the devices it hears from (one session,
+    /// no shared subscription): only then can gaps in `seq` counters be counted.
+    fn receives_whole_stream(&self) -> bool {
+        self.ingest.session_count() == 1 && self.ingest.shared_group.is_none()
     }
 
     /// The topic filters: shared when a group is configured, or when this process opens
     /// several sessions (which must split the stream, not each take all of it).
     fn subscriptions(&self) -> Vec<String> {
         let prefix = &self.mqtt.topic_prefix;
-        let group = match (&self.ingest.shared_group, self.ingest.sessions) {
+        let group = match (&self.ingest.shared_group, self.ingest.session_count()) {
             (Some(group), _) => Some(group.as_str()),
             (None, n) if n > 1 => Some(self.mqtt.client_id.as_str()),
             (None, _) => None,
@@ -82,6 +91,13 @@ pub struct CommitReport {
     /// Per telemetry message: commit wall-clock time minus its newest reading's `ts` (µs).
     /// When publishers stamp `ts` at publish time this is publish→commit latency.
     pub event_to_commit_micros: Vec<i64>,
+}
+
+/// Limits shared by the sessions of one process.
+#[derive(Debug)]
+pub(crate) struct SharedLimits {
+    new_devices: cache::RateLimit,
+    new_metrics: cache::RateLimit,
 }
 
 /// Shared dependencies of the stage.
@@ -114,8 +130,12 @@ pub async fn run(
     deps: IngestDeps,
     shutdown: Shutdown,
 ) -> Result<(), IngestError> {
-    deps.metrics.expect_mqtt();
-    let n_sessions = settings.ingest.sessions;
+    let n_sessions = settings.ingest.session_count();
+    deps.metrics.expect_mqtt_sessions(n_sessions);
+    let shared = Arc::new(SharedLimits {
+        new_devices: cache::RateLimit::per_minute(settings.ingest.max_new_devices_per_minute),
+        new_metrics: cache::RateLimit::per_minute(settings.ingest.max_new_metrics_per_minute),
+    });
     let mut tasks = Vec::with_capacity(n_sessions);
     for session_idx in 0..n_sessions {
         let client_id = if n_sessions == 1 {
@@ -133,6 +153,7 @@ pub async fn run(
             options,
             settings.clone(),
             deps.clone(),
+            shared.clone(),
             shutdown.clone(),
         )));
     }
@@ -168,7 +189,11 @@ mod tests {
         let config = crate::config::Config::default();
         IngestSettings {
             mqtt_url: "mqtt://127.0.0.1:1883".into(),
-            mqtt: config.mqtt,
+            // The default client id carries the host name; pin it so the group name is known.
+            mqtt: MqttConfig {
+                client_id: "forewarn-ingest".into(),
+                ..config.mqtt
+            },
             ingest: IngestConfig {
                 shared_group: shared_group.map(str::to_string),
                 sessions,

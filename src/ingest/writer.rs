@@ -1,26 +1,41 @@
 //! The writer of one session: batches received messages, resolves device and metric ids,
-//! writes the batch in one transaction, then acknowledges its messages in arrival order.
+//! writes each batch in one transaction, then settles its messages in arrival order (the
+//! poller acknowledges them).
+//!
+//! Up to `ingest.writes_in_flight` batches commit at once, each on its own connection,
+//! while the next batch is parsed and resolved; their messages are still settled in
+//! arrival order, so a batch is acknowledged only after it and every batch before it have
+//! committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Publish};
+use rumqttc::Publish;
 use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio::task::JoinHandle;
 
-use super::session::Received;
-use super::{CommitReport, IngestDeps, IngestSettings};
+use super::cache::{BoundedMap, IdCache};
+use super::session::{Received, Settled};
+use super::{CommitReport, IngestDeps, IngestSettings, SharedLimits};
 use crate::contract::{
     self, DeviceEvent, DeviceStatus, RejectReason, Rejection, TelemetryMessage, TopicKind,
     ValidationLimits,
 };
+use crate::observability::Metrics;
 use crate::shutdown::Shutdown;
-use crate::store::{DeadLetterRow, EventRow, StatusRow, StoreError, TelemetryColumns, WriteBatch};
+use crate::store::{
+    DeadLetterRow, EventRow, StatusRow, Store, StoreError, TelemetryColumns, WriteBatch,
+    WriteReport,
+};
 
 /// How long a "not registered" answer is trusted before the database is asked again.
 const NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(30);
+/// What one parsed reading occupies (time, value, flag and its metric name).
+const PARSED_READING_BYTES: usize = 96;
 /// A batch stops waiting for more messages after this long without one.
 const LINGER_IDLE_GAP: Duration = Duration::from_millis(2);
-/// Retry delays for a database that is down.
+/// Retry delays for a database that is down or refuses for reasons other than the data.
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -55,22 +70,53 @@ impl Parsed {
         }
     }
 
-    fn kind_label(&self) -> &'static str {
+    fn topic_kind(&self) -> Option<TopicKind> {
         match self {
-            Parsed::Telemetry { .. } => "telemetry",
-            Parsed::Event { .. } => "events",
-            Parsed::Status { .. } => "status",
-            Parsed::Rejected {
-                kind: Some(kind), ..
-            } => kind.as_str(),
-            Parsed::Rejected { kind: None, .. } => "unknown",
+            Parsed::Telemetry { .. } => Some(TopicKind::Telemetry),
+            Parsed::Event { .. } => Some(TopicKind::Events),
+            Parsed::Status { .. } => Some(TopicKind::Status),
+            Parsed::Rejected { kind, .. } => *kind,
         }
+    }
+
+    fn kind_label(&self) -> &'static str {
+        self.topic_kind().map_or("unknown", TopicKind::as_str)
+    }
+
+    fn reject(&mut self, reason: RejectReason, detail: String) {
+        *self = Parsed::Rejected {
+            kind: self.topic_kind(),
+            rejection: Rejection::new(reason, detail),
+        };
     }
 }
 
-struct Pending {
+/// A message and what the contract made of it. The poller parses (so that parsing and the
+/// writer's work run on two cores); the writer resolves, writes and settles.
+pub(super) struct Pending {
     received: Received,
     parsed: Parsed,
+}
+
+impl Pending {
+    /// Parses a message and charges its parsed form to its cost (`PARSED_READING_BYTES`
+    /// per reading beyond the raw bytes).
+    pub(super) fn parse(
+        mut received: Received,
+        prefix: &str,
+        limits: &ValidationLimits,
+    ) -> Pending {
+        let parsed = parse(prefix, &received.publish, received.received_at, limits);
+        if let Parsed::Telemetry { message, .. } = &parsed {
+            received.cost += PARSED_READING_BYTES * message.readings.len();
+        }
+        Pending { received, parsed }
+    }
+
+    /// What it is charged against `ingest.max_pending_bytes`.
+    pub(super) fn cost(&self) -> usize {
+        self.received.cost
+    }
 }
 
 /// Parses one message against the contract. Pure: the tests of the rules live in
@@ -102,180 +148,280 @@ fn parse(prefix: &str, publish: &Publish, received_at: i64, limits: &ValidationL
     })
 }
 
-/// Ids known to exist, and ids recently found missing.
-#[derive(Default)]
-struct IdCache<T> {
-    known: HashMap<String, T>,
-    missing: HashMap<String, Instant>,
+/// How a batch write ended.
+enum Written {
+    Committed(WriteReport),
+    /// The database refused the data itself (SQLSTATE class 22 or 23).
+    Rejected(StoreError),
+    /// Shutdown came while the database kept failing: nothing committed, nothing to ack.
+    Abandoned,
 }
 
-impl<T: Copy> IdCache<T> {
-    fn get(&self, key: &str) -> Option<T> {
-        self.known.get(key).copied()
-    }
-
-    /// Records the answer to a lookup of `asked`: found ids are known, the rest missing.
-    fn learn(&mut self, asked: Vec<String>, found: Vec<(String, T)>, now: Instant) {
-        for (key, id) in found {
-            self.missing.remove(&key);
-            self.known.insert(key, id);
-        }
-        for key in asked {
-            if !self.known.contains_key(&key) {
-                self.missing.insert(key, now);
-            }
-        }
-    }
-
-    fn needs_lookup(&self, key: &str, now: Instant) -> bool {
-        !self.known.contains_key(key)
-            && self
-                .missing
-                .get(key)
-                .is_none_or(|since| now.duration_since(*since) > NEGATIVE_CACHE_TTL)
-    }
+/// A batch whose transaction is running on its own task.
+struct InFlight {
+    messages: Vec<Pending>,
+    task: JoinHandle<(WriteBatch, Written)>,
 }
 
 pub(super) struct Writer {
     settings: IngestSettings,
     limits: ValidationLimits,
     deps: IngestDeps,
-    client: AsyncClient,
+    shared: Arc<SharedLimits>,
+    settled: mpsc::UnboundedSender<Settled>,
     devices: IdCache<i32>,
     metrics: IdCache<i16>,
-    /// Newest event time per device not yet written to `devices.last_seen_at`.
-    last_seen: HashMap<i32, i64>,
-    last_seen_flushed: Instant,
-    /// Highest `seq` seen per device, to count gaps.
-    seq: HashMap<i32, u64>,
+    /// Highest `seq` seen per device, to count gaps; `None` when this session sees only
+    /// part of the stream (a shared subscription), where gaps cannot be told from the
+    /// messages another member received.
+    seq: Option<BoundedMap<i32, u64>>,
+    in_flight: VecDeque<InFlight>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        for flight in &self.in_flight {
+            flight.task.abort();
+        }
+    }
 }
 
 impl Writer {
-    pub(super) fn new(settings: &IngestSettings, deps: IngestDeps, client: AsyncClient) -> Writer {
+    pub(super) fn new(
+        settings: &IngestSettings,
+        deps: IngestDeps,
+        shared: Arc<SharedLimits>,
+        settled: mpsc::UnboundedSender<Settled>,
+    ) -> Writer {
+        let capacity = settings.ingest.id_cache_capacity;
         Writer {
             limits: settings.limits(),
             settings: settings.clone(),
             deps,
-            client,
-            devices: IdCache::default(),
-            metrics: IdCache::default(),
-            last_seen: HashMap::new(),
-            last_seen_flushed: Instant::now(),
-            seq: HashMap::new(),
+            shared,
+            settled,
+            devices: IdCache::new(capacity, NEGATIVE_CACHE_TTL),
+            metrics: IdCache::new(capacity, NEGATIVE_CACHE_TTL),
+            seq: settings
+                .receives_whole_stream()
+                .then(|| BoundedMap::new(capacity)),
+            in_flight: VecDeque::new(),
         }
     }
 
-    /// Returns true after a clean shutdown (everything written was acked), false when the
-    /// session must die without acking (database down at shutdown, or an injected crash).
+    /// Returns true after a clean shutdown (everything written was settled), false when the
+    /// session must die without acking (database down at shutdown, the grace period spent,
+    /// or an injected crash).
     pub(super) async fn run(
         mut self,
-        mut messages: mpsc::Receiver<Received>,
+        mut messages: mpsc::UnboundedReceiver<Pending>,
         mut shutdown: Shutdown,
     ) -> bool {
-        let max_readings = self.settings.ingest.batch_max_readings;
-        let max_age = self.settings.ingest.batch_max_age;
-        let mut batch: Vec<Pending> = Vec::new();
+        let max_in_flight = self.settings.ingest.writes_in_flight;
         loop {
-            let first = tokio::select! {
+            let can_take = self.in_flight.len() < max_in_flight;
+            let wake = tokio::select! {
                 biased;
                 _ = shutdown.wait() => break,
-                received = messages.recv() => match received {
-                    Some(received) => received,
-                    None => break,
-                },
+                written = front(&mut self.in_flight), if !self.in_flight.is_empty() => Ok(written),
+                received = messages.recv(), if can_take => Err(received),
             };
-            let started = Instant::now();
-            let mut n_readings = self.push(&mut batch, first);
-            // Take what has already arrived; when nothing is waiting, linger up to
-            // batch_max_age for more. Under load the commit time itself sets the batch size.
-            while n_readings < max_readings {
-                match messages.try_recv() {
-                    Ok(received) => n_readings += self.push(&mut batch, received),
-                    Err(TryRecvError::Disconnected) => break,
-                    Err(TryRecvError::Empty) => {
-                        let remaining = max_age.saturating_sub(started.elapsed());
-                        if remaining.is_zero() {
-                            break;
-                        }
-                        // Wait only while messages keep coming: when the broker has sent
-                        // its whole in-flight window it sends nothing more until we ack,
-                        // and lingering then only adds latency (rumqttd's window is 100,
-                        // Mosquitto's default 20).
-                        match tokio::time::timeout(remaining.min(LINGER_IDLE_GAP), messages.recv())
-                            .await
-                        {
-                            Ok(Some(received)) => n_readings += self.push(&mut batch, received),
-                            Ok(None) | Err(_) => break,
-                        }
-                    }
+            let ok = match wake {
+                Ok(written) => self.finish_front(written, &mut shutdown).await,
+                Err(None) => break,
+                Err(Some(first)) => {
+                    let batch = self.collect(first, &mut messages).await;
+                    self.dispatch(batch, &mut shutdown).await
                 }
-            }
-            if !self.flush(&mut batch, &mut shutdown).await {
+            };
+            if !ok {
                 return false; // nothing of this batch acked: the broker resends it
             }
         }
-        // Shutdown: stop taking messages, but write and ack what has already arrived.
+        // Shutdown: stop taking messages; finish the writes in flight and write what has
+        // already arrived, within the grace period. Past it, die without acking: what is
+        // not committed is redelivered.
+        let grace = self.settings.ingest.shutdown_grace;
+        match tokio::time::timeout(grace, self.finish_all(&mut messages, &mut shutdown)).await {
+            Ok(clean) => clean,
+            Err(_) => {
+                tracing::warn!(
+                    ?grace,
+                    "shutdown grace period spent with writes unfinished; leaving them unacknowledged for redelivery"
+                );
+                false
+            }
+        }
+    }
+
+    async fn finish_all(
+        &mut self,
+        messages: &mut mpsc::UnboundedReceiver<Pending>,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        while !self.in_flight.is_empty() {
+            let written = front(&mut self.in_flight).await;
+            if !self.finish_front(written, shutdown).await {
+                return false;
+            }
+        }
+        let mut batch = Vec::new();
         while let Ok(received) = messages.try_recv() {
             self.push(&mut batch, received);
         }
-        let mut no_wait = shutdown.clone();
-        if !batch.is_empty() && !self.flush(&mut batch, &mut no_wait).await {
+        if !batch.is_empty() && !self.dispatch(batch, shutdown).await {
             return false;
         }
-        if !self.last_seen.is_empty() {
-            return self.flush(&mut batch, &mut no_wait).await;
+        while !self.in_flight.is_empty() {
+            let written = front(&mut self.in_flight).await;
+            if !self.finish_front(written, shutdown).await {
+                return false;
+            }
         }
         true
     }
 
-    fn push(&mut self, batch: &mut Vec<Pending>, received: Received) -> usize {
-        let parsed = parse(
-            &self.settings.mqtt.topic_prefix,
-            &received.publish,
-            received.received_at,
-            &self.limits,
-        );
-        let n_readings = match &parsed {
-            Parsed::Telemetry { message, .. } => message.readings.len(),
-            _ => 1,
-        };
-        batch.push(Pending { received, parsed });
-        n_readings
-    }
-
-    /// Writes the batch and acks it. Returns false when shutdown came while the database
-    /// was unavailable (the batch is then neither written nor acked: the broker resends it).
-    async fn flush(&mut self, batch: &mut Vec<Pending>, shutdown: &mut Shutdown) -> bool {
-        let mut delay = RETRY_MIN;
-        let (write_batch, outcome) = loop {
-            match self.prepare_and_write(batch).await {
-                Ok(done) => break done,
-                Err(error) if error.is_transient() => {
-                    self.count_error("transient");
-                    if shutdown.is_triggered() {
-                        tracing::warn!(%error, n_messages = batch.len(), "database unavailable at shutdown; leaving messages unacknowledged for redelivery");
-                        return false;
+    /// Takes what has already arrived after `first`; when nothing is waiting, lingers up to
+    /// `batch_max_age` for more. Under load the commit time itself sets the batch size.
+    async fn collect(
+        &mut self,
+        first: Pending,
+        messages: &mut mpsc::UnboundedReceiver<Pending>,
+    ) -> Vec<Pending> {
+        let max_readings = self.settings.ingest.batch_max_readings;
+        let max_age = self.settings.ingest.batch_max_age;
+        let started = Instant::now();
+        let mut batch = Vec::new();
+        let mut n_readings = self.push(&mut batch, first);
+        while n_readings < max_readings {
+            match messages.try_recv() {
+                Ok(received) => n_readings += self.push(&mut batch, received),
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let remaining = max_age.saturating_sub(started.elapsed());
+                    if remaining.is_zero() {
+                        break;
                     }
-                    tracing::warn!(%error, retry_in = ?delay, n_messages = batch.len(), "database unavailable; holding the batch");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.wait() => {}
-                    }
-                    delay = (delay * 2).min(RETRY_MAX);
-                }
-                Err(error) => {
-                    // The data itself was refused (a bug, or input the contract checks
-                    // missed). Write the messages one by one, dead-lettering any that fail
-                    // alone, so that the valid ones are not lost with it.
-                    self.count_error("rejected");
-                    tracing::error!(%error, n_messages = batch.len(), "batch refused by the database; writing its messages one by one");
-                    match self.write_one_by_one(batch, shutdown).await {
-                        Some(done) => break done,
-                        None => return false,
+                    // Wait only while messages keep coming: a broker that has sent its
+                    // whole in-flight window sends nothing more until we ack, and
+                    // lingering then only adds latency.
+                    match tokio::time::timeout(remaining.min(LINGER_IDLE_GAP), messages.recv())
+                        .await
+                    {
+                        Ok(Some(received)) => n_readings += self.push(&mut batch, received),
+                        Ok(None) | Err(_) => break,
                     }
                 }
             }
+        }
+        batch
+    }
+
+    fn push(&mut self, batch: &mut Vec<Pending>, pending: Pending) -> usize {
+        let n_readings = match &pending.parsed {
+            Parsed::Telemetry { message, .. } => message.readings.len(),
+            _ => 1,
         };
+        batch.push(pending);
+        n_readings
+    }
+
+    /// Resolves ids and starts the batch's transaction on its own task. Returns false when
+    /// shutdown came while the database could not resolve ids.
+    async fn dispatch(&mut self, mut messages: Vec<Pending>, shutdown: &mut Shutdown) -> bool {
+        let mut delay = RETRY_MIN;
+        loop {
+            // Raced with shutdown: a lookup can wait for the pool's acquire timeout.
+            let resolved = tokio::select! {
+                resolved = self.resolve_ids(&mut messages) => resolved,
+                _ = shutdown.wait() => return false,
+            };
+            match resolved {
+                Ok(()) => break,
+                Err(error) => {
+                    if !self
+                        .wait_to_retry(&error, &mut delay, messages.len(), shutdown)
+                        .await
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+        let batch = self.build(&messages);
+        let store = self.deps.store.clone();
+        let metrics = self.deps.metrics.clone();
+        let task_shutdown = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let written = write_retrying(&store, &batch, &metrics, task_shutdown).await;
+            (batch, written)
+        });
+        self.in_flight.push_back(InFlight { messages, task });
+        true
+    }
+
+    /// Counts a failed attempt, marks ingest unhealthy, and sleeps before the next one.
+    /// Returns false when shutdown has come (the caller gives up without acking).
+    async fn wait_to_retry(
+        &self,
+        error: &StoreError,
+        delay: &mut Duration,
+        n_messages: usize,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        record_failure(&self.deps.metrics, error);
+        if shutdown.is_triggered() {
+            tracing::warn!(%error, n_messages, "database failing at shutdown; leaving messages unacknowledged for redelivery");
+            return false;
+        }
+        tracing::warn!(%error, retry_in = ?delay, n_messages, "database failing; holding the batch");
+        tokio::select! {
+            _ = tokio::time::sleep(*delay) => {}
+            _ = shutdown.wait() => {}
+        }
+        *delay = (*delay * 2).min(RETRY_MAX);
+        true
+    }
+
+    /// Settles the oldest batch in flight once its write has ended.
+    async fn finish_front(
+        &mut self,
+        written: Result<(WriteBatch, Written), tokio::task::JoinError>,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        let Some(flight) = self.in_flight.pop_front() else {
+            return false;
+        };
+        let mut messages = flight.messages;
+        let (batch, report) = match written {
+            Ok((batch, Written::Committed(report))) => (batch, report),
+            Ok((_, Written::Rejected(error))) => {
+                // The data itself was refused (a bug, or input the contract checks
+                // missed). Write the messages one by one, dead-lettering only the ones
+                // refused alone, so that the valid ones are not lost with it.
+                self.count_error("rejected");
+                tracing::error!(%error, n_messages = messages.len(), "batch refused by the database; writing its messages one by one");
+                match self.write_one_by_one(&mut messages, shutdown).await {
+                    Some(done) => done,
+                    None => return false,
+                }
+            }
+            Ok((_, Written::Abandoned)) => return false,
+            Err(error) => {
+                tracing::error!(%error, "batch write task failed");
+                return false;
+            }
+        };
+        self.acknowledge(messages, &batch, report)
+    }
+
+    /// Records a committed batch and settles its messages, in arrival order.
+    fn acknowledge(
+        &mut self,
+        messages: Vec<Pending>,
+        batch: &WriteBatch,
+        outcome: WriteReport,
+    ) -> bool {
         if let Some(countdown) = &self.deps.crash_after_commits
             && countdown.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1
         {
@@ -286,26 +432,25 @@ impl Writer {
         let committed_wall = chrono::Utc::now().timestamp_micros();
         let metrics = &self.deps.metrics.ingest;
         metrics.readings.inc_by(outcome.readings_inserted);
-        metrics
-            .duplicate_readings
-            .inc_by((write_batch.telemetry.len() as u64).saturating_sub(outcome.readings_inserted));
+        metrics.duplicate_readings.inc_by(
+            (batch.telemetry.len() as u64 + batch.unstamped_redelivered.len() as u64)
+                .saturating_sub(outcome.readings_inserted),
+        );
         if outcome.copy_fell_back {
             metrics.copy_fallbacks.inc();
         }
-        metrics
-            .batch_readings
-            .observe(write_batch.telemetry.len() as f64);
-        if let Some(newest) = write_batch.telemetry.time.iter().max() {
+        metrics.batch_readings.observe(batch.telemetry.len() as f64);
+        if let Some(newest) = batch.telemetry.time.iter().max() {
             metrics
                 .event_time_lag_seconds
                 .set((committed_wall - newest) as f64 / 1e6);
         }
         let mut report = self.deps.commit_observer.as_ref().map(|_| CommitReport {
-            n_messages: batch.len(),
+            n_messages: messages.len(),
             n_readings_inserted: outcome.readings_inserted,
             event_to_commit_micros: Vec::new(),
         });
-        for pending in batch.drain(..) {
+        for pending in messages {
             let outcome_label = match &pending.parsed {
                 Parsed::Rejected { rejection, .. } => {
                     metrics
@@ -335,10 +480,9 @@ impl Writer {
                 report.event_to_commit_micros.push(committed_wall - newest);
             }
             // In arrival order: brokers (rumqttd) disconnect a client that acks out of order.
-            if let Err(error) = self.client.ack(&pending.received.publish).await {
-                tracing::warn!(%error, "could not queue an ack (the message will be redelivered)");
+            if self.settled.send(pending.received.settled()).is_err() {
+                return false; // the poller is gone
             }
-            metrics.pending_messages.dec();
         }
         if let (Some(report), Some(observer)) = (report, &self.deps.commit_observer) {
             let _ = observer.send(report);
@@ -347,59 +491,51 @@ impl Writer {
     }
 
     fn count_error(&self, class: &'static str) {
-        self.deps
-            .metrics
-            .ingest
-            .write_errors
-            .get_or_create(&vec![("class", class)])
-            .inc();
+        count_error(&self.deps.metrics, class);
     }
 
     async fn write_one_by_one(
         &mut self,
-        batch: &mut [Pending],
+        messages: &mut [Pending],
         shutdown: &mut Shutdown,
-    ) -> Option<(WriteBatch, crate::store::WriteReport)> {
+    ) -> Option<(WriteBatch, WriteReport)> {
         let mut total_batch = WriteBatch::default();
-        let mut total = crate::store::WriteReport::default();
-        for pending_idx in 0..batch.len() {
+        let mut total = WriteReport::default();
+        for pending_idx in 0..messages.len() {
             let mut delay = RETRY_MIN;
             loop {
-                match self
-                    .prepare_and_write(&mut batch[pending_idx..=pending_idx])
-                    .await
+                let batch = self.build(&messages[pending_idx..=pending_idx]);
+                match write_retrying(
+                    &self.deps.store,
+                    &batch,
+                    &self.deps.metrics,
+                    shutdown.clone(),
+                )
+                .await
                 {
-                    Ok((written, report)) => {
-                        total_batch.telemetry.extend(&written.telemetry);
+                    Written::Committed(report) => {
+                        total_batch.telemetry.extend(&batch.telemetry);
+                        total_batch
+                            .unstamped_redelivered
+                            .extend(&batch.unstamped_redelivered);
                         total.readings_inserted += report.readings_inserted;
                         break;
                     }
-                    Err(error) if error.is_transient() => {
-                        if shutdown.is_triggered() {
-                            return None;
+                    Written::Abandoned => return None,
+                    Written::Rejected(error) => {
+                        let pending = &mut messages[pending_idx];
+                        if matches!(pending.parsed, Parsed::Rejected { .. }) {
+                            // Even its dead letter was refused: never spin; wait, retry, and
+                            // let shutdown end it (unacknowledged, so it comes back).
+                            tracing::error!(%error, topic = %pending.received.publish.topic, "dead letter refused by the database");
+                            if !self.wait_to_retry(&error, &mut delay, 1, shutdown).await {
+                                return None;
+                            }
+                            continue;
                         }
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(RETRY_MAX);
-                    }
-                    Err(error) => {
-                        let pending = &mut batch[pending_idx];
-                        let kind =
-                            pending
-                                .received
-                                .publish
-                                .topic
-                                .rsplit('/')
-                                .next()
-                                .and_then(|k| {
-                                    TopicKind::ALL.into_iter().find(|kind| kind.as_str() == k)
-                                });
-                        pending.parsed = Parsed::Rejected {
-                            kind,
-                            rejection: Rejection::new(
-                                RejectReason::StorageRejected,
-                                error.to_string(),
-                            ),
-                        };
+                        pending
+                            .parsed
+                            .reject(RejectReason::StorageRejected, error.to_string());
                         // Loop again: the message is now a dead letter, which is writable.
                     }
                 }
@@ -408,30 +544,11 @@ impl Writer {
         Some((total_batch, total))
     }
 
-    /// Resolves ids (registering devices and metrics when configured), turns the batch into
-    /// rows and writes it. Messages whose device or metric stays unknown become dead letters.
-    async fn prepare_and_write(
-        &mut self,
-        batch: &mut [Pending],
-    ) -> Result<(WriteBatch, crate::store::WriteReport), StoreError> {
-        self.resolve_ids(batch).await?;
-        let write_batch = self.build(batch);
-        let started = Instant::now();
-        let report = self.deps.store.write_batch(&write_batch).await?;
-        self.deps
-            .metrics
-            .ingest
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        if !write_batch.last_seen.is_empty() {
-            self.last_seen.clear();
-            self.last_seen_flushed = Instant::now();
-        }
-        Ok((write_batch, report))
-    }
-
+    /// Resolves device and metric ids (registering new ones when configured, within the
+    /// registration rate limits). Messages whose ids stay unknown become dead letters.
     async fn resolve_ids(&mut self, batch: &mut [Pending]) -> Result<(), StoreError> {
         let now = Instant::now();
+        let ingest = &self.settings.ingest;
         let mut device_lookups: Vec<String> = batch
             .iter()
             .filter_map(|p| p.parsed.device())
@@ -440,13 +557,25 @@ impl Writer {
             .collect();
         device_lookups.sort_unstable();
         device_lookups.dedup();
+        let mut limited_devices = Vec::new();
         if !device_lookups.is_empty() {
-            let found = self
-                .deps
-                .store
-                .resolve_devices(&device_lookups, self.settings.ingest.auto_register)
-                .await?;
-            self.devices.learn(device_lookups, found, now);
+            let store = &self.deps.store;
+            let mut found = store.lookup_devices(&device_lookups).await?;
+            let mut limited = Vec::new();
+            if ingest.auto_register && found.len() < device_lookups.len() {
+                let mut new = missing(&device_lookups, &found);
+                let granted = self.shared.new_devices.take(new.len());
+                limited = new.split_off(granted);
+                if !new.is_empty() {
+                    found.extend(store.register_devices(&new).await?);
+                }
+            }
+            self.devices.learn(&device_lookups, found, now);
+            // Not registered for lack of budget: asked again with the next message.
+            for name in &limited {
+                self.devices.forget_missing(name);
+            }
+            limited_devices = limited;
         }
         let mut metric_lookups: Vec<String> = batch
             .iter()
@@ -462,47 +591,65 @@ impl Writer {
             .collect();
         metric_lookups.sort_unstable();
         metric_lookups.dedup();
+        let mut limited_metrics = Vec::new();
         if !metric_lookups.is_empty() {
-            let found = self
-                .deps
-                .store
-                .resolve_metrics(&metric_lookups, self.settings.ingest.open_metric_catalogue)
-                .await?;
-            self.metrics.learn(metric_lookups, found, now);
+            let store = &self.deps.store;
+            let mut found = store.lookup_metrics(&metric_lookups).await?;
+            let mut limited = Vec::new();
+            if ingest.open_metric_catalogue && found.len() < metric_lookups.len() {
+                let mut new = missing(&metric_lookups, &found);
+                let granted = self.shared.new_metrics.take(new.len());
+                limited = new.split_off(granted);
+                if !new.is_empty() {
+                    found.extend(store.register_metrics(&new).await?);
+                }
+            }
+            self.metrics.learn(&metric_lookups, found, now);
+            for name in &limited {
+                self.metrics.forget_missing(name);
+            }
+            limited_metrics = limited;
         }
-        // Messages whose ids stayed unknown become dead letters.
         for pending in batch.iter_mut() {
-            let kind = match &pending.parsed {
-                Parsed::Telemetry { .. } => TopicKind::Telemetry,
-                Parsed::Event { .. } => TopicKind::Events,
-                Parsed::Status { .. } => TopicKind::Status,
-                Parsed::Rejected { .. } => continue,
+            let Some(device) = pending.parsed.device().map(str::to_string) else {
+                continue;
             };
-            let device = pending.parsed.device().unwrap_or_default();
-            let rejection = if self.devices.get(device).is_none() {
-                Some(Rejection::new(
-                    RejectReason::UnknownDevice,
-                    format!("device `{device}`"),
-                ))
-            } else if let Parsed::Telemetry { message, .. } = &pending.parsed {
-                message
+            if self.devices.get(&device).is_none() {
+                let (reason, detail) = if limited_devices.binary_search(&device).is_ok() {
+                    (
+                        RejectReason::RegistrationLimited,
+                        format!(
+                            "device `{device}`: more than {} new devices per minute",
+                            ingest.max_new_devices_per_minute
+                        ),
+                    )
+                } else {
+                    (RejectReason::UnknownDevice, format!("device `{device}`"))
+                };
+                pending.parsed.reject(reason, detail);
+                continue;
+            }
+            let unknown_metric = match &pending.parsed {
+                Parsed::Telemetry { message, .. } => message
                     .readings
                     .iter()
                     .find(|r| self.metrics.get(&r.metric).is_none())
-                    .map(|r| {
-                        Rejection::new(
-                            RejectReason::UnknownMetric,
-                            format!("metric `{}`", r.metric),
-                        )
-                    })
-            } else {
-                None
+                    .map(|r| r.metric.clone()),
+                _ => None,
             };
-            if let Some(rejection) = rejection {
-                pending.parsed = Parsed::Rejected {
-                    kind: Some(kind),
-                    rejection,
+            if let Some(metric) = unknown_metric {
+                let (reason, detail) = if limited_metrics.binary_search(&metric).is_ok() {
+                    (
+                        RejectReason::RegistrationLimited,
+                        format!(
+                            "metric `{metric}`: more than {} new metric names per minute",
+                            ingest.max_new_metrics_per_minute
+                        ),
+                    )
+                } else {
+                    (RejectReason::UnknownMetric, format!("metric `{metric}`"))
                 };
+                pending.parsed.reject(reason, detail);
             }
         }
         Ok(())
@@ -514,16 +661,23 @@ impl Writer {
         let mut write_batch = WriteBatch::default();
         let mut telemetry = TelemetryColumns::default();
         let mut statuses: HashMap<i32, StatusRow> = HashMap::new();
+        let mut last_seen: HashMap<i32, i64> = HashMap::new();
         for pending in batch {
             let device_id = pending.parsed.device().and_then(|d| self.devices.get(d));
             match (&pending.parsed, device_id) {
                 (Parsed::Telemetry { message, .. }, Some(device_id)) => {
                     let mut newest = i64::MIN;
+                    let redelivered = pending.received.publish.dup;
                     for reading in &message.readings {
                         let Some(metric_id) = self.metrics.get(&reading.metric) else {
                             continue;
                         };
-                        telemetry.push(
+                        let columns = if redelivered && reading.time_estimated {
+                            &mut write_batch.unstamped_redelivered
+                        } else {
+                            &mut telemetry
+                        };
+                        columns.push(
                             reading.time,
                             device_id,
                             metric_id,
@@ -532,14 +686,14 @@ impl Writer {
                         );
                         newest = newest.max(reading.time);
                     }
-                    let seen = self.last_seen.entry(device_id).or_insert(newest);
+                    let seen = last_seen.entry(device_id).or_insert(newest);
                     *seen = (*seen).max(newest);
-                    if let Some((low, high)) = message.seq_range {
-                        let last = self.seq.entry(device_id).or_insert(high);
+                    if let (Some((low, high)), Some(seq)) = (message.seq_range, self.seq.as_mut()) {
+                        let last = seq.get(&device_id).unwrap_or(high);
                         if low > last.saturating_add(1) {
-                            self.deps.metrics.ingest.seq_gaps.inc_by(low - *last - 1);
+                            self.deps.metrics.ingest.seq_gaps.inc_by(low - last - 1);
                         }
-                        *last = (*last).max(high);
+                        seq.insert(device_id, last.max(high));
                     }
                 }
                 (Parsed::Event { event, .. }, Some(device_id)) => {
@@ -548,20 +702,24 @@ impl Writer {
                         device_id,
                         code: event.code.clone(),
                         severity: event.severity.as_str(),
+                        unstamped_redelivery: pending.received.publish.dup && event.time_estimated,
                         message: event.message.clone(),
                         time_estimated: event.time_estimated,
                     });
-                    let seen = self.last_seen.entry(device_id).or_insert(event.time);
+                    let seen = last_seen.entry(device_id).or_insert(event.time);
                     *seen = (*seen).max(event.time);
                 }
                 (Parsed::Status { status, .. }, Some(device_id)) => {
-                    // The last status of a device in the batch wins.
+                    // The last status of a device in the batch wins (arrival order).
                     statuses.insert(
                         device_id,
                         StatusRow {
                             device_id,
                             online: *status == DeviceStatus::Online,
                             changed_at: pending.received.received_at,
+                            // A retained status is the broker replaying the last one it
+                            // kept (on every subscribe): not news from the device.
+                            retained: pending.received.publish.retain,
                         },
                     );
                 }
@@ -576,17 +734,92 @@ impl Writer {
             }
         }
         write_batch.telemetry = telemetry;
+        write_batch.last_seen_resolution_millis =
+            i64::try_from(self.settings.ingest.last_seen_resolution.as_millis())
+                .unwrap_or(i64::MAX);
+        write_batch.redelivery_window_secs =
+            i64::try_from(self.settings.ingest.redelivery_window.as_secs()).unwrap_or(i64::MAX);
         write_batch.statuses = statuses.into_values().collect();
-        if self.last_seen_flushed.elapsed() >= self.settings.ingest.last_seen_flush
-            || batch.is_empty()
-        {
-            write_batch.last_seen = self
-                .last_seen
-                .iter()
-                .map(|(id, time)| (*id, *time))
-                .collect();
-        }
+        write_batch.last_seen = last_seen.into_iter().collect();
         write_batch
+    }
+}
+
+/// The names of `asked` that `found` does not hold.
+fn missing<T>(asked: &[String], found: &[(String, T)]) -> Vec<String> {
+    let known: std::collections::HashSet<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    asked
+        .iter()
+        .filter(|name| !known.contains(name.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Writes `batch`, retrying whatever is not the data's fault with backoff until it commits
+/// or shutdown comes.
+async fn write_retrying(
+    store: &Store,
+    batch: &WriteBatch,
+    metrics: &Metrics,
+    mut shutdown: Shutdown,
+) -> Written {
+    let mut delay = RETRY_MIN;
+    loop {
+        let started = Instant::now();
+        match store.write_batch(batch).await {
+            Ok(report) => {
+                metrics
+                    .ingest
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.set_ingest_failure(None);
+                return Written::Committed(report);
+            }
+            Err(error) if error.is_data_rejection() => return Written::Rejected(error),
+            Err(error) => {
+                record_failure(metrics, &error);
+                if shutdown.is_triggered() {
+                    tracing::warn!(%error, "database failing at shutdown; leaving the batch unacknowledged for redelivery");
+                    return Written::Abandoned;
+                }
+                tracing::warn!(%error, retry_in = ?delay, "database failing; holding the batch");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.wait() => {}
+                }
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+fn record_failure(metrics: &Metrics, error: &StoreError) {
+    count_error(
+        metrics,
+        if error.is_transient() {
+            "transient"
+        } else {
+            "retried"
+        },
+    );
+    metrics.set_ingest_failure(Some(error.to_string()));
+}
+
+fn count_error(metrics: &Metrics, class: &'static str) {
+    metrics
+        .ingest
+        .write_errors
+        .get_or_create(&vec![("class", class)])
+        .inc();
+}
+
+/// Waits for the oldest write in flight (cancel-safe: the task keeps running).
+async fn front(
+    in_flight: &mut VecDeque<InFlight>,
+) -> Result<(WriteBatch, Written), tokio::task::JoinError> {
+    match in_flight.front_mut() {
+        Some(flight) => (&mut flight.task).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -37,10 +37,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A transient failure (connection lost, server restarting, pool exhausted): the same
-    /// write may succeed later and must be retried, not dropped.
+    /// A failure of the connection or the server (connection lost, server restarting,
+    /// pool exhausted): the same write may succeed later.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// The database refused the data itself (SQLSTATE class 22, data exception, or 23,
+    /// integrity): the only failure that may turn a message into a dead letter. Every
+    /// other failure (a read-only server after a failover, a missing privilege, an
+    /// internal error…) says nothing about the data and is retried.
+    pub fn is_data_rejection(&self) -> bool {
+        matches!(self, StoreError::Rejected(_))
     }
 }
 
@@ -52,7 +60,8 @@ impl From<sqlx::Error> for StoreError {
 
 /// Maps an sqlx error to its class. SQLSTATE classes 22 (data exception) and 23
 /// (integrity) mean the data itself was refused; 08 (connection), 53 (resources), 57
-/// (operator intervention: shutdown, restart) and IO-level failures are transient.
+/// (operator intervention: shutdown, restart), 40 (serialization, deadlock) and IO-level
+/// failures are transient; the rest is `Other`.
 fn classify(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Io(_)
@@ -63,6 +72,14 @@ fn classify(error: sqlx::Error) -> StoreError {
         | sqlx::Error::Protocol(_) => StoreError::Unavailable(error),
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            // Kept to this one arm on purpose while `classify` is being rewritten elsewhere:
+            // 53400 (configuration_limit_exceeded, e.g. TimescaleDB's
+            // max_tuples_decompressed_per_dml_transaction) is a limit the same write hits
+            // every time, so it is not transient like the rest of class 53; retrying forever
+            // would stall ingest.
+            if code == "53400" {
+                return StoreError::Other(error);
+            }
             match code.get(..2) {
                 Some("08" | "53" | "57" | "40") => StoreError::Unavailable(error),
                 Some("22" | "23") => StoreError::Rejected(error),
@@ -71,6 +88,26 @@ fn classify(error: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Other(error),
     }
+}
+
+/// TimescaleDB refuses a DML statement that decompresses more than
+/// `timescaledb.max_tuples_decompressed_per_dml_transaction` tuples (default 100,000) with
+/// SQLSTATE 53400. Late data (`ingest.max_age` reaches far past `storage.compress_after`) lands in
+/// compressed chunks, and a batch refused for that would be refused again on every retry, so
+/// each connection of the store lifts the limit (0 = unlimited). `set_config` of a dotted name
+/// is a harmless placeholder on plain PostgreSQL, and applies if TimescaleDB is loaded into the
+/// session later; where it fails (an old TimescaleDB that reserves the prefix without this
+/// setting) the exception is swallowed, since there is no limit to lift there.
+async fn lift_decompression_limit(connection: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(
+        "do $$ begin
+             perform set_config('timescaledb.max_tuples_decompressed_per_dml_transaction', '0', false);
+         exception when others then null;
+         end $$",
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -109,6 +146,7 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(database.max_connections)
             .acquire_timeout(database.acquire_timeout)
+            .after_connect(|connection, _| Box::pin(lift_decompression_limit(connection)))
             .connect_with(options)
             .await?;
         let timescaledb = read_flavour(&pool).await?.unwrap_or(false);
@@ -147,21 +185,48 @@ impl Store {
         external_ids: &[String],
         register: bool,
     ) -> Result<Vec<(String, i32)>, StoreError> {
-        if register {
-            sqlx::query(
-                "insert into devices (external_id, registered_by)
-                 select unnest($1::text[]), 'auto'
-                 on conflict (external_id) do nothing",
-            )
-            .bind(external_ids)
-            .execute(&self.pool)
-            .await?;
+        let mut found = self.lookup_devices(external_ids).await?;
+        if register && found.len() < external_ids.len() {
+            let known: std::collections::HashSet<&str> =
+                found.iter().map(|(name, _)| name.as_str()).collect();
+            let missing: Vec<String> = external_ids
+                .iter()
+                .filter(|id| !known.contains(id.as_str()))
+                .cloned()
+                .collect();
+            found.extend(self.register_devices(&missing).await?);
         }
+        Ok(found)
+    }
+
+    /// Maps external ids to surrogate ids; unknown ones are absent from the answer.
+    pub async fn lookup_devices(
+        &self,
+        external_ids: &[String],
+    ) -> Result<Vec<(String, i32)>, StoreError> {
         let rows = sqlx::query("select external_id, id from devices where external_id = any($1)")
             .bind(external_ids)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Registers devices the caller found missing and returns their ids. Only the names
+    /// asked for are inserted (a lookup comes first), so a sequence value is spent only
+    /// when two writers race for the same new device.
+    pub async fn register_devices(
+        &self,
+        external_ids: &[String],
+    ) -> Result<Vec<(String, i32)>, StoreError> {
+        sqlx::query(
+            "insert into devices (external_id, registered_by)
+             select unnest($1::text[]), 'auto'
+             on conflict (external_id) do nothing",
+        )
+        .bind(external_ids)
+        .execute(&self.pool)
+        .await?;
+        self.lookup_devices(external_ids).await
     }
 
     /// Maps metric names to catalogue ids, adding the missing ones when `register`.
@@ -170,17 +235,42 @@ impl Store {
         names: &[String],
         register: bool,
     ) -> Result<Vec<(String, i16)>, StoreError> {
-        if register {
-            sqlx::query("insert into metrics (name) select unnest($1::text[]) on conflict (name) do nothing")
-                .bind(names)
-                .execute(&self.pool)
-                .await?;
+        let mut found = self.lookup_metrics(names).await?;
+        if register && found.len() < names.len() {
+            let known: std::collections::HashSet<&str> =
+                found.iter().map(|(name, _)| name.as_str()).collect();
+            let missing: Vec<String> = names
+                .iter()
+                .filter(|name| !known.contains(name.as_str()))
+                .cloned()
+                .collect();
+            found.extend(self.register_metrics(&missing).await?);
         }
+        Ok(found)
+    }
+
+    /// Maps metric names to catalogue ids; unknown ones are absent from the answer.
+    pub async fn lookup_metrics(&self, names: &[String]) -> Result<Vec<(String, i16)>, StoreError> {
         let rows = sqlx::query("select name, id from metrics where name = any($1)")
             .bind(names)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Adds metric names the caller found missing (`metrics.id` is a smallint: a lookup
+    /// comes first so that no sequence value is spent on a name that exists).
+    pub async fn register_metrics(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, i16)>, StoreError> {
+        sqlx::query(
+            "insert into metrics (name) select unnest($1::text[]) on conflict (name) do nothing",
+        )
+        .bind(names)
+        .execute(&self.pool)
+        .await?;
+        self.lookup_metrics(names).await
     }
 
     /// Registers (or updates) a device with its kind and model; returns its id.

@@ -62,6 +62,9 @@ impl TelemetryColumns {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
     pub time: EpochMicros,
+    /// A redelivery (MQTT DUP) of an event that had no `ts`: stored only when no event
+    /// with the same code and message was stamped within the redelivery window before it.
+    pub unstamped_redelivery: bool,
     pub device_id: i32,
     pub code: String,
     pub severity: &'static str,
@@ -73,7 +76,11 @@ pub struct EventRow {
 pub struct StatusRow {
     pub device_id: i32,
     pub online: bool,
+    /// When forewarn received it (status payloads carry no time).
     pub changed_at: EpochMicros,
+    /// Replayed by the broker from its retained copy (on every subscribe), not sent now:
+    /// it sets the status only of a device that has none, and never moves `last_seen_at`.
+    pub retained: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,16 +97,26 @@ pub struct DeadLetterRow {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     pub telemetry: TelemetryColumns,
+    /// Readings without `ts` from a redelivered message (MQTT DUP): their receive time is
+    /// new, so the unique index cannot recognise them. Each is stored only when the same
+    /// device and metric has no receive-stamped reading of the same value within
+    /// `redelivery_window_secs` before it (the first delivery's row).
+    pub unstamped_redelivered: TelemetryColumns,
+    pub redelivery_window_secs: i64,
     pub events: Vec<EventRow>,
     pub statuses: Vec<StatusRow>,
-    /// `(device_id, newest event time)`: advances `devices.last_seen_at`.
+    /// `(device_id, newest event time)`: advances `devices.last_seen_at`, when it moves it
+    /// by at least `last_seen_resolution_millis` (so that a busy device's row is not
+    /// rewritten by every batch).
     pub last_seen: Vec<(i32, EpochMicros)>,
+    pub last_seen_resolution_millis: i64,
     pub dead_letters: Vec<DeadLetterRow>,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.telemetry.is_empty()
+            && self.unstamped_redelivered.is_empty()
             && self.events.is_empty()
             && self.statuses.is_empty()
             && self.last_seen.is_empty()
@@ -146,19 +163,62 @@ impl Store {
             .await?;
         }
 
-        if !batch.events.is_empty() {
-            let rows = &batch.events;
-            report.events_inserted = sqlx::query(
+        let window = format!("{} seconds", batch.redelivery_window_secs);
+        for redelivered in [false, true] {
+            let rows: Vec<&EventRow> = batch
+                .events
+                .iter()
+                .filter(|r| r.unstamped_redelivery == redelivered)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            report.events_inserted += sqlx::query(if redelivered {
+                "insert into device_events (time, device_id, code, severity, message, time_estimated)
+                 select e.* from unnest($1::timestamptz[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bool[])
+                      as e (time, device_id, code, severity, message, time_estimated)
+                 where not exists (
+                     select 1 from device_events d
+                     where d.device_id = e.device_id and d.code = e.code
+                       and d.message is not distinct from e.message and d.time_estimated
+                       and d.time > e.time - $7::interval and d.time <= e.time)
+                 on conflict do nothing"
+            } else {
                 "insert into device_events (time, device_id, code, severity, message, time_estimated)
                  select * from unnest($1::timestamptz[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bool[])
-                 on conflict do nothing",
-            )
+                 on conflict do nothing"
+            })
             .bind(timestamps(rows.iter().map(|r| r.time)))
             .bind(rows.iter().map(|r| r.device_id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.code.as_str()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.severity).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.message.as_str()).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.time_estimated).collect::<Vec<_>>())
+            .bind(&window)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+
+        let rows = &batch.unstamped_redelivered;
+        if !rows.is_empty() {
+            report.readings_inserted += sqlx::query(
+                "insert into telemetry (time, device_id, metric_id, value, time_estimated)
+                 select r.time, r.device_id, r.metric_id, r.value, true
+                 from unnest($1::timestamptz[], $2::int[], $3::smallint[], $4::float8[])
+                      as r (time, device_id, metric_id, value)
+                 where not exists (
+                     select 1 from telemetry t
+                     where t.device_id = r.device_id and t.metric_id = r.metric_id
+                       and t.time_estimated and t.value = r.value
+                       and t.time > r.time - $5::interval and t.time <= r.time)
+                 on conflict do nothing",
+            )
+            .bind(timestamps(rows.time.iter().copied()))
+            .bind(&rows.device_id)
+            .bind(&rows.metric_id)
+            .bind(&rows.value)
+            .bind(&window)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -201,7 +261,7 @@ impl Store {
                     Err(error) => return Err(error.into()),
                 }
             }
-            report.readings_inserted = match copied {
+            report.readings_inserted += match copied {
                 Some(n_rows) => n_rows,
                 None => sqlx::query(
                     "insert into telemetry (time, device_id, metric_id, value, time_estimated)
@@ -217,17 +277,20 @@ impl Store {
                 .await?
                 .rows_affected(),
             };
+        }
 
-            if !self.timescaledb {
-                // The hours this batch touched, for the plain-PostgreSQL rollup. Append-only
-                // (no unique index) so that concurrent writers never wait on each other here.
-                let mut hours: Vec<EpochMicros> = rows
-                    .time
-                    .iter()
-                    .map(|t| t - t.rem_euclid(3_600_000_000))
-                    .collect();
-                hours.sort_unstable();
-                hours.dedup();
+        if !self.timescaledb {
+            // The hours this batch touched, for the plain-PostgreSQL rollup. Append-only
+            // (no unique index) so that concurrent writers never wait on each other here.
+            let mut hours: Vec<EpochMicros> = rows
+                .time
+                .iter()
+                .chain(&batch.unstamped_redelivered.time)
+                .map(|t| t - t.rem_euclid(3_600_000_000))
+                .collect();
+            hours.sort_unstable();
+            hours.dedup();
+            if !hours.is_empty() {
                 sqlx::query(
                     "insert into telemetry_hourly_dirty (bucket) select unnest($1::timestamptz[])",
                 )
@@ -237,32 +300,62 @@ impl Store {
             }
         }
 
+        // Device rows last, and only the ones that change, locked in id order: concurrent
+        // transactions (several writes in flight, several sessions) then touch few rows and
+        // wait briefly on each other instead of deadlocking.
+        let last_seen_ids: Vec<i32> = batch.last_seen.iter().map(|r| r.0).collect();
+        let last_seen_times = timestamps(batch.last_seen.iter().map(|r| r.1));
+        let resolution = format!("{} milliseconds", batch.last_seen_resolution_millis);
+        if !batch.statuses.is_empty() || !batch.last_seen.is_empty() {
+            let status_ids: Vec<i32> = batch.statuses.iter().map(|r| r.device_id).collect();
+            sqlx::query(
+                "select 1 from devices d
+                 where d.id = any($1)
+                    or exists (select 1 from unnest($2::int[], $3::timestamptz[]) as s (device_id, time)
+                               where s.device_id = d.id
+                                 and (d.last_seen_at is null or d.last_seen_at <= s.time - $4::interval))
+                 order by d.id for update",
+            )
+            .bind(&status_ids)
+            .bind(&last_seen_ids)
+            .bind(&last_seen_times)
+            .bind(&resolution)
+            .execute(&mut *tx)
+            .await?;
+        }
+
         if !batch.statuses.is_empty() {
             let rows = &batch.statuses;
+            // Status changes apply in order: an older one never overwrites a newer one. A
+            // retained one only fills in a device that has no status yet.
             sqlx::query(
                 "update devices d set online = s.online, status_changed_at = s.changed_at,
-                        last_seen_at = greatest(d.last_seen_at, s.changed_at)
-                 from unnest($1::int[], $2::bool[], $3::timestamptz[]) as s (device_id, online, changed_at)
-                 where d.id = s.device_id",
+                        last_seen_at = case when s.retained then d.last_seen_at
+                                            else greatest(d.last_seen_at, s.changed_at) end
+                 from unnest($1::int[], $2::bool[], $3::timestamptz[], $4::bool[])
+                      as s (device_id, online, changed_at, retained)
+                 where d.id = s.device_id
+                   and (d.status_changed_at is null
+                        or (not s.retained and d.status_changed_at <= s.changed_at))",
             )
             .bind(rows.iter().map(|r| r.device_id).collect::<Vec<_>>())
             .bind(rows.iter().map(|r| r.online).collect::<Vec<_>>())
             .bind(timestamps(rows.iter().map(|r| r.changed_at)))
+            .bind(rows.iter().map(|r| r.retained).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
 
         if !batch.last_seen.is_empty() {
-            // Sorted by device id so that concurrent writers lock rows in the same order.
-            let mut rows = batch.last_seen.clone();
-            rows.sort_unstable();
             sqlx::query(
                 "update devices d set last_seen_at = s.time
                  from unnest($1::int[], $2::timestamptz[]) as s (device_id, time)
-                 where d.id = s.device_id and (d.last_seen_at is null or d.last_seen_at < s.time)",
+                 where d.id = s.device_id
+                   and (d.last_seen_at is null or d.last_seen_at <= s.time - $3::interval)",
             )
-            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-            .bind(timestamps(rows.iter().map(|r| r.1)))
+            .bind(&last_seen_ids)
+            .bind(&last_seen_times)
+            .bind(&resolution)
             .execute(&mut *tx)
             .await?;
         }

@@ -1,6 +1,8 @@
 //! The integration suite: one binary, real PostgreSQL and a real MQTT broker.
 
+mod config;
 mod ingest;
+mod ingest_hardening;
 mod predict;
 mod storage;
 mod support;

@@ -109,6 +109,7 @@ async fn write_fleet(db: &TestDb, kind: &str, devices: usize, days: i64) -> Flee
             for hours_before in [30, 10, 3] {
                 batch.events.push(EventRow {
                     time: f - hours_before * HOUR_MICROS,
+                    unstamped_redelivery: false,
                     device_id: device,
                     code: "E31".into(),
                     severity: "warning",

@@ -91,6 +91,7 @@ async fn writes_are_idempotent() {
         telemetry: rows.clone(),
         events: vec![EventRow {
             time: start,
+            unstamped_redelivery: false,
             device_id,
             code: "E42".into(),
             severity: "warning",
@@ -260,4 +261,112 @@ async fn registry_registers_or_refuses() {
         .await
         .unwrap();
     assert!(metrics.is_empty());
+}
+
+/// SQLSTATE 53400 (configuration_limit_exceeded) is a limit the same write hits every time:
+/// not transient, unlike the rest of class 53 (e.g. 53300, too many connections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_limit_is_not_retried_but_a_resource_shortage_is() {
+    let db = TestDb::new().await;
+    let raise = |sqlstate: &str| {
+        format!("do $$ begin raise exception 'test' using errcode = '{sqlstate}'; end $$")
+    };
+    let limit = sqlx::raw_sql(sqlx::AssertSqlSafe(raise("53400")))
+        .execute(db.store.pg_pool())
+        .await
+        .unwrap_err();
+    assert!(!forewarn::store::StoreError::from(limit).is_transient());
+    let shortage = sqlx::raw_sql(sqlx::AssertSqlSafe(raise("53300")))
+        .execute(db.store.pg_pool())
+        .await
+        .unwrap_err();
+    assert!(forewarn::store::StoreError::from(shortage).is_transient());
+}
+
+/// Late data (within `ingest.max_age`, older than `storage.compress_after`) lands in a
+/// compressed chunk: the store's connections lift TimescaleDB's decompression limit, and a
+/// write that did hit the limit would be refused for good (53400), not retried forever.
+/// Plain PostgreSQL has no compression: there only the harmless setting is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_data_lands_in_a_compressed_chunk() {
+    let db = TestDb::new().await;
+    let pool = db.store.pg_pool();
+    let limit: Option<String> = sqlx::query_scalar(
+        "select current_setting('timescaledb.max_tuples_decompressed_per_dml_transaction', true)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        limit.as_deref(),
+        Some("0"),
+        "the store's connections lift the limit"
+    );
+    if !db.store.is_timescaledb() {
+        eprintln!("plain PostgreSQL: no compressed chunks to write into");
+        return;
+    }
+    let (device_id, metric_id) = new_series(&db, "LATE-", "late_metric").await;
+    let start = base_time() - 20 * 24 * HOUR;
+    let series = |steps: std::ops::Range<i64>, offset: i64| {
+        let mut rows = TelemetryColumns::default();
+        for step in steps {
+            rows.push(
+                start + step * 1_000_000 + offset,
+                device_id,
+                metric_id,
+                step as f64,
+                false,
+            );
+        }
+        WriteBatch {
+            telemetry: rows,
+            ..WriteBatch::default()
+        }
+    };
+    let first = db.store.write_batch(&series(0..300, 0)).await.unwrap();
+    assert_eq!(first.readings_inserted, 300);
+    let n_compressed = count(
+        pool,
+        "select count(compress_chunk(c, if_not_compressed => true))
+         from show_chunks('telemetry', older_than => interval '10 days') c",
+    )
+    .await;
+    assert!(n_compressed >= 1, "the late rows' chunk is compressed");
+
+    // Redelivered rows and new rows between them, into the compressed chunk.
+    let late = db.store.write_batch(&series(0..300, 0)).await.unwrap();
+    assert_eq!(late.readings_inserted, 0);
+    let late = db
+        .store
+        .write_batch(&series(0..300, 500_000))
+        .await
+        .unwrap();
+    assert_eq!(late.readings_inserted, 300);
+    let stored: i64 = sqlx::query_scalar("select count(*) from telemetry where device_id = $1")
+        .bind(device_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 600);
+
+    // With the limit in force, DML that decompresses the chunk is refused with 53400, and
+    // the store does not call that transient.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("set local timescaledb.max_tuples_decompressed_per_dml_transaction = 10")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let refused = sqlx::query("update telemetry set value = value + 1 where device_id = $1")
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    tx.rollback().await.unwrap();
+    let code = match &refused {
+        sqlx::Error::Database(db_error) => db_error.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    assert_eq!(code.as_deref(), Some("53400"), "{refused}");
+    assert!(!forewarn::store::StoreError::from(refused).is_transient());
 }

@@ -222,6 +222,8 @@ pub fn ingest_settings(broker: &TestBroker, prefix: &str) -> IngestSettings {
         },
         ingest: IngestConfig {
             max_payload_bytes: 4096,
+            // One ingester, one session, unless a test asks for more.
+            sessions: 1,
             ..config.ingest
         },
     }

@@ -1346,12 +1346,24 @@ mod tests {
     #[test]
     fn session_ids_must_fit_the_client_id_limit() {
         let client_id = "c".repeat(63);
-        assert!(Config::load(None, env(&[("FOREWARN_MQTT__CLIENT_ID", &client_id)])).is_ok());
-        let message = load_error(&[
-            ("FOREWARN_MQTT__CLIENT_ID", &client_id),
-            ("FOREWARN_INGEST__SESSIONS", "2"),
-        ]);
-        assert!(message.contains("within 64 characters"), "{message}");
+        assert!(
+            Config::load(
+                None,
+                env(&[
+                    ("FOREWARN_MQTT__CLIENT_ID", &client_id),
+                    ("FOREWARN_INGEST__SESSIONS", "1")
+                ])
+            )
+            .is_ok()
+        );
+        for sessions in ["2", "0"] {
+            // 0 opens AUTO_SESSIONS (2) with an external broker: the suffix is checked too.
+            let message = load_error(&[
+                ("FOREWARN_MQTT__CLIENT_ID", &client_id),
+                ("FOREWARN_INGEST__SESSIONS", sessions),
+            ]);
+            assert!(message.contains("within 64 characters"), "{message}");
+        }
     }
 
     #[test]

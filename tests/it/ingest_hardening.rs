@@ -607,3 +607,117 @@ async fn redelivered_messages_without_ts_are_stored_once() {
     );
     restarted.stop().await;
 }
+
+/// A reconnect while a batch is committing: the broker takes the session away (another
+/// client connects with ingest's client id), ingest reconnects and the broker resends what
+/// was not acknowledged. The batch of the first connection commits afterwards; its acks
+/// belong to a connection that is gone and are dropped (a broker that renumbers packet ids
+/// would take them for other messages), the resent copies are recognised and acknowledged
+/// on the new connection. Nothing is lost, nothing doubled, nothing left unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_of_a_lost_connection_are_dropped_and_nothing_is_lost() {
+    init_logs();
+    let db = TestDb::new().await;
+    let broker = TestBroker::Mosquitto(Mosquitto::start(1000).expect("mosquitto"));
+    let prefix = unique("stale");
+    let settings = ingest_settings(&broker, &prefix);
+    let ingest = RunningIngest::start(settings.clone(), db.store.clone()).await;
+    let pool = db.query().await;
+    let mut device = Publisher::connect(&broker).await;
+    let topic = format!("{prefix}/ST-1/telemetry");
+    let ts = now_rfc3339(chrono::Duration::seconds(-30));
+    device
+        .publish(
+            &topic,
+            format!(r#"{{"ts": "{ts}", "metrics": {{"a": 0}}}}"#),
+        )
+        .await;
+    device.flush().await;
+    wait_for_count(&pool, "select count(*) from telemetry", 1).await;
+
+    // Hold the batch's commit: the table is locked by a transaction of the test's own.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::query("begin").execute(&mut admin).await.unwrap();
+    sqlx::query("lock table telemetry in exclusive mode")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    for n in 1..=20 {
+        let ts = now_rfc3339(chrono::Duration::seconds(-20 + n));
+        device
+            .publish(
+                &topic,
+                format!(r#"{{"ts": "{ts}", "metrics": {{"a": {n}}}}}"#),
+            )
+            .await;
+    }
+    device.flush().await;
+    wait_until("the batch is held", Duration::from_secs(10), || async {
+        metric(&ingest.metrics, "forewarn_ingest_pending_messages") >= 20.0
+    })
+    .await;
+
+    // Take the session away: a client with ingest's id and manual acks (it must not
+    // acknowledge what the broker resends to it), gone after its CONNACK.
+    let url = url::Url::parse(&broker.url()).unwrap();
+    let mut options = rumqttc::MqttOptions::new(
+        settings.mqtt.client_id.clone(),
+        url.host_str().unwrap(),
+        url.port().unwrap(),
+    );
+    options.set_clean_session(false).set_manual_acks(true);
+    let (_client, mut intruder) = rumqttc::AsyncClient::new(options, 10);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) =
+                intruder.poll().await.expect("intruder connects")
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("intruder connected");
+    drop(intruder);
+    wait_until("ingest reconnected", Duration::from_secs(10), || async {
+        metric(
+            &ingest.metrics,
+            "forewarn_ingest_mqtt_connection_errors_total",
+        ) >= 1.0
+            && ingest.metrics.mqtt_ready() == Some(true)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    sqlx::query("rollback").execute(&mut admin).await.unwrap();
+    wait_for_count(&pool, "select count(*) from telemetry", 21).await;
+    wait_until(
+        "the resent copies are settled",
+        Duration::from_secs(10),
+        || async { metric(&ingest.metrics, "forewarn_ingest_pending_messages") == 0.0 },
+    )
+    .await;
+    assert!(
+        metric(&ingest.metrics, "forewarn_ingest_stale_acks_dropped_total") >= 1.0,
+        "the first connection's acks were dropped"
+    );
+    assert!(
+        metric(&ingest.metrics, "forewarn_ingest_duplicate_readings_total") >= 1.0,
+        "the resent copies were recognised"
+    );
+    ingest.stop().await;
+
+    // Everything was acknowledged on the second connection: a new run of the same session
+    // receives nothing again.
+    let again = RunningIngest::start(settings, db.store.clone()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        metric(&again.metrics, "forewarn_ingest_duplicate_readings_total"),
+        0.0,
+        "nothing was left unacknowledged"
+    );
+    assert_eq!(count(&pool, "select count(*) from telemetry").await, 21);
+    again.stop().await;
+}

@@ -15,7 +15,7 @@ use rumqttc::Publish;
 use tokio::sync::mpsc::{self, error::TryRecvError};
 use tokio::task::JoinHandle;
 
-use super::cache::{BoundedMap, IdCache};
+use super::cache::{BoundedMap, IdCache, RateLimit};
 use super::session::{Received, Settled};
 use super::{CommitReport, IngestDeps, IngestSettings, SharedLimits};
 use crate::contract::{
@@ -557,26 +557,17 @@ impl Writer {
             .collect();
         device_lookups.sort_unstable();
         device_lookups.dedup();
-        let mut limited_devices = Vec::new();
-        if !device_lookups.is_empty() {
-            let store = &self.deps.store;
-            let mut found = store.lookup_devices(&device_lookups).await?;
-            let mut limited = Vec::new();
-            if ingest.auto_register && found.len() < device_lookups.len() {
-                let mut new = missing(&device_lookups, &found);
-                let granted = self.shared.new_devices.take(new.len());
-                limited = new.split_off(granted);
-                if !new.is_empty() {
-                    found.extend(store.register_devices(&new).await?);
-                }
-            }
-            self.devices.learn(&device_lookups, found, now);
-            // Not registered for lack of budget: asked again with the next message.
-            for name in &limited {
-                self.devices.forget_missing(name);
-            }
-            limited_devices = limited;
-        }
+        let store = &self.deps.store;
+        let limited_devices = resolve_names(
+            store,
+            &mut self.devices,
+            device_lookups,
+            ingest.auto_register,
+            &self.shared.new_devices,
+            now,
+            DeviceIds,
+        )
+        .await?;
         let mut metric_lookups: Vec<String> = batch
             .iter()
             .filter_map(|p| match &p.parsed {
@@ -591,25 +582,16 @@ impl Writer {
             .collect();
         metric_lookups.sort_unstable();
         metric_lookups.dedup();
-        let mut limited_metrics = Vec::new();
-        if !metric_lookups.is_empty() {
-            let store = &self.deps.store;
-            let mut found = store.lookup_metrics(&metric_lookups).await?;
-            let mut limited = Vec::new();
-            if ingest.open_metric_catalogue && found.len() < metric_lookups.len() {
-                let mut new = missing(&metric_lookups, &found);
-                let granted = self.shared.new_metrics.take(new.len());
-                limited = new.split_off(granted);
-                if !new.is_empty() {
-                    found.extend(store.register_metrics(&new).await?);
-                }
-            }
-            self.metrics.learn(&metric_lookups, found, now);
-            for name in &limited {
-                self.metrics.forget_missing(name);
-            }
-            limited_metrics = limited;
-        }
+        let limited_metrics = resolve_names(
+            store,
+            &mut self.metrics,
+            metric_lookups,
+            ingest.open_metric_catalogue,
+            &self.shared.new_metrics,
+            now,
+            MetricIds,
+        )
+        .await?;
         for pending in batch.iter_mut() {
             let Some(device) = pending.parsed.device().map(str::to_string) else {
                 continue;
@@ -746,13 +728,83 @@ impl Writer {
 }
 
 /// The names of `asked` that `found` does not hold.
-fn missing<T>(asked: &[String], found: &[(String, T)]) -> Vec<String> {
-    let known: std::collections::HashSet<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
-    asked
-        .iter()
-        .filter(|name| !known.contains(name.as_str()))
-        .cloned()
-        .collect()
+/// A registry of names with surrogate ids.
+trait NameTable {
+    type Id: Copy + Send;
+    fn lookup(
+        store: &Store,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, Self::Id)>, StoreError>> + Send;
+    fn register(
+        store: &Store,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, Self::Id)>, StoreError>> + Send;
+}
+
+struct DeviceIds;
+struct MetricIds;
+
+impl NameTable for DeviceIds {
+    type Id = i32;
+    fn lookup(
+        store: &Store,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, i32)>, StoreError>> + Send {
+        store.lookup_devices(names)
+    }
+    fn register(
+        store: &Store,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, i32)>, StoreError>> + Send {
+        store.register_devices(names)
+    }
+}
+
+impl NameTable for MetricIds {
+    type Id = i16;
+    fn lookup(
+        store: &Store,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, i16)>, StoreError>> + Send {
+        store.lookup_metrics(names)
+    }
+    fn register(
+        store: &Store,
+        names: &[String],
+    ) -> impl Future<Output = Result<Vec<(String, i16)>, StoreError>> + Send {
+        store.register_metrics(names)
+    }
+}
+
+/// Resolves `names` the cache could not answer: looks them up and, when `register`, adds
+/// the missing ones within the rate budget. Returns the names left unregistered for lack
+/// of budget; they are asked again with the next message that carries them.
+async fn resolve_names<T: NameTable>(
+    store: &Store,
+    cache: &mut IdCache<T::Id>,
+    names: Vec<String>,
+    register: bool,
+    budget: &RateLimit,
+    now: Instant,
+    _table: T,
+) -> Result<Vec<String>, StoreError> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut found = T::lookup(store, &names).await?;
+    let mut limited = Vec::new();
+    if register && found.len() < names.len() {
+        let mut new = crate::store::missing_names(&names, &found);
+        limited = new.split_off(budget.take(new.len()));
+        if !new.is_empty() {
+            found.extend(T::register(store, &new).await?);
+        }
+    }
+    cache.learn(&names, found, now);
+    for name in &limited {
+        cache.forget_missing(name);
+    }
+    Ok(limited)
 }
 
 /// Writes `batch`, retrying whatever is not the data's fault with backoff until it commits

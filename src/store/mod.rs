@@ -187,14 +187,10 @@ impl Store {
     ) -> Result<Vec<(String, i32)>, StoreError> {
         let mut found = self.lookup_devices(external_ids).await?;
         if register && found.len() < external_ids.len() {
-            let known: std::collections::HashSet<&str> =
-                found.iter().map(|(name, _)| name.as_str()).collect();
-            let missing: Vec<String> = external_ids
-                .iter()
-                .filter(|id| !known.contains(id.as_str()))
-                .cloned()
-                .collect();
-            found.extend(self.register_devices(&missing).await?);
+            found.extend(
+                self.register_devices(&missing_names(external_ids, &found))
+                    .await?,
+            );
         }
         Ok(found)
     }
@@ -237,14 +233,7 @@ impl Store {
     ) -> Result<Vec<(String, i16)>, StoreError> {
         let mut found = self.lookup_metrics(names).await?;
         if register && found.len() < names.len() {
-            let known: std::collections::HashSet<&str> =
-                found.iter().map(|(name, _)| name.as_str()).collect();
-            let missing: Vec<String> = names
-                .iter()
-                .filter(|name| !known.contains(name.as_str()))
-                .cloned()
-                .collect();
-            found.extend(self.register_metrics(&missing).await?);
+            found.extend(self.register_metrics(&missing_names(names, &found)).await?);
         }
         Ok(found)
     }
@@ -418,4 +407,14 @@ pub fn url_with_database(url: &str, database: &str) -> Result<String, StoreError
         .map_err(|e| StoreError::BadUrl(sqlx::Error::Configuration(Box::new(e))))?;
     parsed.set_path(&format!("/{database}"));
     Ok(parsed.to_string())
+}
+
+/// The names in `asked` that `found` has no id for.
+pub(crate) fn missing_names<T>(asked: &[String], found: &[(String, T)]) -> Vec<String> {
+    let known: std::collections::HashSet<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    asked
+        .iter()
+        .filter(|name| !known.contains(name.as_str()))
+        .cloned()
+        .collect()
 }

@@ -368,19 +368,7 @@ async fn killed_process_resumes_without_loss_or_duplicates() {
     let broker = TestBroker::start(true).await;
     let prefix = unique("kill");
     let client_id = unique("fw-kill-");
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_forewarn"))
-            .arg("ingest")
-            .env("DATABASE_URL", &db.url)
-            .env("MQTT_URL", broker.url())
-            .env("FOREWARN_HTTP_ADDR", "127.0.0.1:0")
-            .env("FOREWARN_MQTT__CLIENT_ID", &client_id)
-            .env("FOREWARN_MQTT__TOPIC_PREFIX", &prefix)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || spawn_ingest(&db.url, &broker.url(), &client_id, &prefix);
     let mut process = spawn();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut device = Publisher::connect(&broker).await;

@@ -170,19 +170,7 @@ async fn sigterm_mid_backlog_stops_promptly_and_loses_nothing() {
     let broker = TestBroker::Mosquitto(Mosquitto::start(1000).expect("mosquitto"));
     let prefix = unique("term");
     let client_id = unique("fw-term-");
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_forewarn"))
-            .arg("ingest")
-            .env("DATABASE_URL", &db.url)
-            .env("MQTT_URL", broker.url())
-            .env("FOREWARN_HTTP_ADDR", "127.0.0.1:0")
-            .env("FOREWARN_MQTT__CLIENT_ID", &client_id)
-            .env("FOREWARN_MQTT__TOPIC_PREFIX", &prefix)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || spawn_ingest(&db.url, &broker.url(), &client_id, &prefix);
     let pool = db.query().await;
     let mut process = spawn();
     // Long enough to connect and subscribe: the persistent session now exists.

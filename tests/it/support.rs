@@ -396,3 +396,23 @@ pub async fn wait_for_count(pool: &sqlx::PgPool, sql: &'static str, expected: i6
 pub fn now_rfc3339(offset: chrono::Duration) -> String {
     (chrono::Utc::now() + offset).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
+
+/// `forewarn ingest` as its own process, with a persistent session named `client_id`.
+pub fn spawn_ingest(
+    database_url: &str,
+    mqtt_url: &str,
+    client_id: &str,
+    prefix: &str,
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_forewarn"))
+        .arg("ingest")
+        .env("DATABASE_URL", database_url)
+        .env("MQTT_URL", mqtt_url)
+        .env("FOREWARN_HTTP_ADDR", "127.0.0.1:0")
+        .env("FOREWARN_MQTT__CLIENT_ID", client_id)
+        .env("FOREWARN_MQTT__TOPIC_PREFIX", prefix)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}

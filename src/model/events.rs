@@ -152,7 +152,14 @@ pub fn event_metrics(
         .map(|(first, last)| (last - first + HOUR_MICROS) as f64 / DAY_MICROS as f64)
         .sum();
 
+    // One rule for every flag: a flag is judged only when its whole horizon lies inside
+    // the window. One whose horizon runs past the end is unjudged whatever happened before
+    // the end, so the window's last horizon can add neither true nor false flags.
     for flag in &flags {
+        if flag.time + rules.horizon > rules.to {
+            metrics.unjudged_flags += 1;
+            continue;
+        }
         let fails = failures.get(&flag.device).is_some_and(|times| {
             times
                 .iter()
@@ -160,8 +167,6 @@ pub fn event_metrics(
         });
         if fails {
             metrics.true_flags += 1;
-        } else if flag.time + rules.horizon > rules.to {
-            metrics.unjudged_flags += 1;
         } else {
             metrics.false_flags += 1;
         }
@@ -327,5 +332,14 @@ mod tests {
         let (metrics, _) = event_metrics(&points, &HashMap::new(), 0.5, &rules);
         assert_eq!(metrics.unjudged_flags, 1);
         assert_eq!(metrics.false_flags, 0);
+        // The same flag with its failure before the window's end: unjudged too, never true.
+        let failures = HashMap::from([(1, vec![395 * HOUR_MICROS])]);
+        let (metrics, _) = event_metrics(&points, &failures, 0.5, &rules);
+        assert_eq!(metrics.unjudged_flags, 1);
+        assert_eq!(metrics.true_flags, 0);
+        assert_eq!(metrics.precision, 0.0);
+        // The failure still counts as flagged for recall: it lies inside the window.
+        assert_eq!(metrics.failures, 1);
+        assert_eq!(metrics.flagged, 1);
     }
 }

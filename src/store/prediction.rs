@@ -190,6 +190,7 @@ impl Store {
     pub async fn component_history(
         &self,
         devices: &[i32],
+        until: DateTime<Utc>,
     ) -> Result<
         (
             HashMap<(i32, String), Vec<i64>>,
@@ -202,9 +203,10 @@ impl Store {
             let rows: Vec<(i32, String, DateTime<Utc>)> =
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "select device_id, component, time from {table}
-                     where device_id = any($1) order by time"
+                     where device_id = any($1) and time < $2 order by time"
                 )))
                 .bind(devices)
+                .bind(until)
                 .fetch_all(&self.pool)
                 .await?;
             let mut map: HashMap<(i32, String), Vec<i64>> = HashMap::new();
@@ -220,24 +222,35 @@ impl Store {
         Ok((maintenance, failures))
     }
 
-    /// Distinct event codes of devices of `kind`, most frequent first.
-    pub async fn event_codes(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+    /// Distinct event codes of devices of `kind` before `until`, most frequent first.
+    pub async fn event_codes(
+        &self,
+        kind: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
         let rows: Vec<(String,)> = sqlx::query_as(
             "select e.code from device_events e join devices d on d.id = e.device_id
-             where d.kind = $1 group by e.code order by count(*) desc, e.code limit 12",
+             where d.kind = $1 and e.time < $2
+             group by e.code order by count(*) desc, e.code limit 12",
         )
         .bind(kind)
+        .bind(until)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(|(c,)| c).collect())
     }
 
-    /// `(kind, component, failures)` present in `failures`.
-    pub async fn failure_modes_seen(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+    /// `(kind, component, failures)` present in `failures` before `until`.
+    pub async fn failure_modes_seen(
+        &self,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
         let rows = sqlx::query_as(
             "select d.kind, f.component, count(*) from failures f
-             join devices d on d.id = f.device_id group by 1, 2 order by 1, 2",
+             join devices d on d.id = f.device_id where f.time < $1
+             group by 1, 2 order by 1, 2",
         )
+        .bind(until)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)

@@ -58,7 +58,7 @@ pub async fn load_kind(
     let schema = KindSchema {
         kind: kind.to_string(),
         metrics,
-        event_codes: store.event_codes(kind).await?,
+        event_codes: store.event_codes(kind, until).await?,
         components,
         models,
     };
@@ -66,7 +66,8 @@ pub async fn load_kind(
 }
 
 /// What features of `devices` as of times in `[from, until)` are computed from: rows from
-/// each window's lookback before `from` up to `until`. Training loads whole histories
+/// each window's lookback before `from` up to `until` (exclusive; maintenance and failures
+/// before `until` too). Training loads whole histories
 /// with it, live scoring one cycle's lookback: the same query for both paths.
 pub async fn load_inputs(
     store: &Store,
@@ -86,7 +87,8 @@ pub async fn load_inputs(
     let events = store
         .event_records(&ids, before(spec.event_lookback_micros()), until)
         .await?;
-    let (maintenance, failures) = store.component_history(&ids).await?;
+    // Nothing at or after `until`: training must not see failures that come after its end.
+    let (maintenance, failures) = store.component_history(&ids, until).await?;
     Ok(FeatureInputs {
         hourly,
         daily,

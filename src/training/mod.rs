@@ -57,10 +57,11 @@ pub enum TrainingError {
 }
 
 /// The failure modes to train: configured ones, plus any kind/component in `failures`
-/// that is not configured (with the default horizon).
+/// that is not configured (with the default horizon) — as seen before `until`.
 pub async fn failure_modes(
     store: &Store,
     config: &TrainConfig,
+    until: DateTime<Utc>,
 ) -> Result<Vec<FailureMode>, TrainingError> {
     let mut modes: Vec<FailureMode> = config
         .failure_modes
@@ -73,7 +74,7 @@ pub async fn failure_modes(
             cost_missed_failure: m.cost_missed_failure.unwrap_or(config.cost_missed_failure),
         })
         .collect();
-    let seen = store.failure_modes_seen().await?;
+    let seen = store.failure_modes_seen(until).await?;
     modes.retain(|m| {
         seen.iter()
             .any(|(k, c, _)| *k == m.kind && *c == m.component)
@@ -136,7 +137,7 @@ pub async fn train(
         )));
     }
     let version = version.unwrap_or_else(|| format!("v{}", Utc::now().format("%Y%m%d-%H%M%S")));
-    let modes = failure_modes(store, config).await?;
+    let modes = failure_modes(store, config, until).await?;
     if modes.is_empty() {
         return Err(TrainingError::NoData(
             "no failures recorded: nothing to learn from".into(),

@@ -199,6 +199,57 @@ async fn live_features_equal_the_training_features_at_the_same_time() {
     );
 }
 
+/// Training on `[from, until)` reads nothing at or after `until`: no failure, repair or
+/// event code from later time can help choose a threshold, a winner or a feature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_reads_nothing_at_or_after_its_end() {
+    let db = TestDb::new().await;
+    let kind = unique("until");
+    let fleet = write_fleet(&db, &kind, 9, 40).await;
+    let until = fleet.start + 20 * DAY;
+    let pool = db.query().await;
+    let later: i64 = sqlx::query_scalar(
+        "select count(*) from failures where device_id = any($1) and time >= $2",
+    )
+    .bind(&fleet.ids)
+    .bind(time(until))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(later > 0, "the fleet fails after `until` too");
+
+    let data = forewarn::training::load_kind(
+        &db.store,
+        &kind,
+        vec!["bearing".into()],
+        time(fleet.start),
+        time(until),
+        &FeatureSpec::default(),
+    )
+    .await
+    .unwrap();
+    let latest = |history: &std::collections::HashMap<(i32, String), Vec<i64>>| {
+        history
+            .values()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(i64::MIN)
+    };
+    assert!(latest(&data.inputs.failures) < until);
+    assert!(latest(&data.inputs.maintenance) < until);
+    assert!(data.inputs.events.iter().all(|e| e.time < until));
+    let seen = db
+        .store
+        .failure_modes_seen(time(fleet.start))
+        .await
+        .unwrap();
+    assert!(
+        !seen.iter().any(|(k, _, _)| *k == kind),
+        "no failure of this fleet lies before its start"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn train_evaluate_score_and_swap_models() {
     let db = TestDb::new().await;

@@ -14,7 +14,7 @@ use sqlx::{ConnectOptions, PgPool, Row};
 
 use crate::config::{DatabaseConfig, StorageConfig};
 
-pub use migrate::MigrationReport;
+pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};
 pub use prediction::{DeviceSummary, ModelRow, PredictionRow};
 pub use registry::{
     ComponentRecord, CountedTable, CustomerRow, DeviceRow, MetricRow, TechnicianRow,
@@ -149,7 +149,9 @@ impl Store {
             .after_connect(|connection, _| Box::pin(lift_decompression_limit(connection)))
             .connect_with(options)
             .await?;
-        let timescaledb = read_flavour(&pool).await?.unwrap_or(false);
+        let timescaledb = read_flavour(&mut *pool.acquire().await?)
+            .await?
+            .unwrap_or(false);
         Ok(Store {
             pool,
             timescaledb,
@@ -354,16 +356,16 @@ impl Store {
 }
 
 /// `None` before the first migration.
-async fn read_flavour(pool: &PgPool) -> Result<Option<bool>, StoreError> {
+async fn read_flavour(connection: &mut sqlx::PgConnection) -> Result<Option<bool>, StoreError> {
     let exists: bool = sqlx::query_scalar("select to_regclass('forewarn_storage') is not null")
-        .fetch_one(pool)
+        .fetch_one(&mut *connection)
         .await?;
     if !exists {
         return Ok(None);
     }
     Ok(
         sqlx::query_scalar("select timescaledb from forewarn_storage")
-            .fetch_optional(pool)
+            .fetch_optional(&mut *connection)
             .await?,
     )
 }

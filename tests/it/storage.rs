@@ -2,8 +2,13 @@
 //! TimescaleDB (the PGlite lane, `TEST_TIMESCALEDB=require TEST_SHARED_DATABASE=1
 //! TEST_USE_COPY=false`). The same queries must give the same answers on both.
 
-use forewarn::store::{EventRow, TelemetryColumns, WriteBatch};
-use sqlx::Row;
+use std::time::Duration;
+
+use forewarn::config::StorageConfig;
+use forewarn::store::{
+    EventRow, MIGRATION_LOCK_KEY, MigrationReport, Store, TelemetryColumns, WriteBatch,
+};
+use sqlx::{Connection, Row};
 
 use crate::support::*;
 
@@ -369,4 +374,180 @@ async fn late_data_lands_in_a_compressed_chunk() {
     };
     assert_eq!(code.as_deref(), Some("53400"), "{refused}");
     assert!(!forewarn::store::StoreError::from(refused).is_transient());
+}
+
+/// The TimescaleDB lane serves one connection at a time: replicas cannot overlap there.
+fn one_connection_lane() -> bool {
+    std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1")
+}
+
+/// Replicas starting together on a fresh database: every `migrate` succeeds, the
+/// migrations are applied once (each reported by exactly one replica), and a second wave
+/// finds nothing to do. Without the migration lock around the whole step, replicas read
+/// "applied before" while another was migrating and claimed its versions, and on
+/// TimescaleDB removed and re-added the same policies at once ("already exists").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_migrating_one_fresh_database_together_all_succeed() {
+    if one_connection_lane() {
+        eprintln!("one connection at a time: replicas cannot migrate concurrently here");
+        return;
+    }
+    let server = tokio::task::spawn_blocking(test_server).await.unwrap();
+    let name = unique("fw_race_");
+    forewarn::store::drop_database(&server.admin_url, &name)
+        .await
+        .unwrap();
+    forewarn::store::create_database(&server.admin_url, &name)
+        .await
+        .unwrap();
+    let url = forewarn::store::url_with_database(&server.admin_url, &name).unwrap();
+    let database = forewarn::config::DatabaseConfig {
+        max_connections: 2,
+        ..Default::default()
+    };
+    const REPLICAS: usize = 4;
+    for wave in 0..2 {
+        let mut stores = Vec::new();
+        for _ in 0..REPLICAS {
+            stores.push(
+                Store::connect(&url, &database, &storage_config())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut migrations = tokio::task::JoinSet::new();
+        for mut store in stores {
+            migrations.spawn(async move { store.migrate(&storage_config()).await });
+        }
+        let mut reports: Vec<MigrationReport> = Vec::new();
+        while let Some(result) = migrations.join_next().await {
+            reports.push(result.unwrap().expect("every replica migrates"));
+        }
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let versions: Vec<i64> =
+            sqlx::query_scalar("select version from _sqlx_migrations where success order by 1")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let mut reported: Vec<i64> = reports
+            .iter()
+            .flat_map(|r| r.applied_versions.clone())
+            .collect();
+        reported.sort_unstable();
+        if wave == 0 {
+            assert!(!versions.is_empty());
+            assert_eq!(reported, versions, "each migration applied by one replica");
+        } else {
+            assert!(reported.is_empty(), "nothing left to apply: {reported:?}");
+        }
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.timescaledb == reports[0].timescaledb)
+        );
+        pool.close().await;
+    }
+}
+
+/// `migrate` holds forewarn's migration lock from start to end: while another session
+/// holds it, a migration waits, and it finishes once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_waits_for_the_migration_lock() {
+    if one_connection_lane() {
+        eprintln!("one connection at a time: the lock cannot be held from a second session");
+        return;
+    }
+    let db = TestDb::new().await;
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("select pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut store = db.store.clone();
+    let migration = tokio::spawn(async move { store.migrate(&storage_config()).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !migration.is_finished(),
+        "migrate ran while another session held the migration lock"
+    );
+    sqlx::query("select pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(20), migration)
+        .await
+        .expect("migrate finishes once the lock is free")
+        .unwrap()
+        .unwrap();
+    assert!(report.applied_versions.is_empty());
+    // The migration connection was closed: its session lock went with it.
+    let held: i64 = sqlx::query_scalar(
+        "select count(*) from pg_locks
+         where locktype = 'advisory' and granted and pid <> pg_backend_pid()
+           and database = (select oid from pg_database where datname = current_database())",
+    )
+    .fetch_one(&mut holder)
+    .await
+    .unwrap();
+    assert_eq!(held, 0, "no advisory lock outlives migrate");
+}
+
+/// TimescaleDB policies: migrating again with the same configuration leaves every policy
+/// job as it was (no remove and re-add, which two replicas could interleave); a changed
+/// setting replaces only its own policy, and "off" removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_again_replaces_only_the_policies_whose_setting_changed() {
+    let db = TestDb::new().await;
+    if !db.store.is_timescaledb() {
+        eprintln!("plain PostgreSQL: no TimescaleDB policies");
+        return;
+    }
+    let pool = db.query().await;
+    async fn jobs(pool: &sqlx::PgPool) -> Vec<(i32, String, String, String)> {
+        sqlx::query_as(
+            "select job_id, proc_name::text, hypertable_name::text, config::text
+             from timescaledb_information.jobs
+             where proc_name in ('policy_compression', 'policy_retention')
+             order by proc_name, hypertable_name",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+    let mut store = db.store.clone();
+    let before = jobs(&pool).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    store.migrate(&storage_config()).await.unwrap();
+    assert_eq!(jobs(&pool).await, before, "same settings: jobs untouched");
+
+    let changed = StorageConfig {
+        compress_after: Some(Duration::from_secs(3 * 86_400)),
+        retention: None,
+        ..storage_config()
+    };
+    store.migrate(&changed).await.unwrap();
+    let after = jobs(&pool).await;
+    assert_eq!(
+        after.len(),
+        1,
+        "retention off removes its policies: {after:?}"
+    );
+    assert_eq!(after[0].1, "policy_compression");
+    assert_ne!(after[0].0, before[0].0, "compression policy replaced");
+    let compress_after: bool = sqlx::query_scalar(
+        "select (config ->> 'compress_after')::interval = interval '3 days'
+         from timescaledb_information.jobs where proc_name = 'policy_compression'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(compress_after);
+    store.migrate(&changed).await.unwrap();
+    assert_eq!(jobs(&pool).await, after, "same settings again: untouched");
+
+    // Back to the defaults, which the other tests of a shared database expect.
+    store.migrate(&storage_config()).await.unwrap();
+    assert_eq!(jobs(&pool).await.len(), 3);
 }

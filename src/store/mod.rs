@@ -15,7 +15,7 @@ use sqlx::{ConnectOptions, PgPool, Row};
 use crate::config::{DatabaseConfig, StorageConfig};
 
 pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};
-pub use prediction::{DeviceSummary, ModelRow, PredictionRow};
+pub use prediction::{DeviceSummary, ModelRow, PredictionRow, PromotionOutcome};
 pub use registry::{
     ComponentRecord, CountedTable, CustomerRow, DeviceRow, MetricRow, TechnicianRow,
 };
@@ -34,6 +34,11 @@ pub enum StoreError {
     Other(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("no model {version} of failure mode {failure_mode} to promote")]
+    NoSuchModel {
+        version: String,
+        failure_mode: String,
+    },
 }
 
 impl StoreError {

@@ -360,6 +360,41 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes dead letters received more than `retention` ago, `batch_rows` at a time, each
+    /// batch its own statement (locks, WAL and the time an autovacuum waits stay bounded
+    /// however far behind it is). `dead_letters` is a plain table on both flavours, so this
+    /// is the retention on TimescaleDB too. Returns the number deleted.
+    pub async fn delete_dead_letters_older_than(
+        &self,
+        retention: Duration,
+        batch_rows: i64,
+    ) -> Result<u64, StoreError> {
+        debug_assert!(batch_rows > 0);
+        let interval = interval_literal(retention);
+        let mut deleted = 0;
+        loop {
+            // The cut-off is computed once per batch; a letter crossing it between batches
+            // is taken by the next pass.
+            let n_rows = sqlx::query(
+                "delete from dead_letters where id in (
+                     select id from dead_letters
+                     where received_at < now() - $1::interval
+                     limit $2)",
+            )
+            .bind(&interval)
+            .bind(batch_rows)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += n_rows;
+            if n_rows < batch_rows.max(1) as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
 /// `None` before the first migration.
 async fn read_flavour(connection: &mut sqlx::PgConnection) -> Result<Option<bool>, StoreError> {
     let exists: bool = sqlx::query_scalar("select to_regclass('forewarn_storage') is not null")

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use forewarn::config::StorageConfig;
 use forewarn::store::{
-    EventRow, MIGRATION_LOCK_KEY, MigrationReport, Store, TelemetryColumns, WriteBatch,
+    DeadLetterRow, EventRow, MIGRATION_LOCK_KEY, MigrationReport, Store, TelemetryColumns,
+    WriteBatch,
 };
 use sqlx::{Connection, Row};
 
@@ -550,4 +551,97 @@ async fn migrating_again_replaces_only_the_policies_whose_setting_changed() {
     // Back to the defaults, which the other tests of a shared database expect.
     store.migrate(&storage_config()).await.unwrap();
     assert_eq!(jobs(&pool).await.len(), 3);
+}
+
+fn dead_letter(topic: &str, received_at: chrono::DateTime<chrono::Utc>) -> DeadLetterRow {
+    DeadLetterRow {
+        received_at: received_at.timestamp_micros(),
+        topic: topic.to_string(),
+        payload: b"{not json".to_vec(),
+        truncated: false,
+        reason: "invalid_json",
+        detail: String::new(),
+    }
+}
+
+/// `storage.dead_letter_retention`: the maintenance pass deletes dead letters received
+/// before it, in bounded batches, on both flavours (`dead_letters` is a plain table on
+/// TimescaleDB too), and keeps the newer ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_past_retention_are_deleted_and_newer_ones_kept() {
+    let db = TestDb::new().await;
+    let pool = db.query().await;
+    let topic = unique("devices/DL-");
+    let now = chrono::Utc::now();
+    let mut letters = Vec::new();
+    for _ in 0..20 {
+        letters.push(dead_letter(&topic, now - chrono::Duration::days(40)));
+    }
+    for _ in 0..5 {
+        letters.push(dead_letter(&topic, now - chrono::Duration::days(29)));
+        letters.push(dead_letter(&topic, now));
+    }
+    db.store
+        .write_batch(&WriteBatch {
+            dead_letters: letters,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    let count_ours = async |older_than_days: i32| -> i64 {
+        sqlx::query_scalar(
+            "select count(*) from dead_letters
+             where topic = $1 and received_at < now() - make_interval(days => $2)",
+        )
+        .bind(&topic)
+        .bind(older_than_days)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(count_ours(0).await, 30);
+
+    // Batches of 7: three full ones and a short one.
+    let retention = Duration::from_secs(30 * 86_400);
+    let deleted = db
+        .store
+        .delete_dead_letters_older_than(retention, 7)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 20);
+    assert_eq!(count_ours(30).await, 0, "letters past retention deleted");
+    assert_eq!(count_ours(-1).await, 10, "newer letters kept");
+
+    // The maintenance job does it on either flavour.
+    db.store
+        .write_batch(&WriteBatch {
+            dead_letters: vec![dead_letter(&topic, now - chrono::Duration::days(31)); 3],
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    let storage = StorageConfig {
+        dead_letter_retention: Some(retention),
+        ..storage_config()
+    };
+    let report = forewarn::app::maintenance_pass(&db.store, &storage).await;
+    assert_eq!(report.n_dead_letters_deleted, 3);
+    assert_eq!(count_ours(-1).await, 10);
+    let kept_all = StorageConfig {
+        dead_letter_retention: None,
+        ..storage_config()
+    };
+    db.store
+        .write_batch(&WriteBatch {
+            dead_letters: vec![dead_letter(&topic, now - chrono::Duration::days(400))],
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    let report = forewarn::app::maintenance_pass(&db.store, &kept_all).await;
+    assert_eq!(
+        report.n_dead_letters_deleted, 0,
+        "\"off\" keeps every letter"
+    );
+    assert_eq!(count_ours(-1).await, 11);
 }

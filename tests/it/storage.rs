@@ -645,3 +645,177 @@ async fn dead_letters_past_retention_are_deleted_and_newer_ones_kept() {
     );
     assert_eq!(count_ours(-1).await, 11);
 }
+
+/// Rows of `telemetry` the current transaction has read so far (sequential and through
+/// indexes).
+async fn telemetry_rows_read(connection: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+         from pg_stat_xact_user_tables where relname = 'telemetry'",
+    )
+    .fetch_one(connection)
+    .await
+    .unwrap()
+}
+
+/// One reading 300 days old and one from now, both dirty, with 300,000 clean readings
+/// between them: the refresh reads the two dirty hours, not the 300 days between (the old
+/// function read every row from the oldest dirty hour to the newest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollup_refresh_reads_only_the_dirty_hours() {
+    let db = TestDb::new().await;
+    if db.store.is_timescaledb() {
+        eprintln!("TimescaleDB: the continuous aggregate refreshes itself");
+        return;
+    }
+    let (device_id, metric_id) = new_series(&db, "SCAN-", "scan_metric").await;
+    let now = chrono::Utc::now().timestamp_micros();
+    let old_hour = now - now.rem_euclid(HOUR) - 300 * 24 * HOUR;
+    // Clean history in time order, from 299 days ago to a day ago.
+    const N_BETWEEN: i64 = 300_000;
+    let first = old_hour + 24 * HOUR;
+    let step = (298 * 24 * HOUR) / N_BETWEEN;
+    let mut between = TelemetryColumns::default();
+    for index in 0..N_BETWEEN {
+        between.push(
+            first + index * step,
+            device_id,
+            metric_id,
+            index as f64,
+            false,
+        );
+    }
+    db.store
+        .write_batch(&WriteBatch {
+            telemetry: between,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    db.store.refresh_rollup().await.unwrap();
+    let pool = db.query().await;
+    // What autovacuum does to an insert-only table: summarize the BRIN ranges, analyze.
+    sqlx::query("vacuum (analyze) telemetry")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let mut late = TelemetryColumns::default();
+    late.push(old_hour + 60_000_000, device_id, metric_id, -1.0, false);
+    late.push(now, device_id, metric_id, -2.0, false);
+    db.store
+        .write_batch(&WriteBatch {
+            telemetry: late,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    let read_before = telemetry_rows_read(&mut tx).await;
+    let n_hours: i32 = sqlx::query_scalar("select forewarn_refresh_telemetry_hourly()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let read = telemetry_rows_read(&mut tx).await - read_before;
+    tx.commit().await.unwrap();
+    assert_eq!(n_hours, 2);
+    // Each dirty hour costs at most the BRIN range its rows lie in (128 pages, about
+    // 20,000 readings); the old function read all 300,000 between.
+    assert!(
+        read < N_BETWEEN / 6,
+        "the refresh read {read} telemetry rows for two dirty hours"
+    );
+    let hours: Vec<(i64, f64, i64)> = sqlx::query_as(
+        "select extract(epoch from bucket)::bigint * 1000000, avg, count from telemetry_hourly
+         where device_id = $1 and (bucket = to_timestamp($2 / 1e6) or bucket = to_timestamp($3 / 1e6))
+         order by bucket",
+    )
+    .bind(device_id)
+    .bind(old_hour as f64)
+    .bind((now - now.rem_euclid(HOUR)) as f64)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        hours,
+        vec![(old_hour, -1.0, 1), (now - now.rem_euclid(HOUR), -2.0, 1)]
+    );
+}
+
+/// A series whose aggregate overflows (stddev of 1e200 and 0 raises 22003 in PostgreSQL)
+/// loses only its own hour: the other series of that hour, its own other hours and the
+/// other dirty hours are refreshed (the old function failed as a whole, so nothing was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_that_breaks_its_aggregate_does_not_stop_the_others() {
+    let db = TestDb::new().await;
+    if db.store.is_timescaledb() {
+        eprintln!("TimescaleDB: the continuous aggregate refreshes itself");
+        return;
+    }
+    let (bad_device, metric_id) = new_series(&db, "HUGE-", "huge_metric").await;
+    let (good_device, _) = new_series(&db, "FINE-", "huge_metric").await;
+    let start = base_time();
+    let minute = 60_000_000;
+    let mut rows = TelemetryColumns::default();
+    // Hours 0, 1, 2 are one run of consecutive dirty hours; hour 10 is another.
+    rows.push(start + minute, bad_device, metric_id, 1.0, false);
+    rows.push(start + 2 * minute, bad_device, metric_id, 3.0, false);
+    rows.push(start + HOUR + minute, bad_device, metric_id, 1e200, false);
+    rows.push(start + HOUR + 2 * minute, bad_device, metric_id, 0.0, false);
+    rows.push(start + 2 * HOUR + minute, bad_device, metric_id, 7.0, false);
+    for hour in [0, 1, 2, 10] {
+        rows.push(
+            start + hour * HOUR + minute,
+            good_device,
+            metric_id,
+            2.0,
+            false,
+        );
+        rows.push(
+            start + hour * HOUR + 2 * minute,
+            good_device,
+            metric_id,
+            4.0,
+            false,
+        );
+    }
+    db.store
+        .write_batch(&WriteBatch {
+            telemetry: rows,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    let n_hours = db
+        .store
+        .refresh_rollup()
+        .await
+        .expect("the refresh succeeds");
+    assert_eq!(n_hours, 4);
+
+    let pool = db.query().await;
+    let rollup = async |device_id: i32| -> Vec<(i64, f64, i64)> {
+        sqlx::query_as(
+            "select (extract(epoch from bucket)::bigint * 1000000 - $2) / 3600000000, avg, count
+             from telemetry_hourly where device_id = $1 order by bucket",
+        )
+        .bind(device_id)
+        .bind(start)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        rollup(good_device).await,
+        vec![(0, 3.0, 2), (1, 3.0, 2), (2, 3.0, 2), (10, 3.0, 2)],
+        "every hour of the healthy series"
+    );
+    assert_eq!(
+        rollup(bad_device).await,
+        vec![(0, 2.0, 2), (2, 7.0, 1)],
+        "the broken series loses only the hour it cannot aggregate"
+    );
+    let dirty = count(&pool, "select count(*) from telemetry_hourly_dirty").await;
+    assert_eq!(dirty, 0);
+}

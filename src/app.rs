@@ -183,16 +183,28 @@ impl App {
     }
 }
 
-/// Plain-PostgreSQL upkeep: refresh the hourly rollup's dirty hours and apply retention.
-/// (On TimescaleDB its own background jobs do both.)
+/// Dead letters deleted per statement by the maintenance job.
+pub const DEAD_LETTER_BATCH_ROWS: i64 = 10_000;
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Hours of `telemetry_hourly` recomputed (plain PostgreSQL).
+    pub n_rollup_hours: i32,
+    /// Raw rows deleted past `storage.retention` (plain PostgreSQL).
+    pub n_rows_past_retention: u64,
+    /// Dead letters deleted past `storage.dead_letter_retention` (both flavours).
+    pub n_dead_letters_deleted: u64,
+}
+
+/// Upkeep every `storage.maintenance_interval`: on plain PostgreSQL the hourly rollup's
+/// dirty hours and the retention of raw rows (TimescaleDB's background jobs do both
+/// there); on both flavours the retention of dead letters.
 async fn run_maintenance(
     store: Store,
     storage: crate::config::StorageConfig,
     mut shutdown: Shutdown,
 ) -> Result<(), AppError> {
-    if store.is_timescaledb() {
-        return Ok(());
-    }
     let mut ticker = tokio::time::interval(storage.maintenance_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -200,17 +212,52 @@ async fn run_maintenance(
             _ = shutdown.wait() => return Ok(()),
             _ = ticker.tick() => {}
         }
+        maintenance_pass(&store, &storage).await;
+    }
+}
+
+/// One pass of the maintenance job. A step that fails is logged and retried on the next
+/// pass; it does not keep the other steps from running.
+pub async fn maintenance_pass(
+    store: &Store,
+    storage: &crate::config::StorageConfig,
+) -> MaintenanceReport {
+    let mut report = MaintenanceReport::default();
+    if !store.is_timescaledb() {
         match store.refresh_rollup().await {
-            Ok(n_hours) if n_hours > 0 => tracing::debug!(n_hours, "hourly rollup refreshed"),
-            Ok(_) => {}
+            Ok(n_hours) => {
+                report.n_rollup_hours = n_hours;
+                if n_hours > 0 {
+                    tracing::debug!(n_hours, "hourly rollup refreshed");
+                }
+            }
             Err(error) => tracing::warn!(%error, "hourly rollup refresh failed"),
         }
         if let Some(retention) = storage.retention {
             match store.apply_retention(retention).await {
-                Ok(n_rows) if n_rows > 0 => tracing::info!(n_rows, "rows past retention deleted"),
-                Ok(_) => {}
+                Ok(n_rows) => {
+                    report.n_rows_past_retention = n_rows;
+                    if n_rows > 0 {
+                        tracing::info!(n_rows, "rows past retention deleted");
+                    }
+                }
                 Err(error) => tracing::warn!(%error, "retention failed"),
             }
         }
     }
+    if let Some(retention) = storage.dead_letter_retention {
+        match store
+            .delete_dead_letters_older_than(retention, DEAD_LETTER_BATCH_ROWS)
+            .await
+        {
+            Ok(n_rows) => {
+                report.n_dead_letters_deleted = n_rows;
+                if n_rows > 0 {
+                    tracing::info!(n_rows, "dead letters past retention deleted");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "dead-letter retention failed"),
+        }
+    }
+    report
 }

@@ -252,7 +252,12 @@ pub struct StorageConfig {
     /// otherwise). `"off"` keeps everything.
     #[serde(with = "optional_duration")]
     pub retention: Option<Duration>,
-    /// How often the plain-PostgreSQL hourly rollup is refreshed (and retention applied).
+    /// Delete dead letters received longer ago than this (wall-clock time of receipt), on
+    /// both flavours, by the maintenance job in bounded batches. `"off"` keeps them all.
+    #[serde(with = "optional_duration")]
+    pub dead_letter_retention: Option<Duration>,
+    /// How often the maintenance job runs: the plain-PostgreSQL hourly rollup refresh and
+    /// retention, and dead-letter retention on both flavours.
     #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
 }
@@ -264,6 +269,7 @@ impl Default for StorageConfig {
             use_copy: true,
             compress_after: Some(Duration::from_secs(7 * 86_400)),
             retention: Some(Duration::from_secs(400 * 86_400)),
+            dead_letter_retention: Some(Duration::from_secs(30 * 86_400)),
             maintenance_interval: Duration::from_secs(60),
         }
     }
@@ -654,6 +660,14 @@ impl Config {
             show_optional(storage.retention),
             "it must be positive (0 would delete everything) or \"off\"",
         )?;
+        rule(
+            storage
+                .dead_letter_retention
+                .is_none_or(|retention| !retention.is_zero() && retention <= MAX_SPAN),
+            "storage.dead_letter_retention",
+            show_optional(storage.dead_letter_retention),
+            "it must be positive and at most 36500d (0 would delete every dead letter before anyone reads it) or \"off\"",
+        )?;
         period_rule(
             "storage.maintenance_interval",
             Some(storage.maintenance_interval),
@@ -967,6 +981,10 @@ mod tests {
         assert_eq!(config.mqtt.topic_prefix, "devices");
         assert!(config.ingest.auto_register);
         assert_eq!(config.http.addr.port(), 8080);
+        assert_eq!(
+            config.storage.dead_letter_retention,
+            Some(Duration::from_secs(30 * 86_400))
+        );
     }
 
     #[test]
@@ -976,7 +994,8 @@ mod tests {
         let path = dir.join("forewarn.toml");
         std::fs::write(
             &path,
-            "[ingest]\nbatch_max_readings = 100\nbatch_max_age = \"250ms\"\n",
+            "[ingest]\nbatch_max_readings = 100\nbatch_max_age = \"250ms\"\n\
+             [storage]\ndead_letter_retention = \"off\"\n",
         )
         .unwrap();
         let config = Config::load(
@@ -1003,6 +1022,7 @@ mod tests {
             config.storage.retention,
             Some(Duration::from_secs(400 * 86_400))
         );
+        assert_eq!(config.storage.dead_letter_retention, None);
         assert_eq!(
             config.database.url.as_deref(),
             Some("postgres://localhost/x")
@@ -1030,6 +1050,7 @@ mod tests {
                 ("FOREWARN_INGEST__OPEN_METRIC_CATALOGUE", "false"),
                 ("FOREWARN_TRAIN__INTERVAL", "12h"),
                 ("FOREWARN_STORAGE__COMPRESS_AFTER", "off"),
+                ("FOREWARN_STORAGE__DEAD_LETTER_RETENTION", "14d"),
             ]),
         )
         .unwrap();
@@ -1043,6 +1064,10 @@ mod tests {
         assert!(!config.ingest.open_metric_catalogue);
         assert_eq!(config.train.interval, Some(Duration::from_secs(12 * 3600)));
         assert_eq!(config.storage.compress_after, None);
+        assert_eq!(
+            config.storage.dead_letter_retention,
+            Some(Duration::from_secs(14 * 86_400))
+        );
     }
 
     #[test]
@@ -1259,6 +1284,16 @@ mod tests {
                 "FOREWARN_STORAGE__RETENTION",
                 "0s",
                 "storage.retention = 0s ",
+            ),
+            (
+                "FOREWARN_STORAGE__DEAD_LETTER_RETENTION",
+                "0s",
+                "storage.dead_letter_retention = 0s ",
+            ),
+            (
+                "FOREWARN_STORAGE__DEAD_LETTER_RETENTION",
+                "1000000000years",
+                "storage.dead_letter_retention = ",
             ),
             (
                 "FOREWARN_STORAGE__MAINTENANCE_INTERVAL",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::features::{self, FeatureInputs, FeatureSpec, FeatureTable, HOUR_MICROS, KindSchema};
 use crate::model::{ModeModel, ModelArtifact};
 use crate::shutdown::Shutdown;
-use crate::store::{DeviceSummary, PredictionRow, Store, StoreError};
+use crate::store::{DeviceSummary, PredictionRow, PromotionOutcome, Store, StoreError};
 use crate::training::{self, TrainingError};
 
 #[derive(Debug, thiserror::Error)]
@@ -144,18 +144,25 @@ pub async fn ensure_default_model(store: &Store, path: &Path) -> Result<usize, P
     store
         .insert_models(&training::model_rows(&artifact, path))
         .await?;
+    let mut n_activated = 0;
     for mode in &missing {
-        store
-            .promote_model(
+        // Only where still no model is active: a replica starting at the same time, or a
+        // training run, may have activated one since `active` was read.
+        let outcome = store
+            .promote_model_if_active_is(
                 &artifact.version,
                 mode,
+                None,
                 "default model shipped with forewarn (no model was active)",
                 &serde_json::json!({}),
             )
             .await?;
+        if matches!(outcome, PromotionOutcome::Promoted { .. }) {
+            n_activated += 1;
+        }
     }
-    tracing::info!(version = %artifact.version, modes = missing.len(), "default model activated");
-    Ok(missing.len())
+    tracing::info!(version = %artifact.version, modes = n_activated, "default model activated");
+    Ok(n_activated)
 }
 
 /// What one cycle did.

@@ -1,12 +1,21 @@
 //! Schema migrations (`migrations/`, embedded at build time) and the TimescaleDB policies
 //! whose values come from configuration.
 
+use std::time::Duration;
+
 use sqlx::migrate::Migrator;
+use sqlx::{Connection, PgConnection};
 
 use super::{Store, StoreError, interval_literal, read_flavour};
 use crate::config::{StorageConfig, TimescaleMode};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Key of the session-level advisory lock that `Store::migrate` holds from start to end
+/// ("forewarn" in ASCII). sqlx locks around the migrations alone; this lock also covers the
+/// TimescaleDB policies and the report of what was applied, so that replicas starting
+/// together migrate one after the other.
+pub const MIGRATION_LOCK_KEY: i64 = 0x666f_7265_7761_726e;
 
 /// What `forewarn migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,89 +25,194 @@ pub struct MigrationReport {
 }
 
 impl Store {
-    /// Applies pending migrations (under sqlx's advisory lock, so replicas starting together
-    /// are safe) and sets the TimescaleDB policies from `storage`.
+    /// Applies pending migrations and sets the TimescaleDB policies from `storage`, all on
+    /// one connection that holds [`MIGRATION_LOCK_KEY`]: N processes may run it at once (the
+    /// later ones wait, then find nothing to do). The connection is taken out of the pool and
+    /// closed at the end, on success, error or cancellation alike, so no session lock (ours,
+    /// or sqlx's, which sqlx leaves held when a migration fails) outlives the call.
     pub async fn migrate(
         &mut self,
         storage: &StorageConfig,
     ) -> Result<MigrationReport, StoreError> {
-        let mode = match storage.timescaledb {
-            TimescaleMode::Auto => "auto",
-            TimescaleMode::Require => "require",
-            TimescaleMode::Off => "off",
-        };
-        let mut connection = self.pool.acquire().await?;
-        let applied_before: Vec<i64> = applied_versions(&mut connection).await?;
-        // Read by the migrations through current_setting('forewarn.timescaledb').
-        sqlx::query("select set_config('forewarn.timescaledb', $1, false)")
-            .bind(mode)
-            .execute(&mut *connection)
+        let mut connection = self.pool.acquire().await?.detach();
+        sqlx::query("select pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut connection)
             .await?;
-        let result = MIGRATOR.run(&mut *connection).await;
-        sqlx::query("reset forewarn.timescaledb")
-            .execute(&mut *connection)
-            .await
-            .ok();
-        result?;
-        let applied_after = applied_versions(&mut connection).await?;
-        drop(connection);
-
-        self.timescaledb = read_flavour(&self.pool).await?.unwrap_or(false);
-        if self.timescaledb {
-            self.apply_timescale_policies(storage).await?;
+        let report = migrate_locked(&mut connection, storage).await?;
+        // Closing the session releases the lock; a failed close drops the socket, which
+        // releases it too.
+        if let Err(error) = connection.close().await {
+            tracing::debug!(%error, "closing the migration connection failed");
         }
-        Ok(MigrationReport {
-            timescaledb: self.timescaledb,
-            applied_versions: applied_after
-                .into_iter()
-                .filter(|v| !applied_before.contains(v))
-                .collect(),
-        })
-    }
-
-    /// Sets (or replaces) the continuous-aggregate refresh, compression and retention
-    /// policies. Replacing is remove + add, so a changed setting takes effect on restart.
-    async fn apply_timescale_policies(&self, storage: &StorageConfig) -> Result<(), StoreError> {
-        // start_offset => null: refresh every invalidated range, however old, so that
-        // backfills and replays (event time in the past) reach the aggregate too.
-        sqlx::query(
-            "select add_continuous_aggregate_policy('telemetry_hourly',
-                 start_offset => null, end_offset => interval '1 hour',
-                 schedule_interval => interval '5 minutes', if_not_exists => true)",
-        )
-        .execute(&self.pool)
-        .await?;
-        sqlx::query("select remove_compression_policy('telemetry', if_exists => true)")
-            .execute(&self.pool)
-            .await?;
-        if let Some(compress_after) = storage.compress_after {
-            sqlx::query(
-                "select add_compression_policy('telemetry', compress_after => $1::interval)",
-            )
-            .bind(interval_literal(compress_after))
-            .execute(&self.pool)
-            .await?;
-        }
-        for table in ["telemetry", "device_events"] {
-            sqlx::query("select remove_retention_policy($1::regclass, if_exists => true)")
-                .bind(table)
-                .execute(&self.pool)
-                .await?;
-            if let Some(retention) = storage.retention {
-                sqlx::query(
-                    "select add_retention_policy($1::regclass, drop_after => $2::interval)",
-                )
-                .bind(table)
-                .bind(interval_literal(retention))
-                .execute(&self.pool)
-                .await?;
-            }
-        }
-        Ok(())
+        self.timescaledb = report.timescaledb;
+        Ok(report)
     }
 }
 
-async fn applied_versions(connection: &mut sqlx::PgConnection) -> Result<Vec<i64>, StoreError> {
+async fn migrate_locked(
+    connection: &mut PgConnection,
+    storage: &StorageConfig,
+) -> Result<MigrationReport, StoreError> {
+    let mode = match storage.timescaledb {
+        TimescaleMode::Auto => "auto",
+        TimescaleMode::Require => "require",
+        TimescaleMode::Off => "off",
+    };
+    let applied_before: Vec<i64> = applied_versions(connection).await?;
+    // Read by the migrations through current_setting('forewarn.timescaledb').
+    sqlx::query("select set_config('forewarn.timescaledb', $1, false)")
+        .bind(mode)
+        .execute(&mut *connection)
+        .await?;
+    // `run_direct` is `run` without the `Acquire` bound, whose lifetime makes the future of
+    // every caller fail to be `Send` ("Acquire is not general enough"); sqlx is pinned.
+    MIGRATOR.run_direct(None, connection, false).await?;
+    sqlx::query("reset forewarn.timescaledb")
+        .execute(&mut *connection)
+        .await?;
+    let applied_after = applied_versions(connection).await?;
+
+    let timescaledb = read_flavour(connection).await?.unwrap_or(false);
+    if timescaledb {
+        apply_timescale_policies(connection, storage).await?;
+    }
+    Ok(MigrationReport {
+        timescaledb,
+        applied_versions: applied_after
+            .into_iter()
+            .filter(|v| !applied_before.contains(v))
+            .collect(),
+    })
+}
+
+/// A TimescaleDB policy whose setting comes from configuration.
+#[derive(Debug, Clone, Copy)]
+enum Policy {
+    Compression,
+    Retention,
+}
+
+impl Policy {
+    /// `timescaledb_information.jobs.proc_name` of the policy's job.
+    fn proc_name(self) -> &'static str {
+        match self {
+            Policy::Compression => "policy_compression",
+            Policy::Retention => "policy_retention",
+        }
+    }
+
+    /// The key of the job's `config` that holds the setting.
+    fn config_key(self) -> &'static str {
+        match self {
+            Policy::Compression => "compress_after",
+            Policy::Retention => "drop_after",
+        }
+    }
+
+    fn remove_sql(self) -> &'static str {
+        match self {
+            Policy::Compression => {
+                "select remove_compression_policy($1::regclass, if_exists => true)"
+            }
+            Policy::Retention => "select remove_retention_policy($1::regclass, if_exists => true)",
+        }
+    }
+
+    fn add_sql(self) -> &'static str {
+        match self {
+            Policy::Compression => {
+                "select add_compression_policy($1::regclass, compress_after => $2::interval,
+                     if_not_exists => true)"
+            }
+            Policy::Retention => {
+                "select add_retention_policy($1::regclass, drop_after => $2::interval,
+                     if_not_exists => true)"
+            }
+        }
+    }
+}
+
+/// Sets the continuous-aggregate refresh, compression and retention policies. A policy is
+/// replaced only when its setting differs from the configuration (so a restart neither
+/// churns jobs nor resets their schedules), and every add is `if_not_exists`: running this
+/// again, or from an older replica that does not take the migration lock, fails nothing.
+async fn apply_timescale_policies(
+    connection: &mut PgConnection,
+    storage: &StorageConfig,
+) -> Result<(), StoreError> {
+    // start_offset => null: refresh every invalidated range, however old, so that
+    // backfills and replays (event time in the past) reach the aggregate too.
+    sqlx::query(
+        "select add_continuous_aggregate_policy('telemetry_hourly',
+             start_offset => null, end_offset => interval '1 hour',
+             schedule_interval => interval '5 minutes', if_not_exists => true)",
+    )
+    .execute(&mut *connection)
+    .await?;
+    set_policy(
+        connection,
+        Policy::Compression,
+        "telemetry",
+        storage.compress_after,
+    )
+    .await?;
+    for table in ["telemetry", "device_events"] {
+        set_policy(connection, Policy::Retention, table, storage.retention).await?;
+    }
+    Ok(())
+}
+
+/// Makes `policy` of `table` have `setting` (`None`: no policy), touching nothing when it
+/// already has.
+async fn set_policy(
+    connection: &mut PgConnection,
+    policy: Policy,
+    table: &str,
+    setting: Option<Duration>,
+) -> Result<(), StoreError> {
+    let interval = setting.map(interval_literal);
+    // One row per job of this policy on this table (normally at most one); each says
+    // whether its setting equals the wanted one (null when no policy is wanted).
+    let jobs: Vec<Option<bool>> = sqlx::query_scalar(
+        "select (config ->> $2)::interval = $3::interval
+         from timescaledb_information.jobs
+         where proc_name = $1 and hypertable_name = $4",
+    )
+    .bind(policy.proc_name())
+    .bind(policy.config_key())
+    .bind(&interval)
+    .bind(table)
+    .fetch_all(&mut *connection)
+    .await?;
+    let up_to_date = match &interval {
+        Some(_) => jobs.len() == 1 && jobs[0] == Some(true),
+        None => jobs.is_empty(),
+    };
+    if up_to_date {
+        return Ok(());
+    }
+    sqlx::query(policy.remove_sql())
+        .bind(table)
+        .execute(&mut *connection)
+        .await?;
+    if let Some(interval) = &interval {
+        sqlx::query(policy.add_sql())
+            .bind(table)
+            .bind(interval)
+            .execute(&mut *connection)
+            .await?;
+    }
+    tracing::info!(
+        policy = policy.proc_name(),
+        table,
+        setting = interval.as_deref().unwrap_or("off"),
+        "timescaledb policy set"
+    );
+    Ok(())
+}
+
+async fn applied_versions(connection: &mut PgConnection) -> Result<Vec<i64>, StoreError> {
     let exists: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
         .fetch_one(&mut *connection)
         .await?;

@@ -14,8 +14,8 @@ use sqlx::{ConnectOptions, PgPool, Row};
 
 use crate::config::{DatabaseConfig, StorageConfig};
 
-pub use migrate::MigrationReport;
-pub use prediction::{DeviceSummary, ModelRow, PredictionRow};
+pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};
+pub use prediction::{DeviceSummary, ModelRow, PredictionRow, PromotionOutcome};
 pub use registry::{
     ComponentRecord, CountedTable, CustomerRow, DeviceRow, MetricRow, TechnicianRow,
 };
@@ -34,6 +34,11 @@ pub enum StoreError {
     Other(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("no model {version} of failure mode {failure_mode} to promote")]
+    NoSuchModel {
+        version: String,
+        failure_mode: String,
+    },
 }
 
 impl StoreError {
@@ -149,7 +154,9 @@ impl Store {
             .after_connect(|connection, _| Box::pin(lift_decompression_limit(connection)))
             .connect_with(options)
             .await?;
-        let timescaledb = read_flavour(&pool).await?.unwrap_or(false);
+        let timescaledb = read_flavour(&mut *pool.acquire().await?)
+            .await?
+            .unwrap_or(false);
         Ok(Store {
             pool,
             timescaledb,
@@ -342,17 +349,52 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes dead letters received more than `retention` ago, `batch_rows` at a time, each
+    /// batch its own statement (locks, WAL and the time an autovacuum waits stay bounded
+    /// however far behind it is). `dead_letters` is a plain table on both flavours, so this
+    /// is the retention on TimescaleDB too. Returns the number deleted.
+    pub async fn delete_dead_letters_older_than(
+        &self,
+        retention: Duration,
+        batch_rows: i64,
+    ) -> Result<u64, StoreError> {
+        debug_assert!(batch_rows > 0);
+        let interval = interval_literal(retention);
+        let mut deleted = 0;
+        loop {
+            // The cut-off is computed once per batch; a letter crossing it between batches
+            // is taken by the next pass.
+            let n_rows = sqlx::query(
+                "delete from dead_letters where id in (
+                     select id from dead_letters
+                     where received_at < now() - $1::interval
+                     limit $2)",
+            )
+            .bind(&interval)
+            .bind(batch_rows)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += n_rows;
+            if n_rows < batch_rows.max(1) as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
 /// `None` before the first migration.
-async fn read_flavour(pool: &PgPool) -> Result<Option<bool>, StoreError> {
+async fn read_flavour(connection: &mut sqlx::PgConnection) -> Result<Option<bool>, StoreError> {
     let exists: bool = sqlx::query_scalar("select to_regclass('forewarn_storage') is not null")
-        .fetch_one(pool)
+        .fetch_one(&mut *connection)
         .await?;
     if !exists {
         return Ok(None);
     }
     Ok(
         sqlx::query_scalar("select timescaledb from forewarn_storage")
-            .fetch_optional(pool)
+            .fetch_optional(&mut *connection)
             .await?,
     )
 }

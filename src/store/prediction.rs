@@ -38,6 +38,21 @@ pub struct ModelRow {
     pub active: bool,
 }
 
+/// First key of the advisory locks that serialize promotions, one per failure mode (the
+/// second key is the hash of the mode's name); "mo" in ASCII.
+const PROMOTION_LOCK_CLASS: i32 = 0x6d6f;
+
+/// What a promotion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromotionOutcome {
+    /// The model is active now; `previous` was (none: the first model of its mode).
+    Promoted { previous: Option<String> },
+    /// The model was already the active one: nothing changed, nothing was recorded.
+    AlreadyActive,
+    /// Another model became active since the caller's comparison: nothing changed.
+    ActiveChanged { active: Option<String> },
+}
+
 /// A `predictions` row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PredictionRow {
@@ -295,8 +310,9 @@ impl Store {
         Ok(())
     }
 
-    /// Makes `version` the active model of `failure_mode` and records why, atomically.
-    /// Returns the previously active version.
+    /// Makes `version` the active model of `failure_mode` whatever is active, and records
+    /// why, atomically. Returns the previously active version (`version` itself when it
+    /// already was: nothing is recorded then).
     pub async fn promote_model(
         &self,
         version: &str,
@@ -304,33 +320,105 @@ impl Store {
         reason: &str,
         comparison: &serde_json::Value,
     ) -> Result<Option<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let previous: Option<(String,)> = sqlx::query_as(
-            "update models set active = false where failure_mode = $1 and active
-             returning version",
+        let outcome = self
+            .promote(version, failure_mode, None, reason, comparison)
+            .await?;
+        Ok(match outcome {
+            PromotionOutcome::Promoted { previous } => previous,
+            PromotionOutcome::AlreadyActive => Some(version.to_string()),
+            // Only a promotion with an expectation can find the active model changed.
+            PromotionOutcome::ActiveChanged { active } => active,
+        })
+    }
+
+    /// Makes `version` the active model of `failure_mode` only if the active model is still
+    /// `compared_with` (`None`: no model active), the one the caller's comparison judged;
+    /// otherwise changes nothing and answers `ActiveChanged`, so that the caller compares
+    /// again with the model that is active now.
+    pub async fn promote_model_if_active_is(
+        &self,
+        version: &str,
+        failure_mode: &str,
+        compared_with: Option<&str>,
+        reason: &str,
+        comparison: &serde_json::Value,
+    ) -> Result<PromotionOutcome, StoreError> {
+        self.promote(
+            version,
+            failure_mode,
+            Some(compared_with),
+            reason,
+            comparison,
         )
-        .bind(failure_mode)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let previous = previous.map(|(v,)| v);
-        sqlx::query("update models set active = true where version = $1 and failure_mode = $2")
-            .bind(version)
+        .await
+    }
+
+    /// Promotions of one failure mode are serialized by a transaction-level advisory lock
+    /// on the mode, and the active model is read after taking it, in the same transaction:
+    /// two promotions never both deactivate the same model and collide on
+    /// `models_one_active`, and `expected` is checked against what this transaction replaces.
+    async fn promote(
+        &self,
+        version: &str,
+        failure_mode: &str,
+        expected: Option<Option<&str>>,
+        reason: &str,
+        comparison: &serde_json::Value,
+    ) -> Result<PromotionOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(PROMOTION_LOCK_CLASS)
             .bind(failure_mode)
             .execute(&mut *tx)
             .await?;
+        let active: Option<String> =
+            sqlx::query_scalar("select version from models where failure_mode = $1 and active")
+                .bind(failure_mode)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(expected) = expected
+            && active.as_deref() != expected
+        {
+            tx.rollback().await?;
+            return Ok(PromotionOutcome::ActiveChanged { active });
+        }
+        if active.as_deref() == Some(version) {
+            tx.rollback().await?;
+            return Ok(PromotionOutcome::AlreadyActive);
+        }
+        sqlx::query("update models set active = false where failure_mode = $1 and active")
+            .bind(failure_mode)
+            .execute(&mut *tx)
+            .await?;
+        let activated =
+            sqlx::query("update models set active = true where version = $1 and failure_mode = $2")
+                .bind(version)
+                .bind(failure_mode)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if activated != 1 {
+            // Deactivating the current model for a version that is not there would leave
+            // the mode without a model.
+            tx.rollback().await?;
+            return Err(StoreError::NoSuchModel {
+                version: version.to_string(),
+                failure_mode: failure_mode.to_string(),
+            });
+        }
         sqlx::query(
             "insert into model_promotions (failure_mode, from_version, to_version, reason, comparison)
              values ($1, $2, $3, $4, $5)",
         )
         .bind(failure_mode)
-        .bind(&previous)
+        .bind(&active)
         .bind(version)
         .bind(reason)
         .bind(comparison)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(previous)
+        Ok(PromotionOutcome::Promoted { previous: active })
     }
 
     /// Models rows, optionally only the active ones.

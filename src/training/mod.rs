@@ -12,6 +12,8 @@ mod data;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -23,7 +25,7 @@ use crate::model::{
     self, Algorithm, Calibration, CandidateReport, EventMetrics, EventRules, FailureMode,
     ModeModel, ModelArtifact, ScoredPoint, TrainingSet, Validation,
 };
-use crate::store::{ModelRow, Store, StoreError};
+use crate::store::{ModelRow, PromotionOutcome, Store, StoreError};
 
 pub use data::{KindData, load_inputs, load_kind};
 
@@ -849,86 +851,197 @@ fn evaluation_cost(evaluation: &ModeEvaluation, mode: &FailureMode) -> f64 {
             * (evaluation.events.failures - evaluation.events.flagged_24h_ahead) as f64
 }
 
+/// What comparing a challenger with the active model of its mode concluded.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub promote: bool,
+    pub reason: String,
+    pub challenger_cost: f64,
+    pub active_cost: Option<f64>,
+    /// Recorded in `model_promotions.comparison` when promoted.
+    pub comparison: serde_json::Value,
+}
+
+/// The future of a comparison (`promote_when_better`'s judge). Boxed and `Send`: an async
+/// closure borrowing the store and the artifacts would make its caller's future `Send` only
+/// for one lifetime, and `serve` spawns retraining.
+pub type JudgeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Verdict, TrainingError>> + Send + 'a>>;
+
+/// How often one challenger is judged again because another promotion of its mode
+/// committed while it was being judged. Each retry means some promotion succeeded, so
+/// this bounds only pathological churn.
+const MAX_PROMOTION_ATTEMPTS: usize = 16;
+
+/// Promotes `version` for `failure_mode` when `judge` finds it better than the active model,
+/// and only while the model it was judged against is still the active one (checked under
+/// the mode's promotion lock, in the promotion's transaction). When another promotion won
+/// the race meanwhile, `version` is judged again against the new active model, so a
+/// decision is always the comparison rule applied to the model it replaces. Returns the
+/// active version it was last judged against and the verdict.
+pub async fn promote_when_better<'a>(
+    store: &Store,
+    version: &str,
+    failure_mode: &str,
+    mut judge: impl FnMut(Option<ModelRow>) -> JudgeFuture<'a>,
+) -> Result<(Option<String>, Verdict), TrainingError> {
+    let mut attempt = 1;
+    loop {
+        let active = store
+            .model_rows(true)
+            .await?
+            .into_iter()
+            .find(|r| r.failure_mode == failure_mode);
+        let active_version = active.as_ref().map(|r| r.version.clone());
+        let mut verdict = judge(active).await?;
+        if !verdict.promote {
+            return Ok((active_version, verdict));
+        }
+        let outcome = store
+            .promote_model_if_active_is(
+                version,
+                failure_mode,
+                active_version.as_deref(),
+                &verdict.reason,
+                &verdict.comparison,
+            )
+            .await?;
+        match outcome {
+            PromotionOutcome::Promoted { .. } => return Ok((active_version, verdict)),
+            PromotionOutcome::AlreadyActive => {
+                verdict.promote = false;
+                verdict.reason = "already active".to_string();
+                return Ok((active_version, verdict));
+            }
+            PromotionOutcome::ActiveChanged { active } if attempt < MAX_PROMOTION_ATTEMPTS => {
+                tracing::info!(
+                    mode = %failure_mode,
+                    challenger = %version,
+                    active = active.as_deref().unwrap_or("none"),
+                    "active model changed during the comparison; comparing again"
+                );
+                attempt += 1;
+            }
+            PromotionOutcome::ActiveChanged { active } => {
+                verdict.promote = false;
+                verdict.reason = format!(
+                    "not promoted: the active model changed {MAX_PROMOTION_ATTEMPTS} times while it was being compared"
+                );
+                return Ok((active, verdict));
+            }
+        }
+    }
+}
+
 /// Compares `challenger` with the active model of each mode on the challenger's
 /// validation window (the most recent data) and promotes it where it is better: lower
 /// expected cost, or the same cost and a higher PR-AUC. Every promotion is recorded in
-/// `model_promotions` with the comparison.
+/// `model_promotions` with the comparison; concurrent promotions of a mode (replicas
+/// retraining at once) each compare with the model they replace (`promote_when_better`).
 pub async fn promote_if_better(
     store: &Store,
     challenger: &ModelArtifact,
     stride: i64,
 ) -> Result<Vec<Decision>, TrainingError> {
-    let active_rows = store.model_rows(true).await?;
     let Some(first) = challenger.modes.first() else {
         return Ok(Vec::new());
     };
     let window_from = first.validation.from;
     let window_to = first.validation.to;
     let challenger_eval = evaluate(store, challenger, window_from, window_to, stride).await?;
-    let mut evaluated: HashMap<String, Evaluation> = HashMap::new();
+    // Evaluations of active artifacts by path: one artifact holds many modes. Locked only
+    // between awaits.
+    let evaluated: Mutex<HashMap<String, Arc<Evaluation>>> = Mutex::new(HashMap::new());
     let mut decisions = Vec::new();
     for (mode, ours) in challenger.modes.iter().zip(&challenger_eval.failure_modes) {
         let name = mode.mode.name();
         let challenger_cost = evaluation_cost(ours, &mode.mode);
-        let active = active_rows.iter().find(|r| r.failure_mode == name);
-        let (promote, reason, active_cost) = match active {
-            None => (true, "first model of this failure mode".to_string(), None),
-            Some(row) if row.version == challenger.version => {
-                (false, "already active".to_string(), None)
-            }
-            Some(row) => {
-                if !evaluated.contains_key(&row.artifact_path) {
-                    let path = PathBuf::from(&row.artifact_path);
-                    let artifact =
-                        tokio::task::spawn_blocking(move || read_artifact(&path)).await??;
-                    let evaluation =
-                        evaluate(store, &artifact, window_from, window_to, stride).await?;
-                    evaluated.insert(row.artifact_path.clone(), evaluation);
-                }
-                let theirs = &evaluated[&row.artifact_path];
-                match theirs.failure_modes.iter().find(|m| m.failure_mode == name) {
-                    None => (true, "active artifact lacks this mode".to_string(), None),
-                    Some(theirs) => {
-                        let active_cost = evaluation_cost(theirs, &mode.mode);
-                        let better = challenger_cost < active_cost
-                            || (challenger_cost == active_cost && ours.pr_auc > theirs.pr_auc);
-                        let reason = format!(
-                            "on {window_from}..{window_to}: challenger cost {challenger_cost:.0} (PR-AUC {:.3}, {}/{} flagged ≥24 h ahead, {} false alarms) vs active {} cost {active_cost:.0} (PR-AUC {:.3}, {}/{}, {} false alarms)",
-                            ours.pr_auc,
-                            ours.events.flagged_24h_ahead,
-                            ours.events.failures,
-                            ours.events.false_flags,
-                            row.version,
-                            theirs.pr_auc,
-                            theirs.events.flagged_24h_ahead,
-                            theirs.events.failures,
-                            theirs.events.false_flags,
-                        );
-                        (better, reason, Some(active_cost))
+        let evaluated = &evaluated;
+        let name_ref = &name;
+        let judge = |active: Option<ModelRow>| -> JudgeFuture<'_> {
+            Box::pin(async move {
+                let (promote, reason, active_cost) = match active {
+                    None => (true, "first model of this failure mode".to_string(), None),
+                    Some(row) if row.version == challenger.version => {
+                        (false, "already active".to_string(), None)
                     }
-                }
-            }
+                    Some(row) => {
+                        let cached = evaluated
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .get(&row.artifact_path)
+                            .cloned();
+                        let theirs = match cached {
+                            Some(evaluation) => evaluation,
+                            None => {
+                                let path = PathBuf::from(&row.artifact_path);
+                                let artifact =
+                                    tokio::task::spawn_blocking(move || read_artifact(&path))
+                                        .await??;
+                                let evaluation = Arc::new(
+                                    evaluate(store, &artifact, window_from, window_to, stride)
+                                        .await?,
+                                );
+                                evaluated
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .insert(row.artifact_path.clone(), evaluation.clone());
+                                evaluation
+                            }
+                        };
+                        match theirs
+                            .failure_modes
+                            .iter()
+                            .find(|m| m.failure_mode == *name_ref)
+                        {
+                            None => (true, "active artifact lacks this mode".to_string(), None),
+                            Some(theirs) => {
+                                let active_cost = evaluation_cost(theirs, &mode.mode);
+                                let better = challenger_cost < active_cost
+                                    || (challenger_cost == active_cost
+                                        && ours.pr_auc > theirs.pr_auc);
+                                let reason = format!(
+                                    "on {window_from}..{window_to}: challenger cost {challenger_cost:.0} (PR-AUC {:.3}, {}/{} flagged ≥24 h ahead, {} false alarms) vs active {} cost {active_cost:.0} (PR-AUC {:.3}, {}/{}, {} false alarms)",
+                                    ours.pr_auc,
+                                    ours.events.flagged_24h_ahead,
+                                    ours.events.failures,
+                                    ours.events.false_flags,
+                                    row.version,
+                                    theirs.pr_auc,
+                                    theirs.events.flagged_24h_ahead,
+                                    theirs.events.failures,
+                                    theirs.events.false_flags,
+                                );
+                                (better, reason, Some(active_cost))
+                            }
+                        }
+                    }
+                };
+                Ok(Verdict {
+                    promote,
+                    reason,
+                    challenger_cost,
+                    active_cost,
+                    comparison: serde_json::json!({
+                        "window": {"from": window_from, "to": window_to},
+                        "challenger_cost": challenger_cost,
+                        "active_cost": active_cost,
+                        "challenger": ours,
+                    }),
+                })
+            })
         };
-        if promote {
-            let comparison = serde_json::json!({
-                "window": {"from": window_from, "to": window_to},
-                "challenger_cost": challenger_cost,
-                "active_cost": active_cost,
-                "challenger": ours,
-            });
-            store
-                .promote_model(&challenger.version, &name, &reason, &comparison)
-                .await?;
-        }
-        tracing::info!(mode = %name, promoted = promote, reason = %reason, "promotion decision");
+        let (active, verdict) =
+            promote_when_better(store, &challenger.version, &name, judge).await?;
+        tracing::info!(mode = %name, promoted = verdict.promote, reason = %verdict.reason, "promotion decision");
         decisions.push(Decision {
             failure_mode: name,
             challenger: challenger.version.clone(),
-            active: active.map(|r| r.version.clone()),
-            promoted: promote,
-            reason,
-            challenger_cost,
-            active_cost,
+            active,
+            promoted: verdict.promote,
+            reason: verdict.reason,
+            challenger_cost: verdict.challenger_cost,
+            active_cost: verdict.active_cost,
         });
     }
     Ok(decisions)

@@ -392,3 +392,159 @@ async fn train_evaluate_score_and_swap_models() {
     assert!(promotions >= 2);
     let _ = std::fs::remove_dir_all(&model_dir);
 }
+
+/// `models` rows of `failure_mode`, one per cost, versions `v0`, `v1`, …; the cost (lower
+/// is better) stands in for the evaluation a real comparison runs, in `metrics.cost`.
+async fn insert_models_with_costs(db: &TestDb, failure_mode: &str, costs: &[f64]) -> Vec<String> {
+    let now = Utc::now();
+    let rows: Vec<forewarn::store::ModelRow> = costs
+        .iter()
+        .enumerate()
+        .map(|(index, cost)| forewarn::store::ModelRow {
+            version: format!("v{index}"),
+            failure_mode: failure_mode.to_string(),
+            algorithm: "test".into(),
+            horizon_hours: 72.0,
+            features: serde_json::json!([]),
+            metrics: serde_json::json!({ "cost": cost }),
+            threshold: 0.5,
+            artifact_path: String::new(),
+            data_from: now,
+            data_to: now,
+            active: false,
+        })
+        .collect();
+    db.store.insert_models(&rows).await.unwrap();
+    rows.into_iter().map(|row| row.version).collect()
+}
+
+/// `(from_version, to_version)` of every promotion of `failure_mode`, in commit order.
+async fn promotion_chain(db: &TestDb, failure_mode: &str) -> Vec<(Option<String>, String)> {
+    sqlx::query_as(
+        "select from_version, to_version from model_promotions
+         where failure_mode = $1 order by id",
+    )
+    .bind(failure_mode)
+    .fetch_all(&db.query().await)
+    .await
+    .unwrap()
+}
+
+async fn active_versions(db: &TestDb, failure_mode: &str) -> Vec<String> {
+    sqlx::query_scalar("select version from models where failure_mode = $1 and active")
+        .bind(failure_mode)
+        .fetch_all(&db.query().await)
+        .await
+        .unwrap()
+}
+
+/// Replicas promoting the same failure mode at once (`serve` retraining on several
+/// machines, `train --promote always`, the default model at start): every promotion
+/// succeeds one after another — none fails on `models_one_active` — exactly one model is
+/// active after, and each recorded promotion replaced the one recorded before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_promotions_of_one_mode_all_succeed_in_turn() {
+    let db = TestDb::new().await;
+    let mode = unique("always/bearing");
+    let versions = insert_models_with_costs(&db, &mode, &[1.0; 8]).await;
+    let mut promotions = tokio::task::JoinSet::new();
+    for version in versions.clone() {
+        let store = db.store.clone();
+        let mode = mode.clone();
+        promotions.spawn(async move {
+            store
+                .promote_model(&version, &mode, "test", &serde_json::json!({}))
+                .await
+        });
+    }
+    while let Some(result) = promotions.join_next().await {
+        result.unwrap().expect("a concurrent promotion succeeds");
+    }
+    let active = active_versions(&db, &mode).await;
+    assert_eq!(active.len(), 1, "{active:?}");
+    let chain = promotion_chain(&db, &mode).await;
+    assert_eq!(chain.len(), versions.len(), "{chain:?}");
+    assert_eq!(chain[0].0, None, "the first promotion replaced nothing");
+    for pair in chain.windows(2) {
+        assert_eq!(pair[1].0.as_ref(), Some(&pair[0].1), "{chain:?}");
+    }
+    assert_eq!(chain.last().unwrap().1, active[0]);
+
+    // The shipped default only fills a mode that has no active model.
+    let outcome = db
+        .store
+        .promote_model_if_active_is(&versions[0], &mode, None, "default", &serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        forewarn::store::PromotionOutcome::ActiveChanged {
+            active: Some(active[0].clone())
+        }
+    );
+}
+
+/// Challengers of one mode judged and promoted at the same time, each "if better than
+/// the active model" (lower cost): every decision is the rule applied to the model it
+/// replaced, read in the promotion's own transaction, so the best challenger ends active
+/// whatever the interleaving, and every recorded promotion lowered the cost. Reading the
+/// active model outside the transaction let a slow, worse challenger replace a better
+/// model promoted meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_promotions_if_better_keep_the_best_model_active() {
+    use forewarn::training::{JudgeFuture, TrainingError, Verdict};
+    let db = TestDb::new().await;
+    let mode = unique("race/bearing");
+    let costs = [50.0, 20.0, 80.0, 10.0, 60.0, 30.0, 70.0, 40.0, 90.0, 15.0];
+    let versions = insert_models_with_costs(&db, &mode, &costs).await;
+    let mut challengers = tokio::task::JoinSet::new();
+    for (index, version) in versions.clone().into_iter().enumerate() {
+        let store = db.store.clone();
+        let mode = mode.clone();
+        let cost = costs[index];
+        challengers.spawn(async move {
+            let judge = move |active: Option<forewarn::store::ModelRow>| -> JudgeFuture<'static> {
+                Box::pin(async move {
+                    // An evaluation takes a while: long enough for others to promote meanwhile.
+                    tokio::time::sleep(Duration::from_millis(10 + 7 * (index as u64 % 5))).await;
+                    let active_cost = active.map(|row| row.metrics["cost"].as_f64().unwrap());
+                    Ok(Verdict {
+                        promote: active_cost.is_none_or(|theirs| cost < theirs),
+                        reason: format!("cost {cost} vs {active_cost:?}"),
+                        challenger_cost: cost,
+                        active_cost,
+                        comparison: serde_json::json!({ "active_cost": active_cost }),
+                    })
+                })
+            };
+            let (judged_against, verdict) =
+                forewarn::training::promote_when_better(&store, &version, &mode, judge).await?;
+            Ok::<_, TrainingError>((cost, judged_against, verdict))
+        });
+    }
+    let cost_of = |version: &str| costs[version[1..].parse::<usize>().unwrap()];
+    while let Some(result) = challengers.join_next().await {
+        let (cost, judged_against, verdict) = result.unwrap().expect("no promotion fails");
+        let judged_cost = judged_against.as_deref().map(cost_of);
+        assert_eq!(verdict.active_cost, judged_cost);
+        if verdict.promote {
+            assert!(
+                judged_cost.is_none_or(|theirs| cost < theirs),
+                "{verdict:?}"
+            );
+        } else {
+            assert!(
+                judged_cost.is_some_and(|theirs| theirs <= cost),
+                "{verdict:?}"
+            );
+        }
+    }
+    assert_eq!(active_versions(&db, &mode).await, vec!["v3".to_string()]);
+    let chain = promotion_chain(&db, &mode).await;
+    assert_eq!(chain[0].0, None);
+    for pair in chain.windows(2) {
+        assert_eq!(pair[1].0.as_ref(), Some(&pair[0].1), "{chain:?}");
+        assert!(cost_of(&pair[1].1) < cost_of(&pair[0].1), "{chain:?}");
+    }
+    assert_eq!(chain.last().unwrap().1, "v3");
+}

@@ -2,8 +2,14 @@
 //! TimescaleDB (the PGlite lane, `TEST_TIMESCALEDB=require TEST_SHARED_DATABASE=1
 //! TEST_USE_COPY=false`). The same queries must give the same answers on both.
 
-use forewarn::store::{EventRow, TelemetryColumns, WriteBatch};
-use sqlx::Row;
+use std::time::Duration;
+
+use forewarn::config::StorageConfig;
+use forewarn::store::{
+    DeadLetterRow, EventRow, MIGRATION_LOCK_KEY, MigrationReport, Store, TelemetryColumns,
+    WriteBatch,
+};
+use sqlx::{Connection, Row};
 
 use crate::support::*;
 
@@ -369,4 +375,447 @@ async fn late_data_lands_in_a_compressed_chunk() {
     };
     assert_eq!(code.as_deref(), Some("53400"), "{refused}");
     assert!(!forewarn::store::StoreError::from(refused).is_transient());
+}
+
+/// The TimescaleDB lane serves one connection at a time: replicas cannot overlap there.
+fn one_connection_lane() -> bool {
+    std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1")
+}
+
+/// Replicas starting together on a fresh database: every `migrate` succeeds, the
+/// migrations are applied once (each reported by exactly one replica), and a second wave
+/// finds nothing to do. Without the migration lock around the whole step, replicas read
+/// "applied before" while another was migrating and claimed its versions, and on
+/// TimescaleDB removed and re-added the same policies at once ("already exists").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_migrating_one_fresh_database_together_all_succeed() {
+    if one_connection_lane() {
+        eprintln!("one connection at a time: replicas cannot migrate concurrently here");
+        return;
+    }
+    let server = tokio::task::spawn_blocking(test_server).await.unwrap();
+    let name = unique("fw_race_");
+    forewarn::store::drop_database(&server.admin_url, &name)
+        .await
+        .unwrap();
+    forewarn::store::create_database(&server.admin_url, &name)
+        .await
+        .unwrap();
+    let url = forewarn::store::url_with_database(&server.admin_url, &name).unwrap();
+    let database = forewarn::config::DatabaseConfig {
+        max_connections: 2,
+        ..Default::default()
+    };
+    const REPLICAS: usize = 4;
+    for wave in 0..2 {
+        let mut stores = Vec::new();
+        for _ in 0..REPLICAS {
+            stores.push(
+                Store::connect(&url, &database, &storage_config())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut migrations = tokio::task::JoinSet::new();
+        for mut store in stores {
+            migrations.spawn(async move { store.migrate(&storage_config()).await });
+        }
+        let mut reports: Vec<MigrationReport> = Vec::new();
+        while let Some(result) = migrations.join_next().await {
+            reports.push(result.unwrap().expect("every replica migrates"));
+        }
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let versions: Vec<i64> =
+            sqlx::query_scalar("select version from _sqlx_migrations where success order by 1")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let mut reported: Vec<i64> = reports
+            .iter()
+            .flat_map(|r| r.applied_versions.clone())
+            .collect();
+        reported.sort_unstable();
+        if wave == 0 {
+            assert!(!versions.is_empty());
+            assert_eq!(reported, versions, "each migration applied by one replica");
+        } else {
+            assert!(reported.is_empty(), "nothing left to apply: {reported:?}");
+        }
+        assert!(
+            reports
+                .iter()
+                .all(|r| r.timescaledb == reports[0].timescaledb)
+        );
+        pool.close().await;
+    }
+}
+
+/// `migrate` holds forewarn's migration lock from start to end: while another session
+/// holds it, a migration waits, and it finishes once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_waits_for_the_migration_lock() {
+    if one_connection_lane() {
+        eprintln!("one connection at a time: the lock cannot be held from a second session");
+        return;
+    }
+    let db = TestDb::new().await;
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("select pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut store = db.store.clone();
+    let migration = tokio::spawn(async move { store.migrate(&storage_config()).await });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !migration.is_finished(),
+        "migrate ran while another session held the migration lock"
+    );
+    sqlx::query("select pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(20), migration)
+        .await
+        .expect("migrate finishes once the lock is free")
+        .unwrap()
+        .unwrap();
+    assert!(report.applied_versions.is_empty());
+    // The migration connection was closed: its session lock went with it.
+    let held: i64 = sqlx::query_scalar(
+        "select count(*) from pg_locks
+         where locktype = 'advisory' and granted and pid <> pg_backend_pid()
+           and database = (select oid from pg_database where datname = current_database())",
+    )
+    .fetch_one(&mut holder)
+    .await
+    .unwrap();
+    assert_eq!(held, 0, "no advisory lock outlives migrate");
+}
+
+/// TimescaleDB policies: migrating again with the same configuration leaves every policy
+/// job as it was (no remove and re-add, which two replicas could interleave); a changed
+/// setting replaces only its own policy, and "off" removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_again_replaces_only_the_policies_whose_setting_changed() {
+    let db = TestDb::new().await;
+    if !db.store.is_timescaledb() {
+        eprintln!("plain PostgreSQL: no TimescaleDB policies");
+        return;
+    }
+    let pool = db.query().await;
+    async fn jobs(pool: &sqlx::PgPool) -> Vec<(i32, String, String, String)> {
+        sqlx::query_as(
+            "select job_id, proc_name::text, hypertable_name::text, config::text
+             from timescaledb_information.jobs
+             where proc_name in ('policy_compression', 'policy_retention')
+             order by proc_name, hypertable_name",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+    let mut store = db.store.clone();
+    let before = jobs(&pool).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    store.migrate(&storage_config()).await.unwrap();
+    assert_eq!(jobs(&pool).await, before, "same settings: jobs untouched");
+
+    let changed = StorageConfig {
+        compress_after: Some(Duration::from_secs(3 * 86_400)),
+        retention: None,
+        ..storage_config()
+    };
+    store.migrate(&changed).await.unwrap();
+    let after = jobs(&pool).await;
+    assert_eq!(
+        after.len(),
+        1,
+        "retention off removes its policies: {after:?}"
+    );
+    assert_eq!(after[0].1, "policy_compression");
+    assert_ne!(after[0].0, before[0].0, "compression policy replaced");
+    let compress_after: bool = sqlx::query_scalar(
+        "select (config ->> 'compress_after')::interval = interval '3 days'
+         from timescaledb_information.jobs where proc_name = 'policy_compression'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(compress_after);
+    store.migrate(&changed).await.unwrap();
+    assert_eq!(jobs(&pool).await, after, "same settings again: untouched");
+
+    // Back to the defaults, which the other tests of a shared database expect.
+    store.migrate(&storage_config()).await.unwrap();
+    assert_eq!(jobs(&pool).await.len(), 3);
+}
+
+fn dead_letter(topic: &str, received_at: chrono::DateTime<chrono::Utc>) -> DeadLetterRow {
+    DeadLetterRow {
+        received_at: received_at.timestamp_micros(),
+        topic: topic.to_string(),
+        payload: b"{not json".to_vec(),
+        truncated: false,
+        reason: "invalid_json",
+        detail: String::new(),
+    }
+}
+
+/// `storage.dead_letter_retention`: the maintenance pass deletes dead letters received
+/// before it, in bounded batches, on both flavours (`dead_letters` is a plain table on
+/// TimescaleDB too), and keeps the newer ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_past_retention_are_deleted_and_newer_ones_kept() {
+    let db = TestDb::new().await;
+    let pool = db.query().await;
+    let topic = unique("devices/DL-");
+    let now = chrono::Utc::now();
+    let mut letters = Vec::new();
+    for _ in 0..20 {
+        letters.push(dead_letter(&topic, now - chrono::Duration::days(40)));
+    }
+    for _ in 0..5 {
+        letters.push(dead_letter(&topic, now - chrono::Duration::days(29)));
+        letters.push(dead_letter(&topic, now));
+    }
+    db.store
+        .write_batch(&WriteBatch {
+            dead_letters: letters,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    let count_ours = async |older_than_days: i32| -> i64 {
+        sqlx::query_scalar(
+            "select count(*) from dead_letters
+             where topic = $1 and received_at < now() - make_interval(days => $2)",
+        )
+        .bind(&topic)
+        .bind(older_than_days)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(count_ours(0).await, 30);
+
+    // Batches of 7: three full ones and a short one.
+    let retention = Duration::from_secs(30 * 86_400);
+    let deleted = db
+        .store
+        .delete_dead_letters_older_than(retention, 7)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 20);
+    assert_eq!(count_ours(30).await, 0, "letters past retention deleted");
+    assert_eq!(count_ours(-1).await, 10, "newer letters kept");
+
+    // The maintenance job does it on either flavour.
+    db.store
+        .write_batch(&WriteBatch {
+            dead_letters: vec![dead_letter(&topic, now - chrono::Duration::days(31)); 3],
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    let storage = StorageConfig {
+        dead_letter_retention: Some(retention),
+        ..storage_config()
+    };
+    let report = forewarn::app::maintenance_pass(&db.store, &storage).await;
+    assert_eq!(report.n_dead_letters_deleted, 3);
+    assert_eq!(count_ours(-1).await, 10);
+    let kept_all = StorageConfig {
+        dead_letter_retention: None,
+        ..storage_config()
+    };
+    db.store
+        .write_batch(&WriteBatch {
+            dead_letters: vec![dead_letter(&topic, now - chrono::Duration::days(400))],
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    let report = forewarn::app::maintenance_pass(&db.store, &kept_all).await;
+    assert_eq!(
+        report.n_dead_letters_deleted, 0,
+        "\"off\" keeps every letter"
+    );
+    assert_eq!(count_ours(-1).await, 11);
+}
+
+/// Rows of `telemetry` the current transaction has read so far (sequential and through
+/// indexes).
+async fn telemetry_rows_read(connection: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+         from pg_stat_xact_user_tables where relname = 'telemetry'",
+    )
+    .fetch_one(connection)
+    .await
+    .unwrap()
+}
+
+/// One reading 300 days old and one from now, both dirty, with 300,000 clean readings
+/// between them: the refresh reads the two dirty hours, not the 300 days between (the old
+/// function read every row from the oldest dirty hour to the newest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollup_refresh_reads_only_the_dirty_hours() {
+    let db = TestDb::new().await;
+    if db.store.is_timescaledb() {
+        eprintln!("TimescaleDB: the continuous aggregate refreshes itself");
+        return;
+    }
+    let (device_id, metric_id) = new_series(&db, "SCAN-", "scan_metric").await;
+    let now = chrono::Utc::now().timestamp_micros();
+    let old_hour = now - now.rem_euclid(HOUR) - 300 * 24 * HOUR;
+    // Clean history in time order, from 299 days ago to a day ago.
+    const N_BETWEEN: i64 = 300_000;
+    let first = old_hour + 24 * HOUR;
+    let step = (298 * 24 * HOUR) / N_BETWEEN;
+    let mut between = TelemetryColumns::default();
+    for index in 0..N_BETWEEN {
+        between.push(
+            first + index * step,
+            device_id,
+            metric_id,
+            index as f64,
+            false,
+        );
+    }
+    db.store
+        .write_batch(&WriteBatch {
+            telemetry: between,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    db.store.refresh_rollup().await.unwrap();
+    let pool = db.query().await;
+    // What autovacuum does to an insert-only table: summarize the BRIN ranges, analyze.
+    sqlx::query("vacuum (analyze) telemetry")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let mut late = TelemetryColumns::default();
+    late.push(old_hour + 60_000_000, device_id, metric_id, -1.0, false);
+    late.push(now, device_id, metric_id, -2.0, false);
+    db.store
+        .write_batch(&WriteBatch {
+            telemetry: late,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    let read_before = telemetry_rows_read(&mut tx).await;
+    let n_hours: i32 = sqlx::query_scalar("select forewarn_refresh_telemetry_hourly()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let read = telemetry_rows_read(&mut tx).await - read_before;
+    tx.commit().await.unwrap();
+    assert_eq!(n_hours, 2);
+    // Each dirty hour costs at most the BRIN range its rows lie in (128 pages, about
+    // 20,000 readings); the old function read all 300,000 between.
+    assert!(
+        read < N_BETWEEN / 6,
+        "the refresh read {read} telemetry rows for two dirty hours"
+    );
+    let hours: Vec<(i64, f64, i64)> = sqlx::query_as(
+        "select extract(epoch from bucket)::bigint * 1000000, avg, count from telemetry_hourly
+         where device_id = $1 and (bucket = to_timestamp($2 / 1e6) or bucket = to_timestamp($3 / 1e6))
+         order by bucket",
+    )
+    .bind(device_id)
+    .bind(old_hour as f64)
+    .bind((now - now.rem_euclid(HOUR)) as f64)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        hours,
+        vec![(old_hour, -1.0, 1), (now - now.rem_euclid(HOUR), -2.0, 1)]
+    );
+}
+
+/// A series whose aggregate overflows (stddev of 1e200 and 0 raises 22003 in PostgreSQL)
+/// loses only its own hour: the other series of that hour, its own other hours and the
+/// other dirty hours are refreshed (the old function failed as a whole, so nothing was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_that_breaks_its_aggregate_does_not_stop_the_others() {
+    let db = TestDb::new().await;
+    if db.store.is_timescaledb() {
+        eprintln!("TimescaleDB: the continuous aggregate refreshes itself");
+        return;
+    }
+    let (bad_device, metric_id) = new_series(&db, "HUGE-", "huge_metric").await;
+    let (good_device, _) = new_series(&db, "FINE-", "huge_metric").await;
+    let start = base_time();
+    let minute = 60_000_000;
+    let mut rows = TelemetryColumns::default();
+    // Hours 0, 1, 2 are one run of consecutive dirty hours; hour 10 is another.
+    rows.push(start + minute, bad_device, metric_id, 1.0, false);
+    rows.push(start + 2 * minute, bad_device, metric_id, 3.0, false);
+    rows.push(start + HOUR + minute, bad_device, metric_id, 1e200, false);
+    rows.push(start + HOUR + 2 * minute, bad_device, metric_id, 0.0, false);
+    rows.push(start + 2 * HOUR + minute, bad_device, metric_id, 7.0, false);
+    for hour in [0, 1, 2, 10] {
+        rows.push(
+            start + hour * HOUR + minute,
+            good_device,
+            metric_id,
+            2.0,
+            false,
+        );
+        rows.push(
+            start + hour * HOUR + 2 * minute,
+            good_device,
+            metric_id,
+            4.0,
+            false,
+        );
+    }
+    db.store
+        .write_batch(&WriteBatch {
+            telemetry: rows,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    let n_hours = db
+        .store
+        .refresh_rollup()
+        .await
+        .expect("the refresh succeeds");
+    assert_eq!(n_hours, 4);
+
+    let pool = db.query().await;
+    let rollup = async |device_id: i32| -> Vec<(i64, f64, i64)> {
+        sqlx::query_as(
+            "select (extract(epoch from bucket)::bigint * 1000000 - $2) / 3600000000, avg, count
+             from telemetry_hourly where device_id = $1 order by bucket",
+        )
+        .bind(device_id)
+        .bind(start)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        rollup(good_device).await,
+        vec![(0, 3.0, 2), (1, 3.0, 2), (2, 3.0, 2), (10, 3.0, 2)],
+        "every hour of the healthy series"
+    );
+    assert_eq!(
+        rollup(bad_device).await,
+        vec![(0, 2.0, 2), (2, 7.0, 1)],
+        "the broken series loses only the hour it cannot aggregate"
+    );
+    let dirty = count(&pool, "select count(*) from telemetry_hourly_dirty").await;
+    assert_eq!(dirty, 0);
 }

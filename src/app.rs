@@ -119,7 +119,7 @@ impl App {
     ) -> Result<(), AppError> {
         let mut tasks: JoinSet<Result<(), AppError>> = JoinSet::new();
         let state = ApiState {
-            store: self.store.clone(),
+            health: self.store.health_check(),
             metrics: self.metrics.clone(),
         };
         let http = self.http.serve(state, shutdown.clone());

@@ -1,5 +1,6 @@
 //! The integration suite: one binary, real PostgreSQL and a real MQTT broker.
 
+mod api;
 mod config;
 mod ingest;
 mod ingest_hardening;

@@ -918,6 +918,44 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     })
 }
 
+/// A URL fit for logs and the terminal: the password of its user part and a `password`
+/// query parameter (which sqlx and libpq also read) become `***`. Text that does not parse
+/// as a URL keeps its scheme and host, and everything between `://` and the last `@` (where
+/// credentials would be) becomes `***`: a malformed `DATABASE_URL` must not leak either.
+pub fn redact_url(url: &str) -> String {
+    const HIDDEN: &str = "***";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return match (url.find("://"), url.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                format!("{}://{HIDDEN}{}", &url[..scheme_end], &url[at..])
+            }
+            _ => url.to_string(),
+        };
+    };
+    if parsed.password().is_some() {
+        // Fails only for URLs that cannot have a user part, which then has no password.
+        let _ = parsed.set_password(Some(HIDDEN));
+    }
+    let has_secret_parameter = parsed
+        .query_pairs()
+        .any(|(key, _)| key.eq_ignore_ascii_case("password"));
+    if has_secret_parameter {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key.eq_ignore_ascii_case("password") {
+                    HIDDEN.to_string()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
 /// A duration like `"400d"`, or `"off"` for none.
 mod optional_duration {
     use std::time::Duration;
@@ -1152,6 +1190,41 @@ mod tests {
         assert_eq!(config.mqtt.client_id, MqttConfig::default().client_id);
         let config = Config::load(None, env(&[("FOREWARN_MQTT__CLIENT_ID", "mine")])).unwrap();
         assert_eq!(config.mqtt.client_id, "mine");
+    }
+
+    #[test]
+    fn redacted_urls_keep_everything_but_the_password() {
+        assert_eq!(
+            redact_url("mqtt://forewarn-ingest:s3cret@127.0.0.1:1884"),
+            "mqtt://forewarn-ingest:***@127.0.0.1:1884"
+        );
+        assert_eq!(
+            redact_url(
+                "postgres://postgres:0123abcd@localhost:5999/forewarn?host=%2Fsrv%2Fdata%2Fpostgres"
+            ),
+            "postgres://postgres:***@localhost:5999/forewarn?host=%2Fsrv%2Fdata%2Fpostgres"
+        );
+        // sqlx and libpq also take the password as a query parameter.
+        let redacted =
+            redact_url("postgres://localhost/db?user=app&password=hunter2&sslmode=require");
+        assert_eq!(
+            redacted,
+            "postgres://localhost/db?user=app&password=***&sslmode=require"
+        );
+        // Nothing to hide: unchanged.
+        assert_eq!(redact_url("mqtt://127.0.0.1:1883"), "mqtt://127.0.0.1:1883");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_still_hides_its_credentials() {
+        let redacted = redact_url("postgres://app:pa ss%zz@[bad-host/db");
+        assert!(!redacted.contains("pa ss"), "{redacted}");
+        assert_eq!(redacted, "postgres://***@[bad-host/db");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     /// Each value that would panic or misbehave later, with the start of its sentence.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use forewarn::app::{self, App, Stages};
-use forewarn::config::Config;
+use forewarn::config::{Config, redact_url};
 use forewarn::shutdown::{self, Shutdown};
 
 #[derive(Parser)]
@@ -879,7 +879,8 @@ async fn serve(
     let is_demo = demo_fleet.is_some();
     let mut fleet_task = demo_fleet.map(|fleet| {
         tracing::info!(
-            "demo: fleet publishing to {mqtt_url}; metrics at http://{http_addr}/metrics"
+            "demo: fleet publishing to {}; metrics at http://{http_addr}/metrics",
+            redact_url(&mqtt_url)
         );
         tokio::spawn(fleet.run(mqtt_url.clone(), database_url.clone(), shutdown.clone()))
     });
@@ -931,7 +932,8 @@ async fn serve(
         let n_readings = store.count_telemetry().await?;
         let n_predictions = store.count_predictions().await?;
         println!(
-            "demo: {n_readings} readings and {n_predictions} predictions stored in {database_url}"
+            "demo: {n_readings} readings and {n_predictions} predictions stored in {}",
+            redact_url(&database_url)
         );
     }
     Ok(())

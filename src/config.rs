@@ -93,6 +93,7 @@ pub struct MqttConfig {
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
     /// Listen address of the embedded broker (used only when `url` is unset); port 0 picks one.
+    /// Loopback only: the embedded broker serves this machine, with generated credentials.
     pub embedded_listen: SocketAddr,
 }
 
@@ -575,6 +576,12 @@ impl Config {
             "mqtt.keep_alive",
             show(mqtt.keep_alive),
             "it must be between 1s and 65535s (MQTT counts whole seconds up to 65535, and without keep-alive a dead connection goes unnoticed)",
+        )?;
+        rule(
+            mqtt.embedded_listen.ip().is_loopback(),
+            "mqtt.embedded_listen",
+            mqtt.embedded_listen,
+            "the embedded broker serves this machine only: it must be a loopback address (127.0.0.0/8 or ::1); for devices on other machines run a real broker and set MQTT_URL",
         )?;
 
         if let Some(group) = &ingest.shared_group {
@@ -1256,6 +1263,11 @@ mod tests {
                 "FOREWARN_MQTT__KEEP_ALIVE",
                 "65536s",
                 "mqtt.keep_alive = 18h 12m 16s ",
+            ),
+            (
+                "FOREWARN_MQTT__EMBEDDED_LISTEN",
+                "0.0.0.0:1884",
+                "mqtt.embedded_listen = 0.0.0.0:1884 ",
             ),
             (
                 "FOREWARN_MQTT__TOPIC_PREFIX",

@@ -2,6 +2,7 @@
 
 mod api;
 mod config;
+mod embedded;
 mod ingest;
 mod ingest_hardening;
 mod predict;

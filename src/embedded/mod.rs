@@ -2,8 +2,9 @@
 //! a private PostgreSQL cluster, started from the server binaries on the machine, when
 //! `DATABASE_URL` is unset. The test suite uses the same helpers.
 //!
-//! The broker serves this machine only and only whoever holds its generated credentials: it
-//! listens on loopback and asks every client for a password.
+//! Both serve this machine only and only whoever holds their generated credentials: the
+//! broker listens on loopback and asks every client for a password; the cluster listens on
+//! a Unix socket inside its own 0700 data directory and asks for a password too.
 
 pub mod broker;
 pub mod mosquitto;

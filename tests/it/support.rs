@@ -96,15 +96,17 @@ pub fn test_server() -> TestServer {
 /// test fails, so that no server outlives its test.
 pub struct OwnedCluster {
     pub cluster: Arc<PrivateCluster>,
-    data_dir: std::path::PathBuf,
+    /// Deleted on drop: the data directory, or a directory holding it.
+    remove: std::path::PathBuf,
 }
 
 impl OwnedCluster {
     pub async fn start() -> OwnedCluster {
         let data_dir = std::env::temp_dir().join(unique("forewarn-owned-pg-"));
+        // A free number, so that tests can check that nothing listens on it over TCP.
         let options = ClusterOptions {
             data_dir: data_dir.clone(),
-            port: None,
+            port: Some(forewarn::embedded::free_port().expect("a free port")),
             durable: false,
         };
         let cluster = tokio::task::spawn_blocking(move || {
@@ -112,9 +114,14 @@ impl OwnedCluster {
         })
         .await
         .unwrap();
+        OwnedCluster::adopt(cluster, data_dir)
+    }
+
+    /// Takes charge of a cluster started elsewhere; `remove` is deleted on drop.
+    pub fn adopt(cluster: PrivateCluster, remove: std::path::PathBuf) -> OwnedCluster {
         OwnedCluster {
             cluster: Arc::new(cluster),
-            data_dir,
+            remove,
         }
     }
 }
@@ -122,8 +129,8 @@ impl OwnedCluster {
 impl Drop for OwnedCluster {
     fn drop(&mut self) {
         let _ = self.cluster.stop();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-        let _ = std::fs::remove_file(self.data_dir.with_extension("lock"));
+        let _ = std::fs::remove_file(self.cluster.data_dir().with_extension("lock"));
+        let _ = std::fs::remove_dir_all(&self.remove);
     }
 }
 

@@ -56,14 +56,18 @@ pub async fn resolve_database(
     Ok((cluster.url(PRIVATE_DATABASE), Some(cluster)))
 }
 
-/// A broker URL: `MQTT_URL` when set, else an embedded broker.
+/// The URL ingest connects with: `MQTT_URL` when set, else an embedded broker (whose
+/// `device_url` is what devices on this machine publish with).
 pub async fn resolve_broker(config: &Config) -> Result<(String, Option<EmbeddedBroker>), AppError> {
     if let Some(url) = &config.mqtt.url {
         return Ok((url.clone(), None));
     }
-    let broker =
-        crate::embedded::broker::start(config.mqtt.embedded_listen, config.ingest.max_packet_bytes)
-            .await?;
+    let broker = crate::embedded::broker::start(
+        config.mqtt.embedded_listen,
+        config.ingest.max_packet_bytes,
+        &config.mqtt.client_id,
+    )
+    .await?;
     Ok((broker.url(), Some(broker)))
 }
 
@@ -119,7 +123,7 @@ impl App {
     ) -> Result<(), AppError> {
         let mut tasks: JoinSet<Result<(), AppError>> = JoinSet::new();
         let state = ApiState {
-            store: self.store.clone(),
+            health: self.store.health_check(),
             metrics: self.metrics.clone(),
         };
         let http = self.http.serve(state, shutdown.clone());

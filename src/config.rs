@@ -93,6 +93,7 @@ pub struct MqttConfig {
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
     /// Listen address of the embedded broker (used only when `url` is unset); port 0 picks one.
+    /// Loopback only: the embedded broker serves this machine, with generated credentials.
     pub embedded_listen: SocketAddr,
 }
 
@@ -582,6 +583,12 @@ impl Config {
             show(mqtt.keep_alive),
             "it must be between 1s and 65535s (MQTT counts whole seconds up to 65535, and without keep-alive a dead connection goes unnoticed)",
         )?;
+        rule(
+            mqtt.embedded_listen.ip().is_loopback(),
+            "mqtt.embedded_listen",
+            mqtt.embedded_listen,
+            "the embedded broker serves this machine only: it must be a loopback address (127.0.0.0/8 or ::1); for devices on other machines run a real broker and set MQTT_URL",
+        )?;
 
         if let Some(group) = &ingest.shared_group {
             rule(
@@ -932,6 +939,44 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     })
 }
 
+/// A URL fit for logs and the terminal: the password of its user part and a `password`
+/// query parameter (which sqlx and libpq also read) become `***`. Text that does not parse
+/// as a URL keeps its scheme and host, and everything between `://` and the last `@` (where
+/// credentials would be) becomes `***`: a malformed `DATABASE_URL` must not leak either.
+pub fn redact_url(url: &str) -> String {
+    const HIDDEN: &str = "***";
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return match (url.find("://"), url.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                format!("{}://{HIDDEN}{}", &url[..scheme_end], &url[at..])
+            }
+            _ => url.to_string(),
+        };
+    };
+    if parsed.password().is_some() {
+        // Fails only for URLs that cannot have a user part, which then has no password.
+        let _ = parsed.set_password(Some(HIDDEN));
+    }
+    let has_secret_parameter = parsed
+        .query_pairs()
+        .any(|(key, _)| key.eq_ignore_ascii_case("password"));
+    if has_secret_parameter {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let value = if key.eq_ignore_ascii_case("password") {
+                    HIDDEN.to_string()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
 /// A duration like `"400d"`, or `"off"` for none.
 mod optional_duration {
     use std::time::Duration;
@@ -1179,6 +1224,41 @@ mod tests {
         assert_eq!(config.mqtt.client_id, "mine");
     }
 
+    #[test]
+    fn redacted_urls_keep_everything_but_the_password() {
+        assert_eq!(
+            redact_url("mqtt://forewarn-ingest:s3cret@127.0.0.1:1884"),
+            "mqtt://forewarn-ingest:***@127.0.0.1:1884"
+        );
+        assert_eq!(
+            redact_url(
+                "postgres://postgres:0123abcd@localhost:5999/forewarn?host=%2Fsrv%2Fdata%2Fpostgres"
+            ),
+            "postgres://postgres:***@localhost:5999/forewarn?host=%2Fsrv%2Fdata%2Fpostgres"
+        );
+        // sqlx and libpq also take the password as a query parameter.
+        let redacted =
+            redact_url("postgres://localhost/db?user=app&password=hunter2&sslmode=require");
+        assert_eq!(
+            redacted,
+            "postgres://localhost/db?user=app&password=***&sslmode=require"
+        );
+        // Nothing to hide: unchanged.
+        assert_eq!(redact_url("mqtt://127.0.0.1:1883"), "mqtt://127.0.0.1:1883");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_still_hides_its_credentials() {
+        let redacted = redact_url("postgres://app:pa ss%zz@[bad-host/db");
+        assert!(!redacted.contains("pa ss"), "{redacted}");
+        assert_eq!(redacted, "postgres://***@[bad-host/db");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
     /// Each value that would panic or misbehave later, with the start of its sentence.
     #[test]
     fn every_dangerous_value_is_rejected_with_one_sentence() {
@@ -1208,6 +1288,11 @@ mod tests {
                 "FOREWARN_MQTT__KEEP_ALIVE",
                 "65536s",
                 "mqtt.keep_alive = 18h 12m 16s ",
+            ),
+            (
+                "FOREWARN_MQTT__EMBEDDED_LISTEN",
+                "0.0.0.0:1884",
+                "mqtt.embedded_listen = 0.0.0.0:1884 ",
             ),
             (
                 "FOREWARN_MQTT__TOPIC_PREFIX",

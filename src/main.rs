@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use forewarn::app::{self, App, Stages};
-use forewarn::config::Config;
+use forewarn::config::{Config, redact_url};
 use forewarn::shutdown::{self, Shutdown};
 
 #[derive(Parser)]
@@ -868,7 +868,12 @@ async fn serve(
     demo_fleet: Option<DemoFleet>,
 ) -> anyhow::Result<()> {
     let (database_url, _cluster) = app::resolve_database(&config).await.context("database")?;
-    let (mqtt_url, _broker) = app::resolve_broker(&config).await.context("mqtt broker")?;
+    let (mqtt_url, broker) = app::resolve_broker(&config).await.context("mqtt broker")?;
+    // The simulator publishes as a device: with the embedded broker that is the devices'
+    // credential, never ingest's.
+    let device_url = broker
+        .as_ref()
+        .map_or_else(|| mqtt_url.clone(), |broker| broker.device_url());
     let store = app::open_store(&config, &database_url)
         .await
         .context("opening the database")?;
@@ -879,9 +884,10 @@ async fn serve(
     let is_demo = demo_fleet.is_some();
     let mut fleet_task = demo_fleet.map(|fleet| {
         tracing::info!(
-            "demo: fleet publishing to {mqtt_url}; metrics at http://{http_addr}/metrics"
+            "demo: fleet publishing to {}; metrics at http://{http_addr}/metrics",
+            redact_url(&device_url)
         );
-        tokio::spawn(fleet.run(mqtt_url.clone(), database_url.clone(), shutdown.clone()))
+        tokio::spawn(fleet.run(device_url.clone(), database_url.clone(), shutdown.clone()))
     });
     let running = forewarn.run(&config, &mqtt_url, stages, shutdown);
     tokio::pin!(running);
@@ -931,7 +937,8 @@ async fn serve(
         let n_readings = store.count_telemetry().await?;
         let n_predictions = store.count_predictions().await?;
         println!(
-            "demo: {n_readings} readings and {n_predictions} predictions stored in {database_url}"
+            "demo: {n_readings} readings and {n_predictions} predictions stored in {}",
+            redact_url(&database_url)
         );
     }
     Ok(())

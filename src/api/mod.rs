@@ -13,7 +13,7 @@ use axum::routing::get;
 
 use crate::observability::Metrics;
 use crate::shutdown::Shutdown;
-use crate::store::Store;
+use crate::store::HealthCheck;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -28,7 +28,9 @@ pub enum ApiError {
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub store: Store,
+    /// `/readyz`'s own small pool ([`Store::health_check`](crate::store::Store::health_check)),
+    /// never the store's, so probes cannot starve ingest of connections.
+    pub health: HealthCheck,
     pub metrics: Arc<Metrics>,
 }
 
@@ -73,8 +75,10 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
+    // The pool's acquire timeout bounds the wait for a connection; this bounds the whole
+    // round trip (a server that accepts and never answers).
     let database =
-        tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+        tokio::time::timeout(crate::store::HEALTH_ACQUIRE_TIMEOUT, state.health.ping()).await;
     let database_ok = matches!(database, Ok(Ok(())));
     let broker = state.metrics.mqtt_ready();
     let ingest_failure = state.metrics.ingest_failure();

@@ -160,7 +160,7 @@ pub async fn run(
     tracing::info!(
         sessions = n_sessions,
         subscriptions = ?settings.subscriptions(),
-        broker = %redact(&settings.mqtt_url),
+        broker = %crate::config::redact_url(&settings.mqtt_url),
         "ingest started"
     );
     for task in tasks {
@@ -168,17 +168,6 @@ pub async fn run(
     }
     tracing::info!("ingest stopped");
     Ok(())
-}
-
-/// A URL with its password replaced, for logs.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
-    }
 }
 
 #[cfg(test)]

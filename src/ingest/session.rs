@@ -91,7 +91,8 @@ pub fn mqtt_options(
     mqtt: &MqttConfig,
     ingest: &IngestConfig,
 ) -> Result<MqttOptions, MqttUrlError> {
-    let parsed = url::Url::parse(url).map_err(|_| MqttUrlError::Parse(super::redact(url)))?;
+    let parsed =
+        url::Url::parse(url).map_err(|_| MqttUrlError::Parse(crate::config::redact_url(url)))?;
     let (transport, default_port) = match parsed.scheme() {
         "mqtt" | "tcp" => (Transport::Tcp, 1883),
         "mqtts" | "ssl" => (Transport::tls_with_default_config(), 8883),
@@ -99,7 +100,7 @@ pub fn mqtt_options(
     };
     let host = parsed
         .host_str()
-        .ok_or_else(|| MqttUrlError::NoHost(super::redact(url)))?;
+        .ok_or_else(|| MqttUrlError::NoHost(crate::config::redact_url(url)))?;
     let mut options = MqttOptions::new(client_id, host, parsed.port().unwrap_or(default_port));
     options
         .set_transport(transport)

@@ -129,6 +129,39 @@ pub struct DeviceRecord {
     pub online: Option<bool>,
 }
 
+/// Connections the readiness probe may hold at once, whatever the number of probes.
+pub const HEALTH_MAX_CONNECTIONS: u32 = 2;
+/// How long a probe waits for one of them before it answers "unavailable".
+pub const HEALTH_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// `application_name` of the probe's connections (what `pg_stat_activity` shows).
+pub const HEALTH_APPLICATION_NAME: &str = "forewarn-health";
+
+/// The readiness probe's round trip to the database, on a pool of its own: at most
+/// [`HEALTH_MAX_CONNECTIONS`] connections, each probe waiting at most
+/// [`HEALTH_ACQUIRE_TIMEOUT`]. A flood of probes queues here and never takes a connection
+/// from the store's pool, which ingest and the other stages need to commit.
+#[derive(Clone, Debug)]
+pub struct HealthCheck {
+    pool: PgPool,
+}
+
+impl HealthCheck {
+    /// One `select 1`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Connections the probe holds open now (at most [`HEALTH_MAX_CONNECTIONS`]).
+    pub fn size(&self) -> u32 {
+        self.pool.size()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
 /// The connection pool and what the schema was created with.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -169,10 +202,18 @@ impl Store {
         self.timescaledb
     }
 
-    /// Round trip to the server, for readiness checks.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("select 1").execute(&self.pool).await?;
-        Ok(())
+    /// The readiness probe's own connections to the same database (see [`HealthCheck`]).
+    /// Opens nothing until the first probe.
+    pub fn health_check(&self) -> HealthCheck {
+        let options = (*self.pool.connect_options())
+            .clone()
+            .application_name(HEALTH_APPLICATION_NAME);
+        let pool = PgPoolOptions::new()
+            .max_connections(HEALTH_MAX_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(HEALTH_ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        HealthCheck { pool }
     }
 
     /// The pool itself, for tests that check rows directly (the TimescaleDB test lane

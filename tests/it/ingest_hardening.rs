@@ -70,7 +70,7 @@ async fn backlog_drains(window: u16, n_messages: u64) {
     // Create the persistent session, then go away: what follows queues at the broker.
     let first = RunningIngest::start(settings.clone(), db.store.clone()).await;
     first.stop().await;
-    flood(&broker.url(), &prefix, 1000, n_messages).await;
+    flood(&broker.device_url(), &prefix, 1000, n_messages).await;
 
     let started = Instant::now();
     let ingest = RunningIngest::start(settings.clone(), db.store.clone()).await;
@@ -136,7 +136,7 @@ async fn reading_pauses_at_the_pending_limit_and_resumes() {
     settings.ingest.batch_max_readings = 200;
     let first = RunningIngest::start(settings.clone(), db.store.clone()).await;
     first.stop().await;
-    flood(&broker.url(), &prefix, 100, 20_000).await;
+    flood(&broker.device_url(), &prefix, 100, 20_000).await;
     let ingest = RunningIngest::start(settings.clone(), db.store.clone()).await;
     let pool = db.query().await;
     let (mut max_messages, mut max_bytes) = (0.0f64, 0.0f64);
@@ -177,7 +177,7 @@ async fn sigterm_mid_backlog_stops_promptly_and_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     sigterm(&process);
     assert!(process.wait().unwrap().success());
-    flood(&broker.url(), &prefix, 500, 100_000).await;
+    flood(&broker.device_url(), &prefix, 500, 100_000).await;
 
     process = spawn();
     wait_until("draining started", Duration::from_secs(20), || async {
@@ -226,7 +226,7 @@ async fn shutdown_is_prompt_with_the_database_or_the_broker_down() {
     tokio::task::spawn_blocking(move || stopping.stop().unwrap())
         .await
         .unwrap();
-    flood(&broker.url(), &prefix, 50, 2000).await;
+    flood(&broker.device_url(), &prefix, 50, 2000).await;
     // The pool waits up to its acquire timeout (10 s) before it reports the failure.
     wait_until(
         "failing writes show in /readyz",
@@ -530,7 +530,7 @@ async fn every_session_reports_its_own_connection() {
         metric(&ingest.metrics, "forewarn_ingest_mqtt_sessions_connected"),
         3.0
     );
-    flood(&broker.url(), &prefix, 30, 3000).await;
+    flood(&broker.device_url(), &prefix, 30, 3000).await;
     let pool = db.query().await;
     wait_for_count(&pool, "select count(*) from telemetry", 9000).await;
     drop(broker);

@@ -1,6 +1,8 @@
 //! The integration suite: one binary, real PostgreSQL and a real MQTT broker.
 
+mod api;
 mod config;
+mod embedded;
 mod ingest;
 mod ingest_hardening;
 mod predict;

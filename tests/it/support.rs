@@ -96,15 +96,17 @@ pub fn test_server() -> TestServer {
 /// test fails, so that no server outlives its test.
 pub struct OwnedCluster {
     pub cluster: Arc<PrivateCluster>,
-    data_dir: std::path::PathBuf,
+    /// Deleted on drop: the data directory, or a directory holding it.
+    remove: std::path::PathBuf,
 }
 
 impl OwnedCluster {
     pub async fn start() -> OwnedCluster {
         let data_dir = std::env::temp_dir().join(unique("forewarn-owned-pg-"));
+        // A free number, so that tests can check that nothing listens on it over TCP.
         let options = ClusterOptions {
             data_dir: data_dir.clone(),
-            port: None,
+            port: Some(forewarn::embedded::free_port().expect("a free port")),
             durable: false,
         };
         let cluster = tokio::task::spawn_blocking(move || {
@@ -112,9 +114,14 @@ impl OwnedCluster {
         })
         .await
         .unwrap();
+        OwnedCluster::adopt(cluster, data_dir)
+    }
+
+    /// Takes charge of a cluster started elsewhere; `remove` is deleted on drop.
+    pub fn adopt(cluster: PrivateCluster, remove: std::path::PathBuf) -> OwnedCluster {
         OwnedCluster {
             cluster: Arc::new(cluster),
-            data_dir,
+            remove,
         }
     }
 }
@@ -122,8 +129,8 @@ impl OwnedCluster {
 impl Drop for OwnedCluster {
     fn drop(&mut self) {
         let _ = self.cluster.stop();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-        let _ = std::fs::remove_file(self.data_dir.with_extension("lock"));
+        let _ = std::fs::remove_file(self.cluster.data_dir().with_extension("lock"));
+        let _ = std::fs::remove_dir_all(&self.remove);
     }
 }
 
@@ -178,7 +185,7 @@ impl TestDb {
 pub enum TestBroker {
     External(String),
     Mosquitto(Mosquitto),
-    Embedded(String),
+    Embedded(forewarn::embedded::broker::EmbeddedBroker),
 }
 
 impl TestBroker {
@@ -192,22 +199,39 @@ impl TestBroker {
             Ok(mosquitto) => TestBroker::Mosquitto(mosquitto),
             Err(error) if require_mosquitto => panic!("this test needs Mosquitto: {error}"),
             Err(_) => {
-                let broker =
-                    forewarn::embedded::broker::start("127.0.0.1:0".parse().unwrap(), 1 << 20)
-                        .await
-                        .unwrap();
-                TestBroker::Embedded(broker.url())
+                let broker = forewarn::embedded::broker::start(
+                    "127.0.0.1:0".parse().unwrap(),
+                    1 << 20,
+                    INGEST_CLIENT_ID_PREFIX,
+                )
+                .await
+                .unwrap();
+                TestBroker::Embedded(broker)
             }
         }
     }
 
+    /// The URL ingest connects with.
     pub fn url(&self) -> String {
         match self {
-            TestBroker::External(url) | TestBroker::Embedded(url) => url.clone(),
+            TestBroker::External(url) => url.clone(),
             TestBroker::Mosquitto(mosquitto) => mosquitto.url(),
+            TestBroker::Embedded(broker) => broker.url(),
+        }
+    }
+
+    /// The URL devices publish with (the embedded broker has a credential for them).
+    pub fn device_url(&self) -> String {
+        match self {
+            TestBroker::Embedded(broker) => broker.device_url(),
+            other => other.url(),
         }
     }
 }
+
+/// Every test ingester's client id starts with this (`unique` adds the rest); the embedded
+/// broker reserves it for ingest's credential.
+pub const INGEST_CLIENT_ID_PREFIX: &str = "fw-ingest-";
 
 /// Settings for an ingester on `broker` with its own topic prefix and client id.
 pub fn ingest_settings(broker: &TestBroker, prefix: &str) -> IngestSettings {
@@ -215,7 +239,7 @@ pub fn ingest_settings(broker: &TestBroker, prefix: &str) -> IngestSettings {
     IngestSettings {
         mqtt_url: broker.url(),
         mqtt: MqttConfig {
-            client_id: unique("fw-ingest-"),
+            client_id: unique(INGEST_CLIENT_ID_PREFIX),
             topic_prefix: prefix.to_string(),
             keep_alive: Duration::from_secs(5),
             ..config.mqtt
@@ -292,12 +316,15 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn connect(broker: &TestBroker) -> Publisher {
-        let url = url::Url::parse(&broker.url()).unwrap();
+        let url = url::Url::parse(&broker.device_url()).unwrap();
         let mut options = MqttOptions::new(
             unique("fw-pub-"),
             url.host_str().unwrap(),
             url.port().unwrap_or(1883),
         );
+        if !url.username().is_empty() {
+            options.set_credentials(url.username(), url.password().unwrap_or_default());
+        }
         options
             .set_max_packet_size(1 << 20, 1 << 20)
             .set_inflight(500);

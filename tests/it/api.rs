@@ -1,0 +1,158 @@
+//! The HTTP surface against the real composition (`App`: HTTP server and ingest on one
+//! store), the real database and a real broker.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use forewarn::app::{App, Stages};
+use forewarn::config::Config;
+use forewarn::shutdown::Shutdown;
+use forewarn::store::{HEALTH_ACQUIRE_TIMEOUT, HEALTH_APPLICATION_NAME, HEALTH_MAX_CONNECTIONS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+/// One HTTP/1.1 GET: the status code and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `n_probes` concurrent `/readyz` requests: each answer and the slowest one's time.
+async fn probe_readyz(addr: SocketAddr, n_probes: usize) -> (Vec<(u16, String)>, Duration) {
+    let probes: Vec<_> = (0..n_probes)
+        .map(|_| {
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let answer = get(addr, "/readyz").await;
+                (answer, started.elapsed())
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(n_probes);
+    let mut slowest = Duration::ZERO;
+    for probe in probes {
+        let (answer, elapsed) = probe.await.unwrap();
+        answers.push(answer);
+        slowest = slowest.max(elapsed);
+    }
+    (answers, slowest)
+}
+
+fn assert_all_ready(answers: &[(u16, String)]) {
+    for (status, body) in answers {
+        assert_eq!(*status, 200, "{body}");
+        assert!(body.contains(r#""database":"ok""#), "{body}");
+    }
+}
+
+/// A flood of readiness probes never takes a connection from the store's pool, which
+/// ingest commits through: with every one of the store's connections held (as by a stalled
+/// write), 200 concurrent probes still answer "ready" within the probe's timeout, from at
+/// most `HEALTH_MAX_CONNECTIONS` connections of their own; and while ingest stores
+/// messages, 200 more probes cost it nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probes_never_starve_ingest_of_connections() {
+    init_logs();
+    if std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1") {
+        return; // the TimescaleDB lane serves one connection in all
+    }
+    let db = TestDb::new().await;
+    let broker = TestBroker::start(false).await;
+    let prefix = unique("ready");
+    let settings = ingest_settings(&broker, &prefix);
+    let mut config = Config::default();
+    config.http.addr = "127.0.0.1:0".parse().unwrap();
+    config.mqtt = settings.mqtt.clone();
+    config.ingest = settings.ingest.clone();
+    config.predict.interval = None;
+    let app = App::new(&config, db.store.clone()).await.unwrap();
+    let addr = app.http.local_addr();
+    let metrics = app.metrics.clone();
+    let (trigger, shutdown) = Shutdown::new();
+    let mqtt_url = broker.url();
+    let stages = Stages {
+        ingest: true,
+        maintenance: false,
+        predict: false,
+    };
+    let running = tokio::spawn(async move { app.run(&config, &mqtt_url, stages, shutdown).await });
+    wait_until("ingest connected", Duration::from_secs(10), || async {
+        metrics.mqtt_ready() == Some(true)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Every connection of the store's pool held.
+    let store_pool = db.store.pg_pool();
+    let mut held = Vec::new();
+    for _ in 0..store_pool.options().get_max_connections() {
+        held.push(store_pool.acquire().await.unwrap());
+    }
+    let (answers, slowest) = probe_readyz(addr, 200).await;
+    assert_all_ready(&answers);
+    assert!(
+        slowest < HEALTH_ACQUIRE_TIMEOUT,
+        "slowest probe took {slowest:?}"
+    );
+    let check = db.query().await;
+    let health_connections: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity
+         where application_name = $1 and datname = current_database()",
+    )
+    .bind(HEALTH_APPLICATION_NAME)
+    .fetch_one(&check)
+    .await
+    .unwrap();
+    assert!(
+        (1..=i64::from(HEALTH_MAX_CONNECTIONS)).contains(&health_connections),
+        "{health_connections} probe connections"
+    );
+    drop(held);
+
+    // Probes while ingest stores: every message lands, no write fails.
+    let mut device = Publisher::connect(&broker).await;
+    let probing = tokio::spawn(probe_readyz(addr, 200));
+    let n_messages: i64 = 500;
+    for message_idx in 0..n_messages {
+        let ts = now_rfc3339(chrono::Duration::milliseconds(-(n_messages - message_idx)));
+        device
+            .publish(
+                &format!("{prefix}/R-{}/telemetry", message_idx % 7),
+                format!(r#"{{"ts": "{ts}", "metrics": {{"v": {message_idx}}}}}"#),
+            )
+            .await;
+    }
+    device.flush().await;
+    let (answers, _) = probing.await.unwrap();
+    assert_all_ready(&answers);
+    wait_for_count(&check, "select count(*) from telemetry", n_messages).await;
+    assert_eq!(metrics.ingest_failure(), None);
+
+    trigger.trigger();
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("forewarn stops")
+        .unwrap()
+        .unwrap();
+    check.close().await;
+    db.store.close().await;
+}

@@ -654,18 +654,20 @@ impl Config {
 
         let storage = &self.storage;
         rule(
-            storage.compress_after.is_none_or(|after| !after.is_zero()),
+            storage
+                .compress_after
+                .is_none_or(|after| !after.is_zero() && after <= MAX_SPAN),
             "storage.compress_after",
             show_optional(storage.compress_after),
-            "it must be positive or \"off\"",
+            "it must be positive and at most 36500d or \"off\"",
         )?;
         rule(
             storage
                 .retention
-                .is_none_or(|retention| !retention.is_zero()),
+                .is_none_or(|retention| !retention.is_zero() && retention <= MAX_SPAN),
             "storage.retention",
             show_optional(storage.retention),
-            "it must be positive (0 would delete everything) or \"off\"",
+            "it must be positive and at most 36500d (0 would delete everything; more overflows PostgreSQL's interval) or \"off\"",
         )?;
         rule(
             storage
@@ -1379,6 +1381,16 @@ mod tests {
                 "FOREWARN_STORAGE__DEAD_LETTER_RETENTION",
                 "1000000000years",
                 "storage.dead_letter_retention = ",
+            ),
+            (
+                "FOREWARN_STORAGE__RETENTION",
+                "1000000000years",
+                "storage.retention = ",
+            ),
+            (
+                "FOREWARN_STORAGE__COMPRESS_AFTER",
+                "1000000000years",
+                "storage.compress_after = ",
             ),
             (
                 "FOREWARN_STORAGE__MAINTENANCE_INTERVAL",

@@ -100,9 +100,22 @@ enum Command {
         truth: PathBuf,
         #[arg(long, alias = "tickets")]
         flags: PathBuf,
-        /// A flag counts for a failure at most this long before it.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "30days")]
-        lookahead: Duration,
+        /// A flag counts for a failure at most this long before it. Default: each failure
+        /// mode's horizon from forewarn's configuration (`train.failure_modes`, else
+        /// `train.default_horizon`), as `forewarn evaluate` judges.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        lookahead: Option<Duration>,
+        /// forewarn's configuration file for the horizons (default `forewarn.toml` when
+        /// present, or `FOREWARN_CONFIG`; environment overrides apply).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Judge only failures and flags at or after this time (RFC 3339).
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Judge only failures and flags before this time (RFC 3339); a flag whose horizon
+        /// runs past it is reported as unjudged.
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
         /// Device-days observed, for false alarms per 1,000 device-days.
         #[arg(long, default_value_t = 0.0)]
         device_days: f64,
@@ -247,15 +260,42 @@ async fn main() -> anyhow::Result<()> {
             truth,
             flags,
             lookahead,
+            config,
+            from,
+            to,
             device_days,
         } => {
             let truth: Vec<forewarn_sim::sim::TruthRecord> = forewarn_sim::read_json_lines(&truth)?;
             let flags: Vec<forewarn_sim::score::Flag> = forewarn_sim::read_json_lines(&flags)?;
+            if let (Some(from), Some(to)) = (from, to)
+                && from >= to
+            {
+                anyhow::bail!("--from ({from}) must be before --to ({to})");
+            }
+            let train = forewarn::config::Config::load(config.as_deref(), std::env::vars())?.train;
+            let horizons = match lookahead {
+                Some(_) => Default::default(),
+                None => train
+                    .failure_modes
+                    .iter()
+                    .map(|m| {
+                        Ok((
+                            (m.kind.clone(), m.component.clone()),
+                            chrono::Duration::from_std(m.horizon)?,
+                        ))
+                    })
+                    .collect::<Result<_, chrono::OutOfRangeError>>()?,
+            };
             let config = forewarn_sim::score::ScoreConfig {
-                lookahead: chrono::Duration::from_std(lookahead)?,
+                horizons,
+                default_horizon: chrono::Duration::from_std(
+                    lookahead.unwrap_or(train.default_horizon),
+                )?,
                 min_lead: chrono::Duration::hours(24),
                 grace_after: chrono::Duration::days(7),
                 device_days,
+                from,
+                to,
             };
             let (overall, per_component) = forewarn_sim::score::score(&truth, &flags, &config);
             println!(

@@ -15,20 +15,40 @@ pub struct Flag {
     pub time: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ScoreConfig {
-    /// A flag counts for a failure when it comes at most this long before it.
-    pub lookahead: chrono::Duration,
+    /// A flag counts for a failure of its mode when it comes at most the mode's horizon
+    /// before it: `horizons[(kind, component)]`, else `default_horizon` (forewarn's
+    /// `train.failure_modes` and `train.default_horizon`).
+    pub horizons: HashMap<(String, String), chrono::Duration>,
+    pub default_horizon: chrono::Duration,
     /// "Flagged early enough": at least this long before the failure.
     pub min_lead: chrono::Duration,
     /// Flags up to this long after a failure (during the repair) are late, not false.
     pub grace_after: chrono::Duration,
     /// Device-days observed (for false alarms per 1,000 device-days).
     pub device_days: f64,
+    /// The judged window: failures and flags in `[from, to)`; unset ends are open.
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl ScoreConfig {
+    fn horizon(&self, kind: &str, component: &str) -> chrono::Duration {
+        self.horizons
+            .get(&(kind.to_string(), component.to_string()))
+            .copied()
+            .unwrap_or(self.default_horizon)
+    }
+
+    fn inside(&self, time: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|from| time >= from) && self.to.is_none_or(|to| time < to)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Score {
+    /// Every failure in the window, sudden ones included.
     pub failures: usize,
     /// Failures that gave warning (not sudden): the ones a model can catch.
     pub failures_with_warning: usize,
@@ -38,21 +58,39 @@ pub struct Score {
     pub true_flags: usize,
     pub late_flags: usize,
     pub false_flags: usize,
+    /// Flags whose horizon runs past the window's end: judged neither true nor false,
+    /// whatever happened before the end (the same rule as `forewarn evaluate`).
+    pub unjudged_flags: usize,
     pub precision: f64,
+    /// Share of all failures flagged (any lead).
     pub recall: f64,
+    /// Share of all failures flagged at least `min_lead` ahead.
+    pub recall_24h_ahead: f64,
     /// Share of failures with warning flagged at least `min_lead` ahead.
     pub recall_ahead_of_warning_failures: f64,
     pub false_alarms_per_1000_device_days: f64,
     pub median_lead_time_hours: Option<f64>,
 }
 
-/// Scores `flags` against `truth`, overall and per component.
+/// Scores `flags` against `truth`, overall and per component. A flag is matched to its
+/// device's kind through the truth file; a flag on a device the truth does not know is
+/// judged with the default horizon.
 pub fn score(
     truth: &[TruthRecord],
     flags: &[Flag],
     config: &ScoreConfig,
 ) -> (Score, HashMap<String, Score>) {
-    let overall = score_subset(truth, flags, config);
+    let truth: Vec<TruthRecord> = truth
+        .iter()
+        .filter(|t| config.inside(t.failure_at))
+        .cloned()
+        .collect();
+    let flags: Vec<Flag> = flags
+        .iter()
+        .filter(|f| config.inside(f.time))
+        .cloned()
+        .collect();
+    let overall = score_subset(&truth, &flags, config);
     let mut components: Vec<&str> = truth
         .iter()
         .map(|t| t.component.as_str())
@@ -89,12 +127,11 @@ fn score_subset(truth: &[TruthRecord], flags: &[Flag], config: &ScoreConfig) -> 
     let mut leads = Vec::new();
     let mut flagged_ahead_warning = 0;
     for failure in truth {
+        let horizon = config.horizon(failure.kind.as_str(), &failure.component);
         let earliest = flags
             .iter()
             .filter(|f| f.device == failure.device && f.component == failure.component)
-            .filter(|f| {
-                f.time <= failure.failure_at && f.time >= failure.failure_at - config.lookahead
-            })
+            .filter(|f| f.time <= failure.failure_at && f.time >= failure.failure_at - horizon)
             .map(|f| f.time)
             .min();
         if let Some(earliest) = earliest {
@@ -109,15 +146,27 @@ fn score_subset(truth: &[TruthRecord], flags: &[Flag], config: &ScoreConfig) -> 
             }
         }
     }
+    let kinds: HashMap<&str, &str> = truth
+        .iter()
+        .map(|t| (t.device.as_str(), t.kind.as_str()))
+        .collect();
     for flag in flags {
+        let horizon = kinds
+            .get(flag.device.as_str())
+            .map_or(config.default_horizon, |kind| {
+                config.horizon(kind, &flag.component)
+            });
+        if config.to.is_some_and(|to| flag.time + horizon > to) {
+            score.unjudged_flags += 1;
+            continue;
+        }
         let matching = truth
             .iter()
             .filter(|t| t.device == flag.device && t.component == flag.component);
         let mut is_true = false;
         let mut is_late = false;
         for failure in matching {
-            if flag.time <= failure.failure_at && flag.time >= failure.failure_at - config.lookahead
-            {
+            if flag.time <= failure.failure_at && flag.time >= failure.failure_at - horizon {
                 is_true = true;
             } else if flag.time > failure.failure_at
                 && flag.time <= failure.failure_at + config.grace_after
@@ -131,22 +180,12 @@ fn score_subset(truth: &[TruthRecord], flags: &[Flag], config: &ScoreConfig) -> 
             (false, false) => score.false_flags += 1,
         }
     }
-    let judged = score.true_flags + score.false_flags;
-    score.precision = if judged > 0 {
-        score.true_flags as f64 / judged as f64
-    } else {
-        0.0
-    };
-    score.recall = if score.failures > 0 {
-        score.flagged as f64 / score.failures as f64
-    } else {
-        0.0
-    };
-    score.recall_ahead_of_warning_failures = if score.failures_with_warning > 0 {
-        flagged_ahead_warning as f64 / score.failures_with_warning as f64
-    } else {
-        0.0
-    };
+    let share = |n: usize, of: usize| if of > 0 { n as f64 / of as f64 } else { 0.0 };
+    score.precision = share(score.true_flags, score.true_flags + score.false_flags);
+    score.recall = share(score.flagged, score.failures);
+    score.recall_24h_ahead = share(score.flagged_24h_ahead, score.failures);
+    score.recall_ahead_of_warning_failures =
+        share(flagged_ahead_warning, score.failures_with_warning);
     score.false_alarms_per_1000_device_days = if config.device_days > 0.0 {
         1000.0 * score.false_flags as f64 / config.device_days
     } else {
@@ -211,10 +250,13 @@ mod tests {
             }, // late
         ];
         let config = ScoreConfig {
-            lookahead: chrono::Duration::days(30),
+            horizons: HashMap::new(),
+            default_horizon: chrono::Duration::days(30),
             min_lead: chrono::Duration::hours(24),
             grace_after: chrono::Duration::days(7),
             device_days: 3000.0,
+            from: None,
+            to: None,
         };
         let (overall, per_component) = score(&truth, &flags, &config);
         assert_eq!(overall.failures, 2);
@@ -232,5 +274,38 @@ mod tests {
         assert!((overall.false_alarms_per_1000_device_days - 1.0 / 3.0).abs() < 1e-9);
         assert_eq!(overall.median_lead_time_hours, Some(100.0));
         assert_eq!(per_component["drain_pump"].flagged, 0);
+        assert_eq!(
+            overall.recall_24h_ahead, 0.5,
+            "over every failure, sudden included"
+        );
+
+        // The mode's own horizon: with 72 h the flag 100 h ahead is no longer in time.
+        let narrow = ScoreConfig {
+            horizons: HashMap::from([(
+                ("washer".to_string(), "drum_bearing".to_string()),
+                chrono::Duration::hours(72),
+            )]),
+            ..config.clone()
+        };
+        let (overall, _) = score(&truth, &flags, &narrow);
+        assert_eq!(overall.flagged, 1, "the flag 50 h ahead");
+        assert_eq!(overall.median_lead_time_hours, Some(50.0));
+        assert_eq!(
+            overall.false_flags, 2,
+            "the flag 100 h ahead is now false too"
+        );
+
+        // A window: only failures and flags inside it; a flag whose horizon runs past the
+        // end is unjudged whatever happens.
+        let window = ScoreConfig {
+            from: Some(at(300)),
+            to: Some(at(480)),
+            ..config.clone()
+        };
+        let (overall, _) = score(&truth, &flags, &window);
+        assert_eq!(overall.failures, 0, "WM-1 fails at 500, after the window");
+        assert_eq!(overall.flags, 2);
+        assert_eq!(overall.unjudged_flags, 2);
+        assert_eq!(overall.true_flags + overall.false_flags, 0);
     }
 }

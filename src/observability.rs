@@ -220,13 +220,10 @@ impl Metrics {
 
     /// Ingest's writes started failing (`Some(why)`) or work again (`None`).
     pub fn set_ingest_failure(&self, failure: Option<String>) {
-        let mut current = self
+        *self
             .ingest_failure
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if current.is_some() || failure.is_some() {
-            *current = failure;
-        }
+            .unwrap_or_else(|e| e.into_inner()) = failure;
     }
 
     /// Why ingest's writes are failing right now, for `/readyz`.

@@ -259,11 +259,8 @@ impl Writer {
         messages: &mut mpsc::UnboundedReceiver<Pending>,
         shutdown: &mut Shutdown,
     ) -> bool {
-        while !self.in_flight.is_empty() {
-            let written = front(&mut self.in_flight).await;
-            if !self.finish_front(written, shutdown).await {
-                return false;
-            }
+        if !self.finish_in_flight(shutdown).await {
+            return false;
         }
         let mut batch = Vec::new();
         while let Ok(received) = messages.try_recv() {
@@ -272,6 +269,11 @@ impl Writer {
         if !batch.is_empty() && !self.dispatch(batch, shutdown).await {
             return false;
         }
+        self.finish_in_flight(shutdown).await
+    }
+
+    /// Waits for every write in flight and settles it, oldest first.
+    async fn finish_in_flight(&mut self, shutdown: &mut Shutdown) -> bool {
         while !self.in_flight.is_empty() {
             let written = front(&mut self.in_flight).await;
             if !self.finish_front(written, shutdown).await {
@@ -339,10 +341,7 @@ impl Writer {
             match resolved {
                 Ok(()) => break,
                 Err(error) => {
-                    if !self
-                        .wait_to_retry(&error, &mut delay, messages.len(), shutdown)
-                        .await
-                    {
+                    if !back_off(&self.deps.metrics, &error, &mut delay, shutdown).await {
                         return false;
                     }
                 }
@@ -357,29 +356,6 @@ impl Writer {
             (batch, written)
         });
         self.in_flight.push_back(InFlight { messages, task });
-        true
-    }
-
-    /// Counts a failed attempt, marks ingest unhealthy, and sleeps before the next one.
-    /// Returns false when shutdown has come (the caller gives up without acking).
-    async fn wait_to_retry(
-        &self,
-        error: &StoreError,
-        delay: &mut Duration,
-        n_messages: usize,
-        shutdown: &mut Shutdown,
-    ) -> bool {
-        record_failure(&self.deps.metrics, error);
-        if shutdown.is_triggered() {
-            tracing::warn!(%error, n_messages, "database failing at shutdown; leaving messages unacknowledged for redelivery");
-            return false;
-        }
-        tracing::warn!(%error, retry_in = ?delay, n_messages, "database failing; holding the batch");
-        tokio::select! {
-            _ = tokio::time::sleep(*delay) => {}
-            _ = shutdown.wait() => {}
-        }
-        *delay = (*delay * 2).min(RETRY_MAX);
         true
     }
 
@@ -528,7 +504,7 @@ impl Writer {
                             // Even its dead letter was refused: never spin; wait, retry, and
                             // let shutdown end it (unacknowledged, so it comes back).
                             tracing::error!(%error, topic = %pending.received.publish.topic, "dead letter refused by the database");
-                            if !self.wait_to_retry(&error, &mut delay, 1, shutdown).await {
+                            if !back_off(&self.deps.metrics, &error, &mut delay, shutdown).await {
                                 return None;
                             }
                             continue;
@@ -597,17 +573,13 @@ impl Writer {
                 continue;
             };
             if self.devices.get(&device).is_none() {
-                let (reason, detail) = if limited_devices.binary_search(&device).is_ok() {
-                    (
-                        RejectReason::RegistrationLimited,
-                        format!(
-                            "device `{device}`: more than {} new devices per minute",
-                            ingest.max_new_devices_per_minute
-                        ),
-                    )
-                } else {
-                    (RejectReason::UnknownDevice, format!("device `{device}`"))
-                };
+                let (reason, detail) = unresolved(
+                    "device",
+                    &device,
+                    &limited_devices,
+                    (ingest.max_new_devices_per_minute, "new devices"),
+                    RejectReason::UnknownDevice,
+                );
                 pending.parsed.reject(reason, detail);
                 continue;
             }
@@ -620,17 +592,13 @@ impl Writer {
                 _ => None,
             };
             if let Some(metric) = unknown_metric {
-                let (reason, detail) = if limited_metrics.binary_search(&metric).is_ok() {
-                    (
-                        RejectReason::RegistrationLimited,
-                        format!(
-                            "metric `{metric}`: more than {} new metric names per minute",
-                            ingest.max_new_metrics_per_minute
-                        ),
-                    )
-                } else {
-                    (RejectReason::UnknownMetric, format!("metric `{metric}`"))
-                };
+                let (reason, detail) = unresolved(
+                    "metric",
+                    &metric,
+                    &limited_metrics,
+                    (ingest.max_new_metrics_per_minute, "new metric names"),
+                    RejectReason::UnknownMetric,
+                );
                 pending.parsed.reject(reason, detail);
             }
         }
@@ -727,7 +695,6 @@ impl Writer {
     }
 }
 
-/// The names of `asked` that `found` does not hold.
 /// A registry of names with surrogate ids.
 trait NameTable {
     type Id: Copy + Send;
@@ -807,6 +774,26 @@ async fn resolve_names<T: NameTable>(
     Ok(limited)
 }
 
+/// Why a name stayed without an id: the registration budget was spent on it (`limited`,
+/// sorted), or registration is off for its kind (`unknown`).
+fn unresolved(
+    what: &str,
+    name: &str,
+    limited: &[String],
+    budget: (u32, &str),
+    unknown: RejectReason,
+) -> (RejectReason, String) {
+    if limited.binary_search_by(|l| l.as_str().cmp(name)).is_ok() {
+        let (per_minute, new_names) = budget;
+        (
+            RejectReason::RegistrationLimited,
+            format!("{what} `{name}`: more than {per_minute} {new_names} per minute"),
+        )
+    } else {
+        (unknown, format!("{what} `{name}`"))
+    }
+}
+
 /// Writes `batch`, retrying whatever is not the data's fault with backoff until it commits
 /// or shutdown comes.
 async fn write_retrying(
@@ -829,20 +816,35 @@ async fn write_retrying(
             }
             Err(error) if error.is_data_rejection() => return Written::Rejected(error),
             Err(error) => {
-                record_failure(metrics, &error);
-                if shutdown.is_triggered() {
-                    tracing::warn!(%error, "database failing at shutdown; leaving the batch unacknowledged for redelivery");
+                if !back_off(metrics, &error, &mut delay, &mut shutdown).await {
                     return Written::Abandoned;
                 }
-                tracing::warn!(%error, retry_in = ?delay, "database failing; holding the batch");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.wait() => {}
-                }
-                delay = (delay * 2).min(RETRY_MAX);
             }
         }
     }
+}
+
+/// After a failure that is not the data's fault: counts it, marks ingest unhealthy, and
+/// sleeps before the next attempt (doubling `delay`). Returns false when shutdown has come:
+/// the caller gives up without acking, so the broker redelivers.
+async fn back_off(
+    metrics: &Metrics,
+    error: &StoreError,
+    delay: &mut Duration,
+    shutdown: &mut Shutdown,
+) -> bool {
+    record_failure(metrics, error);
+    if shutdown.is_triggered() {
+        tracing::warn!(%error, "database failing at shutdown; leaving messages unacknowledged for redelivery");
+        return false;
+    }
+    tracing::warn!(%error, retry_in = ?*delay, "database failing; holding the messages");
+    tokio::select! {
+        _ = tokio::time::sleep(*delay) => {}
+        _ = shutdown.wait() => {}
+    }
+    *delay = (*delay * 2).min(RETRY_MAX);
+    true
 }
 
 fn record_failure(metrics: &Metrics, error: &StoreError) {

@@ -77,11 +77,11 @@ fn classify(error: sqlx::Error) -> StoreError {
         | sqlx::Error::Protocol(_) => StoreError::Unavailable(error),
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            // Kept to this one arm on purpose while `classify` is being rewritten elsewhere:
             // 53400 (configuration_limit_exceeded, e.g. TimescaleDB's
             // max_tuples_decompressed_per_dml_transaction) is a limit the same write hits
-            // every time, so it is not transient like the rest of class 53; retrying forever
-            // would stall ingest.
+            // every time until an operator changes it: not a passing shortage like the rest
+            // of class 53. Ingest still retries it (it is not the data's fault), but reports
+            // it as a failing write, not as the database being unavailable.
             if code == "53400" {
                 return StoreError::Other(error);
             }

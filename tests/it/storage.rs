@@ -290,8 +290,8 @@ async fn a_configuration_limit_is_not_retried_but_a_resource_shortage_is() {
 }
 
 /// Late data (within `ingest.max_age`, older than `storage.compress_after`) lands in a
-/// compressed chunk: the store's connections lift TimescaleDB's decompression limit, and a
-/// write that did hit the limit would be refused for good (53400), not retried forever.
+/// compressed chunk: the store's connections lift TimescaleDB's decompression limit, which
+/// would otherwise refuse the write (53400) every time it is retried.
 /// Plain PostgreSQL has no compression: there only the harmless setting is checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_data_lands_in_a_compressed_chunk() {

@@ -313,10 +313,24 @@ pub struct TrainConfig {
     /// Retrain this often inside `serve` (promoting only a better model); `"off"` never.
     #[serde(with = "optional_duration")]
     pub interval: Option<Duration>,
-    /// The newest part of the data, held out: candidates are compared, probabilities
-    /// calibrated and the threshold chosen on it, never trained on.
-    #[serde(with = "humantime_serde")]
-    pub validation_window: Duration,
+    /// The held-out time before the test window: candidates are compared, probabilities
+    /// calibrated and thresholds chosen on it (out of fold), never trained on by the model
+    /// that scores it. `"auto"`: a fifth of the history, at least one and a half of the
+    /// longest horizon, at most 30 days. (`validation_window` is its old name.)
+    #[serde(with = "auto_duration", alias = "validation_window")]
+    pub tuning_window: Option<Duration>,
+    /// The newest part of the data: nothing is fitted or chosen on it; the model card's
+    /// headline figures come from it. `"auto"`: as `tuning_window`.
+    #[serde(with = "auto_duration")]
+    pub test_window: Option<Duration>,
+    /// Rolling-origin folds over the tuning window: fold `k` is scored by a model trained
+    /// on everything one horizon before it. `0`: auto (3 when the history is shorter than
+    /// 120 days, else 1).
+    pub tuning_folds: usize,
+    /// Failure modes found in `failures` but not listed below get the horizon their
+    /// history supports (how long before failure their signals separate from healthy
+    /// behaviour), `default_horizon` when it cannot tell. `false`: always `default_horizon`.
+    pub learn_horizons: bool,
     /// Time between two training examples of one device.
     #[serde(with = "humantime_serde")]
     pub example_stride: Duration,
@@ -360,7 +374,10 @@ impl Default for TrainConfig {
         };
         TrainConfig {
             interval: None,
-            validation_window: Duration::from_secs(30 * 86_400),
+            tuning_window: None,
+            test_window: None,
+            tuning_folds: 0,
+            learn_horizons: true,
             example_stride: Duration::from_secs(4 * 3600),
             negative_sample: 0.35,
             model_dir: PathBuf::from("models"),
@@ -697,7 +714,18 @@ impl Config {
 
         let train = &self.train;
         period_rule("train.interval", train.interval)?;
-        span_rule("train.validation_window", train.validation_window)?;
+        if let Some(window) = train.tuning_window {
+            span_rule("train.tuning_window", window)?;
+        }
+        if let Some(window) = train.test_window {
+            span_rule("train.test_window", window)?;
+        }
+        rule(
+            train.tuning_folds <= 12,
+            "train.tuning_folds",
+            train.tuning_folds,
+            "it must be between 0 (auto) and 12",
+        )?;
         rule(
             train.example_stride >= HOUR && train.example_stride <= MAX_PERIOD,
             "train.example_stride",
@@ -980,6 +1008,37 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// A duration like `"400d"`, or `"off"` for none.
+mod auto_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// `None` is written `"auto"`: the value is derived from the data.
+    pub fn serialize<S: Serializer>(
+        duration: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(duration) => {
+                serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+            }
+            None => serializer.serialize_str("auto"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.trim() {
+            "auto" => Ok(None),
+            other => humantime::parse_duration(other)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 mod optional_duration {
     use std::time::Duration;
 
@@ -1405,14 +1464,14 @@ mod tests {
             ("FOREWARN_LOG__FILTER", "info,[", "log.filter = \"info,[\" "),
             ("FOREWARN_TRAIN__INTERVAL", "0s", "train.interval = 0s "),
             (
-                "FOREWARN_TRAIN__VALIDATION_WINDOW",
+                "FOREWARN_TRAIN__TUNING_WINDOW",
                 "0s",
-                "train.validation_window = 0s ",
+                "train.tuning_window = 0s ",
             ),
             (
-                "FOREWARN_TRAIN__VALIDATION_WINDOW",
+                "FOREWARN_TRAIN__TEST_WINDOW",
                 "1000000000years",
-                "train.validation_window = ",
+                "train.test_window = ",
             ),
             (
                 "FOREWARN_TRAIN__EXAMPLE_STRIDE",

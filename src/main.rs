@@ -711,25 +711,50 @@ fn print_train_report(
     decisions: &[forewarn::training::Decision],
 ) {
     println!(
-        "trained {} on {} .. {} (validation from {}) in {:.1} s",
-        report.version, report.data_from, report.data_to, report.validation_from, report.seconds
+        "trained {} on {} .. {} (tuning from {} in {} fold(s), test from {}) in {:.1} s",
+        report.version,
+        report.data_from,
+        report.data_to,
+        report.tuning_from,
+        report.tuning_folds,
+        report.test_from,
+        report.seconds
     );
+    println!("  figures: test window (nothing fitted or chosen on it) | tuning window");
     println!(
         "artifact {}  card {}",
         report.artifact.display(),
         report.card.display()
     );
     for mode in &report.modes {
+        let tuning = &mode.tuning_window.events;
+        let baseline = mode
+            .baselines
+            .iter()
+            .map(|b| {
+                format!(
+                    "{} {}/{} p {:.2}",
+                    b.rule, b.test.flagged_24h_ahead, b.test.failures, b.test.precision
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         println!(
-            "  {:<26} {:<24} threshold {:.3}  PR-AUC {:.3}  flagged ≥24h {}/{}  false alarms {}  precision {:.2}",
-            mode["failure_mode"].as_str().unwrap_or_default(),
-            mode["algorithm"].as_str().unwrap_or_default(),
-            mode["threshold"].as_f64().unwrap_or_default(),
-            mode["pr_auc"].as_f64().unwrap_or_default(),
-            mode["events"]["flagged_24h_ahead"],
-            mode["events"]["failures"],
-            mode["events"]["false_flags"],
-            mode["events"]["precision"].as_f64().unwrap_or_default(),
+            "  {:<26} {:<24} horizon {:>4.0} h  threshold {:.3}  flagged ≥24h {}/{}  false {}  unjudged {}  precision {:.2}  PR-AUC {:.3} | {}/{} p {:.2} | baselines: {}",
+            mode.failure_mode,
+            mode.algorithm,
+            mode.horizon_hours,
+            mode.threshold,
+            mode.events.flagged_24h_ahead,
+            mode.events.failures,
+            mode.events.false_flags,
+            mode.events.unjudged_flags,
+            mode.events.precision,
+            mode.pr_auc,
+            tuning.flagged_24h_ahead,
+            tuning.failures,
+            tuning.precision,
+            baseline,
         );
     }
     for decision in decisions {
@@ -773,7 +798,10 @@ fn print_evaluation(evaluation: &forewarn::training::Evaluation) {
             m.pr_auc
         );
     }
-    println!("  overall: {}", evaluation.overall);
+    println!(
+        "  overall: {}",
+        serde_json::to_string(&evaluation.overall).unwrap_or_default()
+    );
 }
 
 /// The demo's fleet: `forewarn-sim live` when the simulator binary sits beside this one

@@ -235,8 +235,29 @@ fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[index])
 }
 
-/// The threshold minimising `cost_false_alarm × false flags + cost_missed × failures not
-/// flagged 24 h ahead`, over the distinct probabilities at the top of the ranking.
+/// `cost_false_alarm × false flags + cost_missed_failure × failures not flagged 24 h
+/// ahead`, where the unjudged flags (horizon past the window's end) count as false in the
+/// share the judged ones are: a window's last horizon can add failures caught but never a
+/// false flag, so without this, choosing a threshold on a window would favour flagging
+/// everything near its end.
+pub fn expected_cost(
+    metrics: &EventMetrics,
+    cost_false_alarm: f64,
+    cost_missed_failure: f64,
+) -> f64 {
+    let judged = metrics.true_flags + metrics.false_flags;
+    let false_share = if judged > 0 {
+        metrics.false_flags as f64 / judged as f64
+    } else {
+        1.0
+    };
+    let false_flags = metrics.false_flags as f64 + metrics.unjudged_flags as f64 * false_share;
+    let missed = metrics.failures - metrics.flagged_24h_ahead;
+    cost_false_alarm * false_flags + cost_missed_failure * missed as f64
+}
+
+/// The threshold minimising [`expected_cost`] over the distinct probabilities at the top
+/// of the ranking.
 pub fn choose_threshold(
     points: &[ScoredPoint],
     failures: &HashMap<i32, Vec<i64>>,
@@ -253,9 +274,7 @@ pub fn choose_threshold(
     let mut best: Option<(f64, f64, EventMetrics)> = None;
     for threshold in candidates.iter().step_by(step).copied().chain([1.01]) {
         let (metrics, _) = event_metrics(points, failures, threshold, rules);
-        let missed = metrics.failures - metrics.flagged_24h_ahead;
-        let cost =
-            cost_false_alarm * metrics.false_flags as f64 + cost_missed_failure * missed as f64;
+        let cost = expected_cost(&metrics, cost_false_alarm, cost_missed_failure);
         // On ties prefer the higher threshold (fewer visits for the same cost).
         if best
             .as_ref()

@@ -14,7 +14,7 @@ use crate::features::{FeatureSpec, FeatureTable, KindSchema};
 pub use candidates::{
     Algorithm, Classifier, TrainingSet, fit_candidate, fit_regressor, predict_regressor,
 };
-pub use events::{EventMetrics, EventRules, ScoredPoint, event_metrics};
+pub use events::{EventMetrics, EventRules, ScoredPoint, event_metrics, expected_cost};
 pub use metrics::{ExampleMetrics, example_metrics, pr_auc};
 
 /// Errors of model fitting and loading.
@@ -27,7 +27,7 @@ pub enum ModelError {
     #[error("no positive examples for {0}")]
     NoPositives(String),
     #[error(
-        "no failures of {0} in the validation window: it cannot be validated, so it is not trained"
+        "no failures of {0} in the tuning window: it cannot be calibrated or given a threshold, so it is not trained"
     )]
     Unvalidated(String),
     #[error("feature columns differ from the model's: {0}")]
@@ -151,7 +151,9 @@ pub fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
 
-/// How a trained mode model did on its validation window.
+/// How a trained mode model did on one window: the tuning window (out-of-fold scores, what
+/// calibration, threshold and winner were chosen on) or the test window (nothing chosen on
+/// it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Validation {
     pub from: chrono::DateTime<chrono::Utc>,
@@ -173,7 +175,18 @@ pub struct ModeModel {
     pub calibration: Calibration,
     /// Alert when the calibrated probability is at least this.
     pub threshold: f64,
+    /// The tuning window (out of fold).
     pub validation: Validation,
+    /// The test window, after the tuning window: the figures to believe. `None` in
+    /// artifacts older than the split.
+    #[serde(default)]
+    pub test: Option<Validation>,
+    /// Simple rules judged on the same windows, so the card says what the model adds.
+    #[serde(default)]
+    pub baselines: Vec<Baseline>,
+    /// Where the horizon came from: `configured`, `learned: …` or `default`.
+    #[serde(default)]
+    pub horizon_source: String,
     /// Feature importances, largest first.
     pub importances: Vec<(String, f64)>,
     /// Every candidate's validation result, and why the winner won.
@@ -189,6 +202,17 @@ pub struct CandidateReport {
     pub expected_cost: f64,
     pub events: EventMetrics,
     pub fit_seconds: f64,
+}
+
+/// A simple rule judged like a model: its one parameter chosen on the tuning window,
+/// judged on the test window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub rule: String,
+    pub description: String,
+    pub threshold: f64,
+    pub tuning: EventMetrics,
+    pub test: EventMetrics,
 }
 
 /// One contributing factor of a prediction.

@@ -257,7 +257,8 @@ async fn train_evaluate_score_and_swap_models() {
     let fleet = write_fleet(&db, &kind, 30, 75).await;
     let model_dir = std::env::temp_dir().join(unique("models"));
     let config = TrainConfig {
-        validation_window: Duration::from_secs(30 * 86_400),
+        tuning_window: Some(Duration::from_secs(25 * 86_400)),
+        test_window: Some(Duration::from_secs(15 * 86_400)),
         example_stride: Duration::from_secs(2 * 3600),
         negative_sample: 0.5,
         model_dir: model_dir.clone(),

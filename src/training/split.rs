@@ -1,0 +1,139 @@
+//! The time split of a training run: training examples, then a tuning window (rolling-origin
+//! folds: calibration, thresholds and the winner are chosen on it), then a test window that
+//! nothing is fitted or chosen on. Windows scale with the history.
+
+use std::time::Duration;
+
+use crate::config::TrainConfig;
+use crate::features::{DAY_MICROS, HOUR_MICROS};
+
+use super::TrainingError;
+
+/// The longest a window is by default.
+const MAX_AUTO_WINDOW: i64 = 30 * DAY_MICROS;
+/// The least history of training examples worth fitting on, besides the horizon gap.
+const MIN_TRAINING_SPAN: i64 = 7 * DAY_MICROS;
+/// Histories shorter than this get several tuning folds by default.
+const SHORT_HISTORY: i64 = 120 * DAY_MICROS;
+
+/// `[from, tune_from)` trains (labels never look past `tune_from`), `[tune_from,
+/// test_from)` tunes, `[test_from, until)` tests. µs since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    pub from: i64,
+    pub tune_from: i64,
+    pub test_from: i64,
+    pub until: i64,
+    pub folds: usize,
+}
+
+fn to_micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn days(micros: i64) -> f64 {
+    micros as f64 / DAY_MICROS as f64
+}
+
+impl Split {
+    /// The split of `[from, until)` for horizons up to `longest_horizon` (µs). `from` is the
+    /// first data. When the history is too short, the error says how much is needed and
+    /// which setting to change.
+    pub fn new(
+        config: &TrainConfig,
+        from: i64,
+        until: i64,
+        longest_horizon: i64,
+        longest_mode: &str,
+    ) -> Result<Split, TrainingError> {
+        let history = until - from;
+        // A window holds at least one and a half horizons, so that a flag can be judged in
+        // most of it; a fifth of the history when that is more; 30 days at most.
+        let auto = ((history / 5).min(MAX_AUTO_WINDOW))
+            .max(longest_horizon * 3 / 2)
+            .div_euclid(HOUR_MICROS)
+            * HOUR_MICROS;
+        let test = config.test_window.map_or(auto, to_micros);
+        let tuning = config.tuning_window.map_or(auto, to_micros);
+        let test_from = until - test;
+        let tune_from = test_from - tuning;
+        let needed = test + tuning + longest_horizon + MIN_TRAINING_SPAN;
+        if history < needed {
+            return Err(TrainingError::NoData(format!(
+                "training needs {:.0} days of history and this data covers {:.1}: a {:.0}-day test window, a {:.0}-day tuning window, the longest horizon ({longest_mode}, {:.1} days) and 7 days of examples before them; \
+                 set train.test_window and train.tuning_window shorter (say \"{:.0}d\" each), or a shorter horizon for {longest_mode} in train.failure_modes",
+                days(needed).ceil(),
+                days(history),
+                days(test),
+                days(tuning),
+                days(longest_horizon),
+                (days(history - longest_horizon - MIN_TRAINING_SPAN) / 2.0)
+                    .floor()
+                    .max(1.0),
+            )));
+        }
+        let folds = match config.tuning_folds {
+            0 if history < SHORT_HISTORY => 3,
+            0 => 1,
+            folds => folds,
+        };
+        Ok(Split {
+            from,
+            tune_from,
+            test_from,
+            until,
+            folds,
+        })
+    }
+
+    /// The tuning window's folds `[start, end)`, oldest first, on whole hours.
+    pub fn folds(&self) -> Vec<(i64, i64)> {
+        let span = self.test_from - self.tune_from;
+        let folds = self.folds.max(1) as i64;
+        (0..folds)
+            .map(|k| {
+                let start =
+                    self.tune_from + (span * k / folds).div_euclid(HOUR_MICROS) * HOUR_MICROS;
+                let end = if k + 1 == folds {
+                    self.test_from
+                } else {
+                    self.tune_from + (span * (k + 1) / folds).div_euclid(HOUR_MICROS) * HOUR_MICROS
+                };
+                (start, end)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_scale_with_the_history_and_folds_tile_the_tuning_window() {
+        let config = TrainConfig::default();
+        let split = Split::new(&config, 0, 60 * DAY_MICROS, 2 * DAY_MICROS, "m").unwrap();
+        assert_eq!(split.test_from, 48 * DAY_MICROS);
+        assert_eq!(split.tune_from, 36 * DAY_MICROS);
+        assert_eq!(split.folds, 3);
+        let folds = split.folds();
+        assert_eq!(folds.first().unwrap().0, split.tune_from);
+        assert_eq!(folds.last().unwrap().1, split.test_from);
+        assert!(folds.windows(2).all(|w| w[0].1 == w[1].0));
+
+        let long = Split::new(&config, 0, 400 * DAY_MICROS, 7 * DAY_MICROS, "m").unwrap();
+        assert_eq!(long.until - long.test_from, 30 * DAY_MICROS);
+        assert_eq!(long.folds, 1);
+    }
+
+    #[test]
+    fn too_little_history_says_what_is_needed_and_what_to_change() {
+        let config = TrainConfig::default();
+        let error = Split::new(&config, 0, 20 * DAY_MICROS, 7 * DAY_MICROS, "washer/drum")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("train.test_window"), "{error}");
+        assert!(error.contains("washer/drum"), "{error}");
+        assert!(error.contains("covers 20.0"), "{error}");
+    }
+}

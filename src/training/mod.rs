@@ -177,18 +177,34 @@ pub async fn train(
             "no failures recorded: nothing to learn from".into(),
         ));
     }
-    let longest = modes
-        .iter()
-        .max_by(|a, b| a.mode.horizon_hours.total_cmp(&b.mode.horizon_hours))
-        .map(|m| m.mode.clone())
-        .expect("modes is not empty");
-    let split = Split::new(
-        config,
-        from.timestamp_micros(),
-        until.timestamp_micros(),
-        fit::hours_to_micros(longest.horizon_hours),
-        &longest.name(),
-    )?;
+    // The longest horizon sets the windows. A mode whose horizon needs more history than
+    // there is waits (a warning says so); the others train.
+    let mut modes = modes;
+    let split = loop {
+        let longest = modes
+            .iter()
+            .max_by(|a, b| a.mode.horizon_hours.total_cmp(&b.mode.horizon_hours))
+            .map(|m| m.mode.clone())
+            .expect("modes is not empty");
+        match Split::new(
+            config,
+            from.timestamp_micros(),
+            until.timestamp_micros(),
+            fit::hours_to_micros(longest.horizon_hours),
+            &longest.name(),
+        ) {
+            Ok(split) => break split,
+            Err(error)
+                if modes
+                    .iter()
+                    .any(|m| m.mode.horizon_hours < longest.horizon_hours) =>
+            {
+                tracing::warn!(%error, "failure modes with this horizon skipped: too little history");
+                modes.retain(|m| m.mode.horizon_hours < longest.horizon_hours);
+            }
+            Err(error) => return Err(error),
+        }
+    };
     let spec = FeatureSpec::default();
     let mut kinds: Vec<String> = modes.iter().map(|m| m.mode.kind.clone()).collect();
     kinds.sort();

@@ -549,3 +549,100 @@ async fn concurrent_promotions_if_better_keep_the_best_model_active() {
     }
     assert_eq!(chain.last().unwrap().1, "v3");
 }
+
+/// The same data trains the same model, bit for bit: the negatives kept are chosen by a
+/// hash of (device, time), forust's trees are seeded and its parallel histogram sums add
+/// up in a fixed order whatever the thread count, and the folds are fixed by time. (The
+/// promotion check above relies on it: an identical challenger is never "better".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_is_repeatable() {
+    let db = TestDb::new().await;
+    let kind = unique("repeat");
+    let fleet = write_fleet(&db, &kind, 24, 60).await;
+    let model_dir = std::env::temp_dir().join(unique("models"));
+    let config = TrainConfig {
+        example_stride: Duration::from_secs(2 * 3600),
+        model_dir: model_dir.clone(),
+        failure_modes: vec![FailureModeConfig {
+            kind: kind.clone(),
+            component: "bearing".into(),
+            horizon: Duration::from_secs(72 * 3600),
+            cost_false_alarm: None,
+            cost_missed_failure: None,
+        }],
+        ..TrainConfig::default()
+    };
+    let mut artifacts = Vec::new();
+    for version in ["same-1", "same-2"] {
+        let (artifact, _) = forewarn::training::train(
+            &db.store,
+            &config,
+            Some((time(fleet.start), time(fleet.end))),
+            Some(version.into()),
+        )
+        .await
+        .unwrap();
+        let mut json = serde_json::to_value(&artifact).unwrap();
+        json["version"] = serde_json::Value::Null;
+        json["created_at"] = serde_json::Value::Null;
+        for mode in json["modes"].as_array_mut().unwrap() {
+            for candidate in mode["candidates"].as_array_mut().unwrap() {
+                candidate["fit_seconds"] = serde_json::Value::Null;
+            }
+        }
+        artifacts.push(json);
+    }
+    assert!(
+        artifacts[0] == artifacts[1],
+        "two trainings on the same data differ"
+    );
+    let _ = std::fs::remove_dir_all(&model_dir);
+}
+
+/// A short history trains with the defaults: examples start as soon as devices report
+/// (no three-week warm-up), and the windows shrink with the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_history_trains_with_the_defaults() {
+    let db = TestDb::new().await;
+    let kind = unique("short");
+    let fleet = write_fleet(&db, &kind, 60, 45).await;
+    let model_dir = std::env::temp_dir().join(unique("models"));
+    let config = TrainConfig {
+        model_dir: model_dir.clone(),
+        ..TrainConfig::default()
+    };
+    let (artifact, report) = forewarn::training::train(
+        &db.store,
+        &config,
+        Some((time(fleet.start), time(fleet.end))),
+        Some("short-1".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.tuning_folds, 3,
+        "a short history is tuned on rolling-origin folds"
+    );
+    assert!(report.test_from < report.data_to && report.tuning_from < report.test_from);
+    let mode = &artifact.modes[0];
+    // Not configured: the horizon comes from the data (the ramp starts 5 days out).
+    assert!(
+        mode.horizon_source.starts_with("learned"),
+        "{}",
+        mode.horizon_source
+    );
+    assert!(mode.test.is_some());
+    assert!(!mode.baselines.is_empty());
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report.card).unwrap()).unwrap();
+    assert_eq!(card["modes"][0]["headline"], "test window");
+    for key in [
+        "test_window",
+        "tuning_window",
+        "baselines",
+        "no_skill_positive_share",
+    ] {
+        assert!(!card["modes"][0][key].is_null(), "card lacks {key}: {card}");
+    }
+    let _ = std::fs::remove_dir_all(&model_dir);
+}

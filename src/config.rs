@@ -315,17 +315,17 @@ pub struct TrainConfig {
     pub interval: Option<Duration>,
     /// The held-out time before the test window: candidates are compared, probabilities
     /// calibrated and thresholds chosen on it (out of fold), never trained on by the model
-    /// that scores it. `"auto"`: a fifth of the history, at least one and a half of the
-    /// longest horizon, at most 30 days. (`validation_window` is its old name.)
+    /// that scores it. `"auto"`: half of the time before the test window (at most 90 days,
+    /// at least as long as the test window). (`validation_window` is its old name.)
     #[serde(with = "auto_duration", alias = "validation_window")]
     pub tuning_window: Option<Duration>,
     /// The newest part of the data: nothing is fitted or chosen on it; the model card's
-    /// headline figures come from it. `"auto"`: as `tuning_window`.
+    /// headline figures come from it. `"auto"`: a fifth of the history, at least one and a
+    /// half of the longest horizon, at most 30 days.
     #[serde(with = "auto_duration")]
     pub test_window: Option<Duration>,
     /// Rolling-origin folds over the tuning window: fold `k` is scored by a model trained
-    /// on everything one horizon before it. `0`: auto (3 when the history is shorter than
-    /// 120 days, else 1).
+    /// on every example labelled before it starts. `0`: auto (3).
     pub tuning_folds: usize,
     /// Failure modes found in `failures` but not listed below get the horizon their
     /// history supports (how long before failure their signals separate from healthy

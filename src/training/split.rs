@@ -13,8 +13,10 @@ use super::TrainingError;
 const MAX_AUTO_WINDOW: i64 = 30 * DAY_MICROS;
 /// The least history of training examples worth fitting on, besides the horizon gap.
 const MIN_TRAINING_SPAN: i64 = 7 * DAY_MICROS;
-/// Histories shorter than this get several tuning folds by default.
-const SHORT_HISTORY: i64 = 120 * DAY_MICROS;
+/// The longest tuning window by default.
+const MAX_AUTO_TUNING: i64 = 90 * DAY_MICROS;
+/// Rolling-origin folds over the tuning window by default.
+const AUTO_FOLDS: usize = 3;
 
 /// `[from, tune_from)` trains (labels never look past `tune_from`), `[tune_from,
 /// test_from)` tunes, `[test_from, until)` tests. µs since the epoch.
@@ -54,7 +56,19 @@ impl Split {
             .div_euclid(HOUR_MICROS)
             * HOUR_MICROS;
         let test = config.test_window.map_or(auto, to_micros);
-        let tuning = config.tuning_window.map_or(auto, to_micros);
+        // Rolling origin: the tuning window takes half of the time before the test window
+        // (90 days at most), so that its folds see enough failures to calibrate on, while
+        // each fold's model still trains on everything before it.
+        let tuning = config.tuning_window.map_or_else(
+            || {
+                ((history - test) / 2)
+                    .min(MAX_AUTO_TUNING)
+                    .max(auto)
+                    .div_euclid(HOUR_MICROS)
+                    * HOUR_MICROS
+            },
+            to_micros,
+        );
         let test_from = until - test;
         let tune_from = test_from - tuning;
         let needed = test + tuning + longest_horizon + MIN_TRAINING_SPAN;
@@ -73,8 +87,7 @@ impl Split {
             )));
         }
         let folds = match config.tuning_folds {
-            0 if history < SHORT_HISTORY => 3,
-            0 => 1,
+            0 => AUTO_FOLDS,
             folds => folds,
         };
         Ok(Split {
@@ -114,7 +127,7 @@ mod tests {
         let config = TrainConfig::default();
         let split = Split::new(&config, 0, 60 * DAY_MICROS, 2 * DAY_MICROS, "m").unwrap();
         assert_eq!(split.test_from, 48 * DAY_MICROS);
-        assert_eq!(split.tune_from, 36 * DAY_MICROS);
+        assert_eq!(split.tune_from, 24 * DAY_MICROS);
         assert_eq!(split.folds, 3);
         let folds = split.folds();
         assert_eq!(folds.first().unwrap().0, split.tune_from);
@@ -123,7 +136,7 @@ mod tests {
 
         let long = Split::new(&config, 0, 400 * DAY_MICROS, 7 * DAY_MICROS, "m").unwrap();
         assert_eq!(long.until - long.test_from, 30 * DAY_MICROS);
-        assert_eq!(long.folds, 1);
+        assert_eq!(long.test_from - long.tune_from, 90 * DAY_MICROS);
     }
 
     #[test]

@@ -300,8 +300,9 @@ pub async fn train(
     Ok((artifact, report))
 }
 
-/// Sets `mode`'s horizon from its training history (rows before the tuning window) and
-/// says where it came from. A horizon never exceeds two thirds of the tuning window, so
+/// Sets `mode`'s horizon from its history before the test window (a choice like any
+/// other: made on training and tuning time, never on the test window) and says where it
+/// came from. A horizon never exceeds two thirds of the tuning window, so
 /// that most of its flags can be judged there.
 fn learn_horizon(
     data: &KindData,
@@ -311,9 +312,9 @@ fn learn_horizon(
 ) -> String {
     let failures = data.failure_times(&mode.component);
     let rows: Vec<usize> = (0..table.n_rows())
-        .filter(|&row| table.requests[row].1 < split.tune_from)
+        .filter(|&row| table.requests[row].1 < split.test_from)
         .collect();
-    match horizon::learn(table, &rows, &failures, split.tune_from) {
+    match horizon::learn(table, &rows, &failures, split.test_from) {
         Some((hours, why)) => {
             let window_hours = ((split.test_from - split.tune_from) / HOUR_MICROS) as f64;
             let capped = hours.min((window_hours * 2.0 / 3.0).floor()).max(48.0);
@@ -325,9 +326,10 @@ fn learn_horizon(
                 why
             }
         }
-        None => format!(
-            "default (train.default_horizon): too few failures before the tuning window to learn one"
-        ),
+        None => {
+            "default (train.default_horizon): too few failures before the test window to learn one"
+                .to_string()
+        }
     }
 }
 

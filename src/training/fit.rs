@@ -469,6 +469,10 @@ fn explain_choice(
     )
 }
 
+/// A baseline: name, description, score of a feature row, and a fixed threshold (`None`:
+/// chosen on the tuning window).
+type BaselineRule = (String, String, Box<dyn Fn(&[f64]) -> f64>, Option<f64>);
+
 /// The simple rules every card judges beside the model, on the same windows and rules.
 fn baselines(
     table: &FeatureTable,
@@ -496,7 +500,7 @@ fn baselines(
             })
             .collect()
     };
-    let mut rules: Vec<(String, String, Box<dyn Fn(&[f64]) -> f64>, Option<f64>)> = Vec::new();
+    let mut rules: Vec<BaselineRule> = Vec::new();
     let event_columns: Vec<usize> = ["warning", "error", "critical"]
         .iter()
         .filter_map(|severity| column(&format!("events.{severity}.24h")))

@@ -38,6 +38,10 @@ struct FleetArgs {
     /// Share of telemetry messages sent malformed (live mode).
     #[arg(long, default_value_t = 0.0)]
     malformed_rate: f64,
+    /// Multiplies the rate at which healthy devices raise warning codes anyway (see the
+    /// README's table); 0 turns nuisance codes off. `--clean` leaves them on.
+    #[arg(long, default_value_t = 1.0)]
+    nuisance_scale: f64,
 }
 
 #[derive(Subcommand)]
@@ -136,6 +140,7 @@ fn fleet_config(args: &FleetArgs, start: i64, end: i64) -> SimConfig {
         end,
         interval: args.interval.as_micros() as i64,
         artefacts,
+        nuisance_scale: args.nuisance_scale,
     }
 }
 

@@ -71,6 +71,29 @@ pub struct SimConfig {
     /// Sampling interval (µs); 10 minutes by default.
     pub interval: i64,
     pub artefacts: Artefacts,
+    /// Multiplies every mode's nuisance-code rate ([`nuisance_per_day`]); 0 turns nuisance
+    /// codes off. Device behaviour, not an artefact: `--clean` leaves it on.
+    pub nuisance_scale: f64,
+}
+
+/// How often a healthy device raises a mode's warning code anyway, per device-day: a
+/// clogged filter, a cold morning, a hot afternoon, a door left open. Real fleets are full
+/// of these; a code that only degrading parts raise would hand the model the answer.
+/// Each nuisance episode is a burst of 1–3 events on consecutive samples.
+pub fn nuisance_per_day(code: &str) -> f64 {
+    match code {
+        "E31" => 1.0 / 60.0,    // drum imbalance: an unbalanced load
+        "E21" => 1.0 / 30.0,    // drain timeout: a clogged filter
+        "F12" => 1.0 / 45.0,    // compressor overrun: a warm room, a door left open
+        "F07" => 1.0 / 90.0,    // evaporator temperature high: defrost cycles
+        "P0562" => 1.0 / 40.0,  // system voltage low: cold mornings, short trips
+        "P0217" => 1.0 / 120.0, // over-temperature: towing, hills in summer
+        "S03" => 1.0 / 50.0,    // storage write retry: a busy card
+        "T01" => 1.0 / 40.0,    // thermal throttling: a sunny wall
+        "V45" => 1.0 / 60.0,    // vibration alarm: cavitation at start-up
+        "L12" => 1.0 / 90.0,    // seal leak suspected: a pressure transient
+        _ => 0.0,
+    }
 }
 
 /// A simulated device and its hidden truth.
@@ -302,6 +325,7 @@ impl Fleet {
                 })
                 .collect(),
             uptime_since: self.config.start,
+            nuisance_left: vec![0; device.episodes.len()],
         }
     }
 }
@@ -324,6 +348,8 @@ pub struct DeviceStream<'a> {
     /// Per mode: how many failures have been announced with a critical event.
     failures_announced: Vec<usize>,
     uptime_since: i64,
+    /// Per mode: nuisance events still to come in the current burst.
+    nuisance_left: Vec<u8>,
 }
 
 impl DeviceStream<'_> {
@@ -530,9 +556,26 @@ impl Iterator for DeviceStream<'_> {
             metrics.push((metric.name, (value * 10_000.0).round() / 10_000.0));
         }
 
-        // Events: warnings grow with degradation; a critical event at each failure.
+        // Events: warnings grow with degradation, healthy devices raise the same codes now
+        // and then (nuisance), and a critical event marks each failure.
+        let samples_per_day = DAY_MICROS as f64 / self.config.interval.max(1) as f64;
         for (mode_idx, (mode, h)) in spec.modes.iter().zip(&health).enumerate() {
-            if *h > 0.05 && !broken[mode_idx] && self.rng.gen_bool((0.05 * h * h).min(1.0)) {
+            let nuisance_start = (nuisance_per_day(mode.warning_code) * self.config.nuisance_scale
+                / samples_per_day)
+                .clamp(0.0, 1.0);
+            let nuisance = !broken[mode_idx]
+                && if self.nuisance_left[mode_idx] > 0 {
+                    self.nuisance_left[mode_idx] -= 1;
+                    true
+                } else if nuisance_start > 0.0 && self.rng.gen_bool(nuisance_start) {
+                    self.nuisance_left[mode_idx] = self.rng.gen_range(0..3);
+                    true
+                } else {
+                    false
+                };
+            let degrading =
+                *h > 0.05 && !broken[mode_idx] && self.rng.gen_bool((0.05 * h * h).min(1.0));
+            if nuisance || degrading {
                 let severity = if *h > 0.7 {
                     forewarn::contract::Severity::Error
                 } else {
@@ -616,6 +659,7 @@ mod tests {
                 malformed_rate: 0.01,
                 ..Artefacts::default()
             },
+            nuisance_scale: 1.0,
         }
     }
 
@@ -663,6 +707,7 @@ mod tests {
         // failure with the same device's week before the onset.
         let fleet = Fleet::build(SimConfig {
             artefacts: Artefacts::none(),
+            nuisance_scale: 1.0,
             ..config(3, 600, 365)
         });
         let mut checked = 0;
@@ -735,6 +780,7 @@ mod tests {
     fn every_failure_raises_one_critical_event() {
         let fleet = Fleet::build(SimConfig {
             artefacts: Artefacts::none(),
+            nuisance_scale: 1.0,
             ..config(9, 400, 200)
         });
         let truth = fleet.truth();
@@ -791,5 +837,47 @@ mod tests {
         let kinds: std::collections::BTreeSet<&str> =
             fleet.devices.iter().map(|d| d.kind.as_str()).collect();
         assert_eq!(kinds.len(), 5);
+    }
+
+    /// Healthy devices raise each mode's code at about its documented rate (bursts of 1–3
+    /// events: 2 on average), and a scale of 0 turns that off.
+    #[test]
+    fn healthy_devices_raise_nuisance_codes_at_the_documented_rate() {
+        let count = |scale: f64| {
+            let mut config = config(5, 200, 60);
+            config.artefacts = Artefacts::none();
+            config.nuisance_scale = scale;
+            let fleet = Fleet::build(config.clone());
+            let (mut healthy_events, mut expected) = (0usize, 0.0);
+            for device in &fleet.devices {
+                let spec = device.kind.spec();
+                // Only devices whose components stay healthy for the whole window.
+                let quiet =
+                    device.episodes.iter().flatten().all(|e| {
+                        e.failure_at < config.start - 8 * DAY_MICROS || e.onset > config.end
+                    });
+                if !quiet {
+                    continue;
+                }
+                for mode in &spec.modes {
+                    expected += nuisance_per_day(mode.warning_code) * scale * 60.0 * 2.0;
+                }
+                for sample in fleet.stream(device.index) {
+                    healthy_events += sample
+                        .events
+                        .iter()
+                        .filter(|e| spec.modes.iter().any(|m| m.warning_code == e.code))
+                        .count();
+                }
+            }
+            (healthy_events as f64, expected)
+        };
+        let (observed, expected) = count(1.0);
+        assert!(expected > 100.0, "{expected}");
+        assert!(
+            (observed / expected - 1.0).abs() < 0.2,
+            "observed {observed}, documented {expected}"
+        );
+        assert_eq!(count(0.0).0, 0.0);
     }
 }

@@ -859,7 +859,7 @@ mod tests {
                 if !quiet {
                     continue;
                 }
-                for mode in &spec.modes {
+                for mode in spec.modes.iter() {
                     expected += nuisance_per_day(mode.warning_code) * scale * 60.0 * 2.0;
                 }
                 for sample in fleet.stream(device.index) {

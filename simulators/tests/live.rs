@@ -64,6 +64,7 @@ async fn live_fleet_arrives_whole_and_truth_matches() {
                     malformed_rate: 0.01,
                     ..Artefacts::default()
                 },
+                nuisance_scale: 1.0,
             })
         })
         .find(|fleet| fleet.truth().len() >= 2)

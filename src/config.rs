@@ -331,6 +331,10 @@ pub struct TrainConfig {
     /// history supports (how long before failure their signals separate from healthy
     /// behaviour), `default_horizon` when it cannot tell. `false`: always `default_horizon`.
     pub learn_horizons: bool,
+    /// The candidate classifiers every mode compares on its tuning window (at least one).
+    /// The pooled one is tried for kinds with two modes or more; a one-mode kind whose list
+    /// holds only it uses `gradient_boosted_trees`.
+    pub candidates: Vec<crate::model::Algorithm>,
     /// Time between two training examples of one device.
     #[serde(with = "humantime_serde")]
     pub example_stride: Duration,
@@ -378,6 +382,11 @@ impl Default for TrainConfig {
             test_window: None,
             tuning_folds: 0,
             learn_horizons: true,
+            candidates: vec![
+                crate::model::Algorithm::LogisticRegression,
+                crate::model::Algorithm::GradientBoostedTrees,
+                crate::model::Algorithm::PooledGradientBoostedTrees,
+            ],
             example_stride: Duration::from_secs(4 * 3600),
             negative_sample: 0.35,
             model_dir: PathBuf::from("models"),
@@ -747,6 +756,12 @@ impl Config {
             "\"\"",
             "it must name a directory",
         )?;
+        rule(
+            !train.candidates.is_empty(),
+            "train.candidates",
+            "[]",
+            "at least one candidate is needed (logistic_regression, gradient_boosted_trees, pooled_gradient_boosted_trees)",
+        )?;
         for (mode_idx, mode) in train.failure_modes.iter().enumerate() {
             let key = |field: &str| format!("train.failure_modes[{mode_idx}].{field}");
             rule(
@@ -1007,66 +1022,72 @@ pub fn redact_url(url: &str) -> String {
     parsed.to_string()
 }
 
-/// A duration like `"400d"`, or `"off"` for none.
-mod auto_duration {
+/// An optional duration written as a string: a humantime duration, or one of `words` for
+/// `None` (the first is the one written).
+mod worded_duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// `None` is written `"auto"`: the value is derived from the data.
     pub fn serialize<S: Serializer>(
         duration: &Option<Duration>,
         serializer: S,
+        words: &[&str],
     ) -> Result<S::Ok, S::Error> {
         match duration {
             Some(duration) => {
                 serializer.serialize_str(&humantime::format_duration(*duration).to_string())
             }
-            None => serializer.serialize_str("auto"),
+            None => serializer.serialize_str(words[0]),
         }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
+        words: &[&str],
     ) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(deserializer)?;
-        match text.trim() {
-            "auto" => Ok(None),
-            other => humantime::parse_duration(other)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
+        let text = text.trim();
+        if words.contains(&text) {
+            return Ok(None);
         }
+        humantime::parse_duration(text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 
+/// `None` is written `"auto"`: the value is derived from the data.
+mod auto_duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    const WORDS: &[&str] = &["auto"];
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        super::worded_duration::serialize(d, s, WORDS)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::worded_duration::deserialize(d, WORDS)
+    }
+}
+
+/// `None` is written `"off"`, so that the serialized defaults show the key as a string.
 mod optional_duration {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
-    /// `None` is written `"off"`, so that the serialized defaults show the key as a string.
-    pub fn serialize<S: Serializer>(
-        duration: &Option<Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match duration {
-            Some(duration) => {
-                serializer.serialize_str(&humantime::format_duration(*duration).to_string())
-            }
-            None => serializer.serialize_str("off"),
-        }
+    const WORDS: &[&str] = &["off", "none"];
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        super::worded_duration::serialize(d, s, WORDS)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        match text.trim() {
-            "off" | "none" => Ok(None),
-            other => humantime::parse_duration(other)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-        }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::worded_duration::deserialize(d, WORDS)
     }
 }
 

@@ -21,6 +21,22 @@ pub fn describe(spec: &FeatureSpec, name: &str, value: f64) -> String {
     let long = window_words(spec.long_window_days * 24);
     if let Some(rest) = name.strip_prefix("events.") {
         let (what, window) = rest.rsplit_once('.').unwrap_or((rest, ""));
+        if let Some(code) = what.strip_prefix("code_") {
+            if window == "baseline_per_day" {
+                return format!("event {code} usually {value:.2} × a day on this machine");
+            }
+            if let Some(hours) = window
+                .strip_prefix("active_hours_")
+                .and_then(|h| h.strip_suffix('h'))
+                .and_then(|h| h.parse::<i64>().ok())
+            {
+                return format!(
+                    "event {code} in {} separate hours of the last {}",
+                    value.round() as i64,
+                    window_words(hours)
+                );
+            }
+        }
         let window = window
             .strip_suffix('h')
             .and_then(|h| h.parse::<i64>().ok())
@@ -97,6 +113,18 @@ mod tests {
         assert_eq!(
             describe(&spec, "events.code_E31.168h", 4.0),
             "4 × event E31 in the last 7 days"
+        );
+        assert_eq!(
+            describe(&spec, "events.error.24h", 2.0),
+            "2 error events in the last 24 h"
+        );
+        assert_eq!(
+            describe(&spec, "events.code_E31.active_hours_168h", 3.0),
+            "event E31 in 3 separate hours of the last 7 days"
+        );
+        assert_eq!(
+            describe(&spec, "events.code_E31.baseline_per_day", 0.25),
+            "event E31 usually 0.25 × a day on this machine"
         );
         assert_eq!(
             describe(&spec, "events.error.24h", 2.0),

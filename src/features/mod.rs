@@ -56,6 +56,15 @@ pub struct FeatureSpec {
     pub daily_staleness_days: i64,
     /// Event count windows (hours).
     pub event_windows_hours: Vec<i64>,
+    /// Per event code, the hours with at least one such event in the last this many hours,
+    /// and the code's daily rate over the device's own baseline before them (up to
+    /// `code_baseline_hours`): a burst of nuisance codes fills an hour or two, a degrading
+    /// part raises its code hour after hour, and a device that always chatters has a high
+    /// baseline. `0` (artifacts older than these features): none.
+    #[serde(default)]
+    pub code_activity_hours: i64,
+    #[serde(default)]
+    pub code_baseline_hours: i64,
 }
 
 impl Default for FeatureSpec {
@@ -67,6 +76,8 @@ impl Default for FeatureSpec {
             baseline_until_days: 21,
             daily_staleness_days: 3,
             event_windows_hours: vec![24, 168],
+            code_activity_hours: 168,
+            code_baseline_hours: 28 * 24,
         }
     }
 }
@@ -84,7 +95,17 @@ impl FeatureSpec {
 
     /// How far back events matter.
     pub fn event_lookback_micros(&self) -> i64 {
-        self.event_windows_hours.iter().copied().max().unwrap_or(0) * HOUR_MICROS
+        self.event_windows_hours
+            .iter()
+            .copied()
+            .chain([self.code_activity_hours, self.code_baseline_hours])
+            .max()
+            .unwrap_or(0)
+            * HOUR_MICROS
+    }
+
+    fn code_features(&self) -> bool {
+        self.code_activity_hours > 0 && self.code_baseline_hours > self.code_activity_hours
     }
 }
 
@@ -214,6 +235,13 @@ pub fn feature_names(spec: &FeatureSpec, schema: &KindSchema) -> Vec<String> {
         }
         for code in &schema.event_codes {
             names.push(format!("events.code_{code}.{window}h"));
+        }
+    }
+    if spec.code_features() {
+        for code in &schema.event_codes {
+            let hours = spec.code_activity_hours;
+            names.push(format!("events.code_{code}.active_hours_{hours}h"));
+            names.push(format!("events.code_{code}.baseline_per_day"));
         }
     }
     for component in &schema.components {
@@ -392,6 +420,24 @@ fn fill_request(
             for code in &schema.event_codes {
                 out[column] = events.count(device, from, as_of, |e| e.code == *code);
                 column += 1;
+            }
+        }
+        if spec.code_features() {
+            let recent = as_of - spec.code_activity_hours * HOUR_MICROS;
+            let baseline_from = as_of - spec.code_baseline_hours * HOUR_MICROS;
+            // The baseline starts at installation at the earliest: a device installed ten
+            // days ago has a three-day baseline, not a thin 21-day one.
+            let installed = inputs.devices.get(&device).and_then(|i| i.installed_at);
+            let start = installed.map_or(baseline_from, |t| baseline_from.max(t));
+            let baseline_days = (recent - start) as f64 / DAY_MICROS as f64;
+            for code in &schema.event_codes {
+                out[column] = events.active_hours(device, recent, as_of, code);
+                out[column + 1] = if baseline_days >= 1.0 {
+                    events.count(device, baseline_from, recent, |e| e.code == *code) / baseline_days
+                } else {
+                    f64::NAN
+                };
+                column += 2;
             }
         }
         let info = inputs.devices.get(&device);
@@ -691,6 +737,25 @@ impl<'a> EventIndex<'a> {
         let start = list.partition_point(|e| e.time < from);
         let end = list.partition_point(|e| e.time < to);
         list[start..end].iter().filter(|e| keep(e)).count() as f64
+    }
+
+    /// Distinct clock hours in `[from, to)` with an event of `code`.
+    fn active_hours(&self, device: i32, from: i64, to: i64, code: &str) -> f64 {
+        let Some(list) = self.by_device.get(&device) else {
+            return 0.0;
+        };
+        let start = list.partition_point(|e| e.time < from);
+        let end = list.partition_point(|e| e.time < to);
+        let mut hours = 0;
+        let mut last_hour = None;
+        for event in list[start..end].iter().filter(|e| e.code == code) {
+            let hour = event.time.div_euclid(HOUR_MICROS);
+            if last_hour != Some(hour) {
+                hours += 1;
+                last_hour = Some(hour);
+            }
+        }
+        hours as f64
     }
 }
 

@@ -24,9 +24,14 @@ use crate::features::FeatureTable;
 pub enum Algorithm {
     LogisticRegression,
     GradientBoostedTrees,
+    /// One gradient-boosted model per device kind, fitted on every mode's examples with the
+    /// component as a feature ([`Augment`]), so a mode with few failures borrows strength
+    /// from its siblings.
+    PooledGradientBoostedTrees,
 }
 
 impl Algorithm {
+    /// The per-mode candidates (the pooled one needs every mode of the kind).
     pub const ALL: [Algorithm; 2] = [
         Algorithm::LogisticRegression,
         Algorithm::GradientBoostedTrees,
@@ -36,6 +41,7 @@ impl Algorithm {
         match self {
             Algorithm::LogisticRegression => "logistic_regression",
             Algorithm::GradientBoostedTrees => "gradient_boosted_trees",
+            Algorithm::PooledGradientBoostedTrees => "pooled_gradient_boosted_trees",
         }
     }
 }
@@ -66,6 +72,73 @@ pub enum Classifier {
         intercept: f64,
     },
     Boosted(Box<GradientBooster>),
+    /// A kind-level model scoring one mode: the rows are [`Augment`]ed first.
+    Pooled {
+        augment: Augment,
+        inner: Box<Classifier>,
+    },
+}
+
+/// What a pooled model sees beyond a kind's feature row: a one-hot of the component asked
+/// about, and that component's own columns again under generic names (`target.*`), so
+/// that "hours since this component's maintenance" means the same thing for every mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Augment {
+    /// The mode's index in `components`.
+    pub component: usize,
+    pub components: Vec<String>,
+    /// Source column of each `target.*` column (`None`: missing for this kind).
+    pub copied: Vec<Option<usize>>,
+}
+
+impl Augment {
+    /// The generic columns a pooled model adds, after the one-hot.
+    pub const TARGET_COLUMNS: [&str; 2] = ["hours_since_maintenance", "hours_since_failure"];
+
+    /// The augment of `component` for a table with columns `names`.
+    pub fn new(component: usize, components: Vec<String>, names: &[String]) -> Augment {
+        let copied = Self::TARGET_COLUMNS
+            .iter()
+            .map(|column| {
+                let name = format!("{}.{column}", components[component]);
+                names.iter().position(|n| *n == name)
+            })
+            .collect();
+        Augment {
+            component,
+            components,
+            copied,
+        }
+    }
+
+    pub fn width(&self, n_columns: usize) -> usize {
+        n_columns + self.components.len() + self.copied.len()
+    }
+
+    /// Row-major `values` with the extra columns appended to every row.
+    pub fn apply(&self, values: &[f64], n_rows: usize, n_columns: usize) -> Vec<f64> {
+        let mut out = Vec::with_capacity(n_rows * self.width(n_columns));
+        for row in values.chunks(n_columns.max(1)).take(n_rows) {
+            out.extend_from_slice(row);
+            out.extend((0..self.components.len()).map(|c| f64::from(c == self.component)));
+            out.extend(self.copied.iter().map(|c| c.map_or(f64::NAN, |c| row[c])));
+        }
+        out
+    }
+
+    /// Folds per-column figures of an augmented row back onto the kind's columns: a
+    /// `target.*` column's share goes to its source column, the one-hot's is dropped (it
+    /// names the mode; it is not a reason).
+    fn fold_back(&self, augmented: &[f64], n_columns: usize) -> Vec<f64> {
+        let mut out = augmented[..n_columns].to_vec();
+        let offset = n_columns + self.components.len();
+        for (index, source) in self.copied.iter().enumerate() {
+            if let Some(source) = source {
+                out[*source] += augmented[offset + index];
+            }
+        }
+        out
+    }
 }
 
 /// Column-major copy of row-major values, as forust wants it.
@@ -82,7 +155,7 @@ pub fn column_major(values: &[f64], n_rows: usize, n_columns: usize) -> Vec<f64>
 pub fn fit_candidate(algorithm: Algorithm, set: &TrainingSet) -> Result<Classifier, ModelError> {
     match algorithm {
         Algorithm::LogisticRegression => fit_logistic(set),
-        Algorithm::GradientBoostedTrees => fit_boosted(set),
+        Algorithm::GradientBoostedTrees | Algorithm::PooledGradientBoostedTrees => fit_boosted(set),
     }
 }
 
@@ -243,7 +316,14 @@ impl Classifier {
         match self {
             Classifier::Logistic { .. } => Algorithm::LogisticRegression,
             Classifier::Boosted(_) => Algorithm::GradientBoostedTrees,
+            Classifier::Pooled { .. } => Algorithm::PooledGradientBoostedTrees,
         }
+    }
+
+    /// A copy (forust's booster is not `Clone`; its serialized form is exact).
+    pub fn duplicate(&self) -> Classifier {
+        let json = serde_json::to_vec(self).expect("a classifier serializes");
+        serde_json::from_slice(&json).expect("a serialized classifier deserializes")
     }
 
     /// Log-odds of failure, one per row.
@@ -275,6 +355,11 @@ impl Classifier {
                 let data = column_major(values, n_rows, n_columns);
                 booster.predict(&Matrix::new(&data, n_rows, n_columns), true)
             }
+            Classifier::Pooled { augment, inner } => inner.margins_of(
+                &augment.apply(values, n_rows, n_columns),
+                n_rows,
+                augment.width(n_columns),
+            ),
         }
     }
 
@@ -310,6 +395,14 @@ impl Classifier {
                     .flat_map(|row| row[..n_columns].iter().copied())
                     .collect()
             }
+            Classifier::Pooled { augment, inner } => {
+                let width = augment.width(n_columns);
+                inner
+                    .contributions(&augment.apply(values, n_rows, n_columns), n_rows, width)
+                    .chunks(width.max(1))
+                    .flat_map(|row| augment.fold_back(row, n_columns))
+                    .collect()
+            }
         }
     }
 
@@ -323,10 +416,61 @@ impl Classifier {
                     .map(|c| map.get(&c).copied().unwrap_or(0.0) as f64)
                     .collect()
             }
+            Classifier::Pooled { augment, inner } => {
+                let width = augment.width(n_columns);
+                augment.fold_back(&inner.importances(width), n_columns)
+            }
         };
         let total: f64 = raw.iter().sum();
         raw.iter()
             .map(|v| if total > 0.0 { v / total } else { 0.0 })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn an_augment_adds_the_mode_and_its_own_columns_and_folds_them_back() {
+        let columns = names(&[
+            "vibration.last",
+            "bearing.hours_since_maintenance",
+            "bearing.hours_since_failure",
+            "seal.hours_since_maintenance",
+            "seal.hours_since_failure",
+        ]);
+        let augment = Augment::new(1, names(&["bearing", "seal"]), &columns);
+        assert_eq!(augment.copied, vec![Some(3), Some(4)]);
+        assert_eq!(augment.width(5), 9);
+        let rows = [1.0, 10.0, 20.0, 30.0, 40.0, 2.0, 11.0, 21.0, 31.0, f64::NAN];
+        let out = augment.apply(&rows, 2, 5);
+        assert_eq!(
+            &out[..9],
+            &[1.0, 10.0, 20.0, 30.0, 40.0, 0.0, 1.0, 30.0, 40.0]
+        );
+        assert_eq!(&out[9..13], &[2.0, 11.0, 21.0, 31.0]);
+        assert!(out[13].is_nan());
+        assert_eq!(&out[14..17], &[0.0, 1.0, 31.0]);
+        assert!(out[17].is_nan(), "a missing source stays missing");
+        // Contributions: the copy's share goes to its source, the one-hot's is dropped.
+        let folded = augment.fold_back(&[0.1, 0.0, 0.0, 0.2, 0.0, 0.5, 0.5, 0.3, 0.1], 5);
+        assert_eq!(folded.len(), 5);
+        assert!((folded[3] - 0.5).abs() < 1e-12 && (folded[4] - 0.1).abs() < 1e-12);
+        assert!((folded[0] - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_kind_without_the_component_columns_gets_missing_values() {
+        let augment = Augment::new(0, names(&["battery"]), &names(&["volts.last"]));
+        assert_eq!(augment.copied, vec![None, None]);
+        let out = augment.apply(&[12.5], 1, 1);
+        assert_eq!(out[..2], [12.5, 1.0]);
+        assert!(out[2].is_nan() && out[3].is_nan());
     }
 }

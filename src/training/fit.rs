@@ -12,8 +12,8 @@ use super::split::Split;
 use crate::config::TrainConfig;
 use crate::features::{FeatureSpec, FeatureTable, HOUR_MICROS};
 use crate::model::{
-    self, Algorithm, Baseline, Calibration, CandidateReport, Classifier, EventMetrics, EventRules,
-    FailureMode, ModeModel, ScoredPoint, TrainingSet, Validation,
+    self, Algorithm, Augment, Baseline, Calibration, CandidateReport, Classifier, EventMetrics,
+    EventRules, FailureMode, ModeModel, ScoredPoint, TrainingSet, Validation,
 };
 
 /// Below this many failures in the tuning window, thresholds and the winner are not
@@ -35,6 +35,153 @@ pub struct Trained {
     pub failures: HashMap<i32, Vec<i64>>,
     pub tuning: Judged,
     pub test: Judged,
+}
+
+/// The kind-level candidate: one gradient-boosted model fitted on the examples of every mode
+/// of a kind together, each row [`Augment`]ed with the mode it asks about. Fitted once per
+/// tuning fold and once before the test window, with the same limits as the per-mode
+/// candidates, then judged per mode beside them.
+pub struct PooledFits {
+    pub components: Vec<String>,
+    /// One per tuning fold (`None`: no failure of any mode before that fold).
+    folds: Vec<Option<Classifier>>,
+    /// Fitted on every example labelled before the test window.
+    refit: Option<Classifier>,
+}
+
+impl PooledFits {
+    /// Fits the pooled candidate of `modes` (all of one kind); `None` for fewer than two
+    /// modes (it would be the per-mode candidate again).
+    pub fn fit(
+        config: &TrainConfig,
+        data: &KindData,
+        table: &FeatureTable,
+        modes: &[FailureMode],
+        split: &Split,
+    ) -> Result<Option<PooledFits>, TrainingError> {
+        if modes.len() < 2
+            || !config
+                .candidates
+                .contains(&Algorithm::PooledGradientBoostedTrees)
+        {
+            return Ok(None);
+        }
+        let components: Vec<String> = modes.iter().map(|m| m.component.clone()).collect();
+        let labelled: Vec<(Augment, i64, Vec<Option<bool>>)> = modes
+            .iter()
+            .enumerate()
+            .map(|(index, mode)| {
+                let horizon = hours_to_micros(mode.horizon_hours);
+                (
+                    Augment::new(index, components.clone(), &table.names),
+                    horizon,
+                    data.labels(table, &mode.component, horizon),
+                )
+            })
+            .collect();
+        let set_before = |limit: i64| -> TrainingSet {
+            let width = labelled
+                .first()
+                .map_or(table.n_columns(), |(a, _, _)| a.width(table.n_columns()));
+            let mut set = TrainingSet {
+                values: Vec::new(),
+                n_columns: width,
+                labels: Vec::new(),
+            };
+            for (augment, horizon, labels) in &labelled {
+                let rows = examples_before(table, labels, *horizon, limit, config.negative_sample);
+                let values: Vec<f64> = rows
+                    .iter()
+                    .flat_map(|&r| table.row(r).iter().copied())
+                    .collect();
+                set.values
+                    .extend(augment.apply(&values, rows.len(), table.n_columns()));
+                set.labels
+                    .extend(rows.iter().map(|&r| labels[r] == Some(true)));
+            }
+            set
+        };
+        let fit = |limit: i64| -> Result<Option<Classifier>, TrainingError> {
+            let set = set_before(limit);
+            if !set.labels.iter().any(|l| *l) {
+                return Ok(None);
+            }
+            Ok(Some(model::fit_candidate(
+                Algorithm::PooledGradientBoostedTrees,
+                &set,
+            )?))
+        };
+        let fitting = Instant::now();
+        let folds = split
+            .folds()
+            .into_iter()
+            .map(|(start, _)| fit(start))
+            .collect::<Result<Vec<_>, _>>()?;
+        let refit = fit(split.test_from)?;
+        tracing::info!(kind = %modes[0].kind, modes = modes.len(), seconds = fitting.elapsed().as_secs_f64(), "pooled candidate fitted");
+        Ok(Some(PooledFits {
+            components,
+            folds,
+            refit,
+        }))
+    }
+
+    fn augment(&self, component: &str, names: &[String]) -> Option<Augment> {
+        let index = self.components.iter().position(|c| c == component)?;
+        Some(Augment::new(index, self.components.clone(), names))
+    }
+
+    /// Margins of `rows` of `table` for `component` by fold `fold`'s model (`None`: that
+    /// fold had no failure to learn from).
+    fn margins(
+        &self,
+        fold: usize,
+        component: &str,
+        table: &FeatureTable,
+        rows: &[usize],
+    ) -> Option<Vec<f64>> {
+        let augment = self.augment(component, &table.names)?;
+        let inner = self.folds.get(fold)?.as_ref()?;
+        let values: Vec<f64> = rows
+            .iter()
+            .flat_map(|&r| table.row(r).iter().copied())
+            .collect();
+        Some(inner.margins_of(
+            &augment.apply(&values, rows.len(), table.n_columns()),
+            rows.len(),
+            augment.width(table.n_columns()),
+        ))
+    }
+
+    /// The model fitted before the test window, scoring `component`.
+    fn refitted(&self, component: &str, names: &[String]) -> Option<Classifier> {
+        Some(Classifier::Pooled {
+            augment: self.augment(component, names)?,
+            inner: Box::new(self.refit.as_ref()?.duplicate()),
+        })
+    }
+}
+
+/// Rows whose label for this mode is known by `limit`: every positive, a deterministic
+/// share of negatives.
+fn examples_before(
+    table: &FeatureTable,
+    labels: &[Option<bool>],
+    horizon: i64,
+    limit: i64,
+    negative_sample: f64,
+) -> Vec<usize> {
+    table
+        .requests
+        .iter()
+        .enumerate()
+        .filter(|&(row, &(device, time))| {
+            labels[row].is_some_and(|label| {
+                time + horizon <= limit && (label || keep_negative(device, time, negative_sample))
+            })
+        })
+        .map(|(row, _)| row)
+        .collect()
 }
 
 pub fn hours_to_micros(hours: f64) -> i64 {
@@ -83,6 +230,7 @@ pub fn train_mode(
     table: &FeatureTable,
     mode: &FailureMode,
     split: &Split,
+    pooled: Option<&PooledFits>,
 ) -> Result<Trained, TrainingError> {
     let horizon = hours_to_micros(mode.horizon_hours);
     let labels = data.labels(table, &mode.component, horizon);
@@ -103,21 +251,15 @@ pub fn train_mode(
     // Examples whose label is known by `limit`: every positive, a deterministic share of
     // negatives.
     let training_set = |limit: i64| -> TrainingSet {
-        let mut set = TrainingSet {
-            values: Vec::new(),
+        let rows = examples_before(table, &labels, horizon, limit, config.negative_sample);
+        TrainingSet {
+            values: rows
+                .iter()
+                .flat_map(|&r| table.row(r).iter().copied())
+                .collect(),
             n_columns: width,
-            labels: Vec::new(),
-        };
-        for (row, &(device, time)) in table.requests.iter().enumerate() {
-            let Some(label) = labels[row] else { continue };
-            if time + horizon <= limit
-                && (label || keep_negative(device, time, config.negative_sample))
-            {
-                set.values.extend_from_slice(table.row(row));
-                set.labels.push(label);
-            }
+            labels: rows.iter().map(|&r| labels[r] == Some(true)).collect(),
         }
-        set
     };
     let folds: Vec<(TrainingSet, Vec<usize>)> = split
         .folds()
@@ -135,8 +277,22 @@ pub fn train_mode(
         .first()
         .map_or(0, |(set, _)| set.labels.iter().filter(|l| **l).count());
     tracing::info!(mode = %name, examples = folds.first().map_or(0, |(s, _)| s.n_rows()), positives, tuning = tuning_rows.len(), test = test_rows.len(), folds = folds.len(), "fitting candidates");
+    // Every candidate needs failures of this mode before the first fold: a mode judged
+    // only on what its siblings taught gives probabilities its tuning window cannot
+    // check (tried: a pump mode with no failure of its own raised 189 false alarms in a
+    // month).
     if positives == 0 {
         return Err(model::ModelError::NoPositives(name).into());
+    }
+    let mut candidates: Vec<Algorithm> = config
+        .candidates
+        .iter()
+        .copied()
+        .filter(|a| Algorithm::ALL.contains(a) || pooled.is_some())
+        .collect();
+    candidates.dedup();
+    if candidates.is_empty() {
+        candidates.push(Algorithm::GradientBoostedTrees);
     }
     // Labelled: the whole horizon lies before the test window.
     let known_by = |row: usize, limit: i64| table.requests[row].1 + horizon <= limit;
@@ -155,20 +311,30 @@ pub fn train_mode(
     };
     let mut best: Option<Best> = None;
     let mut reports = Vec::new();
-    for algorithm in Algorithm::ALL {
+    'candidates: for algorithm in candidates {
         let fitting = Instant::now();
         // Out-of-fold margins: each fold scored by a model that saw nothing of it.
         let mut scored: Vec<(usize, f64)> = Vec::with_capacity(tuning_rows.len());
-        for (set, rows) in &folds {
+        for (fold, (set, rows)) in folds.iter().enumerate() {
             if rows.is_empty() {
                 continue;
             }
-            let classifier = model::fit_candidate(algorithm, set)?;
-            let values: Vec<f64> = rows
-                .iter()
-                .flat_map(|&r| table.row(r).iter().copied())
-                .collect();
-            let margins = classifier.margins_of(&values, rows.len(), width);
+            let margins = match (algorithm, pooled) {
+                (Algorithm::PooledGradientBoostedTrees, Some(pooled)) => {
+                    match pooled.margins(fold, &mode.component, table, rows) {
+                        Some(margins) => margins,
+                        None => continue 'candidates,
+                    }
+                }
+                _ => {
+                    let classifier = model::fit_candidate(algorithm, set)?;
+                    let values: Vec<f64> = rows
+                        .iter()
+                        .flat_map(|&r| table.row(r).iter().copied())
+                        .collect();
+                    classifier.margins_of(&values, rows.len(), width)
+                }
+            };
             scored.extend(rows.iter().copied().zip(margins));
         }
         let fit_seconds = fitting.elapsed().as_secs_f64();
@@ -235,10 +401,17 @@ pub fn train_mode(
             });
         }
     }
-    let best = best.expect("at least one candidate");
+    let Some(best) = best else {
+        return Err(model::ModelError::NoPositives(name).into());
+    };
     // The winner, refitted on every example labelled before the test window.
     let refitting = Instant::now();
-    let classifier = model::fit_candidate(best.algorithm, &training_set(split.test_from))?;
+    let classifier = match (best.algorithm, pooled) {
+        (Algorithm::PooledGradientBoostedTrees, Some(pooled)) => pooled
+            .refitted(&mode.component, &table.names)
+            .ok_or_else(|| model::ModelError::NoPositives(name.clone()))?,
+        (algorithm, _) => model::fit_candidate(algorithm, &training_set(split.test_from))?,
+    };
     tracing::info!(mode = %name, algorithm = best.algorithm.as_str(), seconds = refitting.elapsed().as_secs_f64(), "winner refitted before the test window");
     let test = score_window(
         &classifier,

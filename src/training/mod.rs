@@ -235,7 +235,7 @@ pub async fn train(
             let computed = Instant::now();
             let table = features::compute(&spec_for_task, &data.schema, &data.inputs, &requests)?;
             tracing::info!(kind = %data.schema.kind, rows = table.n_rows(), columns = table.n_columns(), seconds = computed.elapsed().as_secs_f64(), "features computed");
-            let mut trained = Vec::new();
+            let mut modes = Vec::new();
             for to_train in &kind_modes {
                 let mut mode = to_train.mode.clone();
                 let source = if to_train.learn_horizon {
@@ -243,7 +243,13 @@ pub async fn train(
                 } else {
                     "configured (train.failure_modes)".to_string()
                 };
-                match fit::train_mode(&config, &spec_for_task, &data, &table, &mode, &split) {
+                modes.push((mode, source));
+            }
+            let failure_modes: Vec<FailureMode> = modes.iter().map(|(m, _)| m.clone()).collect();
+            let pooled = fit::PooledFits::fit(&config, &data, &table, &failure_modes, &split)?;
+            let mut trained = Vec::new();
+            for (mode, source) in modes {
+                match fit::train_mode(&config, &spec_for_task, &data, &table, &mode, &split, pooled.as_ref()) {
                     Ok(mut model) => {
                         model.model.horizon_source = source;
                         trained.push(model);

@@ -25,6 +25,19 @@ struct Fleet {
 }
 
 async fn write_fleet(db: &TestDb, kind: &str, devices: usize, days: i64) -> Fleet {
+    write_fleet_with(db, kind, devices, days, None).await
+}
+
+/// [`write_fleet`], plus a rarer second mode when `seal_days` is given: devices with index
+/// % 10 == 4 fail component `seal` on a day in that range (days from the start), their
+/// temperature rising over the 4 days before, with `S05` warnings.
+async fn write_fleet_with(
+    db: &TestDb,
+    kind: &str,
+    devices: usize,
+    days: i64,
+    seal_days: Option<std::ops::Range<i64>>,
+) -> Fleet {
     let now = Utc::now().timestamp_micros();
     let end = now - now.rem_euclid(DAY) - DAY;
     let start = end - days * DAY;
@@ -72,12 +85,17 @@ async fn write_fleet(db: &TestDb, kind: &str, devices: usize, days: i64) -> Flee
             .then(|| start + (12 + (index as i64 * 5) % (days - 14)) * DAY + 7 * HOUR_MICROS);
         // Device 1 is degrading right now: it will fail two days after the data ends.
         let ramps_to = fails_at.or((index == 1).then_some(end + 2 * DAY));
+        let seal_fails_at = seal_days.as_ref().filter(|_| index % 10 == 4).map(|range| {
+            let span = (range.end - range.start).max(1);
+            start + (range.start + (index as i64 / 10 * 3) % span) * DAY + 13 * HOUR_MICROS
+        });
         let mut batch = WriteBatch::default();
         let mut columns = TelemetryColumns::default();
         let mut t = start;
         let unit_level = 2.0 + (index % 5) as f64 * 0.2;
         while t < end {
-            let broken = fails_at.is_some_and(|f| t >= f && t < f + DAY);
+            let broken = fails_at.is_some_and(|f| t >= f && t < f + DAY)
+                || seal_fails_at.is_some_and(|f| t >= f && t < f + DAY);
             if !broken {
                 let ramp = match ramps_to {
                     Some(f) if t < f && t >= f - 5 * DAY => {
@@ -95,15 +113,46 @@ async fn write_fleet(db: &TestDb, kind: &str, devices: usize, days: i64) -> Flee
                     false,
                 );
                 let hour_of_day = (t.rem_euclid(DAY) / HOUR_MICROS) as f64;
+                let heat = match seal_fails_at {
+                    Some(f) if t < f && t >= f - 4 * DAY => {
+                        (t - (f - 4 * DAY)) as f64 / (4 * DAY) as f64 * 6.0
+                    }
+                    _ => 0.0,
+                };
                 columns.push(
                     t,
                     device,
                     metric("temp"),
-                    40.0 + (hour_of_day / 24.0 * std::f64::consts::TAU).sin() + wobble,
+                    40.0 + (hour_of_day / 24.0 * std::f64::consts::TAU).sin() + wobble + heat,
                     false,
                 );
             }
             t += 20 * 60 * 1_000_000;
+        }
+        if let Some(f) = seal_fails_at {
+            for hours_before in [40, 20, 5] {
+                batch.events.push(EventRow {
+                    time: f - hours_before * HOUR_MICROS,
+                    unstamped_redelivery: false,
+                    device_id: device,
+                    code: "S05".into(),
+                    severity: "warning",
+                    message: "seal temperature".into(),
+                    time_estimated: false,
+                });
+            }
+            failures.push(ComponentRecord {
+                time: DateTime::from_timestamp_micros(f).unwrap(),
+                device_id: device,
+                component: "seal".into(),
+                detail: "technician_confirmed".into(),
+            });
+            repairs.push(ComponentRecord {
+                time: DateTime::from_timestamp_micros(f + DAY).unwrap(),
+                device_id: device,
+                component: "seal".into(),
+                detail: "replaced".into(),
+            });
         }
         if let Some(f) = fails_at {
             for hours_before in [30, 10, 3] {
@@ -643,6 +692,82 @@ async fn a_short_history_trains_with_the_defaults() {
         "no_skill_positive_share",
     ] {
         assert!(!card["modes"][0][key].is_null(), "card lacks {key}: {card}");
+    }
+    let _ = std::fs::remove_dir_all(&model_dir);
+}
+
+/// A kind with a common and a rare mode: each is judged with the pooled kind-level
+/// candidate beside its own, and whichever wins scores live like any other model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rare_mode_is_judged_with_the_pooled_kind_model() {
+    let db = TestDb::new().await;
+    let kind = unique("pooled");
+    let fleet = write_fleet_with(&db, &kind, 80, 60, Some(3..57)).await;
+    let model_dir = std::env::temp_dir().join(unique("models"));
+    let config = TrainConfig {
+        model_dir: model_dir.clone(),
+        ..TrainConfig::default()
+    };
+    let (artifact, _) = forewarn::training::train(
+        &db.store,
+        &config,
+        Some((time(fleet.start), time(fleet.end))),
+        Some("pooled-1".into()),
+    )
+    .await
+    .unwrap();
+    let pooled = forewarn::model::Algorithm::PooledGradientBoostedTrees;
+    for mode in &artifact.modes {
+        assert!(
+            mode.candidates.iter().any(|c| c.algorithm == pooled),
+            "{}: the pooled candidate is judged beside the per-mode ones: {:?}",
+            mode.mode.component,
+            mode.candidates
+        );
+    }
+    assert!(artifact.modes.iter().any(|m| m.mode.component == "seal"));
+
+    // Only the pooled candidate: every mode ships it, and it scores live like any other
+    // (the kind's feature columns in, probabilities in (0, 1) out, contributions folded
+    // back onto the kind's columns).
+    let config = TrainConfig {
+        candidates: vec![pooled],
+        ..config
+    };
+    let (artifact, _) = forewarn::training::train(
+        &db.store,
+        &config,
+        Some((time(fleet.start), time(fleet.end))),
+        Some("pooled-2".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(artifact.modes.len(), 2);
+    let data = forewarn::training::load_kind(
+        &db.store,
+        &kind,
+        vec!["bearing".into(), "seal".into()],
+        time(fleet.start),
+        time(fleet.end),
+        &artifact.modes[0].spec,
+    )
+    .await
+    .unwrap();
+    let requests: Vec<(i32, i64)> = fleet.ids.iter().map(|&d| (d, fleet.end)).collect();
+    for model in &artifact.modes {
+        assert_eq!(model.classifier.algorithm(), pooled);
+        let table = features::compute(&model.spec, &model.schema, &data.inputs, &requests).unwrap();
+        let probabilities = model.probabilities(&table).unwrap();
+        assert_eq!(probabilities.len(), requests.len());
+        assert!(probabilities.iter().all(|p| *p > 0.0 && *p < 1.0));
+        let factors = model.top_factors(&table, 3);
+        assert_eq!(factors.len(), requests.len());
+        assert!(
+            factors
+                .iter()
+                .flatten()
+                .all(|f| table.names.contains(&f.feature) && f.contribution > 0.0)
+        );
     }
     let _ = std::fs::remove_dir_all(&model_dir);
 }

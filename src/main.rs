@@ -124,8 +124,9 @@ enum Command {
     /// (`failures`, component `engine`, source `imported`) at its last cycle. The test
     /// units' true RUL (`RUL_FD001.txt`) is not imported (it is the benchmark's answer).
     Import {
+        // Boxed: the import commands' options would make every `Command` as large.
         #[command(subcommand)]
-        source: ImportCommand,
+        source: Box<ImportCommand>,
     },
     /// Benchmarks.
     Bench {
@@ -524,7 +525,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             };
             serve(config, Stages::ALL, Some(fleet)).await
         }
-        Command::Import { source } => import(&config, source).await,
+        Command::Import { source } => import(&config, *source).await,
         Command::Bench {
             bench:
                 BenchCommand::Predict {

@@ -24,8 +24,8 @@ use polars::prelude::*;
 
 use crate::contract::{self, Severity};
 use crate::store::{
-    ComponentRecord, DeviceRow, EventRow, ExistingDevices, MetricRow, PLACEHOLDER_KINDS,
-    RegisteredDevice, Store, StoreError, TelemetryColumns, WriteBatch,
+    ComponentRecord, DeviceRow, EventRow, ExistingDevices, MetricRow, PLACEHOLDER_KINDS, Store,
+    StoreError, TelemetryColumns, WriteBatch,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +218,30 @@ fn strings(frame: &DataFrame, path: &Path, name: &str) -> Result<Vec<Option<Stri
         .iter()
         .map(|v| v.map(str::to_string))
         .collect())
+}
+
+/// The text cells of an optional column; no column: every row empty.
+fn optional_strings(
+    frame: &DataFrame,
+    path: &Path,
+    column: Option<&str>,
+) -> Result<Vec<Option<String>>, ImportError> {
+    match column {
+        Some(name) => strings(frame, path, name),
+        None => Ok(vec![None; frame.height()]),
+    }
+}
+
+/// The number cells of an optional column; no column: every row empty.
+fn optional_floats(
+    frame: &DataFrame,
+    path: &Path,
+    column: Option<&str>,
+) -> Result<Vec<Option<f64>>, ImportError> {
+    match column {
+        Some(name) => floats(frame, path, name),
+        None => Ok(vec![None; frame.height()]),
+    }
 }
 
 /// A bad cell: `index` is the 0-based data row, shown counted from 1.
@@ -467,14 +491,8 @@ pub fn read_events(
     let devices = device_ids(&frame, path, mapping)?;
     let times = times(&frame, path, mapping)?;
     let codes = strings(&frame, path, &columns.code)?;
-    let optional = |column: &Option<String>| -> Result<Vec<Option<String>>, ImportError> {
-        match column {
-            Some(name) => strings(&frame, path, name),
-            None => Ok(vec![None; devices.len()]),
-        }
-    };
-    let severities = optional(&columns.severity)?;
-    let messages = optional(&columns.message)?;
+    let severities = optional_strings(&frame, path, columns.severity.as_deref())?;
+    let messages = optional_strings(&frame, path, columns.message.as_deref())?;
     let mut events = Vec::with_capacity(devices.len());
     for (row, device) in devices.into_iter().enumerate() {
         let code = codes[row].clone().unwrap_or_default();
@@ -547,21 +565,14 @@ pub fn read_device_register(
     let frame = read_frame(path, mapping)?;
     let devices = device_ids(&frame, path, mapping)?;
     let n_rows = devices.len();
+    // Blank cells are missing values.
     let texts = |column: &Option<String>| -> Result<Vec<Option<String>>, ImportError> {
-        Ok(match column {
-            Some(name) => strings(&frame, path, name)?
-                .into_iter()
-                .map(|v| v.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
-                .collect(),
-            None => vec![None; n_rows],
-        })
+        Ok(optional_strings(&frame, path, column.as_deref())?
+            .into_iter()
+            .map(|v| v.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+            .collect())
     };
-    let numbers = |column: &Option<String>| -> Result<Vec<Option<f64>>, ImportError> {
-        match column {
-            Some(name) => floats(&frame, path, name),
-            None => Ok(vec![None; n_rows]),
-        }
-    };
+    let numbers = |column: &Option<String>| optional_floats(&frame, path, column.as_deref());
     let kinds = texts(&columns.kind_column)?;
     let models = texts(&columns.model_column)?;
     let customers = texts(&columns.customer_column)?;
@@ -658,11 +669,8 @@ fn describe_conflicts(conflicts: &[DeviceConflict]) -> String {
 /// that differs from one the device has. Filling in is no conflict: a missing value, or a
 /// placeholder kind (`PLACEHOLDER_KINDS`: registered by ingest, or by an import without
 /// `--kind`).
-pub fn register_conflicts(
-    rows: &[DeviceRow],
-    registered: &[RegisteredDevice],
-) -> Vec<DeviceConflict> {
-    let registered: BTreeMap<&str, &RegisteredDevice> = registered
+pub fn register_conflicts(rows: &[DeviceRow], registered: &[DeviceRow]) -> Vec<DeviceConflict> {
+    let registered: BTreeMap<&str, &DeviceRow> = registered
         .iter()
         .map(|d| (d.external_id.as_str(), d))
         .collect();
@@ -1155,14 +1163,9 @@ mod tests {
             installed_at: None,
             metadata: serde_json::json!({}),
         };
-        let registered = |id: &str, kind: &str, model: Option<&str>| RegisteredDevice {
-            external_id: id.into(),
-            kind: kind.into(),
-            model: model.map(str::to_string),
-            customer_external_id: None,
+        let registered = |id: &str, kind: &str, model: Option<&str>| DeviceRow {
             latitude: Some(1.0),
-            longitude: None,
-            installed_at: None,
+            ..row(id, kind, model)
         };
         let conflicts = register_conflicts(
             &[

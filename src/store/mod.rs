@@ -18,7 +18,7 @@ pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};
 pub use prediction::{DeviceSummary, ModelRow, PredictionRow, PromotionOutcome};
 pub use registry::{
     ComponentRecord, CountedTable, CustomerRow, DeviceRow, ExistingDevices, MetricRow,
-    PLACEHOLDER_KINDS, RegisteredDevice, TechnicianRow,
+    PLACEHOLDER_KINDS, TechnicianRow,
 };
 pub use write::{DeadLetterRow, EventRow, StatusRow, TelemetryColumns, WriteBatch, WriteReport};
 

@@ -73,18 +73,6 @@ pub enum ExistingDevices {
     Overwrite,
 }
 
-/// A device's attributes as the registry holds them (to compare with a device register).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RegisteredDevice {
-    pub external_id: String,
-    pub kind: String,
-    pub model: Option<String>,
-    pub customer_external_id: Option<String>,
-    pub latitude: Option<f64>,
-    pub longitude: Option<f64>,
-    pub installed_at: Option<DateTime<Utc>>,
-}
-
 /// A failure or a maintenance action of a device's component.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ComponentRecord {
@@ -230,14 +218,15 @@ impl Store {
         self.lookup_devices(&external_ids).await
     }
 
-    /// The registered attributes of those of `external_ids` that are registered.
+    /// The registered attributes of those of `external_ids` that are registered (to
+    /// compare with a device register).
     pub async fn registered_devices(
         &self,
         external_ids: &[String],
-    ) -> Result<Vec<RegisteredDevice>, StoreError> {
+    ) -> Result<Vec<DeviceRow>, StoreError> {
         let rows = sqlx::query(
             "select d.external_id, d.kind, d.model, c.external_id as customer, d.latitude,
-                    d.longitude, d.installed_at
+                    d.longitude, d.installed_at, d.metadata
              from devices d left join customers c on c.id = d.customer_id
              where d.external_id = any($1) order by d.external_id",
         )
@@ -246,7 +235,7 @@ impl Store {
         .await?;
         rows.into_iter()
             .map(|row| {
-                Ok(RegisteredDevice {
+                Ok(DeviceRow {
                     external_id: row.try_get("external_id")?,
                     kind: row.try_get("kind")?,
                     model: row.try_get("model")?,
@@ -254,6 +243,7 @@ impl Store {
                     latitude: row.try_get("latitude")?,
                     longitude: row.try_get("longitude")?,
                     installed_at: row.try_get("installed_at")?,
+                    metadata: row.try_get("metadata")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

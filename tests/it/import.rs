@@ -529,6 +529,18 @@ async fn an_azure_shaped_fleet_imports_with_the_script_and_its_error_codes_becom
     assert!(!artifact.modes.is_empty(), "no failure mode was trained");
     let codes: Vec<String> = (1..=5).map(|n| format!("error{n}")).collect();
     for mode in &artifact.modes {
+        // What the model made of it (`--no-capture` shows it): not asserted, the data is
+        // small and synthetic.
+        let test = mode.test.as_ref().map(|t| &t.events);
+        eprintln!(
+            "{}: {} (horizon {}), test recall {:?} precision {:?}, top features {:?}",
+            mode.mode.name(),
+            mode.choice,
+            mode.horizon_source,
+            test.map(|e| e.recall),
+            test.map(|e| e.precision),
+            mode.importances.iter().take(4).collect::<Vec<_>>()
+        );
         assert_eq!(mode.mode.kind, "machine");
         let mut learned = mode.schema.event_codes.clone();
         learned.sort();

@@ -167,9 +167,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let external_ids: Vec<String> = rows.iter().map(|r| r.external_id.clone()).collect();
-        // `keep_or_fill(column)`: the registered value unless it is null (fill in), or the
-        // imported value unless it is null (overwrite). The `where` leaves rows that would
-        // not change untouched, so that re-importing rewrites (and locks) nothing.
+        // Each attribute of a registered device: with `$9` (overwrite) the imported value
+        // unless it is null, else the registered value unless it is null (fill in); the
+        // kind also when the registered one is a placeholder. Without overwrite, the
+        // `where` leaves rows that would not change untouched, so that re-importing
+        // rewrites (and locks) nothing.
         sqlx::query(
             "insert into devices (external_id, kind, model, customer_id, latitude, longitude,
                  installed_at, metadata, registered_by)

@@ -140,6 +140,16 @@ pub fn is_valid_metric_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// Event codes are 1–64 bytes without NUL (PostgreSQL text cannot hold it).
+pub fn is_valid_event_code(code: &str) -> bool {
+    (1..=MAX_EVENT_CODE_LEN).contains(&code.len()) && !code.contains('\0')
+}
+
+/// Event messages are at most 1024 bytes without NUL.
+pub fn is_valid_event_message(text: &str) -> bool {
+    text.len() <= MAX_EVENT_MESSAGE_LEN && !text.contains('\0')
+}
+
 /// Splits `{prefix}/{device_id}/{kind}`.
 pub fn parse_topic<'a>(prefix: &str, topic: &'a str) -> Result<DeviceTopic<'a>, Rejection> {
     let invalid = || Rejection::new(RejectReason::InvalidTopic, format!("topic `{topic}`"));
@@ -208,6 +218,13 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Severity; 4] = [
+        Severity::Info,
+        Severity::Warning,
+        Severity::Error,
+        Severity::Critical,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -215,6 +232,18 @@ impl Severity {
             Severity::Error => "error",
             Severity::Critical => "critical",
         }
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+
+    /// The contract's names, exactly (`warning`, not `Warning` or `warn`).
+    fn from_str(text: &str) -> Result<Severity, String> {
+        Severity::ALL
+            .into_iter()
+            .find(|severity| severity.as_str() == text)
+            .ok_or_else(|| format!("`{text}` is not one of info, warning, error, critical"))
     }
 }
 
@@ -487,11 +516,7 @@ pub fn parse_event(
     let bad = |what: &str| Rejection::new(RejectReason::InvalidPayload, what.to_string());
     let (time, time_estimated) = parse_timestamp(fields.get("ts"), received_at, limits, "event")?;
     let code = match fields.get("code") {
-        Some(Value::String(code))
-            if (1..=MAX_EVENT_CODE_LEN).contains(&code.len()) && !code.contains('\0') =>
-        {
-            code.clone()
-        }
+        Some(Value::String(code)) if is_valid_event_code(code) => code.clone(),
         _ => return Err(bad("`code` must be a string of 1-64 characters")),
     };
     let severity = match fields.get("severity") {
@@ -501,11 +526,7 @@ pub fn parse_event(
     };
     let message = match fields.get("message") {
         None | Some(Value::Null) => String::new(),
-        Some(Value::String(text))
-            if text.len() <= MAX_EVENT_MESSAGE_LEN && !text.contains('\0') =>
-        {
-            text.clone()
-        }
+        Some(Value::String(text)) if is_valid_event_message(text) => text.clone(),
         // PostgreSQL text cannot hold NUL, so it is refused here rather than by the database.
         Some(_) => {
             return Err(bad(
@@ -768,6 +789,12 @@ mod tests {
         .unwrap();
         assert_eq!(event.code, "E42");
         assert_eq!(event.severity, Severity::Warning);
+        // Imports name severities as the payload does, exactly.
+        for severity in Severity::ALL {
+            assert_eq!(severity.as_str().parse::<Severity>(), Ok(severity));
+        }
+        assert!("Warning".parse::<Severity>().is_err());
+        assert!("fatal".parse::<Severity>().is_err());
         assert_eq!(
             parse_event(br#"{"code": "E42", "severity": "fatal"}"#, NOW, &limits())
                 .unwrap_err()

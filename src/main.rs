@@ -98,15 +98,23 @@ enum Command {
         #[arg(long)]
         threshold: Option<f64>,
     },
-    /// Load history (telemetry, failures, maintenance) from CSV or Parquet through a column
-    /// mapping, so you can train on your own data. Writes are idempotent: importing a file
-    /// twice stores each reading once.
+    /// Load history (telemetry, events, failures, maintenance) and the device register from
+    /// CSV or Parquet through a column mapping, so you can train on your own data. Writes
+    /// are idempotent: importing a file twice stores each reading and event once. Every row
+    /// is checked before anything is written: a bad row stops the file with an error naming
+    /// the file, the row (data rows counted from 1) and the column.
     ///
     /// Column mapping: `--device-column` names the device (prefixed with `--device-prefix`
     /// to make the external id), `--time-column` the time in `--time-format` (`rfc3339`,
-    /// `epoch-seconds`, `epoch-millis`, or `cycle`: `--origin + value × --cycle-duration`),
-    /// `--metrics` the metric columns (default: every other column; names are lowercased
-    /// and non-alphanumerics become `_`). Files without a header take `--columns`.
+    /// `epoch-seconds`, `epoch-millis`, `pattern`: `--time-pattern`, UTC unless the pattern
+    /// has an offset, or `cycle`: `--origin + value × --cycle-duration`), `--metrics` the
+    /// metric columns (default: every other column; names are lowercased and
+    /// non-alphanumerics become `_`). Files without a header take `--columns`.
+    ///
+    /// Devices a history file names that are not registered yet are registered with
+    /// `--kind`; registered ones keep their kind and model (a placeholder kind, `unknown` or
+    /// `imported`, and missing values are filled in). `import devices` loads a register and
+    /// refuses values that differ from registered ones unless `--overwrite`.
     ///
     /// NASA C-MAPSS (`import cmapss --dir ../shared/datasets/cmapss --subset FD001`) uses
     /// this documented mapping: whitespace-separated, no header, columns `unit cycle
@@ -116,8 +124,9 @@ enum Command {
     /// (`failures`, component `engine`, source `imported`) at its last cycle. The test
     /// units' true RUL (`RUL_FD001.txt`) is not imported (it is the benchmark's answer).
     Import {
+        // Boxed: the import commands' options would make every `Command` as large.
         #[command(subcommand)]
-        source: ImportCommand,
+        source: Box<ImportCommand>,
     },
     /// Benchmarks.
     Bench {
@@ -146,6 +155,9 @@ struct MappingArgs {
     time_column: String,
     #[arg(long, value_enum, default_value = "rfc3339")]
     time_format: forewarn::import::TimeFormat,
+    /// strftime pattern of `--time-format pattern` (`%d/%m/%Y %H:%M`, `%Y-%m-%dT%H:%M:%S%z`).
+    #[arg(long, default_value = forewarn::import::DEFAULT_TIME_PATTERN)]
+    time_pattern: String,
     /// Time of cycle 0 (`--time-format cycle`).
     #[arg(long, default_value = "2020-01-01T00:00:00Z")]
     origin: chrono::DateTime<chrono::Utc>,
@@ -168,6 +180,7 @@ impl MappingArgs {
             device_prefix: self.device_prefix.clone(),
             time_column: self.time_column.clone(),
             time_format: self.time_format,
+            time_pattern: self.time_pattern.clone(),
             origin: self.origin,
             cycle_duration: self.cycle_duration,
             metrics,
@@ -233,6 +246,60 @@ enum ImportCommand {
         /// Devices were installed at their first reading (run-to-failure data).
         #[arg(long)]
         installed_at_first_reading: bool,
+    },
+    /// Events (error codes, alarms): device, time, code, and optionally severity and
+    /// message. Stored like `…/events` messages (`device_events`, unique on device, time
+    /// and code); training counts the codes seen per kind, so imported codes become
+    /// features.
+    Events {
+        #[command(flatten)]
+        mapping: MappingArgs,
+        #[arg(long, default_value = "code")]
+        code_column: String,
+        /// Column of severities (`info`, `warning`, `error`, `critical`); empty cells and
+        /// files without one take `--severity`.
+        #[arg(long)]
+        severity_column: Option<String>,
+        #[arg(long, default_value = "warning")]
+        severity: forewarn::contract::Severity,
+        #[arg(long)]
+        message_column: Option<String>,
+        /// Kind of devices first seen in this file.
+        #[arg(long, default_value = "imported")]
+        kind: String,
+    },
+    /// The device register: one row per device with its kind and, optionally, model,
+    /// installation time (or age), customer and position. Registered values that differ
+    /// from the register's are listed and nothing is written, unless `--overwrite`;
+    /// missing values and placeholder kinds are filled in.
+    Devices {
+        #[command(flatten)]
+        mapping: MappingArgs,
+        /// Column of kinds; without it every device is `--kind`.
+        #[arg(long)]
+        kind_column: Option<String>,
+        #[arg(long, default_value = "imported")]
+        kind: String,
+        #[arg(long)]
+        model_column: Option<String>,
+        /// Column of installation times, in `--time-format`.
+        #[arg(long, conflicts_with = "age_column")]
+        installed_at_column: Option<String>,
+        /// Column of ages in years as of `--age-as-of` (installed at `as-of − age`).
+        #[arg(long, requires = "age_as_of")]
+        age_column: Option<String>,
+        #[arg(long)]
+        age_as_of: Option<chrono::DateTime<chrono::Utc>>,
+        /// Column of customer external ids (unknown customers are registered by id).
+        #[arg(long)]
+        customer_column: Option<String>,
+        #[arg(long)]
+        latitude_column: Option<String>,
+        #[arg(long)]
+        longitude_column: Option<String>,
+        /// Replace registered values that differ from the register's.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Failures (ground truth): device, time, component.
     Failures(ComponentArgs),
@@ -458,7 +525,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             };
             serve(config, Stages::ALL, Some(fleet)).await
         }
-        Command::Import { source } => import(&config, source).await,
+        Command::Import { source } => import(&config, *source).await,
         Command::Bench {
             bench:
                 BenchCommand::Predict {
@@ -584,6 +651,62 @@ async fn import(config: &Config, source: ImportCommand) -> anyhow::Result<()> {
             };
             imp::write(&store, &imported, &defaults, &[], &[]).await?
         }
+        ImportCommand::Events {
+            mapping,
+            code_column,
+            severity_column,
+            severity,
+            message_column,
+            kind,
+        } => {
+            let columns = imp::EventColumns {
+                code: code_column,
+                severity: severity_column,
+                default_severity: severity,
+                message: message_column,
+            };
+            let events = imp::read_events(&mapping.file, &mapping.mapping(Vec::new())?, &columns)?;
+            let defaults = DeviceDefaults {
+                kind,
+                model: None,
+                installed_at_first_reading: false,
+            };
+            imp::write_events(&store, &events, &defaults).await?
+        }
+        ImportCommand::Devices {
+            mapping,
+            kind_column,
+            kind,
+            model_column,
+            installed_at_column,
+            age_column,
+            age_as_of,
+            customer_column,
+            latitude_column,
+            longitude_column,
+            overwrite,
+        } => {
+            let columns = imp::RegisterColumns {
+                kind_column,
+                kind,
+                model_column,
+                installed_at_column,
+                age_column,
+                age_as_of: age_as_of.unwrap_or_default(),
+                customer_column,
+                latitude_column,
+                longitude_column,
+            };
+            let rows =
+                imp::read_device_register(&mapping.file, &mapping.mapping(Vec::new())?, &columns)?;
+            let report =
+                imp::write_device_register(&store, &mapping.file, &rows, overwrite).await?;
+            println!(
+                "imported: {} devices ({} registered before, {} values overwritten)",
+                report.devices, report.already_registered, report.overwritten
+            );
+            return Ok(());
+        }
         ImportCommand::Failures(args) => {
             let (rows, defaults) = args.read()?;
             imp::write(&store, &Imported::default(), &defaults, &rows, &[]).await?
@@ -611,15 +734,17 @@ async fn import(config: &Config, source: ImportCommand) -> anyhow::Result<()> {
                 readings: train.readings + test.readings,
                 readings_inserted: train.readings_inserted + test.readings_inserted,
                 failures: train.failures,
-                maintenance: 0,
+                ..imp::ImportReport::default()
             }
         }
     };
     println!(
-        "imported: {} devices, {} readings ({} new), {} failures, {} maintenance records",
+        "imported: {} devices, {} readings ({} new), {} events ({} new), {} failures, {} maintenance records",
         report.devices,
         report.readings,
         report.readings_inserted,
+        report.events,
+        report.events_inserted,
         report.failures,
         report.maintenance
     );

@@ -1,21 +1,31 @@
-//! `forewarn import`: historical telemetry, failures and maintenance from CSV or Parquet,
-//! through a column mapping, so users can train on their own history. Reading and mapping
-//! are pure (polars); [`write`] stores the result through the same write path as ingest
-//! (idempotent: importing the same file twice stores every reading once).
+//! `forewarn import`: historical telemetry, events (error codes), failures and maintenance
+//! from CSV or Parquet, through a column mapping, so users can train on their own history;
+//! and a device register (kind, model, installation, customer, position). Reading and
+//! mapping are pure (polars) and check every row before anything is written: a bad row
+//! stops the file with an error naming the file, the row and the column. [`write`] and
+//! [`write_events`] store through the same write path as ingest (idempotent: importing
+//! the same file twice stores every reading and event once).
+//!
+//! Devices a history file names that are not registered yet are registered with the
+//! import's `--kind`; a registered device is only filled in (a placeholder kind, a missing
+//! model or installation time), never changed. A device register changes registered
+//! values only when told to ([`write_device_register`]).
 //!
 //! NASA C-MAPSS is a preset ([`cmapss`]): `unit` is the device, `cycle` becomes time
 //! (`origin + cycle × cycle_duration`), the 3 operating settings and 21 sensors become
 //! metrics, and the last cycle of every training unit is an `engine` failure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
 
+use crate::contract::{self, Severity};
 use crate::store::{
-    ComponentRecord, DeviceRow, MetricRow, Store, StoreError, TelemetryColumns, WriteBatch,
+    ComponentRecord, DeviceRow, EventRow, ExistingDevices, MetricRow, PLACEHOLDER_KINDS, Store,
+    StoreError, TelemetryColumns, WriteBatch,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -33,11 +43,23 @@ pub enum ImportError {
         column: String,
         available: String,
     },
-    #[error("row {row} of {path}: {detail}")]
+    /// `row` counts data rows from 1 (a header row is not counted).
+    #[error("{path}: row {row}, column `{column}`: {detail}")]
     BadValue {
         path: PathBuf,
         row: usize,
+        column: String,
         detail: String,
+    },
+    #[error(
+        "{path}: {} registered value(s) differ from the register; nothing was written \
+         (`--overwrite` replaces them): {}",
+        .conflicts.len(),
+        describe_conflicts(.conflicts)
+    )]
+    DeviceConflicts {
+        path: PathBuf,
+        conflicts: Vec<DeviceConflict>,
     },
     #[error("metric name `{0}` is not valid: lowercase letters, digits and `_`, at most 64")]
     BadMetricName(String),
@@ -67,7 +89,13 @@ pub enum TimeFormat {
     EpochMillis,
     /// A cycle counter: `origin + value × cycle_duration`.
     Cycle,
+    /// Text in the strftime pattern `time_pattern` (default `%Y-%m-%d %H:%M:%S`); without
+    /// an offset in the pattern, the time is UTC.
+    Pattern,
 }
+
+/// The time pattern of `TimeFormat::Pattern` when none is given (`2015-01-01 06:00:00`).
+pub const DEFAULT_TIME_PATTERN: &str = "%Y-%m-%d %H:%M:%S";
 
 /// What the columns mean.
 #[derive(Debug, Clone)]
@@ -81,6 +109,8 @@ pub struct Mapping {
     pub device_prefix: String,
     pub time_column: String,
     pub time_format: TimeFormat,
+    /// strftime pattern of `TimeFormat::Pattern`.
+    pub time_pattern: String,
     pub origin: DateTime<Utc>,
     pub cycle_duration: std::time::Duration,
     /// Metric columns; empty: every other column.
@@ -190,39 +220,148 @@ fn strings(frame: &DataFrame, path: &Path, name: &str) -> Result<Vec<Option<Stri
         .collect())
 }
 
-fn times(frame: &DataFrame, path: &Path, mapping: &Mapping) -> Result<Vec<i64>, ImportError> {
-    let bad = |row: usize, detail: String| ImportError::BadValue {
-        path: path.to_path_buf(),
-        row,
-        detail,
-    };
-    if mapping.time_format == TimeFormat::Rfc3339 {
-        return strings(frame, path, &mapping.time_column)?
-            .into_iter()
-            .enumerate()
-            .map(|(row, text)| {
-                let text = text.ok_or_else(|| bad(row, "time is empty".into()))?;
-                DateTime::parse_from_rfc3339(&text)
-                    .map(|t| t.timestamp_micros())
-                    .map_err(|e| bad(row, format!("time `{text}`: {e}")))
-            })
-            .collect();
+/// The text cells of an optional column; no column: every row empty.
+fn optional_strings(
+    frame: &DataFrame,
+    path: &Path,
+    column: Option<&str>,
+) -> Result<Vec<Option<String>>, ImportError> {
+    match column {
+        Some(name) => strings(frame, path, name),
+        None => Ok(vec![None; frame.height()]),
     }
-    let cycle_micros = mapping.cycle_duration.as_micros() as f64;
-    floats(frame, path, &mapping.time_column)?
+}
+
+/// The number cells of an optional column; no column: every row empty.
+fn optional_floats(
+    frame: &DataFrame,
+    path: &Path,
+    column: Option<&str>,
+) -> Result<Vec<Option<f64>>, ImportError> {
+    match column {
+        Some(name) => floats(frame, path, name),
+        None => Ok(vec![None; frame.height()]),
+    }
+}
+
+/// A bad cell: `index` is the 0-based data row, shown counted from 1.
+fn bad_value(path: &Path, index: usize, column: &str, detail: impl Into<String>) -> ImportError {
+    ImportError::BadValue {
+        path: path.to_path_buf(),
+        row: index + 1,
+        column: column.to_string(),
+        detail: detail.into(),
+    }
+}
+
+/// The device column as external ids (`device_prefix` + value), each checked against the
+/// contract's rule, so that a bad id names its row instead of failing the whole write.
+fn device_ids(
+    frame: &DataFrame,
+    path: &Path,
+    mapping: &Mapping,
+) -> Result<Vec<String>, ImportError> {
+    let column = &mapping.device_column;
+    strings(frame, path, column)?
         .into_iter()
         .enumerate()
-        .map(|(row, value)| {
-            let value = value.ok_or_else(|| bad(row, "time is empty".into()))?;
-            Ok(match mapping.time_format {
-                TimeFormat::EpochSeconds => (value * 1e6) as i64,
-                TimeFormat::EpochMillis => (value * 1e3) as i64,
-                TimeFormat::Cycle => {
-                    mapping.origin.timestamp_micros() + (value * cycle_micros) as i64
-                }
-                TimeFormat::Rfc3339 => unreachable!("handled above"),
-            })
+        .map(|(index, device)| {
+            let device = device.ok_or_else(|| bad_value(path, index, column, "device is empty"))?;
+            let external = format!("{}{}", mapping.device_prefix, device);
+            if !contract::is_valid_device_external_id(&external) {
+                return Err(bad_value(
+                    path,
+                    index,
+                    column,
+                    format!("device id `{external}` is not 1-64 characters of [A-Za-z0-9_.:-]"),
+                ));
+            }
+            Ok(external)
         })
+        .collect()
+}
+
+/// A time in `column` read with the mapping's time format; `None` for an empty cell.
+fn optional_times(
+    frame: &DataFrame,
+    path: &Path,
+    mapping: &Mapping,
+    column: &str,
+) -> Result<Vec<Option<i64>>, ImportError> {
+    match mapping.time_format {
+        TimeFormat::Rfc3339 | TimeFormat::Pattern => strings(frame, path, column)?
+            .into_iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+                    return Ok(None);
+                };
+                parse_time_text(text.trim(), mapping)
+                    .map(Some)
+                    .map_err(|detail| {
+                        bad_value(path, index, column, format!("time `{text}`: {detail}"))
+                    })
+            })
+            .collect(),
+        TimeFormat::EpochSeconds | TimeFormat::EpochMillis | TimeFormat::Cycle => {
+            let cycle_micros = mapping.cycle_duration.as_micros() as f64;
+            floats(frame, path, column)?
+                .into_iter()
+                .enumerate()
+                .map(|(index, value)| {
+                    let Some(value) = value else { return Ok(None) };
+                    if !value.is_finite() {
+                        return Err(bad_value(
+                            path,
+                            index,
+                            column,
+                            format!("time `{value}` is not finite"),
+                        ));
+                    }
+                    Ok(Some(match mapping.time_format {
+                        TimeFormat::EpochSeconds => (value * 1e6) as i64,
+                        TimeFormat::EpochMillis => (value * 1e3) as i64,
+                        _ => mapping.origin.timestamp_micros() + (value * cycle_micros) as i64,
+                    }))
+                })
+                .collect()
+        }
+    }
+}
+
+/// Parses one time written as text: RFC 3339, or `mapping.time_pattern` (with an offset
+/// when the pattern has one, else UTC; a pattern without a time of day means midnight).
+fn parse_time_text(text: &str, mapping: &Mapping) -> Result<i64, String> {
+    if mapping.time_format == TimeFormat::Rfc3339 {
+        return DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp_micros())
+            .map_err(|e| e.to_string());
+    }
+    let pattern = mapping.time_pattern.as_str();
+    if let Ok(time) = DateTime::parse_from_str(text, pattern) {
+        return Ok(time.timestamp_micros());
+    }
+    // Date and time before date alone: a date parse accepts a pattern with a time of day
+    // and drops it.
+    match chrono::NaiveDateTime::parse_from_str(text, pattern) {
+        Ok(time) => Ok(time.and_utc().timestamp_micros()),
+        Err(error) => chrono::NaiveDate::parse_from_str(text, pattern)
+            .map(|date| {
+                date.and_time(chrono::NaiveTime::MIN)
+                    .and_utc()
+                    .timestamp_micros()
+            })
+            .map_err(|_| format!("{error} (pattern `{pattern}`)")),
+    }
+}
+
+/// The time column: every row must have one.
+fn times(frame: &DataFrame, path: &Path, mapping: &Mapping) -> Result<Vec<i64>, ImportError> {
+    let column = &mapping.time_column;
+    optional_times(frame, path, mapping, column)?
+        .into_iter()
+        .enumerate()
+        .map(|(index, time)| time.ok_or_else(|| bad_value(path, index, column, "time is empty")))
         .collect()
 }
 
@@ -243,7 +382,7 @@ pub fn metric_name(column: &str) -> Result<String, ImportError> {
 /// Reads telemetry from `path`: one reading per (row, metric column) with a value.
 pub fn read_telemetry(path: &Path, mapping: &Mapping) -> Result<Imported, ImportError> {
     let frame = read_frame(path, mapping)?;
-    let devices = strings(&frame, path, &mapping.device_column)?;
+    let devices = device_ids(&frame, path, mapping)?;
     let times = times(&frame, path, mapping)?;
     let metric_columns: Vec<String> = if mapping.metrics.is_empty() {
         frame
@@ -263,13 +402,7 @@ pub fn read_telemetry(path: &Path, mapping: &Mapping) -> Result<Imported, Import
         .iter()
         .map(|name| floats(&frame, path, name))
         .collect::<Result<_, _>>()?;
-    for (row, device) in devices.into_iter().enumerate() {
-        let device = device.ok_or_else(|| ImportError::BadValue {
-            path: path.to_path_buf(),
-            row,
-            detail: format!("`{}` is empty", mapping.device_column),
-        })?;
-        let external = format!("{}{}", mapping.device_prefix, device);
+    for (row, external) in devices.into_iter().enumerate() {
         let time = times[row];
         let span = imported
             .devices
@@ -299,7 +432,7 @@ pub fn read_component_records(
     component: Option<&str>,
 ) -> Result<ComponentRows, ImportError> {
     let frame = read_frame(path, mapping)?;
-    let devices = strings(&frame, path, &mapping.device_column)?;
+    let devices = device_ids(&frame, path, mapping)?;
     let times = times(&frame, path, mapping)?;
     let components = match component_column {
         Some(name) => strings(&frame, path, name)?,
@@ -311,41 +444,377 @@ pub fn read_component_records(
         .zip(components)
         .enumerate()
         .map(|(row, ((device, time), component))| {
-            let bad = |detail: &str| ImportError::BadValue {
-                path: path.to_path_buf(),
-                row,
-                detail: detail.to_string(),
-            };
-            Ok((
-                format!(
-                    "{}{}",
-                    mapping.device_prefix,
-                    device.ok_or_else(|| bad("device is empty"))?
-                ),
-                time,
-                component.ok_or_else(|| bad("component is empty"))?,
-            ))
+            let component = component.filter(|c| !c.trim().is_empty()).ok_or_else(|| {
+                bad_value(
+                    path,
+                    row,
+                    component_column.unwrap_or("component"),
+                    "component is empty",
+                )
+            })?;
+            Ok((device, time, component))
         })
         .collect()
 }
 
-/// What [`write`] stored.
+/// An event (error code) row of an events file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedEvent {
+    pub device: String,
+    /// µs since the epoch.
+    pub time: i64,
+    pub code: String,
+    pub severity: Severity,
+    pub message: String,
+}
+
+/// The columns of an events file besides device and time.
+#[derive(Debug, Clone)]
+pub struct EventColumns {
+    /// The event (error) code: required in every row, 1-64 bytes.
+    pub code: String,
+    /// One of the contract's severities per row; an empty cell, or no column, takes
+    /// `default_severity`.
+    pub severity: Option<String>,
+    pub default_severity: Severity,
+    /// Free text (at most 1024 bytes); no column: empty.
+    pub message: Option<String>,
+}
+
+/// Events from `path`, every row checked against the contract's rules for events.
+pub fn read_events(
+    path: &Path,
+    mapping: &Mapping,
+    columns: &EventColumns,
+) -> Result<Vec<ImportedEvent>, ImportError> {
+    let frame = read_frame(path, mapping)?;
+    let devices = device_ids(&frame, path, mapping)?;
+    let times = times(&frame, path, mapping)?;
+    let codes = strings(&frame, path, &columns.code)?;
+    let severities = optional_strings(&frame, path, columns.severity.as_deref())?;
+    let messages = optional_strings(&frame, path, columns.message.as_deref())?;
+    let mut events = Vec::with_capacity(devices.len());
+    for (row, device) in devices.into_iter().enumerate() {
+        let code = codes[row].clone().unwrap_or_default();
+        if !contract::is_valid_event_code(&code) {
+            let detail = if code.is_empty() {
+                "code is empty".to_string()
+            } else {
+                format!("code `{code}` is not 1-64 bytes without NUL")
+            };
+            return Err(bad_value(path, row, &columns.code, detail));
+        }
+        let severity = match severities[row].as_deref().map(str::trim) {
+            None | Some("") => columns.default_severity,
+            Some(text) => text.parse().map_err(|detail: String| {
+                bad_value(
+                    path,
+                    row,
+                    columns.severity.as_deref().unwrap_or_default(),
+                    detail,
+                )
+            })?,
+        };
+        let message = messages[row].clone().unwrap_or_default();
+        if !contract::is_valid_event_message(&message) {
+            return Err(bad_value(
+                path,
+                row,
+                columns.message.as_deref().unwrap_or_default(),
+                "message is over 1024 bytes or holds NUL",
+            ));
+        }
+        events.push(ImportedEvent {
+            device,
+            time: times[row],
+            code,
+            severity,
+            message,
+        });
+    }
+    Ok(events)
+}
+
+/// The columns of a device register besides the device.
+#[derive(Debug, Clone)]
+pub struct RegisterColumns {
+    /// Column naming each device's kind; without it every device is `kind`.
+    pub kind_column: Option<String>,
+    pub kind: String,
+    pub model_column: Option<String>,
+    /// Installation time, in the mapping's time format.
+    pub installed_at_column: Option<String>,
+    /// Age in years as of `age_as_of`, for registers that give an age instead of an
+    /// installation time: installed at `age_as_of − age × 365.25 days`.
+    pub age_column: Option<String>,
+    pub age_as_of: DateTime<Utc>,
+    /// The customer's external id (customers not registered yet are registered by it).
+    pub customer_column: Option<String>,
+    pub latitude_column: Option<String>,
+    pub longitude_column: Option<String>,
+}
+
+const YEAR_MICROS: f64 = 365.25 * 86_400.0 * 1e6;
+
+/// The devices of a register file, one per row (a device on two rows is an error).
+pub fn read_device_register(
+    path: &Path,
+    mapping: &Mapping,
+    columns: &RegisterColumns,
+) -> Result<Vec<DeviceRow>, ImportError> {
+    let frame = read_frame(path, mapping)?;
+    let devices = device_ids(&frame, path, mapping)?;
+    let n_rows = devices.len();
+    // Blank cells are missing values.
+    let texts = |column: &Option<String>| -> Result<Vec<Option<String>>, ImportError> {
+        Ok(optional_strings(&frame, path, column.as_deref())?
+            .into_iter()
+            .map(|v| v.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
+            .collect())
+    };
+    let numbers = |column: &Option<String>| optional_floats(&frame, path, column.as_deref());
+    let kinds = texts(&columns.kind_column)?;
+    let models = texts(&columns.model_column)?;
+    let customers = texts(&columns.customer_column)?;
+    let installed = match &columns.installed_at_column {
+        Some(name) => optional_times(&frame, path, mapping, name)?,
+        None => vec![None; n_rows],
+    };
+    let ages = numbers(&columns.age_column)?;
+    let latitudes = numbers(&columns.latitude_column)?;
+    let longitudes = numbers(&columns.longitude_column)?;
+    let mut first_row: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut rows = Vec::with_capacity(n_rows);
+    for (row, external_id) in devices.iter().enumerate() {
+        let bad = |column: &Option<String>, detail: String| {
+            bad_value(path, row, column.as_deref().unwrap_or_default(), detail)
+        };
+        if let Some(first) = first_row.insert(external_id, row) {
+            return Err(bad_value(
+                path,
+                row,
+                &mapping.device_column,
+                format!("device `{external_id}` is on row {} too", first + 1),
+            ));
+        }
+        let kind = match (&columns.kind_column, &kinds[row]) {
+            (None, _) => columns.kind.clone(),
+            (Some(_), Some(kind)) => kind.clone(),
+            (Some(_), None) => return Err(bad(&columns.kind_column, "kind is empty".into())),
+        };
+        let in_range = |column: &Option<String>, value: Option<f64>, limit: f64| match value {
+            Some(v) if !(v.is_finite() && v.abs() <= limit) => {
+                Err(bad(column, format!("`{v}` is outside ±{limit}")))
+            }
+            _ => Ok(value),
+        };
+        let latitude = in_range(&columns.latitude_column, latitudes[row], 90.0)?;
+        let longitude = in_range(&columns.longitude_column, longitudes[row], 180.0)?;
+        let installed_at = match (installed[row], ages[row]) {
+            (Some(time), _) => Some(time),
+            (None, Some(age)) if age.is_finite() && age >= 0.0 => {
+                Some(columns.age_as_of.timestamp_micros() - (age * YEAR_MICROS) as i64)
+            }
+            (None, Some(age)) => {
+                return Err(bad(
+                    &columns.age_column,
+                    format!("age `{age}` is not a number of years ≥ 0"),
+                ));
+            }
+            (None, None) => None,
+        };
+        rows.push(DeviceRow {
+            external_id: external_id.clone(),
+            kind,
+            model: models[row].clone(),
+            customer_external_id: customers[row].clone(),
+            latitude,
+            longitude,
+            installed_at: installed_at.and_then(DateTime::from_timestamp_micros),
+            metadata: serde_json::json!({"imported": true}),
+        })
+    }
+    Ok(rows)
+}
+
+/// A register's value that differs from the one registered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceConflict {
+    pub device: String,
+    pub attribute: &'static str,
+    pub registered: String,
+    pub imported: String,
+}
+
+fn describe_conflicts(conflicts: &[DeviceConflict]) -> String {
+    const SHOWN: usize = 20;
+    let mut text = conflicts
+        .iter()
+        .take(SHOWN)
+        .map(|c| {
+            format!(
+                "{} {}: registered `{}`, register `{}`",
+                c.device, c.attribute, c.registered, c.imported
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if conflicts.len() > SHOWN {
+        text.push_str(&format!("; and {} more", conflicts.len() - SHOWN));
+    }
+    text
+}
+
+/// The values of `rows` that would change what is registered: a value the register gives
+/// that differs from one the device has. Filling in is no conflict: a missing value, or a
+/// placeholder kind (`PLACEHOLDER_KINDS`: registered by ingest, or by an import without
+/// `--kind`).
+pub fn register_conflicts(rows: &[DeviceRow], registered: &[DeviceRow]) -> Vec<DeviceConflict> {
+    let registered: BTreeMap<&str, &DeviceRow> = registered
+        .iter()
+        .map(|d| (d.external_id.as_str(), d))
+        .collect();
+    let mut conflicts = Vec::new();
+    for row in rows {
+        let Some(device) = registered.get(row.external_id.as_str()) else {
+            continue;
+        };
+        let mut differs =
+            |attribute: &'static str, registered: Option<String>, imported: Option<String>| {
+                if let (Some(registered), Some(imported)) = (registered, imported)
+                    && registered != imported
+                {
+                    conflicts.push(DeviceConflict {
+                        device: row.external_id.clone(),
+                        attribute,
+                        registered,
+                        imported,
+                    });
+                }
+            };
+        let placeholder = PLACEHOLDER_KINDS.contains(&device.kind.as_str());
+        differs(
+            "kind",
+            (!placeholder).then(|| device.kind.clone()),
+            Some(row.kind.clone()),
+        );
+        differs("model", device.model.clone(), row.model.clone());
+        differs(
+            "customer",
+            device.customer_external_id.clone(),
+            row.customer_external_id.clone(),
+        );
+        let time = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339());
+        differs(
+            "installed_at",
+            time(device.installed_at),
+            time(row.installed_at),
+        );
+        let number = |v: Option<f64>| v.map(|v| v.to_string());
+        differs("latitude", number(device.latitude), number(row.latitude));
+        differs("longitude", number(device.longitude), number(row.longitude));
+    }
+    conflicts
+}
+
+/// What [`write_device_register`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RegisterReport {
+    /// Devices in the register.
+    pub devices: usize,
+    /// Of them, registered before (filled in, or overwritten).
+    pub already_registered: usize,
+    /// Registered values replaced (`overwrite`).
+    pub overwritten: usize,
+}
+
+/// Registers the devices of a register file (`path` names it in errors). A device that is
+/// registered already is filled in; a value of it that differs from the register's is
+/// replaced only with `overwrite`, and otherwise the whole file is refused with every
+/// conflict listed, before anything is written.
+pub async fn write_device_register(
+    store: &Store,
+    path: &Path,
+    rows: &[DeviceRow],
+    overwrite: bool,
+) -> Result<RegisterReport, ImportError> {
+    let external_ids: Vec<String> = rows.iter().map(|r| r.external_id.clone()).collect();
+    let registered = store.registered_devices(&external_ids).await?;
+    let conflicts = register_conflicts(rows, &registered);
+    if !conflicts.is_empty() && !overwrite {
+        return Err(ImportError::DeviceConflicts {
+            path: path.to_path_buf(),
+            conflicts,
+        });
+    }
+    let mut customers: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.customer_external_id.clone())
+        .collect();
+    customers.sort();
+    customers.dedup();
+    store.register_customers(&customers).await?;
+    let existing = if overwrite {
+        ExistingDevices::Overwrite
+    } else {
+        ExistingDevices::FillIn
+    };
+    store.import_devices(rows, existing).await?;
+    Ok(RegisterReport {
+        devices: rows.len(),
+        already_registered: registered.len(),
+        overwritten: conflicts.len(),
+    })
+}
+
+/// What [`write`] and [`write_events`] stored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ImportReport {
     pub devices: usize,
     pub readings: u64,
     pub readings_inserted: u64,
+    pub events: u64,
+    pub events_inserted: u64,
     pub failures: u64,
     pub maintenance: u64,
 }
 
-/// Device attributes for imported devices.
+/// Device attributes for devices an import registers.
 #[derive(Debug, Clone)]
 pub struct DeviceDefaults {
     pub kind: String,
     pub model: Option<String>,
     /// Installed at the first reading (run-to-failure data starts at installation).
     pub installed_at_first_reading: bool,
+}
+
+/// Registers the devices a history file names (external id → first reading, if any):
+/// unknown ones with `defaults`, registered ones only filled in. Returns external id → id.
+async fn register_devices(
+    store: &Store,
+    devices: &BTreeMap<String, Option<i64>>,
+    defaults: &DeviceDefaults,
+) -> Result<HashMap<String, i32>, ImportError> {
+    let rows: Vec<DeviceRow> = devices
+        .iter()
+        .map(|(external_id, first)| DeviceRow {
+            external_id: external_id.clone(),
+            kind: defaults.kind.clone(),
+            model: defaults.model.clone(),
+            customer_external_id: None,
+            latitude: None,
+            longitude: None,
+            installed_at: first
+                .filter(|_| defaults.installed_at_first_reading)
+                .and_then(DateTime::from_timestamp_micros),
+            metadata: serde_json::json!({"imported": true}),
+        })
+        .collect();
+    Ok(store
+        .import_devices(&rows, ExistingDevices::FillIn)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 /// Stores imported telemetry, failures and maintenance, then refreshes the rollup.
@@ -366,7 +835,7 @@ pub async fn write(
             device_kinds: vec![defaults.kind.clone()],
         })
         .collect();
-    let metric_ids: std::collections::HashMap<String, i16> = store
+    let metric_ids: HashMap<String, i16> = store
         .upsert_metrics(&metric_rows)
         .await?
         .into_iter()
@@ -379,33 +848,14 @@ pub async fn write(
     for (device, _, _) in failures.iter().chain(maintenance) {
         all_devices.entry(device.clone()).or_insert(None);
     }
-    let device_rows: Vec<DeviceRow> = all_devices
-        .iter()
-        .map(|(external_id, first)| DeviceRow {
-            external_id: external_id.clone(),
-            kind: defaults.kind.clone(),
-            model: defaults.model.clone(),
-            customer_external_id: None,
-            latitude: None,
-            longitude: None,
-            installed_at: first
-                .filter(|_| defaults.installed_at_first_reading)
-                .and_then(DateTime::from_timestamp_micros),
-            metadata: serde_json::json!({"imported": true}),
-        })
-        .collect();
-    let device_ids: std::collections::HashMap<String, i32> = store
-        .upsert_devices(&device_rows)
-        .await?
-        .into_iter()
-        .collect();
+    let device_ids = register_devices(store, &all_devices, defaults).await?;
     report.devices = device_ids.len();
     for chunk in telemetry.readings.chunks(200_000) {
         let mut batch = WriteBatch {
             telemetry: TelemetryColumns::default(),
             ..WriteBatch::default()
         };
-        let mut last_seen: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+        let mut last_seen: HashMap<i32, i64> = HashMap::new();
         for (device, time, metric, value) in chunk {
             let device_id = device_ids[device];
             let metric_id = metric_ids[&telemetry.metrics[*metric]];
@@ -442,6 +892,51 @@ pub async fn write(
     Ok(report)
 }
 
+/// Stores imported events (idempotent: `device_events` is unique on device, time and
+/// code, so an event imported again inserts nothing) and registers their devices.
+pub async fn write_events(
+    store: &Store,
+    events: &[ImportedEvent],
+    defaults: &DeviceDefaults,
+) -> Result<ImportReport, ImportError> {
+    let devices: BTreeMap<String, Option<i64>> =
+        events.iter().map(|e| (e.device.clone(), None)).collect();
+    let device_ids = register_devices(store, &devices, defaults).await?;
+    let mut report = ImportReport {
+        devices: device_ids.len(),
+        ..ImportReport::default()
+    };
+    for chunk in events.chunks(100_000) {
+        let mut last_seen: HashMap<i32, i64> = HashMap::new();
+        let rows = chunk
+            .iter()
+            .map(|event| {
+                let device_id = device_ids[&event.device];
+                let seen = last_seen.entry(device_id).or_insert(event.time);
+                *seen = (*seen).max(event.time);
+                EventRow {
+                    time: event.time,
+                    unstamped_redelivery: false,
+                    device_id,
+                    code: event.code.clone(),
+                    severity: event.severity.as_str(),
+                    message: event.message.clone(),
+                    time_estimated: false,
+                }
+            })
+            .collect();
+        let batch = WriteBatch {
+            events: rows,
+            last_seen: last_seen.into_iter().collect(),
+            ..WriteBatch::default()
+        };
+        let written = store.write_batch(&batch).await?;
+        report.events += chunk.len() as u64;
+        report.events_inserted += written.events_inserted;
+    }
+    Ok(report)
+}
+
 /// The C-MAPSS column names: unit, cycle, three operating settings, 21 sensors.
 pub fn cmapss_columns() -> Vec<String> {
     let mut names = vec!["unit".to_string(), "cycle".to_string()];
@@ -465,6 +960,7 @@ pub fn cmapss_mapping(
         device_prefix: format!("{}-{split}-", subset.to_ascii_lowercase()),
         time_column: "cycle".into(),
         time_format: TimeFormat::Cycle,
+        time_pattern: DEFAULT_TIME_PATTERN.into(),
         origin,
         cycle_duration,
         metrics: Vec::new(),
@@ -508,11 +1004,10 @@ pub fn cmapss(
     })?;
     let mut test_rul = BTreeMap::new();
     for (index, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let rul: f64 = line.trim().parse().map_err(|_| ImportError::BadValue {
-            path: rul_path.clone(),
-            row: index,
-            detail: format!("`{line}` is not a number"),
-        })?;
+        let rul: f64 = line
+            .trim()
+            .parse()
+            .map_err(|_| bad_value(&rul_path, index, "rul", format!("`{line}` is not a number")))?;
         test_rul.insert(
             format!("{}-test-{}", subset.to_ascii_lowercase(), index + 1),
             rul,
@@ -549,6 +1044,7 @@ mod tests {
             device_prefix: "plant-".into(),
             time_column: "ts".into(),
             time_format: TimeFormat::Rfc3339,
+            time_pattern: DEFAULT_TIME_PATTERN.into(),
             origin: DateTime::UNIX_EPOCH,
             cycle_duration: std::time::Duration::from_secs(3600),
             metrics: Vec::new(),
@@ -591,6 +1087,7 @@ mod tests {
             device_prefix: String::new(),
             time_column: "epoch".into(),
             time_format: TimeFormat::EpochSeconds,
+            time_pattern: DEFAULT_TIME_PATTERN.into(),
             origin: DateTime::UNIX_EPOCH,
             cycle_duration: std::time::Duration::from_secs(3600),
             metrics: Vec::new(),
@@ -604,6 +1101,130 @@ mod tests {
                 ("A1".to_string(), 1_790_000_600_000_000, 0, 41.0),
                 ("B2".to_string(), 1_790_000_000_000_000, 0, 39.0),
             ]
+        );
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    fn csv_mapping(time_format: TimeFormat, time_pattern: &str) -> Mapping {
+        Mapping {
+            format: SourceFormat::Csv,
+            separator: b',',
+            column_names: None,
+            device_column: "device".into(),
+            device_prefix: String::new(),
+            time_column: "time".into(),
+            time_format,
+            time_pattern: time_pattern.into(),
+            origin: DateTime::UNIX_EPOCH,
+            cycle_duration: std::time::Duration::from_secs(3600),
+            metrics: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn time_patterns_read_as_utc_unless_they_carry_an_offset() {
+        let micros = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .timestamp_micros()
+        };
+        let parse = |text: &str, pattern: &str| {
+            parse_time_text(text, &csv_mapping(TimeFormat::Pattern, pattern))
+        };
+        assert_eq!(
+            parse("2015-01-01 06:00:00", DEFAULT_TIME_PATTERN),
+            Ok(micros("2015-01-01T06:00:00Z"))
+        );
+        assert_eq!(
+            parse("1/1/2015 6:00:00 PM", "%m/%d/%Y %I:%M:%S %p"),
+            Ok(micros("2015-01-01T18:00:00Z"))
+        );
+        assert_eq!(
+            parse("2015-01-01 06:00 +0200", "%Y-%m-%d %H:%M %z"),
+            Ok(micros("2015-01-01T04:00:00Z"))
+        );
+        assert_eq!(
+            parse("2024-03-01", "%Y-%m-%d"),
+            Ok(micros("2024-03-01T00:00:00Z"))
+        );
+        // A date alone does not satisfy a pattern with a time of day.
+        assert!(parse("2015-01-01", DEFAULT_TIME_PATTERN).is_err());
+    }
+
+    #[test]
+    fn register_conflicts_are_changed_values_not_filled_in_ones() {
+        let row = |id: &str, kind: &str, model: Option<&str>| DeviceRow {
+            external_id: id.into(),
+            kind: kind.into(),
+            model: model.map(str::to_string),
+            customer_external_id: None,
+            latitude: None,
+            longitude: None,
+            installed_at: None,
+            metadata: serde_json::json!({}),
+        };
+        let registered = |id: &str, kind: &str, model: Option<&str>| DeviceRow {
+            latitude: Some(1.0),
+            ..row(id, kind, model)
+        };
+        let conflicts = register_conflicts(
+            &[
+                row("placeholder", "pump", Some("P1")),
+                row("unknown", "pump", None),
+                row("same", "pump", Some("P1")),
+                row("new-model", "pump", Some("P2")),
+                row("new-kind", "fan", None),
+                row("not-registered", "fan", None),
+            ],
+            &[
+                registered("placeholder", "imported", None),
+                registered("unknown", "unknown", Some("P1")),
+                registered("same", "pump", Some("P1")),
+                registered("new-model", "pump", Some("P1")),
+                registered("new-kind", "pump", Some("P1")),
+            ],
+        );
+        let found: Vec<(&str, &str)> = conflicts
+            .iter()
+            .map(|c| (c.device.as_str(), c.attribute))
+            .collect();
+        assert_eq!(found, [("new-model", "model"), ("new-kind", "kind")]);
+    }
+
+    #[test]
+    fn a_bad_event_row_names_its_row_and_column() {
+        let directory =
+            std::env::temp_dir().join(format!("forewarn-events-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let path = directory.join("e.csv");
+        let columns = EventColumns {
+            code: "code".into(),
+            severity: Some("severity".into()),
+            default_severity: Severity::Warning,
+            message: None,
+        };
+        let mapping = csv_mapping(TimeFormat::Rfc3339, DEFAULT_TIME_PATTERN);
+        let error = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            read_events(&path, &mapping, &columns)
+                .unwrap_err()
+                .to_string()
+        };
+        let header = "device,time,code,severity\n";
+        let good = "d1,2026-01-01T00:00:00Z,E1,info\n";
+        assert!(
+            error(&format!("{header}{good}d1,2026-01-01T01:00:00Z,E1,Info\n"))
+                .contains("row 2, column `severity`: `Info` is not one of")
+        );
+        assert!(
+            error(&format!(
+                "{header}{good}{good}d1,2026-01-01T01:00:00Z,,info\n"
+            ))
+            .contains("row 3, column `code`: code is empty")
+        );
+        assert!(
+            error(&format!("{header}d 1,2026-01-01T01:00:00Z,E1,info\n"))
+                .contains("row 1, column `device`: device id `d 1` is not")
         );
         std::fs::remove_dir_all(&directory).unwrap();
     }

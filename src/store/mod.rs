@@ -17,7 +17,8 @@ use crate::config::{DatabaseConfig, StorageConfig};
 pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};
 pub use prediction::{DeviceSummary, ModelRow, PredictionRow, PromotionOutcome};
 pub use registry::{
-    ComponentRecord, CountedTable, CustomerRow, DeviceRow, MetricRow, TechnicianRow,
+    ComponentRecord, CountedTable, CustomerRow, DeviceRow, ExistingDevices, MetricRow,
+    PLACEHOLDER_KINDS, TechnicianRow,
 };
 pub use write::{DeadLetterRow, EventRow, StatusRow, TelemetryColumns, WriteBatch, WriteReport};
 

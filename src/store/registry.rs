@@ -58,6 +58,21 @@ pub struct MetricRow {
     pub device_kinds: Vec<String>,
 }
 
+/// Kinds that only say the kind was not known when the device was registered: ingest's
+/// auto-registration (`unknown`, the column's default) and imports of failures or
+/// maintenance without `--kind` (`imported`). A kind from an import replaces them.
+pub const PLACEHOLDER_KINDS: [&str; 2] = ["unknown", "imported"];
+
+/// What [`Store::import_devices`] does to a device that is already registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingDevices {
+    /// Fill in what it lacks (a placeholder kind, an empty model, installation time,
+    /// customer or position); never change a value it has.
+    FillIn,
+    /// Replace every attribute the imported row has; keep the ones it lacks.
+    Overwrite,
+}
+
 /// A failure or a maintenance action of a device's component.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ComponentRecord {
@@ -137,6 +152,117 @@ impl Store {
         }
         tx.commit().await?;
         Ok(ids)
+    }
+
+    /// Registers imported devices and returns `(external_id, id)` of every row. A device
+    /// already registered keeps its metadata; its other attributes follow `existing`. New
+    /// devices are registered by `import`. Customers named by the rows must exist
+    /// ([`Store::register_customers`]); an unknown one leaves the device without a customer.
+    pub async fn import_devices(
+        &self,
+        rows: &[DeviceRow],
+        existing: ExistingDevices,
+    ) -> Result<Vec<(String, i32)>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let external_ids: Vec<String> = rows.iter().map(|r| r.external_id.clone()).collect();
+        // Each attribute of a registered device: with `$9` (overwrite) the imported value
+        // unless it is null, else the registered value unless it is null (fill in); the
+        // kind also when the registered one is a placeholder. Without overwrite, the
+        // `where` leaves rows that would not change untouched, so that re-importing
+        // rewrites (and locks) nothing.
+        sqlx::query(
+            "insert into devices (external_id, kind, model, customer_id, latitude, longitude,
+                 installed_at, metadata, registered_by)
+             select r.external_id, r.kind, r.model, c.id, r.latitude, r.longitude, r.installed_at,
+                    r.metadata, 'import'
+             from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[],
+                         $6::float8[], $7::timestamptz[], $8::jsonb[])
+                  as r (external_id, kind, model, customer, latitude, longitude, installed_at, metadata)
+             left join customers c on c.external_id = r.customer
+             on conflict (external_id) do update set
+                 kind = case when $9 or devices.kind = any($10) then excluded.kind else devices.kind end,
+                 model = case when $9 then coalesce(excluded.model, devices.model)
+                              else coalesce(devices.model, excluded.model) end,
+                 customer_id = case when $9 then coalesce(excluded.customer_id, devices.customer_id)
+                                    else coalesce(devices.customer_id, excluded.customer_id) end,
+                 latitude = case when $9 then coalesce(excluded.latitude, devices.latitude)
+                                 else coalesce(devices.latitude, excluded.latitude) end,
+                 longitude = case when $9 then coalesce(excluded.longitude, devices.longitude)
+                                  else coalesce(devices.longitude, excluded.longitude) end,
+                 installed_at = case when $9 then coalesce(excluded.installed_at, devices.installed_at)
+                                     else coalesce(devices.installed_at, excluded.installed_at) end
+             where $9
+                or (devices.kind = any($10) and devices.kind <> excluded.kind)
+                or (devices.model is null and excluded.model is not null)
+                or (devices.customer_id is null and excluded.customer_id is not null)
+                or (devices.latitude is null and excluded.latitude is not null)
+                or (devices.longitude is null and excluded.longitude is not null)
+                or (devices.installed_at is null and excluded.installed_at is not null)",
+        )
+        .bind(&external_ids)
+        .bind(rows.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.model.as_deref()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.customer_external_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.latitude).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.longitude).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.installed_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.metadata.clone()).collect::<Vec<_>>())
+        .bind(existing == ExistingDevices::Overwrite)
+        .bind(&PLACEHOLDER_KINDS[..])
+        .execute(&self.pool)
+        .await?;
+        self.lookup_devices(&external_ids).await
+    }
+
+    /// The registered attributes of those of `external_ids` that are registered (to
+    /// compare with a device register).
+    pub async fn registered_devices(
+        &self,
+        external_ids: &[String],
+    ) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query(
+            "select d.external_id, d.kind, d.model, c.external_id as customer, d.latitude,
+                    d.longitude, d.installed_at, d.metadata
+             from devices d left join customers c on c.id = d.customer_id
+             where d.external_id = any($1) order by d.external_id",
+        )
+        .bind(external_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(DeviceRow {
+                    external_id: row.try_get("external_id")?,
+                    kind: row.try_get("kind")?,
+                    model: row.try_get("model")?,
+                    customer_external_id: row.try_get("customer")?,
+                    latitude: row.try_get("latitude")?,
+                    longitude: row.try_get("longitude")?,
+                    installed_at: row.try_get("installed_at")?,
+                    metadata: row.try_get("metadata")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Registers customers known only by their external id (a device register names
+    /// them); existing ones are left as they are.
+    pub async fn register_customers(&self, external_ids: &[String]) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "insert into customers (external_id) select unnest($1::text[])
+             on conflict (external_id) do nothing",
+        )
+        .bind(external_ids)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     pub async fn upsert_technicians(&self, rows: &[TechnicianRow]) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 mod api;
 mod config;
 mod embedded;
+mod import;
 mod ingest;
 mod ingest_hardening;
 mod predict;

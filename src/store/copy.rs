@@ -34,6 +34,34 @@ pub(super) fn encode_telemetry(rows: &TelemetryColumns) -> Vec<u8> {
     buffer
 }
 
+/// Encodes rows for `copy telemetry_hourly (bucket, device_id, metric_id, avg, min, max,
+/// stddev, count) from stdin (format binary)`; stddev is null and count 1 (benchmarks write
+/// the rollup directly).
+pub(super) fn encode_hourly(rows: &[crate::features::HourlyRow]) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(HEADER.len() + 8 + rows.len() * 80 + 2);
+    buffer.extend_from_slice(HEADER);
+    buffer.extend_from_slice(&0i32.to_be_bytes());
+    buffer.extend_from_slice(&0i32.to_be_bytes());
+    for row in rows {
+        buffer.extend_from_slice(&8i16.to_be_bytes());
+        buffer.extend_from_slice(&8i32.to_be_bytes());
+        buffer.extend_from_slice(&(row.bucket - POSTGRES_EPOCH_OFFSET_MICROS).to_be_bytes());
+        buffer.extend_from_slice(&4i32.to_be_bytes());
+        buffer.extend_from_slice(&row.device_id.to_be_bytes());
+        buffer.extend_from_slice(&2i32.to_be_bytes());
+        buffer.extend_from_slice(&row.metric_id.to_be_bytes());
+        for value in [row.avg, row.min, row.max] {
+            buffer.extend_from_slice(&8i32.to_be_bytes());
+            buffer.extend_from_slice(&value.to_bits().to_be_bytes());
+        }
+        buffer.extend_from_slice(&(-1i32).to_be_bytes()); // stddev: null
+        buffer.extend_from_slice(&8i32.to_be_bytes());
+        buffer.extend_from_slice(&1i64.to_be_bytes());
+    }
+    buffer.extend_from_slice(&(-1i16).to_be_bytes());
+    buffer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,9 @@ pub struct DeviceSummary {
     pub external_id: String,
     pub info: DeviceInfo,
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// Set while the device's telemetry has stopped (live scoring's rule): the end of its
+    /// newest hour of telemetry.
+    pub stale_since: Option<DateTime<Utc>>,
 }
 
 /// A `models` row.
@@ -73,7 +76,7 @@ impl Store {
         kind: Option<&str>,
     ) -> Result<Vec<DeviceSummary>, StoreError> {
         let rows = sqlx::query(
-            "select id, external_id, kind, model, installed_at, last_seen_at
+            "select id, external_id, kind, model, installed_at, last_seen_at, stale_since
              from devices where $1::text is null or kind = $1 order by id",
         )
         .bind(kind)
@@ -92,10 +95,104 @@ impl Store {
                             .map(micros),
                     },
                     last_seen_at: row.try_get("last_seen_at")?,
+                    stale_since: row.try_get("stale_since")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
+    }
+
+    /// The newest hourly bucket of the whole fleet (the event-time clock of live scoring),
+    /// looking only at buckets at or after `since` when given (the BRIN index on `bucket`
+    /// then reads only the newest pages).
+    pub async fn newest_rollup_hour(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let newest: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "select max(bucket) from telemetry_hourly
+             where $1::timestamptz is null or bucket >= $1",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(newest)
+    }
+
+    /// The newest hourly bucket of each of `devices` that has any (at any time).
+    pub async fn newest_rollup_hours_of(
+        &self,
+        devices: &[i32],
+    ) -> Result<Vec<(i32, DateTime<Utc>)>, StoreError> {
+        if devices.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query_as(
+            "select device_id, max(bucket) from telemetry_hourly
+             where device_id = any($1) group by device_id",
+        )
+        .bind(devices)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Marks devices stale since the given times (a device already stale keeps its time),
+    /// and clears the mark of `reporting` ones.
+    pub async fn set_stale(
+        &self,
+        stale: &[(i32, DateTime<Utc>)],
+        reporting: &[i32],
+    ) -> Result<(), StoreError> {
+        if !stale.is_empty() {
+            sqlx::query(
+                "update devices d set stale_since = s.since
+                 from unnest($1::int4[], $2::timestamptz[]) as s (id, since)
+                 where d.id = s.id and d.stale_since is null",
+            )
+            .bind(stale.iter().map(|s| s.0).collect::<Vec<_>>())
+            .bind(stale.iter().map(|s| s.1).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await?;
+        }
+        if !reporting.is_empty() {
+            sqlx::query(
+                "update devices set stale_since = null
+                 where id = any($1) and stale_since is not null",
+            )
+            .bind(reporting)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes rollup rows directly (plain PostgreSQL only, where `telemetry_hourly` is a
+    /// table): benchmarks build a large fleet's lookback without its raw telemetry.
+    pub async fn copy_hourly_rollup(&self, rows: &[HourlyRow]) -> Result<u64, StoreError> {
+        if self.timescaledb {
+            return Err(StoreError::Unsupported(
+                "writing telemetry_hourly directly (a continuous aggregate on TimescaleDB)",
+            ));
+        }
+        let mut connection = self.pool.acquire().await?;
+        let mut copy_in = connection
+            .copy_in_raw(
+                "copy telemetry_hourly (bucket, device_id, metric_id, avg, min, max, stddev, count)
+                 from stdin (format binary)",
+            )
+            .await?;
+        if let Err(error) = copy_in.send(super::copy::encode_hourly(rows)).await {
+            copy_in.abort("send failed").await.ok();
+            return Err(error.into());
+        }
+        Ok(copy_in.finish().await?)
+    }
+
+    /// Refreshes the planner's statistics (after a bulk load).
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        sqlx::query("analyze").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// The metric catalogue: id → name.

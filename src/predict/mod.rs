@@ -255,6 +255,20 @@ pub struct Scorer {
     clock: Option<i64>,
     /// Kinds with devices and no active model, already logged (once, not every cycle).
     kinds_without_model: HashSet<String>,
+    /// Per kind, the day buckets of its lookback, kept while the as-of day, the lookback
+    /// and the kind's devices stay the same.
+    daily: HashMap<String, DailyCache>,
+}
+
+/// Day buckets loaded for one kind. Features read only complete days before the as-of day,
+/// so within a day the next cycle needs the same rows: reading them again (a kind's whole
+/// lookback of hourly rows, aggregated: most of a cycle's load) is skipped until the day
+/// changes. Rollup rows of past days that arrive late reach the features the next day.
+struct DailyCache {
+    day: i64,
+    lookback: i64,
+    devices: Vec<i32>,
+    rows: Vec<features::DailyRow>,
 }
 
 impl Default for Scorer {
@@ -275,6 +289,7 @@ impl Scorer {
             metrics,
             clock: None,
             kinds_without_model: HashSet::new(),
+            daily: HashMap::new(),
         }
     }
 
@@ -376,14 +391,28 @@ impl Scorer {
         let lookback = lookback_spec(&specs);
         // The hour of `as_of` itself is loaded too: it tells a device that reports again
         // (no longer stale) from one still silent, though features use only earlier hours.
+        let device_ids: Vec<i32> = devices.iter().map(|d| d.id).collect();
+        let day = as_of.div_euclid(features::DAY_MICROS);
+        let cached = self.daily.remove(kind).filter(|cache| {
+            cache.day == day
+                && cache.lookback == lookback.daily_lookback_micros()
+                && cache.devices == device_ids
+        });
         let (inputs, times) = training::load_inputs_timed(
             store,
             devices,
             &lookback,
             training::micros_to_time(as_of),
             training::micros_to_time(as_of + HOUR_MICROS),
+            cached.map(|cache| cache.rows),
         )
         .await?;
+        let daily_cache = |rows| DailyCache {
+            day,
+            lookback: lookback.daily_lookback_micros(),
+            devices: device_ids,
+            rows,
+        };
         report.load_rollups_seconds += times.rollups_seconds;
         report.load_events_seconds += times.events_seconds;
         report.load_history_seconds += times.history_seconds;
@@ -457,13 +486,17 @@ impl Scorer {
         store.set_stale(&marks, &reporting_again).await?;
         report.write_seconds += writing.elapsed().as_secs_f64();
         if requests.is_empty() {
+            self.daily
+                .insert(kind.to_string(), daily_cache(inputs.daily));
             return Ok(());
         }
 
-        let (rows, scored) = tokio::task::spawn_blocking(move || {
+        let (rows, scored, daily) = tokio::task::spawn_blocking(move || {
             score_kind(&inputs, &requests, &modes, top_factors)
+                .map(|(rows, scored)| (rows, scored, inputs.daily))
         })
         .await??;
+        self.daily.insert(kind.to_string(), daily_cache(daily));
         report.features_seconds += scored.features_seconds;
         report.scoring_seconds += scored.scoring_seconds;
 

@@ -62,6 +62,47 @@ pub(super) fn encode_hourly(rows: &[crate::features::HourlyRow]) -> Vec<u8> {
     buffer
 }
 
+/// Encodes rows for `copy predictions (time, device_id, failure_mode, probability, horizon,
+/// model_version, above_threshold, top_factors) from stdin (format binary)`.
+pub(super) fn encode_predictions(rows: &[super::PredictionRow]) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(HEADER.len() + 8 + rows.len() * 400 + 2);
+    buffer.extend_from_slice(HEADER);
+    buffer.extend_from_slice(&0i32.to_be_bytes());
+    buffer.extend_from_slice(&0i32.to_be_bytes());
+    let text = |buffer: &mut Vec<u8>, bytes: &[u8]| {
+        buffer.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        buffer.extend_from_slice(bytes);
+    };
+    for row in rows {
+        buffer.extend_from_slice(&8i16.to_be_bytes());
+        buffer.extend_from_slice(&8i32.to_be_bytes());
+        buffer.extend_from_slice(
+            &(row.time.timestamp_micros() - POSTGRES_EPOCH_OFFSET_MICROS).to_be_bytes(),
+        );
+        buffer.extend_from_slice(&4i32.to_be_bytes());
+        buffer.extend_from_slice(&row.device_id.to_be_bytes());
+        text(&mut buffer, row.failure_mode.as_bytes());
+        buffer.extend_from_slice(&8i32.to_be_bytes());
+        buffer.extend_from_slice(&row.probability.to_bits().to_be_bytes());
+        // interval: microseconds, days, months (as make_interval(secs => hours * 3600)).
+        buffer.extend_from_slice(&16i32.to_be_bytes());
+        let micros = (row.horizon_hours * 3600.0 * 1e6).round() as i64;
+        buffer.extend_from_slice(&micros.to_be_bytes());
+        buffer.extend_from_slice(&0i32.to_be_bytes());
+        buffer.extend_from_slice(&0i32.to_be_bytes());
+        text(&mut buffer, row.model_version.as_bytes());
+        buffer.extend_from_slice(&1i32.to_be_bytes());
+        buffer.push(u8::from(row.above_threshold));
+        // jsonb: a version byte (1), then the text.
+        let json = row.top_factors.to_string();
+        buffer.extend_from_slice(&(json.len() as i32 + 1).to_be_bytes());
+        buffer.push(1);
+        buffer.extend_from_slice(json.as_bytes());
+    }
+    buffer.extend_from_slice(&(-1i16).to_be_bytes());
+    buffer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -211,8 +211,11 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<Vec<HourlyRow>, StoreError> {
         let fetched = sqlx::query_as::<_, (i32, i16, DateTime<Utc>, f64, f64, f64)>(
+            // Every metric id too, so that the primary key (device_id, metric_id, bucket)
+            // is probed per series over the time range instead of read whole per device.
             "select device_id, metric_id, bucket, avg, min, max from telemetry_hourly
-             where device_id = any($1) and bucket >= $2 and bucket < $3",
+             where device_id = any($1) and metric_id = any(array(select id from metrics))
+               and bucket >= $2 and bucket < $3",
         )
         .bind(devices)
         .bind(from)
@@ -245,7 +248,8 @@ impl Store {
                     date_bin(interval '1 day', bucket, timestamptz '1970-01-01 00:00:00+00') as day,
                     count(*), sum(avg), sum(avg * avg), min(min), max(max)
              from telemetry_hourly
-             where device_id = any($1) and bucket >= $2 and bucket < $3
+             where device_id = any($1) and metric_id = any(array(select id from metrics))
+               and bucket >= $2 and bucket < $3
              group by 1, 2, 3",
         )
         .bind(devices)
@@ -549,9 +553,40 @@ impl Store {
     }
 
     /// Writes predictions; a row already written (same device, mode, time, model) is kept.
+    /// Binary COPY (a tenth of the statement's time for a large fleet), and when a row is
+    /// already there (a replica scored it too) the idempotent insert instead.
     pub async fn insert_predictions(&self, rows: &[PredictionRow]) -> Result<u64, StoreError> {
         if rows.is_empty() {
             return Ok(0);
+        }
+        if self.use_copy {
+            let mut tx = self.pool.begin().await?;
+            let encoded = super::copy::encode_predictions(rows);
+            let attempt = async {
+                let mut copy_in = tx
+                    .copy_in_raw(
+                        "copy predictions (time, device_id, failure_mode, probability, horizon,
+                             model_version, above_threshold, top_factors)
+                         from stdin (format binary)",
+                    )
+                    .await?;
+                if let Err(error) = copy_in.send(encoded).await {
+                    copy_in.abort("send failed").await.ok();
+                    return Err(error);
+                }
+                copy_in.finish().await
+            }
+            .await;
+            match attempt {
+                Ok(n_rows) => {
+                    tx.commit().await?;
+                    return Ok(n_rows);
+                }
+                Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23505") => {
+                    tx.rollback().await?;
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         let result = sqlx::query(
             "insert into predictions (time, device_id, failure_mode, probability, horizon,

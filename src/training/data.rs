@@ -171,7 +171,9 @@ pub async fn load_inputs(
     from: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<FeatureInputs, StoreError> {
-    Ok(load_inputs_timed(store, devices, spec, from, until).await?.0)
+    Ok(load_inputs_timed(store, devices, spec, from, until, None)
+        .await?
+        .0)
 }
 
 /// Seconds [`load_inputs`] spent on each part (what the live cycle reports).
@@ -184,13 +186,15 @@ pub struct LoadTimes {
     pub history_seconds: f64,
 }
 
-/// [`load_inputs`], timed.
+/// [`load_inputs`], timed; `daily`: day buckets already loaded by the same query (live
+/// scoring keeps them for a day: features use only complete days), else loaded.
 pub async fn load_inputs_timed(
     store: &Store,
     devices: &[DeviceSummary],
     spec: &FeatureSpec,
     from: DateTime<Utc>,
     until: DateTime<Utc>,
+    daily: Option<Vec<crate::features::DailyRow>>,
 ) -> Result<(FeatureInputs, LoadTimes), StoreError> {
     let ids: Vec<i32> = devices.iter().map(|d| d.id).collect();
     let before = |micros: i64| from - chrono::Duration::microseconds(micros);
@@ -199,9 +203,14 @@ pub async fn load_inputs_timed(
     let hourly = store
         .hourly_rows(&ids, before(spec.hourly_lookback_micros()), until)
         .await?;
-    let daily = store
-        .daily_rows(&ids, before(spec.daily_lookback_micros()), until)
-        .await?;
+    let daily = match daily {
+        Some(rows) => rows,
+        None => {
+            store
+                .daily_rows(&ids, before(spec.daily_lookback_micros()), until)
+                .await?
+        }
+    };
     times.rollups_seconds = started.elapsed().as_secs_f64();
     let started = std::time::Instant::now();
     let events = store

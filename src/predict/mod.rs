@@ -229,6 +229,9 @@ pub struct CycleReport {
     pub scoring_seconds: f64,
     /// Predictions and stale marks.
     pub write_seconds: f64,
+    /// The whole cycle, as the caller measured it (the parts above, plus deciding which
+    /// devices are examples).
+    pub wall_seconds: f64,
 }
 
 impl CycleReport {
@@ -322,10 +325,20 @@ impl Scorer {
         }
         store.refresh_rollup_now().await?;
         // The clock never goes back; a day of slack for hours refreshed late.
-        let since = self
-            .clock
-            .map(|clock| training::micros_to_time(clock - features::DAY_MICROS));
-        let Some(newest) = store.newest_rollup_hour(since).await? else {
+        // The clock never goes back: only buckets from its hour on are read (the BRIN index
+        // on `bucket` reads the newest pages). The first cycle looks from two days before the wall clock
+        // first, which a live fleet has data in, and reads everything only when that finds
+        // nothing (a replay, an import): the answer is the same, only the reading differs.
+        let since = self.clock.map_or_else(
+            || chrono::Utc::now() - chrono::Duration::days(2),
+            |clock| training::micros_to_time(clock),
+        );
+        let newest = match store.newest_rollup_hour(Some(since)).await? {
+            Some(newest) => Some(newest),
+            None if self.clock.is_none() => store.newest_rollup_hour(None).await?,
+            None => None,
+        };
+        let Some(newest) = newest else {
             return Ok(report);
         };
         let as_of = newest.timestamp_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
@@ -354,7 +367,15 @@ impl Scorer {
             }
             self.kinds_without_model.remove(&kind);
             if let Err(error) = self
-                .score_kind_cycle(store, &kind, &kind_devices, modes, as_of, top_factors, &mut report)
+                .score_kind_cycle(
+                    store,
+                    &kind,
+                    &kind_devices,
+                    modes,
+                    as_of,
+                    top_factors,
+                    &mut report,
+                )
                 .await
             {
                 tracing::warn!(kind = %kind, error = %error, "scoring this kind failed: the other kinds are scored");
@@ -370,7 +391,9 @@ impl Scorer {
         predict.predictions.inc_by(report.predictions as u64);
         predict.stale_devices.set(report.stale as i64);
         predict.broken_devices.set(report.broken as i64);
-        predict.devices_without_model.set(report.without_model as i64);
+        predict
+            .devices_without_model
+            .set(report.without_model as i64);
         Ok(report)
     }
 
@@ -435,15 +458,11 @@ impl Scorer {
                 continue;
             }
             if device.stale_since.is_some() {
-                reporting_again.push(device.id);
+                reporting_again.push(device);
             }
             match examples.check(device.id, as_of) {
                 Ok(()) => {
-                    if self
-                        .scored_until
-                        .get(&device.id)
-                        .is_none_or(|&t| t < as_of)
-                    {
+                    if self.scored_until.get(&device.id).is_none_or(|&t| t < as_of) {
                         requests.push((device.id, as_of));
                     }
                 }
@@ -455,8 +474,7 @@ impl Scorer {
         }
         // Silent for longer than the lookback: when did they stop (if they ever reported)?
         if !stale_unknown.is_empty() {
-            let by_id: HashMap<i32, &DeviceSummary> =
-                devices.iter().map(|d| (d.id, d)).collect();
+            let by_id: HashMap<i32, &DeviceSummary> = devices.iter().map(|d| (d.id, d)).collect();
             for (id, hour) in store.newest_rollup_hours_of(&stale_unknown).await? {
                 newly_stale.push((by_id[&id], hour.timestamp_micros() + HOUR_MICROS));
             }
@@ -470,20 +488,16 @@ impl Scorer {
         if newly_stale.len() > STALE_LOG_LINES {
             tracing::warn!(kind = %kind, devices = newly_stale.len(), "telemetry stopped: devices marked stale, not scored");
         }
-        for device in devices
-            .iter()
-            .filter(|d| reporting_again.contains(&d.id))
-            .take(STALE_LOG_LINES)
-        {
+        for device in reporting_again.iter().take(STALE_LOG_LINES) {
             tracing::info!(kind = %kind, device = %device.external_id, "telemetry back: device no longer stale");
         }
-
         let writing = Instant::now();
         let marks: Vec<(i32, chrono::DateTime<chrono::Utc>)> = newly_stale
             .iter()
             .map(|(d, since)| (d.id, training::micros_to_time(*since)))
             .collect();
-        store.set_stale(&marks, &reporting_again).await?;
+        let reporting_again_ids: Vec<i32> = reporting_again.iter().map(|d| d.id).collect();
+        store.set_stale(&marks, &reporting_again_ids).await?;
         report.write_seconds += writing.elapsed().as_secs_f64();
         if requests.is_empty() {
             self.daily
@@ -528,12 +542,15 @@ const PREDICTIONS_PER_WRITE: usize = 20_000;
 /// kind's modes needs), and whose staleness is the strictest: a device is scored only where
 /// every mode's training would have had an example.
 pub fn lookback_spec(specs: &[&FeatureSpec]) -> FeatureSpec {
-    let mut lookback = specs.first().map_or_else(FeatureSpec::default, |s| (*s).clone());
+    let mut lookback = specs
+        .first()
+        .map_or_else(FeatureSpec::default, |s| (*s).clone());
     for spec in specs.iter().skip(1) {
         lookback.short_window_hours = lookback.short_window_hours.max(spec.short_window_hours);
         lookback.long_window_days = lookback.long_window_days.max(spec.long_window_days);
         lookback.baseline_until_days = lookback.baseline_until_days.max(spec.baseline_until_days);
-        lookback.daily_staleness_days = lookback.daily_staleness_days.max(spec.daily_staleness_days);
+        lookback.daily_staleness_days =
+            lookback.daily_staleness_days.max(spec.daily_staleness_days);
         for window in &spec.event_windows_hours {
             if !lookback.event_windows_hours.contains(window) {
                 lookback.event_windows_hours.push(*window);

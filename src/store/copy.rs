@@ -103,9 +103,113 @@ pub(super) fn encode_predictions(rows: &[super::PredictionRow]) -> Vec<u8> {
     buffer
 }
 
+/// Decodes `copy (select device_id, metric_id, bucket, avg, min, max …) to stdout (format
+/// binary)` as the data arrives (chunks do not end on row boundaries).
+#[derive(Default)]
+pub(super) struct HourlyDecoder {
+    pending: Vec<u8>,
+    header_read: bool,
+    rows: Vec<crate::features::HourlyRow>,
+    done: bool,
+}
+
+/// Per row: field count, then six length-prefixed fields (4 + 2 + 8 + 3 × 8 bytes).
+const HOURLY_ROW_BYTES: usize = 2 + 6 * 4 + 4 + 2 + 8 + 3 * 8;
+
+impl HourlyDecoder {
+    pub(super) fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        let mut at = 0;
+        let data = &self.pending;
+        if !self.header_read {
+            // Signature, flags, header extension (its length, then its bytes).
+            if data.len() < HEADER.len() + 8 {
+                return;
+            }
+            let extension = i32::from_be_bytes(data[15..19].try_into().unwrap_or([0; 4]));
+            at = HEADER.len() + 8 + extension.max(0) as usize;
+            if data.len() < at {
+                return;
+            }
+            self.header_read = true;
+        }
+        let be_i64 = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or([0; 8]));
+        let be_f64 = |b: &[u8]| f64::from_bits(u64::from_be_bytes(b.try_into().unwrap_or([0; 8])));
+        while !self.done && at + 2 <= data.len() {
+            if data[at..at + 2] == (-1i16).to_be_bytes() {
+                self.done = true;
+                at += 2;
+                break;
+            }
+            if at + HOURLY_ROW_BYTES > data.len() {
+                break;
+            }
+            // No column is nullable: every field has its fixed length.
+            let row = &data[at + 2..at + HOURLY_ROW_BYTES];
+            self.rows.push(crate::features::HourlyRow {
+                device_id: i32::from_be_bytes(row[4..8].try_into().unwrap_or([0; 4])),
+                metric_id: i16::from_be_bytes(row[12..14].try_into().unwrap_or([0; 2])),
+                bucket: be_i64(&row[18..26]) + POSTGRES_EPOCH_OFFSET_MICROS,
+                avg: be_f64(&row[30..38]),
+                min: be_f64(&row[42..50]),
+                max: be_f64(&row[54..62]),
+            });
+            at += HOURLY_ROW_BYTES;
+        }
+        self.pending.drain(..at);
+    }
+
+    pub(super) fn finish(self) -> Result<Vec<crate::features::HourlyRow>, &'static str> {
+        if self.done && self.pending.is_empty() {
+            Ok(self.rows)
+        } else {
+            Err("the data ended before its trailer")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hourly_rows_decode_from_any_chunking() {
+        let rows: Vec<crate::features::HourlyRow> = (0..5)
+            .map(|i| crate::features::HourlyRow {
+                device_id: 7 + i,
+                metric_id: 3,
+                bucket: POSTGRES_EPOCH_OFFSET_MICROS + 3_600_000_000 * i64::from(i),
+                avg: 1.5 * f64::from(i),
+                min: -1.0,
+                max: 2.0,
+            })
+            .collect();
+        // encode_hourly writes 8 fields; the load reads 6: write the 6-field layout here.
+        let mut bytes = HEADER.to_vec();
+        bytes.extend_from_slice(&0i32.to_be_bytes());
+        bytes.extend_from_slice(&0i32.to_be_bytes());
+        for row in &rows {
+            bytes.extend_from_slice(&6i16.to_be_bytes());
+            bytes.extend_from_slice(&4i32.to_be_bytes());
+            bytes.extend_from_slice(&row.device_id.to_be_bytes());
+            bytes.extend_from_slice(&2i32.to_be_bytes());
+            bytes.extend_from_slice(&row.metric_id.to_be_bytes());
+            bytes.extend_from_slice(&8i32.to_be_bytes());
+            bytes.extend_from_slice(&(row.bucket - POSTGRES_EPOCH_OFFSET_MICROS).to_be_bytes());
+            for value in [row.avg, row.min, row.max] {
+                bytes.extend_from_slice(&8i32.to_be_bytes());
+                bytes.extend_from_slice(&value.to_bits().to_be_bytes());
+            }
+        }
+        bytes.extend_from_slice(&(-1i16).to_be_bytes());
+        for chunk_size in [1, 7, 64, bytes.len()] {
+            let mut decoder = HourlyDecoder::default();
+            for chunk in bytes.chunks(chunk_size) {
+                decoder.push(chunk);
+            }
+            assert_eq!(decoder.finish().unwrap(), rows, "chunks of {chunk_size}");
+        }
+    }
 
     #[test]
     fn one_row_encodes_to_the_documented_layout() {

@@ -655,7 +655,8 @@ async fn activate_edited_default(
     kinds: &[&str],
     edit: impl FnOnce(&mut serde_json::Value),
 ) -> std::path::PathBuf {
-    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default/model.json");
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default/model.json");
     let mut json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(shipped).unwrap()).unwrap();
     json["version"] = serde_json::json!(version);
@@ -733,9 +734,13 @@ async fn report_hourly(
     while t < to {
         for (index, name) in metrics.iter().enumerate() {
             let metric = ids.iter().find(|(n, _)| n == name).unwrap().1;
-            batch
-                .telemetry
-                .push(t + 10 * 60 * 1_000_000, device, metric, level(index, t), false);
+            batch.telemetry.push(
+                t + 10 * 60 * 1_000_000,
+                device,
+                metric,
+                level(index, t),
+                false,
+            );
         }
         t += HOUR_MICROS;
     }
@@ -790,8 +795,24 @@ async fn a_device_whose_telemetry_stopped_is_marked_stale_not_scored_and_unmarke
     let t0 = hour_ago(2);
     let ids = register(&db, "washer", 2, t0 - 400 * DAY).await;
     let (reporting, silent) = (ids[0], ids[1]);
-    report_hourly(&db, "washer", &WASHER_METRICS, reporting, (t0 - 3 * DAY, t0), washer_level).await;
-    report_hourly(&db, "washer", &WASHER_METRICS, silent, (t0 - 3 * DAY, t0 - 10 * HOUR_MICROS), washer_level).await;
+    report_hourly(
+        &db,
+        "washer",
+        &WASHER_METRICS,
+        reporting,
+        (t0 - 3 * DAY, t0),
+        washer_level,
+    )
+    .await;
+    report_hourly(
+        &db,
+        "washer",
+        &WASHER_METRICS,
+        silent,
+        (t0 - 3 * DAY, t0 - 10 * HOUR_MICROS),
+        washer_level,
+    )
+    .await;
     // The silent one still raises events and moves `last_seen_at` up to the last hour.
     let mut batch = WriteBatch::default();
     for hours_before in [8, 4, 1] {
@@ -813,7 +834,11 @@ async fn a_device_whose_telemetry_stopped_is_marked_stale_not_scored_and_unmarke
     let cycle = scorer.cycle(&db.store, 3).await.unwrap();
     let pool = db.query().await;
     assert_eq!(cycle.as_of, Some(time(t0 - HOUR_MICROS)), "{cycle:?}");
-    assert_eq!(predictions_of(&pool, reporting).await.len(), 2, "both washer modes");
+    assert_eq!(
+        predictions_of(&pool, reporting).await.len(),
+        2,
+        "both washer modes"
+    );
     assert!(predictions_of(&pool, silent).await.is_empty(), "{cycle:?}");
     assert_eq!(
         stale_since(&pool, silent).await,
@@ -831,7 +856,15 @@ async fn a_device_whose_telemetry_stopped_is_marked_stale_not_scored_and_unmarke
     // Telemetry returns for two hours: the mark is cleared, and the device is scored as of
     // the second (training needs telemetry in an hour before `t`).
     for device in [reporting, silent] {
-        report_hourly(&db, "washer", &WASHER_METRICS, device, (t0, t0 + 2 * HOUR_MICROS), washer_level).await;
+        report_hourly(
+            &db,
+            "washer",
+            &WASHER_METRICS,
+            device,
+            (t0, t0 + 2 * HOUR_MICROS),
+            washer_level,
+        )
+        .await;
     }
     db.store.refresh_rollup_now().await.unwrap();
     let cycle = scorer.cycle(&db.store, 3).await.unwrap();
@@ -854,7 +887,15 @@ async fn a_device_with_a_broken_component_is_not_scored_until_it_is_repaired() {
     let ids = register(&db, "washer", 2, t0 - 400 * DAY).await;
     let (healthy, broken) = (ids[0], ids[1]);
     for device in [healthy, broken] {
-        report_hourly(&db, "washer", &WASHER_METRICS, device, (t0 - 3 * DAY, t0), washer_level).await;
+        report_hourly(
+            &db,
+            "washer",
+            &WASHER_METRICS,
+            device,
+            (t0 - 3 * DAY, t0),
+            washer_level,
+        )
+        .await;
     }
     db.store.refresh_rollup_now().await.unwrap();
     db.store
@@ -873,7 +914,11 @@ async fn a_device_with_a_broken_component_is_not_scored_until_it_is_repaired() {
     assert_eq!(predictions_of(&pool, healthy).await.len(), 2, "{cycle:?}");
     assert!(predictions_of(&pool, broken).await.is_empty(), "{cycle:?}");
     assert!(cycle.broken >= 1, "{cycle:?}");
-    assert_eq!(stale_since(&pool, broken).await, None, "broken is not silent");
+    assert_eq!(
+        stale_since(&pool, broken).await,
+        None,
+        "broken is not silent"
+    );
     assert!(
         scorer
             .metrics()
@@ -924,15 +969,36 @@ async fn a_kind_that_fails_to_score_does_not_stop_the_others() {
         "evaporator_temp_c",
     ];
     for &device in &washers {
-        report_hourly(&db, "washer", &WASHER_METRICS, device, (t0 - 2 * DAY, t0), washer_level).await;
-    }
-    for &device in &fridges {
-        report_hourly(&db, "fridge", &fridge_metrics, device, (t0 - 2 * DAY, t0), |m, _| {
-            [4.0, 40.0, 2.0, -20.0][m]
-        })
+        report_hourly(
+            &db,
+            "washer",
+            &WASHER_METRICS,
+            device,
+            (t0 - 2 * DAY, t0),
+            washer_level,
+        )
         .await;
     }
-    report_hourly(&db, "toaster", &["coil_temp_c"], toasters[0], (t0 - 2 * DAY, t0), |_, _| 200.0).await;
+    for &device in &fridges {
+        report_hourly(
+            &db,
+            "fridge",
+            &fridge_metrics,
+            device,
+            (t0 - 2 * DAY, t0),
+            |m, _| [4.0, 40.0, 2.0, -20.0][m],
+        )
+        .await;
+    }
+    report_hourly(
+        &db,
+        "toaster",
+        &["coil_temp_c"],
+        toasters[0],
+        (t0 - 2 * DAY, t0),
+        |_, _| 200.0,
+    )
+    .await;
     db.store.refresh_rollup_now().await.unwrap();
 
     let mut scorer = forewarn::predict::Scorer::default();
@@ -988,10 +1054,17 @@ async fn the_lookback_is_the_longest_any_active_mode_of_the_kind_needs() {
     let t0 = hour_ago(1);
     let ids = register(&db, "washer", 1, t0 - 400 * DAY).await;
     // Vibration was much higher 30-40 days ago: only a 40-day baseline sees it.
-    report_hourly(&db, "washer", &WASHER_METRICS, ids[0], (t0 - 45 * DAY, t0), |m, t| {
-        let old = t < t0 - 28 * DAY;
-        washer_level(m, t) + if m == 1 && old { 5.0 } else { 0.0 }
-    })
+    report_hourly(
+        &db,
+        "washer",
+        &WASHER_METRICS,
+        ids[0],
+        (t0 - 45 * DAY, t0),
+        |m, t| {
+            let old = t < t0 - 28 * DAY;
+            washer_level(m, t) + if m == 1 && old { 5.0 } else { 0.0 }
+        },
+    )
     .await;
     db.store.refresh_rollup_now().await.unwrap();
     let mut scorer = forewarn::predict::Scorer::default();
@@ -1009,11 +1082,11 @@ async fn the_lookback_is_the_longest_any_active_mode_of_the_kind_needs() {
 
     // The same request over the whole history, and over the first mode's lookback only.
     scorer.refresh_models(&db.store).await.unwrap();
-    let artifact = forewarn::training::read_artifact(
-        &std::path::PathBuf::from(
-            db.store.model_rows(true).await.unwrap()[0].artifact_path.clone(),
-        ),
-    )
+    let artifact = forewarn::training::read_artifact(&std::path::PathBuf::from(
+        db.store.model_rows(true).await.unwrap()[0]
+            .artifact_path
+            .clone(),
+    ))
     .unwrap();
     let drum = artifact
         .modes
@@ -1022,20 +1095,35 @@ async fn the_lookback_is_the_longest_any_active_mode_of_the_kind_needs() {
         .unwrap();
     let devices = db.store.device_summaries(Some("washer")).await.unwrap();
     let probability = |inputs: &features::FeatureInputs| {
-        let table = features::compute(&drum.spec, &drum.schema, inputs, &[(ids[0], as_of)]).unwrap();
+        let table =
+            features::compute(&drum.spec, &drum.schema, inputs, &[(ids[0], as_of)]).unwrap();
         (drum.probabilities(&table).unwrap()[0], table)
     };
-    let whole = forewarn::training::load_inputs(&db.store, &devices, &drum.spec, time(t0 - 50 * DAY), time(as_of))
-        .await
-        .unwrap();
-    let short = forewarn::predict::live_inputs(&db.store, &FeatureSpec::default(), &devices, &[(ids[0], as_of)])
-        .await
-        .unwrap();
+    let whole = forewarn::training::load_inputs(
+        &db.store,
+        &devices,
+        &drum.spec,
+        time(t0 - 50 * DAY),
+        time(as_of),
+    )
+    .await
+    .unwrap();
+    let short = forewarn::predict::live_inputs(
+        &db.store,
+        &FeatureSpec::default(),
+        &devices,
+        &[(ids[0], as_of)],
+    )
+    .await
+    .unwrap();
     let (from_whole, whole_table) = probability(&whole);
     let (_, short_table) = probability(&short);
     assert_ne!(
         whole_table.values, short_table.values,
         "the first mode's lookback misses the 40-day baseline (the test's premise)"
     );
-    assert!((written - from_whole).abs() < 1e-9, "written {written}, whole history {from_whole}");
+    assert!(
+        (written - from_whole).abs() < 1e-9,
+        "written {written}, whole history {from_whole}"
+    );
 }

@@ -271,7 +271,11 @@ pub async fn run_cycle_bench(
                     unstamped_redelivery: false,
                     device_id: device,
                     code: codes[index % codes.len()].clone(),
-                    severity: if index % 5 == 0 { "error" } else { "warning" },
+                    severity: if index.is_multiple_of(5) {
+                        "error"
+                    } else {
+                        "warning"
+                    },
                     message: String::new(),
                     time_estimated: false,
                 });

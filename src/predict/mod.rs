@@ -331,7 +331,7 @@ impl Scorer {
         // nothing (a replay, an import): the answer is the same, only the reading differs.
         let since = self.clock.map_or_else(
             || chrono::Utc::now() - chrono::Duration::days(2),
-            |clock| training::micros_to_time(clock),
+            training::micros_to_time,
         );
         let newest = match store.newest_rollup_hour(Some(since)).await? {
             Some(newest) => Some(newest),

@@ -159,7 +159,12 @@ impl App {
                 default_model: Some(config.predict.default_model.clone())
                     .filter(|p| !p.as_os_str().is_empty()),
             };
-            let predict = crate::predict::run(settings, self.store.clone(), shutdown.clone());
+            let predict = crate::predict::run(
+                settings,
+                self.store.clone(),
+                self.metrics.clone(),
+                shutdown.clone(),
+            );
             tasks.spawn(async move { predict.await.map_err(AppError::from) });
         }
         if stages.predict

@@ -328,10 +328,19 @@ enum Promote {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// One live scoring cycle (features, probabilities, top factors) for a large fleet,
-    /// in memory, with a trained artifact.
+    /// in memory, with a trained artifact; with `--cycle`, the whole live cycle against
+    /// PostgreSQL (load, features, scoring, writing predictions) in a scratch database.
     Predict {
         #[arg(long, default_value_t = 100_000)]
         devices: usize,
+        /// The whole live cycle against the database (`DATABASE_URL`, or the private
+        /// cluster), `--repeat` cycles, each one hour of new telemetry later.
+        #[arg(long)]
+        cycle: bool,
+        /// With `--cycle`: days of hourly rollup per device before the first cycle (26
+        /// fill every window of the default features).
+        #[arg(long, default_value_t = 26)]
+        days: i64,
         #[arg(long, default_value = "models/default/model.json")]
         model: PathBuf,
         #[arg(long, default_value = "washer")]
@@ -530,10 +539,67 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             bench:
                 BenchCommand::Predict {
                     devices,
+                    cycle: true,
+                    days,
                     model,
                     kind,
                     repeat,
                     top_factors,
+                },
+        } => {
+            let (url, _cluster) = app::resolve_database(&config).await?;
+            let bench = forewarn::bench::predict::CycleBench {
+                devices,
+                model,
+                kind,
+                days,
+                cycles: repeat,
+                top_factors,
+            };
+            let report = forewarn::bench::predict::run_cycle_bench(&config, &url, &bench)
+                .await
+                .context("bench predict --cycle")?;
+            let f = &report.first;
+            println!(
+                "bench predict --cycle: first cycle (loads the day buckets, as the first cycle of each day does): load rollups {:.2} s + events {:.2} s + maintenance/failures {:.2} s + models/devices/clock {:.2} s + features {:.2} s + scoring {:.2} s + write {:.2} s; wall {:.2} s",
+                f.load_rollups_seconds,
+                f.load_events_seconds,
+                f.load_history_seconds,
+                f.prepare_seconds,
+                f.features_seconds,
+                f.scoring_seconds,
+                f.write_seconds,
+                f.wall_seconds
+            );
+            let m = &report.median;
+            println!(
+                "bench predict --cycle: {} {} devices, {} days of rollup: load rollups {:.2} s + events {:.2} s + maintenance/failures {:.2} s + models/devices/clock {:.2} s + features {:.2} s + scoring {:.2} s + write {:.2} s; wall {:.2} s per cycle (medians of the {} next cycles, same day); target < 30 s",
+                report.devices,
+                report.kind,
+                report.days,
+                m.load_rollups_seconds,
+                m.load_events_seconds,
+                m.load_history_seconds,
+                m.prepare_seconds,
+                m.features_seconds,
+                m.scoring_seconds,
+                m.write_seconds,
+                report.median_total_seconds,
+                report.cycles.len() - 1
+            );
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            bench:
+                BenchCommand::Predict {
+                    devices,
+                    cycle: false,
+                    model,
+                    kind,
+                    repeat,
+                    top_factors,
+                    ..
                 },
         } => {
             let report = tokio::task::spawn_blocking(move || {

@@ -58,11 +58,32 @@ pub struct IngestMetrics {
     pub mqtt_sessions_connected: Gauge,
 }
 
+/// Labels naming a device kind (dynamic, unlike the fixed label sets above).
+pub type KindLabels = Vec<(&'static str, String)>;
+
+/// The predict stage's metrics.
+#[derive(Debug)]
+pub struct PredictMetrics {
+    /// Predictions written.
+    pub predictions: Counter,
+    /// Devices whose telemetry stopped (`devices.stale_since` set): not scored.
+    pub stale_devices: Gauge,
+    /// Devices not scored in the last cycle because a component is broken (failed, not
+    /// repaired yet): training has no examples there either.
+    pub broken_devices: Gauge,
+    /// Devices of kinds that have no active model: not scored.
+    pub devices_without_model: Gauge,
+    /// Cycles in which loading, scoring or writing one kind failed, by kind (the other
+    /// kinds were still scored).
+    pub kind_errors: Family<KindLabels, Counter>,
+}
+
 /// Every metric of the process, and the readiness flags `/readyz` reads.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     pub ingest: IngestMetrics,
+    pub predict: PredictMetrics,
     /// Sessions the ingest stage opens (0: this process does not ingest).
     mqtt_sessions_expected: AtomicI64,
     /// Why ingest's writes are failing right now (`None` when they are not).
@@ -179,9 +200,43 @@ impl Metrics {
             "Ingest MQTT sessions connected",
             ingest.mqtt_sessions_connected.clone(),
         );
+        let predict = PredictMetrics {
+            predictions: Counter::default(),
+            stale_devices: Gauge::default(),
+            broken_devices: Gauge::default(),
+            devices_without_model: Gauge::default(),
+            kind_errors: Family::default(),
+        };
+        let sub = registry.sub_registry_with_prefix("predict");
+        sub.register(
+            "predictions",
+            "Predictions written",
+            predict.predictions.clone(),
+        );
+        sub.register(
+            "stale_devices",
+            "Devices whose telemetry stopped: not scored",
+            predict.stale_devices.clone(),
+        );
+        sub.register(
+            "broken_devices",
+            "Devices not scored in the last cycle because a component is broken",
+            predict.broken_devices.clone(),
+        );
+        sub.register(
+            "devices_without_model",
+            "Devices of kinds with no active model: not scored",
+            predict.devices_without_model.clone(),
+        );
+        sub.register(
+            "kind_errors",
+            "Cycles in which one kind failed to load, score or write, by kind",
+            predict.kind_errors.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ingest,
+            predict,
             mqtt_sessions_expected: AtomicI64::new(0),
             ingest_failure: Mutex::new(None),
         })

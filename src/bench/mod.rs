@@ -4,5 +4,6 @@
 
 mod ingest;
 pub mod model;
+pub mod predict;
 
 pub use ingest::*;

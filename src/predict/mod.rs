@@ -7,13 +7,14 @@
 //! [`crate::features::compute`] over a lookback loaded from the store: the same function
 //! training uses over whole histories.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::features::{self, FeatureInputs, FeatureSpec, FeatureTable, HOUR_MICROS, KindSchema};
 use crate::model::{ModeModel, ModelArtifact};
+use crate::observability::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::{DeviceSummary, PredictionRow, PromotionOutcome, Store, StoreError};
 use crate::training::{self, TrainingError};
@@ -50,7 +51,13 @@ pub struct ActiveModels {
 
 impl ActiveModels {
     /// Brings the set in line with `models.active`; returns the modes whose version changed.
-    pub async fn refresh(&mut self, store: &Store) -> Result<Vec<String>, PredictError> {
+    /// An artifact that cannot be read leaves its mode without a model (logged and counted
+    /// as its kind's error); the other modes are loaded.
+    pub async fn refresh(
+        &mut self,
+        store: &Store,
+        metrics: &Metrics,
+    ) -> Result<Vec<String>, PredictError> {
         let rows = store.model_rows(true).await?;
         let mut changed = Vec::new();
         let mut next = HashMap::new();
@@ -66,12 +73,26 @@ impl ActiveModels {
                 Some(artifact) if artifact.version == row.version => artifact.clone(),
                 _ => {
                     let read_path = path.clone();
-                    let artifact = Arc::new(
+                    let read =
                         tokio::task::spawn_blocking(move || training::read_artifact(&read_path))
-                            .await??,
-                    );
-                    self.artifacts.insert(path.clone(), artifact.clone());
-                    artifact
+                            .await?;
+                    match read {
+                        Ok(artifact) => {
+                            let artifact = Arc::new(artifact);
+                            self.artifacts.insert(path.clone(), artifact.clone());
+                            artifact
+                        }
+                        Err(error) => {
+                            let kind = row.failure_mode.split('/').next().unwrap_or_default();
+                            tracing::warn!(version = %row.version, mode = %row.failure_mode, error = %error, "active model cannot be read: its mode is not scored");
+                            metrics
+                                .predict
+                                .kind_errors
+                                .get_or_create(&vec![("kind", kind.to_string())])
+                                .inc();
+                            continue;
+                        }
+                    }
                 }
             };
             let Some(index) = artifact
@@ -91,6 +112,18 @@ impl ActiveModels {
             .retain(|_, a| next.values().any(|(v, _)| *v == a.version));
         self.modes = next;
         Ok(changed)
+    }
+
+    /// The active modes of `kind`, by name: (name, version, model).
+    fn modes_of(&self, kind: &str) -> Vec<(String, String, ActiveMode)> {
+        let mut modes: Vec<_> = self
+            .modes
+            .iter()
+            .filter(|(_, (_, m))| m.model().mode.kind == kind)
+            .map(|(name, (version, model))| (name.clone(), version.clone(), model.clone()))
+            .collect();
+        modes.sort_by(|a, b| a.0.cmp(&b.0));
+        modes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -168,34 +201,122 @@ pub async fn ensure_default_model(store: &Store, path: &Path) -> Result<usize, P
 /// What one cycle did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct CycleReport {
+    /// The fleet's newest hour (event time): what devices are scored as of.
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
     pub devices: usize,
     pub predictions: usize,
     pub above_threshold: usize,
-    pub load_seconds: f64,
-    pub compute_seconds: f64,
+    /// Devices whose telemetry has stopped (not scored), of kinds with a model.
+    pub stale: usize,
+    /// Of those, marked stale in this cycle.
+    pub newly_stale: usize,
+    /// Stale devices whose telemetry came back in this cycle.
+    pub reporting_again: usize,
+    /// Devices not scored because a component is broken.
+    pub broken: usize,
+    /// Devices of kinds without an active model.
+    pub without_model: usize,
+    /// Kinds whose loading, scoring or writing failed (the others were scored).
+    pub failed_kinds: Vec<String>,
+    /// Models, devices, the fleet's clock; the rollup refresh (plain PostgreSQL).
+    pub prepare_seconds: f64,
+    pub load_rollups_seconds: f64,
+    pub load_events_seconds: f64,
+    /// Maintenance, failures, metric catalogue.
+    pub load_history_seconds: f64,
+    pub features_seconds: f64,
+    /// Probabilities and top factors.
+    pub scoring_seconds: f64,
+    /// Predictions and stale marks.
     pub write_seconds: f64,
+    /// The whole cycle, as the caller measured it (the parts above, plus deciding which
+    /// devices are examples).
+    pub wall_seconds: f64,
+}
+
+impl CycleReport {
+    pub fn load_seconds(&self) -> f64 {
+        self.load_rollups_seconds + self.load_events_seconds + self.load_history_seconds
+    }
+
+    pub fn total_seconds(&self) -> f64 {
+        self.prepare_seconds
+            + self.load_seconds()
+            + self.features_seconds
+            + self.scoring_seconds
+            + self.write_seconds
+    }
 }
 
 /// Scoring state across cycles: the as-of time each device was last scored at.
-#[derive(Default)]
 pub struct Scorer {
     pub models: ActiveModels,
     scored_until: HashMap<i32, i64>,
     resumed: bool,
+    metrics: Arc<Metrics>,
+    /// The fleet's newest hour at the last cycle: the next one looks only from there.
+    clock: Option<i64>,
+    /// Kinds with devices and no active model, already logged (once, not every cycle).
+    kinds_without_model: HashSet<String>,
+    /// Per kind, the day buckets of its lookback, kept while the as-of day, the lookback
+    /// and the kind's devices stay the same.
+    daily: HashMap<String, DailyCache>,
 }
 
+/// Day buckets loaded for one kind. Features read only complete days before the as-of day,
+/// so within a day the next cycle needs the same rows: reading them again (a kind's whole
+/// lookback of hourly rows, aggregated: most of a cycle's load) is skipped until the day
+/// changes. Rollup rows of past days that arrive late reach the features the next day.
+struct DailyCache {
+    day: i64,
+    lookback: i64,
+    devices: Vec<i32>,
+    rows: Vec<features::DailyRow>,
+}
+
+impl Default for Scorer {
+    fn default() -> Scorer {
+        Scorer::new(Metrics::new())
+    }
+}
+
+/// One kind's modes: (name, version, model).
+type KindModes = Vec<(String, String, ActiveMode)>;
+
 impl Scorer {
-    /// One cycle: refresh models, find devices with a newer complete hour, score, write.
+    pub fn new(metrics: Arc<Metrics>) -> Scorer {
+        Scorer {
+            models: ActiveModels::default(),
+            scored_until: HashMap::new(),
+            resumed: false,
+            metrics,
+            clock: None,
+            kinds_without_model: HashSet::new(),
+            daily: HashMap::new(),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Brings the models in line with `models.active` ([`ActiveModels::refresh`]).
+    pub async fn refresh_models(&mut self, store: &Store) -> Result<Vec<String>, PredictError> {
+        self.models.refresh(store, &self.metrics).await
+    }
+
+    /// One cycle: refresh models, find the fleet's newest hour, and for each kind load its
+    /// lookback once, decide which devices are examples at that hour (the training rule,
+    /// [`training::Examples`]), mark the silent ones stale, score the rest, write. A kind
+    /// that fails is logged and counted; the others are still scored.
     pub async fn cycle(
         &mut self,
         store: &Store,
         top_factors: usize,
     ) -> Result<CycleReport, PredictError> {
-        let loading = Instant::now();
-        self.models.refresh(store).await?;
-        if self.models.is_empty() {
-            return Ok(CycleReport::default());
-        }
+        let preparing = Instant::now();
+        let mut report = CycleReport::default();
+        self.models.refresh(store, &self.metrics).await?;
         if !self.resumed {
             for (device, time) in store.newest_prediction_times().await? {
                 self.scored_until.insert(device, time.timestamp_micros());
@@ -203,87 +324,256 @@ impl Scorer {
             self.resumed = true;
         }
         store.refresh_rollup_now().await?;
+        // The clock never goes back; a day of slack for hours refreshed late.
+        // The clock never goes back: only buckets from its hour on are read (the BRIN index
+        // on `bucket` reads the newest pages). The first cycle looks from two days before the wall clock
+        // first, which a live fleet has data in, and reads everything only when that finds
+        // nothing (a replay, an import): the answer is the same, only the reading differs.
+        let since = self.clock.map_or_else(
+            || chrono::Utc::now() - chrono::Duration::days(2),
+            training::micros_to_time,
+        );
+        let newest = match store.newest_rollup_hour(Some(since)).await? {
+            Some(newest) => Some(newest),
+            None if self.clock.is_none() => store.newest_rollup_hour(None).await?,
+            None => None,
+        };
+        let Some(newest) = newest else {
+            return Ok(report);
+        };
+        let as_of = newest.timestamp_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
+        self.clock = Some(self.clock.map_or(as_of, |c| c.max(as_of)));
+        let as_of = self.clock.unwrap_or(as_of);
+        report.as_of = Some(training::micros_to_time(as_of));
         let devices = store.device_summaries(None).await?;
-        let mut report = CycleReport::default();
-        let mut by_kind: HashMap<String, KindBatch> = HashMap::new();
-        for device in &devices {
-            let Some(seen) = device.last_seen_at else {
-                continue;
-            };
-            let as_of = seen.timestamp_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
-            if self
-                .scored_until
-                .get(&device.id)
-                .is_some_and(|&t| t >= as_of)
-            {
-                continue;
-            }
-            let batch = by_kind.entry(device.info.kind.clone()).or_default();
-            batch.requests.push((device.id, as_of));
-            batch.devices.push(device.clone());
+        let mut by_kind: HashMap<String, Vec<DeviceSummary>> = HashMap::new();
+        for device in devices {
+            by_kind
+                .entry(device.info.kind.clone())
+                .or_default()
+                .push(device);
         }
-        let mut rows = Vec::new();
-        let mut compute_seconds = 0.0;
-        let mut load_seconds = loading.elapsed().as_secs_f64();
         let mut kinds: Vec<_> = by_kind.into_iter().collect();
         kinds.sort_by(|a, b| a.0.cmp(&b.0));
-        for (
-            kind,
-            KindBatch {
-                requests,
-                devices: kind_devices,
-            },
-        ) in kinds
-        {
-            let modes: Vec<(String, String, ActiveMode)> = self
-                .models
-                .modes
-                .iter()
-                .filter(|(_, (_, m))| m.model().mode.kind == kind)
-                .map(|(name, (version, model))| (name.clone(), version.clone(), model.clone()))
-                .collect();
+        report.prepare_seconds = preparing.elapsed().as_secs_f64();
+        for (kind, kind_devices) in kinds {
+            let modes = self.models.modes_of(&kind);
             if modes.is_empty() {
+                report.without_model += kind_devices.len();
+                if self.kinds_without_model.insert(kind.clone()) {
+                    tracing::warn!(kind = %kind, devices = kind_devices.len(), "no active model for this kind: its devices are not scored");
+                }
                 continue;
             }
-            let loaded = Instant::now();
-            let spec = modes[0].2.model().spec.clone();
-            let inputs = live_inputs(store, &spec, &kind_devices, &requests).await?;
-            load_seconds += loaded.elapsed().as_secs_f64();
-            let computing = Instant::now();
-            let kind_rows = tokio::task::spawn_blocking(move || {
-                score_kind(&inputs, &requests, &modes, top_factors)
-            })
-            .await??;
-            compute_seconds += computing.elapsed().as_secs_f64();
-            rows.extend(kind_rows);
+            self.kinds_without_model.remove(&kind);
+            if let Err(error) = self
+                .score_kind_cycle(
+                    store,
+                    &kind,
+                    &kind_devices,
+                    modes,
+                    as_of,
+                    top_factors,
+                    &mut report,
+                )
+                .await
+            {
+                tracing::warn!(kind = %kind, error = %error, "scoring this kind failed: the other kinds are scored");
+                self.metrics
+                    .predict
+                    .kind_errors
+                    .get_or_create(&vec![("kind", kind.clone())])
+                    .inc();
+                report.failed_kinds.push(kind);
+            }
+        }
+        let predict = &self.metrics.predict;
+        predict.predictions.inc_by(report.predictions as u64);
+        predict.stale_devices.set(report.stale as i64);
+        predict.broken_devices.set(report.broken as i64);
+        predict
+            .devices_without_model
+            .set(report.without_model as i64);
+        Ok(report)
+    }
+
+    /// One kind of one cycle: load its lookback as of `as_of`, apply the training rule,
+    /// mark stale devices, score, write.
+    #[allow(clippy::too_many_arguments)]
+    async fn score_kind_cycle(
+        &mut self,
+        store: &Store,
+        kind: &str,
+        devices: &[DeviceSummary],
+        modes: KindModes,
+        as_of: i64,
+        top_factors: usize,
+        report: &mut CycleReport,
+    ) -> Result<(), PredictError> {
+        let specs: Vec<&FeatureSpec> = modes.iter().map(|(_, _, m)| &m.model().spec).collect();
+        let lookback = lookback_spec(&specs);
+        // The hour of `as_of` itself is loaded too: it tells a device that reports again
+        // (no longer stale) from one still silent, though features use only earlier hours.
+        let device_ids: Vec<i32> = devices.iter().map(|d| d.id).collect();
+        let day = as_of.div_euclid(features::DAY_MICROS);
+        let cached = self.daily.remove(kind).filter(|cache| {
+            cache.day == day
+                && cache.lookback == lookback.daily_lookback_micros()
+                && cache.devices == device_ids
+        });
+        let (inputs, times) = training::load_inputs_timed(
+            store,
+            devices,
+            &lookback,
+            training::micros_to_time(as_of),
+            training::micros_to_time(as_of + HOUR_MICROS),
+            cached.map(|cache| cache.rows),
+        )
+        .await?;
+        let daily_cache = |rows| DailyCache {
+            day,
+            lookback: lookback.daily_lookback_micros(),
+            devices: device_ids,
+            rows,
+        };
+        report.load_rollups_seconds += times.rollups_seconds;
+        report.load_events_seconds += times.events_seconds;
+        report.load_history_seconds += times.history_seconds;
+
+        let examples = training::Examples::new(&inputs, &lookback);
+        let staleness = lookback.hourly_staleness_hours * HOUR_MICROS;
+        let mut requests = Vec::new();
+        let mut newly_stale = Vec::new();
+        let mut stale_unknown = Vec::new();
+        let mut reporting_again = Vec::new();
+        for device in devices {
+            let newest = examples.newest_hour(device.id);
+            let silent = newest.is_none_or(|hour| hour < as_of - staleness);
+            if silent {
+                match (device.stale_since, newest) {
+                    (Some(_), _) => report.stale += 1,
+                    (None, Some(hour)) => newly_stale.push((device, hour + HOUR_MICROS)),
+                    (None, None) => stale_unknown.push(device.id),
+                }
+                continue;
+            }
+            if device.stale_since.is_some() {
+                reporting_again.push(device);
+            }
+            match examples.check(device.id, as_of) {
+                Ok(()) => {
+                    if self.scored_until.get(&device.id).is_none_or(|&t| t < as_of) {
+                        requests.push((device.id, as_of));
+                    }
+                }
+                Err(training::NotAnExample::Broken) => report.broken += 1,
+                // Reporting again after a silence: scored once an hour before `as_of` has
+                // telemetry, like a training example.
+                Err(training::NotAnExample::Silent) => {}
+            }
+        }
+        // Silent for longer than the lookback: when did they stop (if they ever reported)?
+        if !stale_unknown.is_empty() {
+            let by_id: HashMap<i32, &DeviceSummary> = devices.iter().map(|d| (d.id, d)).collect();
+            for (id, hour) in store.newest_rollup_hours_of(&stale_unknown).await? {
+                newly_stale.push((by_id[&id], hour.timestamp_micros() + HOUR_MICROS));
+            }
+        }
+        report.stale += newly_stale.len();
+        report.newly_stale += newly_stale.len();
+        report.reporting_again += reporting_again.len();
+        for (device, since) in newly_stale.iter().take(STALE_LOG_LINES) {
+            tracing::warn!(kind = %kind, device = %device.external_id, silent_since = %training::micros_to_time(*since), "telemetry stopped: device marked stale, not scored");
+        }
+        if newly_stale.len() > STALE_LOG_LINES {
+            tracing::warn!(kind = %kind, devices = newly_stale.len(), "telemetry stopped: devices marked stale, not scored");
+        }
+        for device in reporting_again.iter().take(STALE_LOG_LINES) {
+            tracing::info!(kind = %kind, device = %device.external_id, "telemetry back: device no longer stale");
         }
         let writing = Instant::now();
-        for chunk in rows.chunks(5000) {
+        let marks: Vec<(i32, chrono::DateTime<chrono::Utc>)> = newly_stale
+            .iter()
+            .map(|(d, since)| (d.id, training::micros_to_time(*since)))
+            .collect();
+        let reporting_again_ids: Vec<i32> = reporting_again.iter().map(|d| d.id).collect();
+        store.set_stale(&marks, &reporting_again_ids).await?;
+        report.write_seconds += writing.elapsed().as_secs_f64();
+        if requests.is_empty() {
+            self.daily
+                .insert(kind.to_string(), daily_cache(inputs.daily));
+            return Ok(());
+        }
+
+        let (rows, scored, daily) = tokio::task::spawn_blocking(move || {
+            score_kind(&inputs, &requests, &modes, top_factors)
+                .map(|(rows, scored)| (rows, scored, inputs.daily))
+        })
+        .await??;
+        self.daily.insert(kind.to_string(), daily_cache(daily));
+        report.features_seconds += scored.features_seconds;
+        report.scoring_seconds += scored.scoring_seconds;
+
+        let writing = Instant::now();
+        for chunk in rows.chunks(PREDICTIONS_PER_WRITE) {
             store.insert_predictions(chunk).await?;
         }
+        report.write_seconds += writing.elapsed().as_secs_f64();
+        let mut scored_devices = HashSet::new();
         for row in &rows {
             let entry = self.scored_until.entry(row.device_id).or_insert(i64::MIN);
             *entry = (*entry).max(row.time.timestamp_micros());
+            scored_devices.insert(row.device_id);
         }
-        report.devices = rows
-            .iter()
-            .map(|r| r.device_id)
-            .collect::<std::collections::HashSet<_>>()
-            .len();
-        report.predictions = rows.len();
-        report.above_threshold = rows.iter().filter(|r| r.above_threshold).count();
-        report.load_seconds = load_seconds;
-        report.compute_seconds = compute_seconds;
-        report.write_seconds = writing.elapsed().as_secs_f64();
-        Ok(report)
+        report.devices += scored_devices.len();
+        report.predictions += rows.len();
+        report.above_threshold += rows.iter().filter(|r| r.above_threshold).count();
+        Ok(())
     }
 }
 
-/// One kind's devices to score in a cycle, and their as-of times.
-#[derive(Default)]
-struct KindBatch {
-    requests: Vec<(i32, i64)>,
-    devices: Vec<DeviceSummary>,
+/// Newly stale devices named one per log line, per kind and cycle (then one summary line).
+const STALE_LOG_LINES: usize = 10;
+
+/// Predictions per insert statement.
+const PREDICTIONS_PER_WRITE: usize = 20_000;
+
+/// The spec whose lookbacks cover every one of `specs` (each window the longest any of the
+/// kind's modes needs), and whose staleness is the strictest: a device is scored only where
+/// every mode's training would have had an example.
+pub fn lookback_spec(specs: &[&FeatureSpec]) -> FeatureSpec {
+    let mut lookback = specs
+        .first()
+        .map_or_else(FeatureSpec::default, |s| (*s).clone());
+    for spec in specs.iter().skip(1) {
+        lookback.short_window_hours = lookback.short_window_hours.max(spec.short_window_hours);
+        lookback.long_window_days = lookback.long_window_days.max(spec.long_window_days);
+        lookback.baseline_until_days = lookback.baseline_until_days.max(spec.baseline_until_days);
+        lookback.daily_staleness_days =
+            lookback.daily_staleness_days.max(spec.daily_staleness_days);
+        for window in &spec.event_windows_hours {
+            if !lookback.event_windows_hours.contains(window) {
+                lookback.event_windows_hours.push(*window);
+            }
+        }
+        lookback.code_activity_hours = lookback.code_activity_hours.max(spec.code_activity_hours);
+        lookback.code_baseline_hours = lookback.code_baseline_hours.max(spec.code_baseline_hours);
+    }
+    // Loading: the longest hourly window plus the longest staleness; the rule: the
+    // shortest staleness.
+    let longest_staleness = specs
+        .iter()
+        .map(|s| s.hourly_staleness_hours)
+        .max()
+        .unwrap_or(lookback.hourly_staleness_hours);
+    let shortest_staleness = specs
+        .iter()
+        .map(|s| s.hourly_staleness_hours)
+        .min()
+        .unwrap_or(lookback.hourly_staleness_hours);
+    lookback.short_window_hours += longest_staleness - shortest_staleness;
+    lookback.hourly_staleness_hours = shortest_staleness;
+    lookback
 }
 
 /// Loads the lookback the features of `requests` need (`devices`: the requested ones).
@@ -305,26 +595,38 @@ pub async fn live_inputs(
     .await?)
 }
 
+/// Where [`score_kind`] spent its time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScoreTimes {
+    pub features_seconds: f64,
+    /// Probabilities and top factors.
+    pub scoring_seconds: f64,
+}
+
 /// Features and probabilities of one kind's requests under each of its modes' models.
 pub fn score_kind(
     inputs: &FeatureInputs,
     requests: &[(i32, i64)],
     modes: &[(String, String, ActiveMode)],
     top_factors: usize,
-) -> Result<Vec<PredictionRow>, PredictError> {
+) -> Result<(Vec<PredictionRow>, ScoreTimes), PredictError> {
     let mut tables: Vec<((FeatureSpec, KindSchema), FeatureTable)> = Vec::new();
     let mut rows = Vec::new();
+    let mut times = ScoreTimes::default();
     for (name, version, active) in modes {
         let model = active.model();
         let key = (model.spec.clone(), model.schema.clone());
         let index = match tables.iter().position(|(k, _)| *k == key) {
             Some(index) => index,
             None => {
+                let computing = Instant::now();
                 let table = features::compute(&model.spec, &model.schema, inputs, requests)?;
+                times.features_seconds += computing.elapsed().as_secs_f64();
                 tables.push((key, table));
                 tables.len() - 1
             }
         };
+        let scoring = Instant::now();
         let table = &tables[index].1;
         let probabilities = model.probabilities(table)?;
         let mut factors = if top_factors > 0 {
@@ -346,8 +648,9 @@ pub fn score_kind(
                 top_factors: serde_json::to_value(&factors).unwrap_or_default(),
             });
         }
+        times.scoring_seconds += scoring.elapsed().as_secs_f64();
     }
-    Ok(rows)
+    Ok((rows, times))
 }
 
 /// Runs cycles every `interval` until shutdown. A failed cycle is logged and retried on
@@ -355,6 +658,7 @@ pub fn score_kind(
 pub async fn run(
     settings: PredictSettings,
     store: Store,
+    metrics: Arc<Metrics>,
     mut shutdown: Shutdown,
 ) -> Result<(), PredictError> {
     if let Some(path) = &settings.default_model
@@ -362,7 +666,7 @@ pub async fn run(
     {
         tracing::warn!(error = %error, "default model not registered");
     }
-    let mut scorer = Scorer::default();
+    let mut scorer = Scorer::new(metrics);
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -371,12 +675,16 @@ pub async fn run(
             _ = shutdown.wait() => return Ok(()),
         }
         match scorer.cycle(&store, settings.top_factors).await {
-            Ok(report) if report.predictions > 0 => tracing::info!(
+            Ok(report) if report.predictions > 0 || report.newly_stale > 0 => tracing::info!(
                 devices = report.devices,
                 predictions = report.predictions,
                 above_threshold = report.above_threshold,
-                load_seconds = report.load_seconds,
-                compute_seconds = report.compute_seconds,
+                stale = report.stale,
+                broken = report.broken,
+                without_model = report.without_model,
+                load_seconds = report.load_seconds(),
+                features_seconds = report.features_seconds,
+                scoring_seconds = report.scoring_seconds,
                 write_seconds = report.write_seconds,
                 "prediction cycle"
             ),

@@ -40,6 +40,8 @@ pub enum StoreError {
         version: String,
         failure_mode: String,
     },
+    #[error("not supported on this storage: {0}")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {

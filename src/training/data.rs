@@ -1,6 +1,11 @@
 //! The history of one device kind, loaded once for training or evaluation: feature inputs,
 //! labels, and the periods a device was broken (no examples there: nothing to predict
 //! while the component is already down).
+//!
+//! [`Examples`] is the rule of which `(device, t)` exist — the device reported telemetry in
+//! the hours before `t`, and none of its components was broken at `t` — shared by training
+//! (which builds examples only there) and live scoring (which scores only there), so a model
+//! never scores a row unlike every row it was trained on.
 
 use std::collections::HashMap;
 
@@ -21,11 +26,101 @@ pub struct KindData {
     pub schema: KindSchema,
     pub inputs: FeatureInputs,
     pub devices: Vec<DeviceSummary>,
+    examples: Examples,
+}
+
+/// Which `(device, t)` are examples: the one rule of training and live scoring.
+#[derive(Debug, Clone, Default)]
+pub struct Examples {
     /// device → `[failure, repair)` intervals of any component.
     broken: HashMap<i32, Vec<(i64, i64)>>,
     /// device → sorted hours (µs / 1 h) with any hourly row.
     active_hours: HashMap<i32, Vec<i64>>,
     hourly_staleness_hours: i64,
+}
+
+/// Why `(device, t)` is not an example.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAnExample {
+    /// No telemetry in the `hourly_staleness_hours` before `t`: its hourly features would
+    /// be missing, which no training example has.
+    Silent,
+    /// A component failed and is not repaired yet (nothing to predict: it is down).
+    Broken,
+}
+
+impl Examples {
+    /// The rule over `inputs`: its hourly rows say when devices reported, its failures and
+    /// maintenance when they were broken.
+    pub fn new(inputs: &FeatureInputs, spec: &FeatureSpec) -> Examples {
+        let mut broken: HashMap<i32, Vec<(i64, i64)>> = HashMap::new();
+        for ((device, component), times) in &inputs.failures {
+            let repairs = inputs.maintenance.get(&(*device, component.clone()));
+            for &failure in times {
+                let repaired = repairs
+                    .and_then(|r| {
+                        r.iter()
+                            .copied()
+                            .filter(|&t| t >= failure && t <= failure + REPAIR_WINDOW_MICROS)
+                            .min()
+                    })
+                    .unwrap_or(failure + ASSUMED_REPAIR_MICROS);
+                broken.entry(*device).or_default().push((failure, repaired));
+            }
+        }
+        let mut active_hours: HashMap<i32, Vec<i64>> = HashMap::new();
+        for row in &inputs.hourly {
+            active_hours
+                .entry(row.device_id)
+                .or_default()
+                .push(row.bucket.div_euclid(HOUR_MICROS));
+        }
+        for hours in active_hours.values_mut() {
+            hours.sort_unstable();
+            hours.dedup();
+        }
+        Examples {
+            broken,
+            active_hours,
+            hourly_staleness_hours: spec.hourly_staleness_hours,
+        }
+    }
+
+    /// Whether a component of `device` is broken at `time`.
+    pub fn is_broken(&self, device: i32, time: i64) -> bool {
+        self.broken
+            .get(&device)
+            .is_some_and(|intervals| intervals.iter().any(|&(a, b)| time >= a && time < b))
+    }
+
+    /// Whether `device` reported telemetry in the `hourly_staleness_hours` before `time`.
+    pub fn reported_before(&self, device: i32, time: i64) -> bool {
+        let Some(hours) = self.active_hours.get(&device) else {
+            return false;
+        };
+        let hour = time.div_euclid(HOUR_MICROS);
+        let start = hours.partition_point(|&h| h < hour - self.hourly_staleness_hours);
+        start < hours.len() && hours[start] < hour
+    }
+
+    /// Whether `(device, time)` is an example, and if not, why.
+    pub fn check(&self, device: i32, time: i64) -> Result<(), NotAnExample> {
+        if !self.reported_before(device, time) {
+            Err(NotAnExample::Silent)
+        } else if self.is_broken(device, time) {
+            Err(NotAnExample::Broken)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The newest hour (µs) with telemetry of `device` in the rows the rule was built from.
+    pub fn newest_hour(&self, device: i32) -> Option<i64> {
+        self.active_hours
+            .get(&device)
+            .and_then(|hours| hours.last())
+            .map(|h| h * HOUR_MICROS)
+    }
 }
 
 /// Loads what features of `kind` need over `[from, until)`, plus the lookback before
@@ -76,28 +171,69 @@ pub async fn load_inputs(
     from: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<FeatureInputs, StoreError> {
+    Ok(load_inputs_timed(store, devices, spec, from, until, None)
+        .await?
+        .0)
+}
+
+/// Seconds [`load_inputs`] spent on each part (what the live cycle reports).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LoadTimes {
+    /// Hourly rows and day buckets of the rollup.
+    pub rollups_seconds: f64,
+    pub events_seconds: f64,
+    /// Maintenance, failures and the metric catalogue.
+    pub history_seconds: f64,
+}
+
+/// [`load_inputs`], timed; `daily`: day buckets already loaded by the same query (live
+/// scoring keeps them for a day: features use only complete days), else loaded.
+pub async fn load_inputs_timed(
+    store: &Store,
+    devices: &[DeviceSummary],
+    spec: &FeatureSpec,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    daily: Option<Vec<crate::features::DailyRow>>,
+) -> Result<(FeatureInputs, LoadTimes), StoreError> {
     let ids: Vec<i32> = devices.iter().map(|d| d.id).collect();
     let before = |micros: i64| from - chrono::Duration::microseconds(micros);
+    let mut times = LoadTimes::default();
+    let started = std::time::Instant::now();
     let hourly = store
         .hourly_rows(&ids, before(spec.hourly_lookback_micros()), until)
         .await?;
-    let daily = store
-        .daily_rows(&ids, before(spec.daily_lookback_micros()), until)
-        .await?;
+    let daily = match daily {
+        Some(rows) => rows,
+        None => {
+            store
+                .daily_rows(&ids, before(spec.daily_lookback_micros()), until)
+                .await?
+        }
+    };
+    times.rollups_seconds = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
     let events = store
         .event_records(&ids, before(spec.event_lookback_micros()), until)
         .await?;
+    times.events_seconds = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
     // Nothing at or after `until`: training must not see failures that come after its end.
     let (maintenance, failures) = store.component_history(&ids, until).await?;
-    Ok(FeatureInputs {
-        hourly,
-        daily,
-        events,
-        maintenance,
-        failures,
-        devices: devices.iter().map(|d| (d.id, d.info.clone())).collect(),
-        metric_names: store.metric_names().await?,
-    })
+    let metric_names = store.metric_names().await?;
+    times.history_seconds = started.elapsed().as_secs_f64();
+    Ok((
+        FeatureInputs {
+            hourly,
+            daily,
+            events,
+            maintenance,
+            failures,
+            devices: devices.iter().map(|d| (d.id, d.info.clone())).collect(),
+            metric_names,
+        },
+        times,
+    ))
 }
 
 impl KindData {
@@ -107,39 +243,12 @@ impl KindData {
         devices: Vec<DeviceSummary>,
         spec: &FeatureSpec,
     ) -> KindData {
-        let mut broken: HashMap<i32, Vec<(i64, i64)>> = HashMap::new();
-        for ((device, component), times) in &inputs.failures {
-            let repairs = inputs.maintenance.get(&(*device, component.clone()));
-            for &failure in times {
-                let repaired = repairs
-                    .and_then(|r| {
-                        r.iter()
-                            .copied()
-                            .filter(|&t| t >= failure && t <= failure + REPAIR_WINDOW_MICROS)
-                            .min()
-                    })
-                    .unwrap_or(failure + ASSUMED_REPAIR_MICROS);
-                broken.entry(*device).or_default().push((failure, repaired));
-            }
-        }
-        let mut active_hours: HashMap<i32, Vec<i64>> = HashMap::new();
-        for row in &inputs.hourly {
-            active_hours
-                .entry(row.device_id)
-                .or_default()
-                .push(row.bucket.div_euclid(HOUR_MICROS));
-        }
-        for hours in active_hours.values_mut() {
-            hours.sort_unstable();
-            hours.dedup();
-        }
+        let examples = Examples::new(&inputs, spec);
         KindData {
             schema,
             inputs,
             devices,
-            broken,
-            active_hours,
-            hourly_staleness_hours: spec.hourly_staleness_hours,
+            examples,
         }
     }
 
@@ -150,9 +259,7 @@ impl KindData {
     }
 
     fn is_broken(&self, device: i32, time: i64) -> bool {
-        self.broken
-            .get(&device)
-            .is_some_and(|intervals| intervals.iter().any(|&(a, b)| time >= a && time < b))
+        self.examples.is_broken(device, time)
     }
 
     /// `(device, t)` for `t` in `[from, to)` on a `stride` grid (aligned to the epoch),
@@ -161,15 +268,9 @@ impl KindData {
         let first = from.div_euclid(stride) * stride + if from % stride == 0 { 0 } else { stride };
         let mut requests = Vec::new();
         for device in &self.devices {
-            let Some(hours) = self.active_hours.get(&device.id) else {
-                continue;
-            };
             let mut t = first;
             while t < to {
-                let hour = t.div_euclid(HOUR_MICROS);
-                let start = hours.partition_point(|&h| h < hour - self.hourly_staleness_hours);
-                let reported = start < hours.len() && hours[start] < hour;
-                if reported && !self.is_broken(device.id, t) {
+                if self.examples.check(device.id, t).is_ok() {
                     requests.push((device.id, t));
                 }
                 t += stride;

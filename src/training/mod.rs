@@ -34,7 +34,9 @@ pub use card::{
     ClassBalance, Costs, ModeCard, ModelCard, Span, WindowFigures, card, mode_card, model_rows,
     read_artifact, write_artifact,
 };
-pub use data::{KindData, load_inputs, load_kind};
+pub use data::{
+    Examples, KindData, LoadTimes, NotAnExample, load_inputs, load_inputs_timed, load_kind,
+};
 pub use evaluate::{Evaluation, ModeEvaluation, Overall, evaluate, overall};
 pub use promote::{
     Decision, JudgeFuture, Verdict, fitted_until, promote_if_better, promote_when_better,

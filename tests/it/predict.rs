@@ -426,7 +426,7 @@ async fn train_evaluate_score_and_swap_models() {
         .unwrap();
     assert!(!decisions[0].promoted, "{decisions:?}");
     assert_eq!(decisions[0].active.as_deref(), Some("v-test-1"));
-    assert!(scorer.models.refresh(&db.store).await.unwrap().is_empty());
+    assert!(scorer.refresh_models(&db.store).await.unwrap().is_empty());
     db.store
         .promote_model(
             &second.version,
@@ -436,7 +436,7 @@ async fn train_evaluate_score_and_swap_models() {
         )
         .await
         .unwrap();
-    let changed = scorer.models.refresh(&db.store).await.unwrap();
+    let changed = scorer.refresh_models(&db.store).await.unwrap();
     assert_eq!(changed, vec![second.modes[0].mode.name()]);
     let promotions = count(&pool, "select count(*) from model_promotions").await;
     assert!(promotions >= 2);
@@ -770,4 +770,485 @@ async fn a_rare_mode_is_judged_with_the_pooled_kind_model() {
         );
     }
     let _ = std::fs::remove_dir_all(&model_dir);
+}
+
+/// The shipped default model, with `edit` applied to its JSON, written as version
+/// `version` under a fresh directory; every mode of `kinds` registered and activated.
+async fn activate_edited_default(
+    db: &TestDb,
+    version: &str,
+    kinds: &[&str],
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default/model.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shipped).unwrap()).unwrap();
+    json["version"] = serde_json::json!(version);
+    json["modes"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| kinds.contains(&m["mode"]["kind"].as_str().unwrap()));
+    edit(&mut json);
+    let dir = std::env::temp_dir().join(unique("edited-model"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.json");
+    std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+    let artifact = forewarn::training::read_artifact(&path).unwrap();
+    db.store
+        .insert_models(&forewarn::training::model_rows(&artifact, &path))
+        .await
+        .unwrap();
+    for mode in &artifact.modes {
+        db.store
+            .promote_model(version, &mode.mode.name(), "test", &serde_json::json!({}))
+            .await
+            .unwrap();
+    }
+    path
+}
+
+/// Devices of `kind` reporting `metrics` once an hour over `[from, to)`; returns their ids.
+async fn register(db: &TestDb, kind: &str, n: usize, installed_at: i64) -> Vec<i32> {
+    let rows: Vec<DeviceRow> = (0..n)
+        .map(|i| DeviceRow {
+            external_id: unique(&format!("{kind}-{i}")),
+            kind: kind.into(),
+            model: Some("WM-7000".into()),
+            customer_external_id: None,
+            latitude: None,
+            longitude: None,
+            installed_at: DateTime::from_timestamp_micros(installed_at),
+            metadata: serde_json::json!({}),
+        })
+        .collect();
+    db.store
+        .upsert_devices(&rows)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect()
+}
+
+/// Hourly readings of `metrics` for `device` over `[from, to)`: `level(metric, t)`.
+async fn report_hourly(
+    db: &TestDb,
+    kind: &str,
+    metrics: &[&str],
+    device: i32,
+    (from, to): (i64, i64),
+    level: impl Fn(usize, i64) -> f64,
+) {
+    let ids = db
+        .store
+        .upsert_metrics(
+            &metrics
+                .iter()
+                .map(|name| MetricRow {
+                    name: (*name).into(),
+                    unit: "u".into(),
+                    device_kinds: vec![kind.into()],
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let mut batch = WriteBatch::default();
+    let mut t = from;
+    while t < to {
+        for (index, name) in metrics.iter().enumerate() {
+            let metric = ids.iter().find(|(n, _)| n == name).unwrap().1;
+            batch.telemetry.push(
+                t + 10 * 60 * 1_000_000,
+                device,
+                metric,
+                level(index, t),
+                false,
+            );
+        }
+        t += HOUR_MICROS;
+    }
+    batch.last_seen.push((device, to - HOUR_MICROS));
+    db.store.write_batch(&batch).await.unwrap();
+}
+
+const WASHER_METRICS: [&str; 5] = [
+    "drain_time_s",
+    "drum_vibration_rms",
+    "motor_current_a",
+    "motor_temp_c",
+    "water_temp_c",
+];
+
+fn washer_level(metric: usize, t: i64) -> f64 {
+    [60.0, 0.5, 2.0, 45.0, 40.0][metric] + ((t / HOUR_MICROS) % 5) as f64 * 0.01
+}
+
+/// The last whole hour before now, minus `days`.
+fn hour_ago(days: i64) -> i64 {
+    let now = Utc::now().timestamp_micros();
+    now - now.rem_euclid(HOUR_MICROS) - days * DAY
+}
+
+async fn predictions_of(pool: &sqlx::PgPool, device: i32) -> Vec<(DateTime<Utc>, String)> {
+    sqlx::query_as("select time, failure_mode from predictions where device_id = $1 order by 1, 2")
+        .bind(device)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn stale_since(pool: &sqlx::PgPool, device: i32) -> Option<DateTime<Utc>> {
+    sqlx::query_scalar("select stale_since from devices where id = $1")
+        .bind(device)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Issue 9: a device whose telemetry stopped while its events (and status) still move
+/// `last_seen_at` would be scored on missing hourly features, which no training example
+/// has. It is not scored; it is marked stale from the end of its last hour of telemetry,
+/// counted in `forewarn_predict_stale_devices`, and unmarked (and scored again) once its
+/// telemetry is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_telemetry_stopped_is_marked_stale_not_scored_and_unmarked_when_it_returns()
+{
+    let db = TestDb::new().await;
+    activate_edited_default(&db, "v-stale", &["washer"], |_| {}).await;
+    let t0 = hour_ago(2);
+    let ids = register(&db, "washer", 2, t0 - 400 * DAY).await;
+    let (reporting, silent) = (ids[0], ids[1]);
+    report_hourly(
+        &db,
+        "washer",
+        &WASHER_METRICS,
+        reporting,
+        (t0 - 3 * DAY, t0),
+        washer_level,
+    )
+    .await;
+    report_hourly(
+        &db,
+        "washer",
+        &WASHER_METRICS,
+        silent,
+        (t0 - 3 * DAY, t0 - 10 * HOUR_MICROS),
+        washer_level,
+    )
+    .await;
+    // The silent one still raises events and moves `last_seen_at` up to the last hour.
+    let mut batch = WriteBatch::default();
+    for hours_before in [8, 4, 1] {
+        batch.events.push(EventRow {
+            time: t0 - hours_before * HOUR_MICROS,
+            unstamped_redelivery: false,
+            device_id: silent,
+            code: "E21".into(),
+            severity: "warning",
+            message: "drain slow".into(),
+            time_estimated: false,
+        });
+    }
+    batch.last_seen.push((silent, t0 - HOUR_MICROS + 1));
+    db.store.write_batch(&batch).await.unwrap();
+    db.store.refresh_rollup_now().await.unwrap();
+
+    let mut scorer = forewarn::predict::Scorer::default();
+    let cycle = scorer.cycle(&db.store, 3).await.unwrap();
+    let pool = db.query().await;
+    assert_eq!(cycle.as_of, Some(time(t0 - HOUR_MICROS)), "{cycle:?}");
+    assert_eq!(
+        predictions_of(&pool, reporting).await.len(),
+        2,
+        "both washer modes"
+    );
+    assert!(predictions_of(&pool, silent).await.is_empty(), "{cycle:?}");
+    assert_eq!(
+        stale_since(&pool, silent).await,
+        Some(time(t0 - 10 * HOUR_MICROS)),
+        "stale since the end of its last hour of telemetry"
+    );
+    assert_eq!(stale_since(&pool, reporting).await, None);
+    assert!(cycle.newly_stale >= 1 && cycle.stale >= 1, "{cycle:?}");
+    let metrics = scorer.metrics().render();
+    assert!(
+        metrics.contains(&format!("forewarn_predict_stale_devices {}", cycle.stale)),
+        "{metrics}"
+    );
+
+    // Telemetry returns for two hours: the mark is cleared, and the device is scored as of
+    // the second (training needs telemetry in an hour before `t`).
+    for device in [reporting, silent] {
+        report_hourly(
+            &db,
+            "washer",
+            &WASHER_METRICS,
+            device,
+            (t0, t0 + 2 * HOUR_MICROS),
+            washer_level,
+        )
+        .await;
+    }
+    db.store.refresh_rollup_now().await.unwrap();
+    let cycle = scorer.cycle(&db.store, 3).await.unwrap();
+    assert_eq!(cycle.as_of, Some(time(t0 + HOUR_MICROS)), "{cycle:?}");
+    assert_eq!(stale_since(&pool, silent).await, None, "{cycle:?}");
+    assert!(cycle.reporting_again >= 1, "{cycle:?}");
+    let scored = predictions_of(&pool, silent).await;
+    assert_eq!(scored.len(), 2, "{scored:?}");
+    assert!(scored.iter().all(|(t, _)| *t == time(t0 + HOUR_MICROS)));
+}
+
+/// A component with a failure recorded and no repair since is down: training builds no
+/// example of its device then, and live scoring scores none either; once the repair is
+/// recorded the device is scored again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_with_a_broken_component_is_not_scored_until_it_is_repaired() {
+    let db = TestDb::new().await;
+    activate_edited_default(&db, "v-broken", &["washer"], |_| {}).await;
+    let t0 = hour_ago(2);
+    let ids = register(&db, "washer", 2, t0 - 400 * DAY).await;
+    let (healthy, broken) = (ids[0], ids[1]);
+    for device in [healthy, broken] {
+        report_hourly(
+            &db,
+            "washer",
+            &WASHER_METRICS,
+            device,
+            (t0 - 3 * DAY, t0),
+            washer_level,
+        )
+        .await;
+    }
+    db.store.refresh_rollup_now().await.unwrap();
+    db.store
+        .insert_failures(&[ComponentRecord {
+            time: time(t0 - 5 * HOUR_MICROS),
+            device_id: broken,
+            component: "drain_pump".into(),
+            detail: "technician_confirmed".into(),
+        }])
+        .await
+        .unwrap();
+
+    let mut scorer = forewarn::predict::Scorer::default();
+    let cycle = scorer.cycle(&db.store, 3).await.unwrap();
+    let pool = db.query().await;
+    assert_eq!(predictions_of(&pool, healthy).await.len(), 2, "{cycle:?}");
+    assert!(predictions_of(&pool, broken).await.is_empty(), "{cycle:?}");
+    assert!(cycle.broken >= 1, "{cycle:?}");
+    assert_eq!(
+        stale_since(&pool, broken).await,
+        None,
+        "broken is not silent"
+    );
+    assert!(
+        scorer
+            .metrics()
+            .render()
+            .contains(&format!("forewarn_predict_broken_devices {}", cycle.broken))
+    );
+
+    // Repaired two hours before the newest hour: scored as of that hour.
+    db.store
+        .insert_maintenance(&[ComponentRecord {
+            time: time(t0 - 2 * HOUR_MICROS),
+            device_id: broken,
+            component: "drain_pump".into(),
+            detail: "replaced".into(),
+        }])
+        .await
+        .unwrap();
+    let cycle = scorer.cycle(&db.store, 3).await.unwrap();
+    assert_eq!(predictions_of(&pool, broken).await.len(), 2, "{cycle:?}");
+}
+
+/// One kind whose model cannot score (its artifact names columns its schema never makes)
+/// fails alone: it is logged and counted in `forewarn_predict_kind_errors_total`, and the
+/// other kinds are scored and written in the same cycle. A kind with devices and no
+/// model is counted in `forewarn_predict_devices_without_model`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_that_fails_to_score_does_not_stop_the_others() {
+    let db = TestDb::new().await;
+    activate_edited_default(&db, "v-mixed", &["washer", "fridge"], |json| {
+        for mode in json["modes"].as_array_mut().unwrap() {
+            if mode["mode"]["kind"] == "fridge" {
+                mode["feature_names"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(serde_json::json!("no_such_feature"));
+            }
+        }
+    })
+    .await;
+    let t0 = hour_ago(2);
+    let washers = register(&db, "washer", 2, t0 - 400 * DAY).await;
+    let fridges = register(&db, "fridge", 2, t0 - 400 * DAY).await;
+    let toasters = register(&db, "toaster", 1, t0 - 400 * DAY).await;
+    let fridge_metrics = [
+        "cabinet_temp_c",
+        "compressor_duty_pct",
+        "door_open_count",
+        "evaporator_temp_c",
+    ];
+    for &device in &washers {
+        report_hourly(
+            &db,
+            "washer",
+            &WASHER_METRICS,
+            device,
+            (t0 - 2 * DAY, t0),
+            washer_level,
+        )
+        .await;
+    }
+    for &device in &fridges {
+        report_hourly(
+            &db,
+            "fridge",
+            &fridge_metrics,
+            device,
+            (t0 - 2 * DAY, t0),
+            |m, _| [4.0, 40.0, 2.0, -20.0][m],
+        )
+        .await;
+    }
+    report_hourly(
+        &db,
+        "toaster",
+        &["coil_temp_c"],
+        toasters[0],
+        (t0 - 2 * DAY, t0),
+        |_, _| 200.0,
+    )
+    .await;
+    db.store.refresh_rollup_now().await.unwrap();
+
+    let mut scorer = forewarn::predict::Scorer::default();
+    // The fridge sorts before the washer: an error that stopped the cycle would stop it
+    // before the washers.
+    let cycle = scorer.cycle(&db.store, 3).await.unwrap();
+    assert_eq!(cycle.failed_kinds, vec!["fridge".to_string()], "{cycle:?}");
+    let pool = db.query().await;
+    for &device in &washers {
+        assert_eq!(predictions_of(&pool, device).await.len(), 2, "{cycle:?}");
+    }
+    for &device in &fridges {
+        assert!(predictions_of(&pool, device).await.is_empty());
+    }
+    assert!(cycle.without_model >= 1, "{cycle:?}");
+    let metrics = scorer.metrics().render();
+    assert!(
+        metrics.contains("forewarn_predict_kind_errors_total{kind=\"fridge\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "forewarn_predict_devices_without_model {}",
+            cycle.without_model
+        )),
+        "{metrics}"
+    );
+    // Every cycle counts again; the other kinds keep being scored.
+    let again = scorer.cycle(&db.store, 3).await.unwrap();
+    assert_eq!(again.failed_kinds, vec!["fridge".to_string()]);
+    assert!(
+        scorer
+            .metrics()
+            .render()
+            .contains("forewarn_predict_kind_errors_total{kind=\"fridge\"} 2")
+    );
+}
+
+/// The lookback loaded for a kind is the longest any of its active modes needs: a mode
+/// whose baseline reaches 40 days back scores on 40 days, whichever mode comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookback_is_the_longest_any_active_mode_of_the_kind_needs() {
+    let db = TestDb::new().await;
+    // drum_bearing sorts after drain_pump: the longer baseline is not the first mode's.
+    activate_edited_default(&db, "v-lookback", &["washer"], |json| {
+        for mode in json["modes"].as_array_mut().unwrap() {
+            if mode["mode"]["component"] == "drum_bearing" {
+                mode["spec"]["baseline_until_days"] = serde_json::json!(40);
+            }
+        }
+    })
+    .await;
+    let t0 = hour_ago(1);
+    let ids = register(&db, "washer", 1, t0 - 400 * DAY).await;
+    // Vibration was much higher 30-40 days ago: only a 40-day baseline sees it.
+    report_hourly(
+        &db,
+        "washer",
+        &WASHER_METRICS,
+        ids[0],
+        (t0 - 45 * DAY, t0),
+        |m, t| {
+            let old = t < t0 - 28 * DAY;
+            washer_level(m, t) + if m == 1 && old { 5.0 } else { 0.0 }
+        },
+    )
+    .await;
+    db.store.refresh_rollup_now().await.unwrap();
+    let mut scorer = forewarn::predict::Scorer::default();
+    let cycle = scorer.cycle(&db.store, 0).await.unwrap();
+    let as_of = t0 - HOUR_MICROS;
+    assert_eq!(cycle.as_of, Some(time(as_of)));
+    let pool = db.query().await;
+    let written: f64 = sqlx::query_scalar(
+        "select probability from predictions where device_id = $1 and failure_mode = 'washer/drum_bearing'",
+    )
+    .bind(ids[0])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    // The same request over the whole history, and over the first mode's lookback only.
+    scorer.refresh_models(&db.store).await.unwrap();
+    let artifact = forewarn::training::read_artifact(&std::path::PathBuf::from(
+        db.store.model_rows(true).await.unwrap()[0]
+            .artifact_path
+            .clone(),
+    ))
+    .unwrap();
+    let drum = artifact
+        .modes
+        .iter()
+        .find(|m| m.mode.component == "drum_bearing")
+        .unwrap();
+    let devices = db.store.device_summaries(Some("washer")).await.unwrap();
+    let probability = |inputs: &features::FeatureInputs| {
+        let table =
+            features::compute(&drum.spec, &drum.schema, inputs, &[(ids[0], as_of)]).unwrap();
+        (drum.probabilities(&table).unwrap()[0], table)
+    };
+    let whole = forewarn::training::load_inputs(
+        &db.store,
+        &devices,
+        &drum.spec,
+        time(t0 - 50 * DAY),
+        time(as_of),
+    )
+    .await
+    .unwrap();
+    let short = forewarn::predict::live_inputs(
+        &db.store,
+        &FeatureSpec::default(),
+        &devices,
+        &[(ids[0], as_of)],
+    )
+    .await
+    .unwrap();
+    let (from_whole, whole_table) = probability(&whole);
+    let (_, short_table) = probability(&short);
+    assert_ne!(
+        whole_table.values, short_table.values,
+        "the first mode's lookback misses the 40-day baseline (the test's premise)"
+    );
+    assert!(
+        (written - from_whole).abs() < 1e-9,
+        "written {written}, whole history {from_whole}"
+    );
 }

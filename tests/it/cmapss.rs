@@ -66,7 +66,7 @@ async fn cmapss_fd001_rmse_is_at_most_16_with_settings_chosen_on_training_units_
     assert_eq!(report.rul_cap, RUL_CAP);
     let (low, high) = report.rmse_capped_interval;
     assert!(
-        low <= report.rmse_capped && report.rmse_capped <= high,
+        (low..=high).contains(&report.rmse_capped),
         "{low} ≤ {} ≤ {high}",
         report.rmse_capped
     );

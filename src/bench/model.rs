@@ -1,23 +1,16 @@
 //! `forewarn bench predict`: one live scoring cycle (features, probabilities, top factors)
-//! for a large fleet, in memory, with a trained artifact.
-//!
-//! `forewarn bench cmapss`: NASA C-MAPSS through forewarn's own path — `import` into a
-//! scratch database, features from the rollup, a gradient-boosted RUL regressor — scored on
-//! the official test units against the published references.
+//! for a large fleet, in memory, with a trained artifact. (`bench cmapss` is `cmapss.rs`.)
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
-use crate::config::Config;
 use crate::features::{
     self, DAY_MICROS, DailyRow, DeviceInfo, EventRecord, FeatureInputs, FeatureSpec, HOUR_MICROS,
     HourlyRow, KindSchema,
 };
-use crate::import::{self, DeviceDefaults};
-use crate::model::{fit_regressor, predict_regressor};
+use crate::import;
 use crate::training::{self, TrainingError};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +31,7 @@ pub enum ModelBenchError {
     Invalid(String),
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(super) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -217,203 +210,6 @@ pub fn run_predict_bench(
         factors_seconds: median(factor_times),
         total_seconds,
         devices_per_second: devices as f64 / total_seconds,
-    })
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CmapssReport {
-    pub subset: String,
-    pub train_units: usize,
-    pub test_units: usize,
-    pub train_examples: usize,
-    pub features: usize,
-    /// Medians over seeds.
-    pub rmse_capped: f64,
-    pub rmse_uncapped: f64,
-    pub phm08_score: f64,
-    pub within_30_precision: f64,
-    pub within_30_recall: f64,
-    /// The same regressor on last values and age only: what the windows add.
-    pub last_values_only_rmse_capped: f64,
-    pub import_seconds: f64,
-    pub features_seconds: f64,
-    pub train_seconds: f64,
-}
-
-const RUL_CAP: f64 = 125.0;
-
-/// PHM08 score: late predictions cost more than early ones.
-pub fn phm08_score(predicted: &[f64], truth: &[f64]) -> f64 {
-    predicted
-        .iter()
-        .zip(truth)
-        .map(|(p, t)| {
-            let d = p - t;
-            if d < 0.0 {
-                (-d / 13.0).exp() - 1.0
-            } else {
-                (d / 10.0).exp() - 1.0
-            }
-        })
-        .sum()
-}
-
-fn rmse(predicted: &[f64], truth: &[f64]) -> f64 {
-    let sum: f64 = predicted
-        .iter()
-        .zip(truth)
-        .map(|(p, t)| (p - t).powi(2))
-        .sum();
-    (sum / predicted.len().max(1) as f64).sqrt()
-}
-
-/// C-MAPSS end to end. `database_url` names a server where a scratch database is created.
-pub async fn run_cmapss_bench(
-    config: &Config,
-    admin_url: &str,
-    directory: &Path,
-    subset: &str,
-    seeds: &[u64],
-) -> Result<CmapssReport, ModelBenchError> {
-    let cycle = std::time::Duration::from_secs(4 * 3600);
-    let origin: DateTime<Utc> = DateTime::from_timestamp(1_577_836_800, 0).unwrap_or_default();
-    let database = format!("forewarn_bench_cmapss_{}", subset.to_ascii_lowercase());
-    let _ = crate::store::drop_database(admin_url, &database).await;
-    crate::store::create_database(admin_url, &database).await?;
-    let url = crate::store::url_with_database(admin_url, &database)?;
-    let store = crate::app::open_store(config, &url).await?;
-
-    let importing = Instant::now();
-    let data = import::cmapss(directory, subset, cycle, origin)?;
-    let defaults = DeviceDefaults {
-        kind: "engine".into(),
-        model: Some(subset.to_string()),
-        installed_at_first_reading: true,
-    };
-    import::write(&store, &data.train, &defaults, &data.failures, &[]).await?;
-    import::write(&store, &data.test, &defaults, &[], &[]).await?;
-    let import_seconds = importing.elapsed().as_secs_f64();
-
-    let spec = FeatureSpec::default();
-    let until = origin + chrono::Duration::days(400);
-    let kind_data = training::load_kind(
-        &store,
-        "engine",
-        vec!["engine".into()],
-        origin,
-        until,
-        &spec,
-    )
-    .await?;
-    let ids: HashMap<String, i32> = kind_data
-        .devices
-        .iter()
-        .map(|d| (d.external_id.clone(), d.id))
-        .collect();
-    let cycle_micros = cycle.as_micros() as i64;
-    // Training: every cycle of every training unit, as of one hour after the reading.
-    let mut requests = Vec::new();
-    let mut targets = Vec::new();
-    for (device, (first, last)) in &data.train.devices {
-        let id = ids[device];
-        let mut t = *first;
-        while t <= *last {
-            requests.push((id, t + HOUR_MICROS));
-            targets.push((((last - t) / cycle_micros) as f64).min(RUL_CAP));
-            t += cycle_micros;
-        }
-    }
-    let n_train = requests.len();
-    let mut truth = Vec::new();
-    for (device, (_, last)) in &data.test.devices {
-        requests.push((ids[device], last + HOUR_MICROS));
-        truth.push(data.test_rul[device]);
-    }
-    let computing = Instant::now();
-    let table = features::compute(&spec, &kind_data.schema, &kind_data.inputs, &requests)?;
-    let features_seconds = computing.elapsed().as_secs_f64();
-    let width = table.n_columns();
-    let train_values = &table.values[..n_train * width];
-    let test_values = &table.values[n_train * width..];
-    let capped: Vec<f64> = truth.iter().map(|t| t.min(RUL_CAP)).collect();
-
-    // Ablation: the last values and the age only.
-    let keep: Vec<usize> = table
-        .names
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.ends_with(".last") || *n == "device.age_days")
-        .map(|(i, _)| i)
-        .collect();
-    let select = |values: &[f64]| -> Vec<f64> {
-        values
-            .chunks(width)
-            .flat_map(|row| keep.iter().map(move |&c| row[c]))
-            .collect()
-    };
-    let (train_last, test_last) = (select(train_values), select(test_values));
-
-    let training = Instant::now();
-    let (mut rmses, mut uncapped, mut scores, mut precisions, mut recalls, mut baselines) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    for &seed in seeds {
-        let booster = fit_regressor(train_values, width, &targets, 400, seed)?;
-        let predicted: Vec<f64> = predict_regressor(&booster, test_values, width)
-            .into_iter()
-            .map(|p| p.clamp(0.0, RUL_CAP))
-            .collect();
-        rmses.push(rmse(&predicted, &capped));
-        uncapped.push(rmse(&predicted, &truth));
-        scores.push(phm08_score(&predicted, &capped));
-        let flagged: Vec<bool> = predicted.iter().map(|p| *p <= 30.0).collect();
-        let actual: Vec<bool> = truth.iter().map(|t| *t <= 30.0).collect();
-        let hits = flagged
-            .iter()
-            .zip(&actual)
-            .filter(|(f, a)| **f && **a)
-            .count() as f64;
-        precisions.push(hits / flagged.iter().filter(|f| **f).count().max(1) as f64);
-        recalls.push(hits / actual.iter().filter(|a| **a).count().max(1) as f64);
-        let baseline = fit_regressor(&train_last, keep.len(), &targets, 400, seed)?;
-        let predicted_last: Vec<f64> = predict_regressor(&baseline, &test_last, keep.len())
-            .into_iter()
-            .map(|p| p.clamp(0.0, RUL_CAP))
-            .collect();
-        baselines.push(rmse(&predicted_last, &capped));
-        println!(
-            "seed {seed}: RMSE {:.2} (uncapped truth {:.2}), PHM08 {:.0}, ≤30 cycles precision {:.2} recall {:.2}; last values only RMSE {:.2}",
-            rmses.last().copied().unwrap_or_default(),
-            uncapped.last().copied().unwrap_or_default(),
-            scores.last().copied().unwrap_or_default(),
-            precisions.last().copied().unwrap_or_default(),
-            recalls.last().copied().unwrap_or_default(),
-            baselines.last().copied().unwrap_or_default(),
-        );
-    }
-    let train_seconds = training.elapsed().as_secs_f64();
-    store.close().await;
-    let _ = crate::store::drop_database(admin_url, &database).await;
-    Ok(CmapssReport {
-        subset: subset.to_string(),
-        train_units: data.train.devices.len(),
-        test_units: data.test.devices.len(),
-        train_examples: n_train,
-        features: width,
-        rmse_capped: median(rmses),
-        rmse_uncapped: median(uncapped),
-        phm08_score: median(scores),
-        within_30_precision: median(precisions),
-        within_30_recall: median(recalls),
-        last_values_only_rmse_capped: median(baselines),
-        import_seconds,
-        features_seconds,
-        train_seconds,
     })
 }
 

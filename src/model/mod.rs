@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::features::{FeatureSpec, FeatureTable, KindSchema};
 
 pub use candidates::{
-    Algorithm, Augment, Classifier, TrainingSet, fit_candidate, fit_regressor, predict_regressor,
+    Algorithm, Augment, Classifier, RegressorSettings, TrainingSet, fit_candidate, fit_regressor,
+    predict_regressor,
 };
 pub use events::{EventMetrics, EventRules, ScoredPoint, event_metrics, expected_cost};
 pub use metrics::{ExampleMetrics, example_metrics, pr_auc};

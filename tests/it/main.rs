@@ -1,6 +1,7 @@
 //! The integration suite: one binary, real PostgreSQL and a real MQTT broker.
 
 mod api;
+mod cmapss;
 mod config;
 mod embedded;
 mod import;

@@ -30,25 +30,10 @@ use crate::config::Config;
 use crate::features::{self, FeatureSpec, HOUR_MICROS};
 use crate::import::{self, DeviceDefaults};
 use crate::model::{RegressorSettings, fit_regressor, predict_regressor};
-use crate::training::{self, TrainingError};
+use crate::training;
 
-#[derive(Debug, thiserror::Error)]
-pub enum CmapssBenchError {
-    #[error(transparent)]
-    Training(#[from] TrainingError),
-    #[error(transparent)]
-    Features(#[from] features::FeatureError),
-    #[error(transparent)]
-    Model(#[from] crate::model::ModelError),
-    #[error(transparent)]
-    Import(#[from] import::ImportError),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    App(#[from] crate::app::AppError),
-    #[error("{0}")]
-    Invalid(String),
-}
+/// The errors of this benchmark.
+pub type CmapssBenchError = super::BenchError;
 
 /// RUL targets and the headline RMSE are capped here (the convention since Heimes 2008).
 pub const RUL_CAP: f64 = 125.0;

@@ -10,26 +10,10 @@ use crate::features::{
     self, DAY_MICROS, DailyRow, DeviceInfo, EventRecord, FeatureInputs, FeatureSpec, HOUR_MICROS,
     HourlyRow, KindSchema,
 };
-use crate::import;
-use crate::training::{self, TrainingError};
+use crate::training;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ModelBenchError {
-    #[error(transparent)]
-    Training(#[from] TrainingError),
-    #[error(transparent)]
-    Features(#[from] features::FeatureError),
-    #[error(transparent)]
-    Model(#[from] crate::model::ModelError),
-    #[error(transparent)]
-    Import(#[from] import::ImportError),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    App(#[from] crate::app::AppError),
-    #[error("{0}")]
-    Invalid(String),
-}
+/// The errors of this benchmark.
+pub type ModelBenchError = super::BenchError;
 
 pub(super) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -40,18 +24,7 @@ pub(super) fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// A deterministic pseudo-random stream (no dependency for a benchmark's noise).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-    }
-}
+use super::Noise;
 
 /// Inputs of one scoring cycle for `devices` devices of `schema.kind`: exactly the
 /// lookback the live path loads (hourly rows of the last 30 h, day buckets of 25 days).

@@ -65,18 +65,7 @@ pub struct CycleBenchReport {
     pub cycles: Vec<CycleReport>,
 }
 
-/// A deterministic pseudo-random stream (no dependency for a benchmark's noise).
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) - 0.5
-    }
-}
+use super::Noise;
 
 /// Devices per COPY of rollup rows.
 const DEVICES_PER_COPY: usize = 50_000;

@@ -201,6 +201,13 @@ impl FeatureTable {
         let width = self.names.len();
         &self.values[index * width..(index + 1) * width]
     }
+
+    /// The values of `rows`, row-major, in that order.
+    pub fn gather(&self, rows: &[usize]) -> Vec<f64> {
+        rows.iter()
+            .flat_map(|&r| self.row(r).iter().copied())
+            .collect()
+    }
 }
 
 const METRIC_STATS: [&str; 14] = [

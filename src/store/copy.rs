@@ -3,6 +3,21 @@
 
 use super::write::TelemetryColumns;
 
+/// Runs one `copy … from stdin (format binary)` with `encoded` rows on `connection`;
+/// aborts the copy when sending fails, so the connection is usable again.
+pub(super) async fn copy_binary(
+    connection: &mut sqlx::PgConnection,
+    statement: &str,
+    encoded: Vec<u8>,
+) -> Result<u64, sqlx::Error> {
+    let mut copy_in = connection.copy_in_raw(statement).await?;
+    if let Err(error) = copy_in.send(encoded).await {
+        copy_in.abort("send failed").await.ok();
+        return Err(error);
+    }
+    copy_in.finish().await
+}
+
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const POSTGRES_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;

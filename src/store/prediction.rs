@@ -176,17 +176,13 @@ impl Store {
             ));
         }
         let mut connection = self.pool.acquire().await?;
-        let mut copy_in = connection
-            .copy_in_raw(
-                "copy telemetry_hourly (bucket, device_id, metric_id, avg, min, max, stddev, count)
-                 from stdin (format binary)",
-            )
-            .await?;
-        if let Err(error) = copy_in.send(super::copy::encode_hourly(rows)).await {
-            copy_in.abort("send failed").await.ok();
-            return Err(error.into());
-        }
-        Ok(copy_in.finish().await?)
+        Ok(super::copy::copy_binary(
+            &mut connection,
+            "copy telemetry_hourly (bucket, device_id, metric_id, avg, min, max, stddev, count)
+             from stdin (format binary)",
+            super::copy::encode_hourly(rows),
+        )
+        .await?)
     }
 
     /// Refreshes the planner's statistics and summarizes BRIN ranges (after a bulk load,
@@ -609,20 +605,13 @@ impl Store {
         if self.use_copy {
             let mut tx = self.pool.begin().await?;
             let encoded = super::copy::encode_predictions(rows);
-            let attempt = async {
-                let mut copy_in = tx
-                    .copy_in_raw(
-                        "copy predictions (time, device_id, failure_mode, probability, horizon,
-                             model_version, above_threshold, top_factors)
-                         from stdin (format binary)",
-                    )
-                    .await?;
-                if let Err(error) = copy_in.send(encoded).await {
-                    copy_in.abort("send failed").await.ok();
-                    return Err(error);
-                }
-                copy_in.finish().await
-            }
+            let attempt = super::copy::copy_binary(
+                &mut tx,
+                "copy predictions (time, device_id, failure_mode, probability, horizon,
+                     model_version, above_threshold, top_factors)
+                 from stdin (format binary)",
+                encoded,
+            )
             .await;
             match attempt {
                 Ok(n_rows) => {

@@ -232,18 +232,11 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 let encoded = copy::encode_telemetry(rows);
-                let attempt = async {
-                    let mut copy_in = tx
-                        .copy_in_raw(
-                            "copy telemetry (time, device_id, metric_id, value, time_estimated) from stdin (format binary)",
-                        )
-                        .await?;
-                    if let Err(error) = copy_in.send(encoded).await {
-                        copy_in.abort("send failed").await.ok();
-                        return Err(error);
-                    }
-                    copy_in.finish().await
-                }
+                let attempt = copy::copy_binary(
+                    &mut tx,
+                    "copy telemetry (time, device_id, metric_id, value, time_estimated) from stdin (format binary)",
+                    encoded,
+                )
                 .await;
                 match attempt {
                     Ok(n_rows) => {

@@ -90,10 +90,7 @@ impl PooledFits {
             };
             for (augment, horizon, labels) in &labelled {
                 let rows = examples_before(table, labels, *horizon, limit, config.negative_sample);
-                let values: Vec<f64> = rows
-                    .iter()
-                    .flat_map(|&r| table.row(r).iter().copied())
-                    .collect();
+                let values = table.gather(&rows);
                 set.values
                     .extend(augment.apply(&values, rows.len(), table.n_columns()));
                 set.labels
@@ -142,10 +139,7 @@ impl PooledFits {
     ) -> Option<Vec<f64>> {
         let augment = self.augment(component, &table.names)?;
         let inner = self.folds.get(fold)?.as_ref()?;
-        let values: Vec<f64> = rows
-            .iter()
-            .flat_map(|&r| table.row(r).iter().copied())
-            .collect();
+        let values = table.gather(rows);
         Some(inner.margins_of(
             &augment.apply(&values, rows.len(), table.n_columns()),
             rows.len(),
@@ -253,10 +247,7 @@ pub fn train_mode(
     let training_set = |limit: i64| -> TrainingSet {
         let rows = examples_before(table, &labels, horizon, limit, config.negative_sample);
         TrainingSet {
-            values: rows
-                .iter()
-                .flat_map(|&r| table.row(r).iter().copied())
-                .collect(),
+            values: table.gather(&rows),
             n_columns: width,
             labels: rows.iter().map(|&r| labels[r] == Some(true)).collect(),
         }
@@ -328,10 +319,7 @@ pub fn train_mode(
                 }
                 _ => {
                     let classifier = model::fit_candidate(algorithm, set)?;
-                    let values: Vec<f64> = rows
-                        .iter()
-                        .flat_map(|&r| table.row(r).iter().copied())
-                        .collect();
+                    let values = table.gather(rows);
                     classifier.margins_of(&values, rows.len(), width)
                 }
             };
@@ -467,10 +455,7 @@ fn score_window(
     rules: EventRules,
 ) -> Judged {
     let width = table.n_columns();
-    let values: Vec<f64> = rows
-        .iter()
-        .flat_map(|&r| table.row(r).iter().copied())
-        .collect();
+    let values = table.gather(rows);
     let margins = classifier.margins_of(&values, rows.len(), width);
     let mut judged = Judged {
         points: Vec::with_capacity(rows.len()),

@@ -5,14 +5,18 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use crate::api::{ApiError, ApiState, HttpServer};
+use crate::api::{ApiError, HttpServer};
 use crate::config::Config;
 use crate::embedded::broker::{BrokerError, EmbeddedBroker};
 use crate::embedded::postgres::{ClusterOptions, PostgresError, PrivateCluster};
-use crate::ingest::{IngestDeps, IngestError, IngestSettings};
+use crate::ingest::IngestSettings;
+use crate::maintenance::MaintenanceSettings;
 use crate::observability::Metrics;
+use crate::predict::PredictSettings;
 use crate::shutdown::Shutdown;
+use crate::stage::{StageDeps, StageError, StageTask};
 use crate::store::{Store, StoreError};
+use crate::training::RetrainSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -23,13 +27,10 @@ pub enum AppError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error(transparent)]
-    Ingest(#[from] IngestError),
-    #[error(transparent)]
     Api(#[from] ApiError),
+    /// A stage stopped with its own error (named by the stage).
     #[error(transparent)]
-    Predict(#[from] crate::predict::PredictError),
-    #[error(transparent)]
-    Training(#[from] crate::training::TrainingError),
+    Stage(#[from] StageError),
     #[error("stage task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -79,21 +80,33 @@ pub async fn open_store(config: &Config, database_url: &str) -> Result<Store, Ap
     Ok(store)
 }
 
-/// Which stages a process runs.
-#[derive(Debug, Clone, Copy)]
-pub struct Stages {
-    pub ingest: bool,
-    pub maintenance: bool,
-    /// Live scoring (`predict.interval`) and scheduled retraining (`train.interval`).
-    pub predict: bool,
+/// The stages a process can run. A command is a list of them (`serve`: all; `ingest`:
+/// ingest; `predict`: scoring and retraining); a periodic stage whose interval is switched
+/// off in the configuration is left out. The HTTP server runs in every process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageKind {
+    /// MQTT ingest (`ingest`).
+    Ingest,
+    /// Rollup refresh and retention (`maintenance`).
+    Maintenance,
+    /// Live scoring every `predict.interval` (`predict`).
+    Predict,
+    /// Scheduled retraining every `train.interval` (`training::retrain`).
+    Retrain,
 }
 
-impl Stages {
-    pub const ALL: Stages = Stages {
-        ingest: true,
-        maintenance: true,
-        predict: true,
-    };
+impl StageKind {
+    /// `forewarn serve` and the demo.
+    pub const SERVE: &'static [StageKind] = &[
+        StageKind::Ingest,
+        StageKind::Maintenance,
+        StageKind::Predict,
+        StageKind::Retrain,
+    ];
+    /// `forewarn ingest`.
+    pub const INGEST: &'static [StageKind] = &[StageKind::Ingest];
+    /// `forewarn predict`.
+    pub const PREDICT: &'static [StageKind] = &[StageKind::Predict, StageKind::Retrain];
 }
 
 /// A running forewarn: its stages and HTTP server, until `shutdown`.
@@ -113,74 +126,85 @@ impl App {
         })
     }
 
-    /// Runs the stages until `shutdown`; each finishes its current unit of work first.
+    /// The tasks of `kinds` (and the HTTP server), bound to this process's dependencies.
+    pub fn stage_tasks(
+        self,
+        config: &Config,
+        mqtt_url: &str,
+        kinds: &[StageKind],
+        shutdown: &Shutdown,
+    ) -> Vec<StageTask> {
+        let deps = StageDeps {
+            store: self.store,
+            metrics: self.metrics,
+        };
+        let mut tasks = vec![StageTask::new(self.http, deps.clone(), shutdown.clone())];
+        for kind in kinds {
+            match kind {
+                StageKind::Ingest => {
+                    let mut ingest = config.ingest.clone();
+                    if ingest.sessions == 0 && config.mqtt.url.is_none() {
+                        // The embedded broker's shared subscriptions lose and duplicate messages.
+                        ingest.sessions = 1;
+                    }
+                    let settings = IngestSettings {
+                        mqtt_url: mqtt_url.to_string(),
+                        mqtt: config.mqtt.clone(),
+                        ingest,
+                    };
+                    tasks.push(StageTask::new(settings, deps.clone(), shutdown.clone()));
+                }
+                StageKind::Maintenance => {
+                    let settings = MaintenanceSettings {
+                        storage: config.storage.clone(),
+                    };
+                    tasks.push(StageTask::new(settings, deps.clone(), shutdown.clone()));
+                }
+                StageKind::Predict => {
+                    if let Some(interval) = config.predict.interval {
+                        let settings = PredictSettings {
+                            interval,
+                            top_factors: config.predict.top_factors,
+                            default_model: Some(config.predict.default_model.clone())
+                                .filter(|p| !p.as_os_str().is_empty()),
+                        };
+                        tasks.push(StageTask::new(settings, deps.clone(), shutdown.clone()));
+                    }
+                }
+                StageKind::Retrain => {
+                    if let Some(interval) = config.train.interval {
+                        let settings = RetrainSettings {
+                            train: config.train.clone(),
+                            interval,
+                        };
+                        tasks.push(StageTask::new(settings, deps.clone(), shutdown.clone()));
+                    }
+                }
+            }
+        }
+        tasks
+    }
+
+    /// Runs the HTTP server and the stages of `kinds` until `shutdown`; each finishes its
+    /// current unit of work first. The first stage error is returned once all have stopped.
     pub async fn run(
         self,
         config: &Config,
         mqtt_url: &str,
-        stages: Stages,
+        kinds: &[StageKind],
         shutdown: Shutdown,
     ) -> Result<(), AppError> {
-        let mut tasks: JoinSet<Result<(), AppError>> = JoinSet::new();
-        let state = ApiState {
-            health: self.store.health_check(),
-            metrics: self.metrics.clone(),
-        };
-        let http = self.http.serve(state, shutdown.clone());
-        tasks.spawn(async move { http.await.map_err(AppError::from) });
-        if stages.ingest {
-            let mut ingest = config.ingest.clone();
-            if ingest.sessions == 0 && config.mqtt.url.is_none() {
-                // The embedded broker's shared subscriptions lose and duplicate messages.
-                ingest.sessions = 1;
-            }
-            let settings = IngestSettings {
-                mqtt_url: mqtt_url.to_string(),
-                mqtt: config.mqtt.clone(),
-                ingest,
-            };
-            let deps = IngestDeps::new(self.store.clone(), self.metrics.clone());
-            let ingest = crate::ingest::run(settings, deps, shutdown.clone());
-            tasks.spawn(async move { ingest.await.map_err(AppError::from) });
-        }
-        if stages.maintenance {
-            tasks.spawn(run_maintenance(
-                self.store.clone(),
-                config.storage.clone(),
-                shutdown.clone(),
-            ));
-        }
-        if stages.predict
-            && let Some(interval) = config.predict.interval
-        {
-            let settings = crate::predict::PredictSettings {
-                interval,
-                top_factors: config.predict.top_factors,
-                default_model: Some(config.predict.default_model.clone())
-                    .filter(|p| !p.as_os_str().is_empty()),
-            };
-            let predict = crate::predict::run(
-                settings,
-                self.store.clone(),
-                self.metrics.clone(),
-                shutdown.clone(),
-            );
-            tasks.spawn(async move { predict.await.map_err(AppError::from) });
-        }
-        if stages.predict
-            && let Some(interval) = config.train.interval
-        {
-            let retrain = crate::training::run_retraining(
-                config.train.clone(),
-                interval,
-                self.store.clone(),
-                shutdown.clone(),
-            );
-            tasks.spawn(async move { retrain.await.map_err(AppError::from) });
+        let mut running: JoinSet<Result<(), StageError>> = JoinSet::new();
+        for task in self.stage_tasks(config, mqtt_url, kinds, &shutdown) {
+            tracing::debug!(stage = task.name, "stage starting");
+            running.spawn(task.into_future());
         }
         let mut first_error = None;
-        while let Some(result) = tasks.join_next().await {
-            if let Err(error) = result.map_err(AppError::from).and_then(|r| r) {
+        while let Some(result) = running.join_next().await {
+            if let Err(error) = result
+                .map_err(AppError::from)
+                .and_then(|r| r.map_err(AppError::from))
+            {
                 tracing::error!(%error, "stage failed");
                 first_error.get_or_insert(error);
             }
@@ -190,83 +214,4 @@ impl App {
             None => Ok(()),
         }
     }
-}
-
-/// Dead letters deleted per statement by the maintenance job.
-pub const DEAD_LETTER_BATCH_ROWS: i64 = 10_000;
-
-/// What one maintenance pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MaintenanceReport {
-    /// Hours of `telemetry_hourly` recomputed (plain PostgreSQL).
-    pub n_rollup_hours: i32,
-    /// Raw rows deleted past `storage.retention` (plain PostgreSQL).
-    pub n_rows_past_retention: u64,
-    /// Dead letters deleted past `storage.dead_letter_retention` (both flavours).
-    pub n_dead_letters_deleted: u64,
-}
-
-/// Upkeep every `storage.maintenance_interval`: on plain PostgreSQL the hourly rollup's
-/// dirty hours and the retention of raw rows (TimescaleDB's background jobs do both
-/// there); on both flavours the retention of dead letters.
-async fn run_maintenance(
-    store: Store,
-    storage: crate::config::StorageConfig,
-    mut shutdown: Shutdown,
-) -> Result<(), AppError> {
-    let mut ticker = tokio::time::interval(storage.maintenance_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => return Ok(()),
-            _ = ticker.tick() => {}
-        }
-        maintenance_pass(&store, &storage).await;
-    }
-}
-
-/// One pass of the maintenance job. A step that fails is logged and retried on the next
-/// pass; it does not keep the other steps from running.
-pub async fn maintenance_pass(
-    store: &Store,
-    storage: &crate::config::StorageConfig,
-) -> MaintenanceReport {
-    let mut report = MaintenanceReport::default();
-    if !store.is_timescaledb() {
-        match store.refresh_rollup().await {
-            Ok(n_hours) => {
-                report.n_rollup_hours = n_hours;
-                if n_hours > 0 {
-                    tracing::debug!(n_hours, "hourly rollup refreshed");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "hourly rollup refresh failed"),
-        }
-        if let Some(retention) = storage.retention {
-            match store.apply_retention(retention).await {
-                Ok(n_rows) => {
-                    report.n_rows_past_retention = n_rows;
-                    if n_rows > 0 {
-                        tracing::info!(n_rows, "rows past retention deleted");
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "retention failed"),
-            }
-        }
-    }
-    if let Some(retention) = storage.dead_letter_retention {
-        match store
-            .delete_dead_letters_older_than(retention, DEAD_LETTER_BATCH_ROWS)
-            .await
-        {
-            Ok(n_rows) => {
-                report.n_dead_letters_deleted = n_rows;
-                if n_rows > 0 {
-                    tracing::info!(n_rows, "dead letters past retention deleted");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "dead-letter retention failed"),
-        }
-    }
-    report
 }

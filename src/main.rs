@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use forewarn::app::{self, App, Stages};
+use forewarn::app::{self, App, StageKind};
 use forewarn::config::{Config, redact_url};
 use forewarn::shutdown::{self, Shutdown};
 
@@ -431,19 +431,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("migrated (timescaledb: {})", store.is_timescaledb());
             Ok(())
         }
-        Command::Ingest => {
-            serve(
-                config,
-                Stages {
-                    ingest: true,
-                    maintenance: false,
-                    predict: false,
-                },
-                None,
-            )
-            .await
-        }
-        Command::Serve => serve(config, Stages::ALL, None).await,
+        Command::Ingest => serve(config, StageKind::INGEST, None).await,
+        Command::Serve => serve(config, StageKind::SERVE, None).await,
         Command::Train {
             from,
             until,
@@ -544,7 +533,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 seed,
                 duration,
             };
-            serve(config, Stages::ALL, Some(fleet)).await
+            serve(config, StageKind::SERVE, Some(fleet)).await
         }
         Command::Import { source } => import(&config, *source).await,
         Command::Bench {
@@ -1123,7 +1112,7 @@ impl DemoFleet {
 
 async fn serve(
     config: Config,
-    stages: Stages,
+    stages: &[StageKind],
     demo_fleet: Option<DemoFleet>,
 ) -> anyhow::Result<()> {
     let (database_url, _cluster) = app::resolve_database(&config).await.context("database")?;

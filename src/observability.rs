@@ -11,7 +11,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::config::{LogConfig, LogFormat};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -303,4 +305,43 @@ pub fn init_tracing(config: &LogConfig, rust_log: Option<&str>) {
     };
     // A second init (tests) keeps the first subscriber.
     drop(result);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `forewarn=debug,sqlx=warn`); `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info,sqlx=warn,rumqttd=off".into(),
+        }
+    }
+}
+
+impl LogConfig {
+    /// Rejects what would panic or misbehave later, with one sentence naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.filter) {
+            return Err(ConfigError::Invalid(format!(
+                "log.filter = {:?} is not allowed: it must be a tracing filter such as \"info,sqlx=warn\" ({error})",
+                self.filter
+            )));
+        }
+
+        Ok(())
+    }
 }

@@ -1,19 +1,27 @@
-//! The HTTP surface. For now: `/healthz` (alive), `/readyz` (database and, when this
-//! process ingests, the broker reachable) and `/metrics` (Prometheus). The `/api/v1`
-//! routes arrive with their issue.
+//! The HTTP surface: one router per module, merged here. `ops` answers probes and
+//! scrapers (`/healthz`, `/readyz`, `/metrics`); the `/api/v1` modules (`devices`, and
+//! those the API issue adds) answer JSON, and every error they give is one
+//! `application/problem+json` answer ([`problem::HttpError`]): rejected input 422 naming
+//! the field, not found 404, a transient store failure 503, anything else 500 without
+//! internals. A path no router knows is a problem+json 404 too.
+//! The server is a stage ([`HttpServer`] implements [`Stage`]): every process runs it.
+
+pub mod config;
+mod devices;
+mod ops;
+pub mod problem;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 use crate::observability::Metrics;
 use crate::shutdown::Shutdown;
-use crate::store::HealthCheck;
+use crate::stage::{Stage, StageDeps};
+use crate::store::{HealthCheck, Store};
+
+pub use problem::{HttpError, Problem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,13 +40,27 @@ pub struct ApiState {
     /// never the store's, so probes cannot starve ingest of connections.
     pub health: HealthCheck,
     pub metrics: Arc<Metrics>,
+    /// What the `/api/v1` modules read and write through.
+    pub store: Store,
 }
 
+impl ApiState {
+    pub fn new(deps: StageDeps) -> ApiState {
+        ApiState {
+            health: deps.store.health_check(),
+            metrics: deps.metrics,
+            store: deps.store,
+        }
+    }
+}
+
+/// Every route: `ops` at the root, one router per `/api/v1` module.
 pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new().merge(devices::router());
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(ops::router())
+        .nest("/api/v1", v1)
+        .fallback(problem::no_such_route)
         .with_state(state)
 }
 
@@ -70,38 +92,15 @@ impl HttpServer {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
-}
+impl Stage for HttpServer {
+    const NAME: &'static str = "http";
+    type Error = ApiError;
 
-async fn readyz(State(state): State<ApiState>) -> Response {
-    // The pool's acquire timeout bounds the wait for a connection; this bounds the whole
-    // round trip (a server that accepts and never answers).
-    let database =
-        tokio::time::timeout(crate::store::HEALTH_ACQUIRE_TIMEOUT, state.health.ping()).await;
-    let database_ok = matches!(database, Ok(Ok(())));
-    let broker = state.metrics.mqtt_ready();
-    let ingest_failure = state.metrics.ingest_failure();
-    let body = serde_json::json!({
-        "database": if database_ok { "ok" } else { "unavailable" },
-        "broker": match broker { None => "not used", Some(true) => "ok", Some(false) => "unavailable" },
-        "ingest": match &ingest_failure { None => "ok".to_string(), Some(why) => format!("writes failing: {why}") },
-    });
-    let status = if database_ok && broker != Some(false) && ingest_failure.is_none() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body)).into_response()
-}
-
-async fn metrics(State(state): State<ApiState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    fn run(
+        self,
+        deps: StageDeps,
+        shutdown: Shutdown,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send + 'static {
+        self.serve(ApiState::new(deps), shutdown)
+    }
 }

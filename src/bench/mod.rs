@@ -15,6 +15,8 @@ pub enum BenchError {
     #[error(transparent)]
     Training(#[from] crate::training::TrainingError),
     #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
+    #[error(transparent)]
     Features(#[from] crate::features::FeatureError),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),

@@ -27,6 +27,8 @@ pub enum CycleBenchError {
     #[error(transparent)]
     Training(#[from] crate::training::TrainingError),
     #[error(transparent)]
+    Artifact(#[from] crate::artifact::ArtifactError),
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     App(#[from] crate::app::AppError),

@@ -7,6 +7,7 @@
 //! a Unix socket inside its own 0700 data directory and asks for a password too.
 
 pub mod broker;
+pub mod config;
 pub mod mosquitto;
 pub mod postgres;
 

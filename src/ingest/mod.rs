@@ -10,6 +10,7 @@
 //! stops reading (the backlog stays at the broker) but keeps acking (see `session`).
 
 mod cache;
+pub mod config;
 mod session;
 mod writer;
 
@@ -22,6 +23,7 @@ use crate::config::{IngestConfig, MqttConfig};
 use crate::contract::ValidationLimits;
 use crate::observability::Metrics;
 use crate::shutdown::Shutdown;
+use crate::stage::{Stage, StageDeps};
 use crate::store::Store;
 
 pub use session::{MqttUrlError, mqtt_options};
@@ -120,6 +122,25 @@ impl IngestDeps {
             commit_observer: None,
             crash_after_commits: None,
         }
+    }
+}
+
+impl From<StageDeps> for IngestDeps {
+    fn from(deps: StageDeps) -> IngestDeps {
+        IngestDeps::new(deps.store, deps.metrics)
+    }
+}
+
+impl Stage for IngestSettings {
+    const NAME: &'static str = "ingest";
+    type Error = IngestError;
+
+    fn run(
+        self,
+        deps: StageDeps,
+        shutdown: Shutdown,
+    ) -> impl std::future::Future<Output = Result<(), IngestError>> + Send + 'static {
+        run(self, IngestDeps::from(deps), shutdown)
     }
 }
 

@@ -7,24 +7,28 @@
 //! [`crate::features::compute`] over a lookback loaded from the store: the same function
 //! training uses over whole histories.
 
+pub mod config;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::artifact::{self, ArtifactError};
 use crate::features::{self, FeatureInputs, FeatureSpec, FeatureTable, HOUR_MICROS, KindSchema};
+use crate::history;
 use crate::model::{ModeModel, ModelArtifact};
 use crate::observability::Metrics;
 use crate::shutdown::Shutdown;
+use crate::stage::{FirstTick, Periodic, Stage, StageDeps};
 use crate::store::{DeviceSummary, PredictionRow, PromotionOutcome, Store, StoreError};
-use crate::training::{self, TrainingError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Training(#[from] TrainingError),
+    Artifact(#[from] ArtifactError),
     #[error(transparent)]
     Features(#[from] features::FeatureError),
     #[error(transparent)]
@@ -74,7 +78,7 @@ impl ActiveModels {
                 _ => {
                     let read_path = path.clone();
                     let read =
-                        tokio::task::spawn_blocking(move || training::read_artifact(&read_path))
+                        tokio::task::spawn_blocking(move || artifact::read_artifact(&read_path))
                             .await?;
                     match read {
                         Ok(artifact) => {
@@ -164,7 +168,7 @@ pub async fn ensure_default_model(store: &Store, path: &Path) -> Result<usize, P
     let active = store.model_rows(true).await?;
     let read_path = path.to_path_buf();
     let artifact =
-        tokio::task::spawn_blocking(move || training::read_artifact(&read_path)).await??;
+        tokio::task::spawn_blocking(move || artifact::read_artifact(&read_path)).await??;
     let missing: Vec<String> = artifact
         .modes
         .iter()
@@ -175,7 +179,7 @@ pub async fn ensure_default_model(store: &Store, path: &Path) -> Result<usize, P
         return Ok(0);
     }
     store
-        .insert_models(&training::model_rows(&artifact, path))
+        .insert_models(&artifact::model_rows(&artifact, path))
         .await?;
     let mut n_activated = 0;
     for mode in &missing {
@@ -307,7 +311,7 @@ impl Scorer {
 
     /// One cycle: refresh models, find the fleet's newest hour, and for each kind load its
     /// lookback once, decide which devices are examples at that hour (the training rule,
-    /// [`training::Examples`]), mark the silent ones stale, score the rest, write. A kind
+    /// [`history::Examples`]), mark the silent ones stale, score the rest, write. A kind
     /// that fails is logged and counted; the others are still scored.
     pub async fn cycle(
         &mut self,
@@ -331,7 +335,7 @@ impl Scorer {
         // nothing (a replay, an import): the answer is the same, only the reading differs.
         let since = self.clock.map_or_else(
             || chrono::Utc::now() - chrono::Duration::days(2),
-            training::micros_to_time,
+            history::micros_to_time,
         );
         let newest = match store.newest_rollup_hour(Some(since)).await? {
             Some(newest) => Some(newest),
@@ -344,7 +348,7 @@ impl Scorer {
         let as_of = newest.timestamp_micros().div_euclid(HOUR_MICROS) * HOUR_MICROS;
         self.clock = Some(self.clock.map_or(as_of, |c| c.max(as_of)));
         let as_of = self.clock.unwrap_or(as_of);
-        report.as_of = Some(training::micros_to_time(as_of));
+        report.as_of = Some(history::micros_to_time(as_of));
         let devices = store.device_summaries(None).await?;
         let mut by_kind: HashMap<String, Vec<DeviceSummary>> = HashMap::new();
         for device in devices {
@@ -421,12 +425,12 @@ impl Scorer {
                 && cache.lookback == lookback.daily_lookback_micros()
                 && cache.devices == device_ids
         });
-        let (inputs, times) = training::load_inputs_timed(
+        let (inputs, times) = history::load_inputs_timed(
             store,
             devices,
             &lookback,
-            training::micros_to_time(as_of),
-            training::micros_to_time(as_of + HOUR_MICROS),
+            history::micros_to_time(as_of),
+            history::micros_to_time(as_of + HOUR_MICROS),
             cached.map(|cache| cache.rows),
         )
         .await?;
@@ -440,7 +444,7 @@ impl Scorer {
         report.load_events_seconds += times.events_seconds;
         report.load_history_seconds += times.history_seconds;
 
-        let examples = training::Examples::new(&inputs, &lookback);
+        let examples = history::Examples::new(&inputs, &lookback);
         let staleness = lookback.hourly_staleness_hours * HOUR_MICROS;
         let mut requests = Vec::new();
         let mut newly_stale = Vec::new();
@@ -466,10 +470,10 @@ impl Scorer {
                         requests.push((device.id, as_of));
                     }
                 }
-                Err(training::NotAnExample::Broken) => report.broken += 1,
+                Err(history::NotAnExample::Broken) => report.broken += 1,
                 // Reporting again after a silence: scored once an hour before `as_of` has
                 // telemetry, like a training example.
-                Err(training::NotAnExample::Silent) => {}
+                Err(history::NotAnExample::Silent) => {}
             }
         }
         // Silent for longer than the lookback: when did they stop (if they ever reported)?
@@ -483,7 +487,7 @@ impl Scorer {
         report.newly_stale += newly_stale.len();
         report.reporting_again += reporting_again.len();
         for (device, since) in newly_stale.iter().take(STALE_LOG_LINES) {
-            tracing::warn!(kind = %kind, device = %device.external_id, silent_since = %training::micros_to_time(*since), "telemetry stopped: device marked stale, not scored");
+            tracing::warn!(kind = %kind, device = %device.external_id, silent_since = %history::micros_to_time(*since), "telemetry stopped: device marked stale, not scored");
         }
         if newly_stale.len() > STALE_LOG_LINES {
             tracing::warn!(kind = %kind, devices = newly_stale.len(), "telemetry stopped: devices marked stale, not scored");
@@ -494,7 +498,7 @@ impl Scorer {
         let writing = Instant::now();
         let marks: Vec<(i32, chrono::DateTime<chrono::Utc>)> = newly_stale
             .iter()
-            .map(|(d, since)| (d.id, training::micros_to_time(*since)))
+            .map(|(d, since)| (d.id, history::micros_to_time(*since)))
             .collect();
         let reporting_again_ids: Vec<i32> = reporting_again.iter().map(|d| d.id).collect();
         store.set_stale(&marks, &reporting_again_ids).await?;
@@ -585,12 +589,12 @@ pub async fn live_inputs(
 ) -> Result<FeatureInputs, PredictError> {
     let newest = requests.iter().map(|(_, t)| *t).max().unwrap_or(0);
     let oldest = requests.iter().map(|(_, t)| *t).min().unwrap_or(0);
-    Ok(training::load_inputs(
+    Ok(history::load_inputs(
         store,
         devices,
         spec,
-        training::micros_to_time(oldest),
-        training::micros_to_time(newest),
+        history::micros_to_time(oldest),
+        history::micros_to_time(newest),
     )
     .await?)
 }
@@ -638,7 +642,7 @@ pub fn score_kind(
             let (device, time) = table.requests[row];
             let factors = std::mem::take(&mut factors[row]);
             rows.push(PredictionRow {
-                time: training::micros_to_time(time),
+                time: history::micros_to_time(time),
                 device_id: device,
                 failure_mode: name.clone(),
                 probability,
@@ -655,25 +659,35 @@ pub fn score_kind(
 
 /// Runs cycles every `interval` until shutdown. A failed cycle is logged and retried on
 /// the next tick: scoring is idempotent (one row per device, mode, time and model).
+impl Stage for PredictSettings {
+    const NAME: &'static str = "predict";
+    type Error = PredictError;
+
+    fn run(
+        self,
+        deps: StageDeps,
+        shutdown: Shutdown,
+    ) -> impl std::future::Future<Output = Result<(), PredictError>> + Send + 'static {
+        run(self, deps, shutdown)
+    }
+}
+
+/// Scores every `settings.interval` until `shutdown`; a failed cycle is logged and the
+/// next tick tries again.
 pub async fn run(
     settings: PredictSettings,
-    store: Store,
-    metrics: Arc<Metrics>,
-    mut shutdown: Shutdown,
+    deps: StageDeps,
+    shutdown: Shutdown,
 ) -> Result<(), PredictError> {
+    let StageDeps { store, metrics } = deps;
     if let Some(path) = &settings.default_model
         && let Err(error) = ensure_default_model(&store, path).await
     {
         tracing::warn!(error = %error, "default model not registered");
     }
     let mut scorer = Scorer::new(metrics);
-    let mut ticker = tokio::time::interval(settings.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait() => return Ok(()),
-        }
+    let mut ticks = Periodic::new(settings.interval, FirstTick::Immediately, shutdown);
+    while ticks.next().await {
         match scorer.cycle(&store, settings.top_factors).await {
             Ok(report) if report.predictions > 0 || report.newly_stale > 0 => tracing::info!(
                 devices = report.devices,
@@ -692,4 +706,5 @@ pub async fn run(
             Err(error) => tracing::warn!(error = %error, "prediction cycle failed"),
         }
     }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! All PostgreSQL access: the pool, migrations and TimescaleDB policies, and the queries of
 //! every stage. Architecture invariant: only this module imports `sqlx`.
 
+pub mod config;
 mod copy;
 mod migrate;
 mod prediction;

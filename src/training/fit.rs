@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::TrainingError;
-use super::data::KindData;
 use super::micros_to_time;
 use super::split::Split;
 use crate::config::TrainConfig;
 use crate::features::{FeatureSpec, FeatureTable, HOUR_MICROS};
+use crate::history::KindData;
 use crate::model::{
     self, Algorithm, Augment, Baseline, Calibration, CandidateReport, Classifier, EventMetrics,
     EventRules, FailureMode, ModeModel, ScoredPoint, TrainingSet, Validation,

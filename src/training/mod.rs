@@ -11,12 +11,12 @@
 //! test window and judged on it, where nothing was fitted or chosen. Nothing at or after
 //! `until` is read.
 
-mod card;
-mod data;
+pub mod config;
 mod evaluate;
 mod fit;
 mod horizon;
 mod promote;
+mod retrain;
 mod split;
 
 use std::path::PathBuf;
@@ -30,17 +30,20 @@ use crate::features::{self, FeatureSpec, HOUR_MICROS};
 use crate::model::{self, FailureMode, ModelArtifact};
 use crate::store::{Store, StoreError};
 
-pub use card::{
-    ClassBalance, Costs, ModeCard, ModelCard, Span, WindowFigures, card, mode_card, model_rows,
-    read_artifact, write_artifact,
+pub use crate::artifact::{
+    ArtifactError, ClassBalance, Costs, ModeCard, ModelCard, Span, WindowFigures, card, mode_card,
+    model_rows, read_artifact, write_artifact,
 };
-pub use data::{
+pub use crate::history::{
     Examples, KindData, LoadTimes, NotAnExample, load_inputs, load_inputs_timed, load_kind,
+    micros_to_time,
 };
 pub use evaluate::{Evaluation, ModeEvaluation, Overall, evaluate, overall};
 pub use promote::{
-    Decision, JudgeFuture, Verdict, fitted_until, promote_if_better, promote_when_better,
+    Comparison, Decision, JudgeFuture, Verdict, fitted_until, promote_if_better,
+    promote_when_better,
 };
+pub use retrain::RetrainSettings;
 pub use split::Split;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,21 +54,8 @@ pub enum TrainingError {
     Features(#[from] features::FeatureError),
     #[error(transparent)]
     Model(#[from] model::ModelError),
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot read model artifact {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("model artifact {path} is not valid: {source}")]
-    Artifact {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
     #[error("no data to train on: {0}")]
     NoData(String),
     #[error("background task failed: {0}")]
@@ -345,38 +335,4 @@ fn learn_horizon(
 /// buckets).
 pub fn stride_micros(stride: std::time::Duration) -> i64 {
     (stride.as_micros() as i64).max(HOUR_MICROS)
-}
-
-pub fn micros_to_time(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or_default()
-}
-
-/// Scheduled retraining inside `serve`: every `interval`, train a challenger on all data
-/// (failures and maintenance written by closed tickets included) and promote it per mode
-/// only where it beats the active model.
-pub async fn run_retraining(
-    config: TrainConfig,
-    interval: std::time::Duration,
-    store: Store,
-    mut shutdown: crate::shutdown::Shutdown,
-) -> Result<(), TrainingError> {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await; // not at startup: the shipped or active model scores first
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait() => return Ok(()),
-        }
-        let stride = stride_micros(config.example_stride);
-        match train(&store, &config, None, None).await {
-            Ok((artifact, report)) => {
-                tracing::info!(version = %report.version, seconds = report.seconds, "challenger trained");
-                if let Err(error) = promote_if_better(&store, &artifact, stride).await {
-                    tracing::warn!(%error, "promotion check failed");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "scheduled retraining failed"),
-        }
-    }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::evaluate::{Evaluation, ModeEvaluation, evaluate};
-use super::{TrainingError, read_artifact};
+use super::{Span, TrainingError, read_artifact};
 use crate::model::{FailureMode, ModeModel, ModelArtifact};
 use crate::store::{ModelRow, PromotionOutcome, Store};
 
@@ -53,7 +53,30 @@ pub struct Verdict {
     pub challenger_cost: f64,
     pub active_cost: Option<f64>,
     /// Recorded in `model_promotions.comparison` when promoted.
-    pub comparison: serde_json::Value,
+    pub comparison: Comparison,
+}
+
+/// What a promotion compared, recorded as `model_promotions.comparison`. A promotion by
+/// hand compared nothing: every field empty (`{}`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Comparison {
+    /// The window both models were judged on: new to both.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<Span>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenger_cost: Option<f64>,
+    /// `None`: no active model was judged (first model, or none comparable).
+    pub active_cost: Option<f64>,
+    /// The challenger's figures on the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenger: Option<ModeEvaluation>,
+}
+
+impl Comparison {
+    /// As stored in `model_promotions.comparison`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
 }
 
 /// The future of a comparison (`promote_when_better`'s judge). Boxed and `Send`: an async
@@ -97,7 +120,7 @@ pub async fn promote_when_better<'a>(
                 failure_mode,
                 active_version.as_deref(),
                 &verdict.reason,
-                &verdict.comparison,
+                &verdict.comparison.to_json(),
             )
             .await?;
         match outcome {
@@ -299,12 +322,15 @@ pub async fn promote_if_better(
                     reason,
                     challenger_cost,
                     active_cost,
-                    comparison: serde_json::json!({
-                        "window": {"from": window_from, "to": window_to},
-                        "challenger_cost": challenger_cost,
-                        "active_cost": active_cost,
-                        "challenger": ours,
-                    }),
+                    comparison: Comparison {
+                        window: Some(Span {
+                            from: window_from,
+                            to: window_to,
+                        }),
+                        challenger_cost: Some(challenger_cost),
+                        active_cost,
+                        challenger: Some(ours),
+                    },
                 })
             })
         };

@@ -4,9 +4,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use forewarn::app::{App, Stages};
+use forewarn::api::{ApiState, HttpServer, Problem};
+use forewarn::app::{App, StageKind};
 use forewarn::config::Config;
+use forewarn::observability::Metrics;
 use forewarn::shutdown::Shutdown;
+use forewarn::stage::StageDeps;
+use forewarn::store::Store;
 use forewarn::store::{HEALTH_ACQUIRE_TIMEOUT, HEALTH_APPLICATION_NAME, HEALTH_MAX_CONNECTIONS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -14,6 +18,12 @@ use crate::support::*;
 
 /// One HTTP/1.1 GET: the status code and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _headers, body) = get_with_headers(addr, path).await;
+    (status, body)
+}
+
+/// One HTTP/1.1 GET: the status code, the header lines (lowercased) and the body.
+async fn get_with_headers(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(
@@ -29,11 +39,8 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, headers.to_ascii_lowercase(), body.to_string())
 }
 
 /// `n_probes` concurrent `/readyz` requests: each answer and the slowest one's time.
@@ -89,12 +96,10 @@ async fn readiness_probes_never_starve_ingest_of_connections() {
     let metrics = app.metrics.clone();
     let (trigger, shutdown) = Shutdown::new();
     let mqtt_url = broker.url();
-    let stages = Stages {
-        ingest: true,
-        maintenance: false,
-        predict: false,
-    };
-    let running = tokio::spawn(async move { app.run(&config, &mqtt_url, stages, shutdown).await });
+    let running = tokio::spawn(async move {
+        app.run(&config, &mqtt_url, StageKind::INGEST, shutdown)
+            .await
+    });
     wait_until("ingest connected", Duration::from_secs(10), || async {
         metrics.mqtt_ready() == Some(true)
     })
@@ -154,5 +159,87 @@ async fn readiness_probes_never_starve_ingest_of_connections() {
         .unwrap()
         .unwrap();
     check.close().await;
+    db.store.close().await;
+}
+
+/// The API's errors are one problem+json answer each: rejected input names its field
+/// (422), an unknown device or route is 404, and a store that is down is 503 with
+/// `Retry-After` — never a 500 and never an HTML page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_errors_are_problem_json_with_the_status_of_their_class() {
+    init_logs();
+    let db = TestDb::new().await;
+    let external_id = unique("API-DEV-");
+    db.store
+        .upsert_device(&external_id, "washer", Some("WX-1"))
+        .await
+        .unwrap();
+    // A store of its own, so that closing it (the database "down") leaves the suite's alone.
+    let api_store = Store::connect(
+        &db.url,
+        &Config::default().database,
+        &Config::default().storage,
+    )
+    .await
+    .unwrap();
+    let http = HttpServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = http.local_addr();
+    let (trigger, shutdown) = Shutdown::new();
+    let state = ApiState::new(StageDeps {
+        store: api_store.clone(),
+        metrics: Metrics::new(),
+    });
+    let serving = tokio::spawn(http.serve(state, shutdown));
+
+    let (status, headers, body) =
+        get_with_headers(addr, &format!("/api/v1/devices/{external_id}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        headers.contains("content-type: application/json"),
+        "{headers}"
+    );
+    let device: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(device["external_id"], external_id.as_str());
+    assert_eq!(device["kind"], "washer");
+
+    let problem_of = |status: u16, headers: &str, body: &str| -> Problem {
+        assert!(
+            headers.contains("content-type: application/problem+json"),
+            "{status}: {headers}"
+        );
+        let problem: Problem = serde_json::from_str(body).unwrap();
+        assert_eq!(problem.status, status, "{body}");
+        problem
+    };
+    let (status, headers, body) = get_with_headers(addr, "/api/v1/devices/NO-SUCH-DEVICE").await;
+    assert_eq!(status, 404);
+    assert!(
+        problem_of(status, &headers, &body)
+            .detail
+            .contains("NO-SUCH-DEVICE")
+    );
+
+    let (status, headers, body) = get_with_headers(addr, "/api/v1/devices/bad%20id!").await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        problem_of(status, &headers, &body).field.as_deref(),
+        Some("external_id")
+    );
+
+    let (status, headers, body) = get_with_headers(addr, "/api/v1/no-such-route").await;
+    assert_eq!(status, 404);
+    problem_of(status, &headers, &body);
+
+    api_store.close().await;
+    let (status, headers, body) =
+        get_with_headers(addr, &format!("/api/v1/devices/{external_id}")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains("retry-after: 5"), "{headers}");
+    problem_of(status, &headers, &body);
+
+    trigger.trigger();
+    serving.await.unwrap().unwrap();
     db.store.close().await;
 }

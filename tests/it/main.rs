@@ -10,3 +10,4 @@ mod ingest_hardening;
 mod predict;
 mod storage;
 mod support;
+mod tidy;

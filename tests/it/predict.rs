@@ -542,7 +542,7 @@ async fn concurrent_promotions_of_one_mode_all_succeed_in_turn() {
 /// model promoted meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_promotions_if_better_keep_the_best_model_active() {
-    use forewarn::training::{JudgeFuture, TrainingError, Verdict};
+    use forewarn::training::{Comparison, JudgeFuture, TrainingError, Verdict};
     let db = TestDb::new().await;
     let mode = unique("race/bearing");
     let costs = [50.0, 20.0, 80.0, 10.0, 60.0, 30.0, 70.0, 40.0, 90.0, 15.0];
@@ -563,7 +563,10 @@ async fn concurrent_promotions_if_better_keep_the_best_model_active() {
                         reason: format!("cost {cost} vs {active_cost:?}"),
                         challenger_cost: cost,
                         active_cost,
-                        comparison: serde_json::json!({ "active_cost": active_cost }),
+                        comparison: Comparison {
+                            active_cost,
+                            ..Comparison::default()
+                        },
                     })
                 })
             };

@@ -624,7 +624,7 @@ async fn dead_letters_past_retention_are_deleted_and_newer_ones_kept() {
         dead_letter_retention: Some(retention),
         ..storage_config()
     };
-    let report = forewarn::app::maintenance_pass(&db.store, &storage).await;
+    let report = forewarn::maintenance::maintenance_pass(&db.store, &storage).await;
     assert_eq!(report.n_dead_letters_deleted, 3);
     assert_eq!(count_ours(-1).await, 10);
     let kept_all = StorageConfig {
@@ -638,7 +638,7 @@ async fn dead_letters_past_retention_are_deleted_and_newer_ones_kept() {
         })
         .await
         .unwrap();
-    let report = forewarn::app::maintenance_pass(&db.store, &kept_all).await;
+    let report = forewarn::maintenance::maintenance_pass(&db.store, &kept_all).await;
     assert_eq!(
         report.n_dead_letters_deleted, 0,
         "\"off\" keeps every letter"

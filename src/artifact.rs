@@ -1,16 +1,36 @@
 //! Artifacts on disk (`model.json`) and the model card (`card.json`, also each mode's
-//! `models.metrics`): typed, so the API can publish their schema.
+//! `models.metrics`): typed, so the API can publish their schema. Training writes them;
+//! live scoring reads them — neither through the other.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::TrainingError;
 use crate::model::{
     Baseline, Calibration, CandidateReport, EventMetrics, ModeModel, ModelArtifact, Validation,
 };
 use crate::store::ModelRow;
+
+/// Why an artifact could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read model artifact {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model artifact {path} is not valid: {source}")]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Span {
@@ -161,24 +181,24 @@ pub fn card(artifact: &ModelArtifact) -> ModelCard {
 pub fn write_artifact(
     directory: &Path,
     artifact: &ModelArtifact,
-) -> Result<(PathBuf, PathBuf), TrainingError> {
-    let write = |path: PathBuf, bytes: Vec<u8>| -> Result<PathBuf, TrainingError> {
-        std::fs::create_dir_all(directory).map_err(|source| TrainingError::Write {
+) -> Result<(PathBuf, PathBuf), ArtifactError> {
+    let write = |path: PathBuf, bytes: Vec<u8>| -> Result<PathBuf, ArtifactError> {
+        std::fs::create_dir_all(directory).map_err(|source| ArtifactError::Write {
             path: directory.to_path_buf(),
             source,
         })?;
-        std::fs::write(&path, bytes).map_err(|source| TrainingError::Write {
+        std::fs::write(&path, bytes).map_err(|source| ArtifactError::Write {
             path: path.clone(),
             source,
         })?;
         Ok(path)
     };
-    let model = serde_json::to_vec(artifact).map_err(|source| TrainingError::Artifact {
+    let model = serde_json::to_vec(artifact).map_err(|source| ArtifactError::Invalid {
         path: directory.join("model.json"),
         source,
     })?;
     let card =
-        serde_json::to_vec_pretty(&card(artifact)).map_err(|source| TrainingError::Artifact {
+        serde_json::to_vec_pretty(&card(artifact)).map_err(|source| ArtifactError::Invalid {
             path: directory.join("card.json"),
             source,
         })?;
@@ -188,12 +208,12 @@ pub fn write_artifact(
     ))
 }
 
-pub fn read_artifact(path: &Path) -> Result<ModelArtifact, TrainingError> {
-    let bytes = std::fs::read(path).map_err(|source| TrainingError::Read {
+pub fn read_artifact(path: &Path) -> Result<ModelArtifact, ArtifactError> {
+    let bytes = std::fs::read(path).map_err(|source| ArtifactError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_slice(&bytes).map_err(|source| TrainingError::Artifact {
+    serde_json::from_slice(&bytes).map_err(|source| ArtifactError::Invalid {
         path: path.to_path_buf(),
         source,
     })

@@ -1,5 +1,6 @@
-//! The history of one device kind, loaded once for training or evaluation: feature inputs,
-//! labels, and the periods a device was broken (no examples there: nothing to predict
+//! What features and labels are computed from, as read from the store: one kind's history,
+//! loaded once for training or evaluation (feature inputs, labels, and the periods a device
+//! was broken (no examples there: nothing to predict
 //! while the component is already down).
 //!
 //! [`Examples`] is the rule of which `(device, t)` exist — the device reported telemetry in
@@ -11,7 +12,6 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::TrainingError;
 use crate::features::{
     DAY_MICROS, FeatureInputs, FeatureSpec, FeatureTable, HOUR_MICROS, KindSchema,
 };
@@ -132,7 +132,7 @@ pub async fn load_kind(
     from: DateTime<Utc>,
     until: DateTime<Utc>,
     spec: &FeatureSpec,
-) -> Result<KindData, TrainingError> {
+) -> Result<KindData, StoreError> {
     let devices = store.device_summaries(Some(kind)).await?;
     let inputs = load_inputs(store, &devices, spec, from, until).await?;
     let metric_names = &inputs.metric_names;
@@ -308,4 +308,9 @@ impl KindData {
             .map(|((device, _), times)| (*device, times.clone()))
             .collect()
     }
+}
+
+/// A time from µs since the epoch (the feature path's clock); out of range is the epoch.
+pub fn micros_to_time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }

@@ -1,0 +1,177 @@
+//! The API's one error type and its answer, RFC 9457 `application/problem+json`: `type`,
+//! `title`, `status`, `detail`, and `field` when one input field is at fault. Handlers
+//! return `Result<_, HttpError>`; a store error maps by its class, so no handler decides
+//! status codes for database failures.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreError;
+
+/// The body of every error answer of the `/api/v1` routes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`about:blank` style tags under `/problems/`).
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The request field at fault, for rejected input.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub field: Option<String>,
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The request names something that does not exist (404).
+    #[error("{detail}")]
+    NotFound { detail: String },
+    /// The request's input is not acceptable (422), naming the field.
+    #[error("{field}: {detail}")]
+    Rejected { field: String, detail: String },
+    /// The store failed in a way that may pass (connection, pool exhausted, restart): 503
+    /// with `Retry-After`.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] StoreError),
+    /// Anything else (500); the detail is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Seconds a client is asked to wait after a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
+impl HttpError {
+    pub fn rejected(field: &str, detail: impl Into<String>) -> HttpError {
+        HttpError::Rejected {
+            field: field.to_string(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HttpError::NotFound { .. } => StatusCode::NOT_FOUND,
+            HttpError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The answer's body: what the client may know.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        let (slug, detail, field) = match self {
+            HttpError::NotFound { detail } => ("not-found", detail.clone(), None),
+            HttpError::Rejected { field, detail } => {
+                ("rejected-input", detail.clone(), Some(field.clone()))
+            }
+            HttpError::Unavailable(_) => (
+                "unavailable",
+                format!(
+                    "the database is unavailable for the moment; retry in {RETRY_AFTER_SECONDS} s"
+                ),
+                None,
+            ),
+            HttpError::Internal(_) => (
+                "internal",
+                "the server failed to answer; the error is logged".to_string(),
+                None,
+            ),
+        };
+        Problem {
+            problem_type: format!("/problems/{slug}"),
+            title: status.canonical_reason().unwrap_or("error").to_string(),
+            status: status.as_u16(),
+            detail,
+            field,
+        }
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(error: StoreError) -> HttpError {
+        if error.is_transient() {
+            HttpError::Unavailable(error)
+        } else if error.is_data_rejection() {
+            // The data was refused by a constraint: the request's input, not the server.
+            HttpError::Rejected {
+                field: "body".to_string(),
+                detail: error.to_string(),
+            }
+        } else if let StoreError::NoSuchModel { .. } = error {
+            HttpError::NotFound {
+                detail: error.to_string(),
+            }
+        } else {
+            HttpError::Internal(error.to_string())
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        match &self {
+            HttpError::Internal(_) => tracing::error!(error = %self, "api request failed"),
+            HttpError::Unavailable(_) => tracing::warn!(error = %self, "api request failed"),
+            _ => tracing::debug!(error = %self, "api request refused"),
+        }
+        let problem = self.problem();
+        let mut response = (self.status(), Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if matches!(self, HttpError::Unavailable(_)) {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}
+
+/// The answer to a path no router knows.
+pub async fn no_such_route(uri: Uri) -> HttpError {
+    HttpError::NotFound {
+        detail: format!("no route {}", uri.path()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_by_class() {
+        // Transient errors (503) are checked against a real closed pool in `tests/it/api.rs`.
+        let no_model = StoreError::NoSuchModel {
+            version: "v1".into(),
+            failure_mode: "washer/bearing".into(),
+        };
+        assert_eq!(HttpError::from(no_model).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            HttpError::from(StoreError::Unsupported("x")).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    #[test]
+    fn an_internal_error_does_not_leak_its_detail() {
+        let problem = HttpError::Internal("password=hunter2 at db:5432".into()).problem();
+        assert!(!problem.detail.contains("hunter2"), "{problem:?}");
+        assert_eq!(problem.status, 500);
+    }
+
+    #[test]
+    fn a_rejection_names_its_field() {
+        let problem = HttpError::rejected("external_id", "too long").problem();
+        assert_eq!(problem.status, 422);
+        assert_eq!(problem.field.as_deref(), Some("external_id"));
+        let json = serde_json::to_value(&problem).unwrap();
+        assert_eq!(json["type"], "/problems/rejected-input");
+    }
+}

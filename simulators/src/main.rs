@@ -40,8 +40,29 @@ struct FleetArgs {
     malformed_rate: f64,
     /// Multiplies the rate at which healthy devices raise warning codes anyway (see the
     /// README's table); 0 turns nuisance codes off. `--clean` leaves them on.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_scale)]
     nuisance_scale: f64,
+    /// Multiplies every failure mode's rate of degradation onsets (4: four times the
+    /// failures), for small fleets whose natural rate leaves too few failures to learn
+    /// from; 1 is the fleet as documented.
+    #[arg(long, default_value_t = 1.0, value_parser = positive_scale)]
+    failure_scale: f64,
+}
+
+/// A finite scale ≥ 0.
+fn non_negative_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale >= 0.0 => Ok(scale),
+        _ => Err(format!("{text:?} is not a finite number ≥ 0")),
+    }
+}
+
+/// A finite scale > 0.
+fn positive_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(scale),
+        _ => Err(format!("{text:?} is not a finite number > 0")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -141,6 +162,7 @@ fn fleet_config(args: &FleetArgs, start: i64, end: i64) -> SimConfig {
         interval: args.interval.as_micros() as i64,
         artefacts,
         nuisance_scale: args.nuisance_scale,
+        failure_scale: args.failure_scale,
     }
 }
 

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Poisson};
 
 use crate::degradation::{DAY_MICROS, Episode, HOUR_MICROS, episodes};
-use crate::fleet::{Kind, KindSpec, Usage};
+use crate::fleet::{FailureModeSpec, Kind, KindSpec, Usage};
 use crate::people::{self, Customer, Technician};
 
 /// Imperfections of real telemetry. Transport artefacts (duplicates, reordering,
@@ -74,6 +74,11 @@ pub struct SimConfig {
     /// Multiplies every mode's nuisance-code rate ([`nuisance_per_day`]); 0 turns nuisance
     /// codes off. Device behaviour, not an artefact: `--clean` leaves it on.
     pub nuisance_scale: f64,
+    /// Multiplies every mode's rate of degradation onsets (divides
+    /// `mean_days_to_onset`): `4` gives four times the failures. For small fleets whose
+    /// natural rate leaves too few failures to learn from or to judge; 1 is the fleet as
+    /// documented.
+    pub failure_scale: f64,
 }
 
 /// How often a healthy device raises a mode's warning code anyway, per device-day: a
@@ -217,7 +222,11 @@ impl Fleet {
                 .modes
                 .iter()
                 .map(|mode| {
-                    episodes(mode, installed_at, config.end, &mut device_rng)
+                    let scaled = FailureModeSpec {
+                        mean_days_to_onset: mode.mean_days_to_onset / config.failure_scale,
+                        ..*mode
+                    };
+                    episodes(&scaled, installed_at, config.end, &mut device_rng)
                         .into_iter()
                         .filter(|e| e.repaired_at > config.start)
                         .collect()
@@ -660,7 +669,29 @@ mod tests {
                 ..Artefacts::default()
             },
             nuisance_scale: 1.0,
+            failure_scale: 1.0,
         }
+    }
+
+    /// `failure_scale` multiplies the failures a fleet has (the onset rate), and 1 is the
+    /// fleet as documented.
+    #[test]
+    fn failure_scale_multiplies_the_failures() {
+        let n_failures = |scale: f64| {
+            Fleet::build(SimConfig {
+                failure_scale: scale,
+                ..config(5, 400, 120)
+            })
+            .truth()
+            .len()
+        };
+        let natural = n_failures(1.0);
+        let quadrupled = n_failures(4.0);
+        assert!(natural >= 30, "{natural} failures");
+        let ratio = quadrupled as f64 / natural as f64;
+        // Four times the rate, give or take the draw (and repairs, after which a device
+        // starts over, pull it down a little).
+        assert!((3.0..=5.5).contains(&ratio), "{natural} → {quadrupled}");
     }
 
     /// Every byte the fleet would publish over `days`.
@@ -708,6 +739,7 @@ mod tests {
         let fleet = Fleet::build(SimConfig {
             artefacts: Artefacts::none(),
             nuisance_scale: 1.0,
+            failure_scale: 1.0,
             ..config(3, 600, 365)
         });
         let mut checked = 0;
@@ -781,6 +813,7 @@ mod tests {
         let fleet = Fleet::build(SimConfig {
             artefacts: Artefacts::none(),
             nuisance_scale: 1.0,
+            failure_scale: 1.0,
             ..config(9, 400, 200)
         });
         let truth = fleet.truth();

@@ -65,6 +65,7 @@ async fn live_fleet_arrives_whole_and_truth_matches() {
                     ..Artefacts::default()
                 },
                 nuisance_scale: 1.0,
+                failure_scale: 1.0,
             })
         })
         .find(|fleet| fleet.truth().len() >= 2)

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Serialize;
 
 use super::ApiState;
 
@@ -21,6 +22,14 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// `/readyz`'s body: each dependency's state in words.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    pub database: &'static str,
+    pub broker: &'static str,
+    pub ingest: String,
+}
+
 async fn readyz(State(state): State<ApiState>) -> Response {
     // The pool's acquire timeout bounds the wait for a connection; this bounds the whole
     // round trip (a server that accepts and never answers).
@@ -29,11 +38,18 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     let database_ok = matches!(database, Ok(Ok(())));
     let broker = state.metrics.mqtt_ready();
     let ingest_failure = state.metrics.ingest_failure();
-    let body = serde_json::json!({
-        "database": if database_ok { "ok" } else { "unavailable" },
-        "broker": match broker { None => "not used", Some(true) => "ok", Some(false) => "unavailable" },
-        "ingest": match &ingest_failure { None => "ok".to_string(), Some(why) => format!("writes failing: {why}") },
-    });
+    let body = Readiness {
+        database: if database_ok { "ok" } else { "unavailable" },
+        broker: match broker {
+            None => "not used",
+            Some(true) => "ok",
+            Some(false) => "unavailable",
+        },
+        ingest: match &ingest_failure {
+            None => "ok".to_string(),
+            Some(why) => format!("writes failing: {why}"),
+        },
+    };
     let status = if database_ok && broker != Some(false) && ingest_failure.is_none() {
         StatusCode::OK
     } else {

@@ -278,12 +278,12 @@ async fn a_configuration_limit_is_not_retried_but_a_resource_shortage_is() {
         format!("do $$ begin raise exception 'test' using errcode = '{sqlstate}'; end $$")
     };
     let limit = sqlx::raw_sql(sqlx::AssertSqlSafe(raise("53400")))
-        .execute(db.store.pg_pool())
+        .execute(db.store_pool())
         .await
         .unwrap_err();
     assert!(!forewarn::store::StoreError::from(limit).is_transient());
     let shortage = sqlx::raw_sql(sqlx::AssertSqlSafe(raise("53300")))
-        .execute(db.store.pg_pool())
+        .execute(db.store_pool())
         .await
         .unwrap_err();
     assert!(forewarn::store::StoreError::from(shortage).is_transient());
@@ -296,7 +296,7 @@ async fn a_configuration_limit_is_not_retried_but_a_resource_shortage_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_data_lands_in_a_compressed_chunk() {
     let db = TestDb::new().await;
-    let pool = db.store.pg_pool();
+    let pool = db.store_pool();
     let limit: Option<String> = sqlx::query_scalar(
         "select current_setting('timescaledb.max_tuples_decompressed_per_dml_transaction', true)",
     )
@@ -380,6 +380,44 @@ async fn late_data_lands_in_a_compressed_chunk() {
 /// The TimescaleDB lane serves one connection at a time: replicas cannot overlap there.
 fn one_connection_lane() -> bool {
     std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1")
+}
+
+/// Architecture invariants: only `store` names sqlx, and nothing under `src/` takes the
+/// store's pool through `store::testing` (the integration tests' hatch).
+#[test]
+fn only_the_store_names_sqlx_and_no_code_takes_its_pool() {
+    fn rust_files(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let store = src.join("store");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() > 10, "{files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if !path.starts_with(&store) {
+            assert!(
+                !text.contains("sqlx::") && !text.contains("use sqlx"),
+                "{} uses sqlx: only store may",
+                path.display()
+            );
+        }
+        if path != store.join("testing.rs") {
+            assert!(
+                !text.contains("connect_sharing_pool"),
+                "{} takes the store's pool through store::testing",
+                path.display()
+            );
+        }
+    }
 }
 
 /// Replicas starting together on a fresh database: every `migrate` succeeds, the

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError, micros};
+use super::{Store, StoreError, StoreTx, micros};
 use crate::features::{DailyRow, EventRecord, HourlyRow};
 
 /// A failure or a maintenance action of a device's component.
@@ -292,6 +292,21 @@ impl Store {
     }
 }
 
+impl StoreTx {
+    /// [`Store::insert_failures`] in this transaction.
+    pub async fn insert_failures(&mut self, rows: &[ComponentRecord]) -> Result<u64, StoreError> {
+        insert_component_records(self.connection(), INSERT_FAILURES, rows).await
+    }
+
+    /// [`Store::insert_maintenance`] in this transaction.
+    pub async fn insert_maintenance(
+        &mut self,
+        rows: &[ComponentRecord],
+    ) -> Result<u64, StoreError> {
+        insert_component_records(self.connection(), INSERT_MAINTENANCE, rows).await
+    }
+}
+
 const INSERT_FAILURES: &str = "insert into failures (time, device_id, component, source)
      select * from unnest($1::timestamptz[], $2::int[], $3::text[], $4::text[])
      on conflict do nothing";
@@ -300,6 +315,7 @@ const INSERT_MAINTENANCE: &str = "insert into maintenance (time, device_id, comp
      select * from unnest($1::timestamptz[], $2::int[], $3::text[], $4::text[])
      on conflict do nothing";
 
+/// One statement for the pool and for a transaction alike.
 async fn insert_component_records(
     executor: impl sqlx::PgExecutor<'_>,
     sql: &'static str,

@@ -11,6 +11,8 @@
 //!   written (`failures`, `maintenance`);
 //! - `models`: the model registry and its promotions;
 //! - `predictions`: `predictions` and the device summaries live scoring reads;
+//! - `service`: where tickets, bookings and the outbox will go;
+//! - `transaction`: [`StoreTx`], how a caller writes several families in one transaction;
 //! - `admin`: creating and dropping databases, URL helpers, statistics, row counts;
 //! - `migrate`: migrations and TimescaleDB policies.
 //!
@@ -24,8 +26,10 @@ mod migrate;
 mod models;
 mod predictions;
 mod registry;
+mod service;
 mod telemetry;
 pub mod testing;
+mod transaction;
 
 use std::time::Duration;
 
@@ -48,6 +52,7 @@ pub use registry::{
 pub use telemetry::{
     DeadLetterRow, EventRow, StatusRow, TelemetryColumns, WriteBatch, WriteReport,
 };
+pub use transaction::StoreTx;
 
 /// Errors of the storage layer, classified so that callers know whether to retry.
 #[derive(Debug, thiserror::Error)]

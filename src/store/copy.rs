@@ -1,7 +1,7 @@
 //! PGCOPY binary encoding of telemetry rows. sqlx has no row encoder for COPY; the format is
 //! small: a header, then per row a field count and length-prefixed big-endian fields.
 
-use super::write::TelemetryColumns;
+use super::telemetry::TelemetryColumns;
 
 /// Runs one `copy … from stdin (format binary)` with `encoded` rows on `connection`;
 /// aborts the copy when sending fails, so the connection is usable again.

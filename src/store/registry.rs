@@ -1,6 +1,8 @@
-//! The fleet registry and ground truth: customers, devices, technicians, the metric
-//! catalogue, failures and maintenance. Written by imports and the simulator's history
-//! mode; later by the API and closed tickets.
+//! The fleet registry: customers, devices (ingest's id lookup and registration, imports'
+//! registers, live scoring's stale marks), technicians and the metric catalogue. Written by
+//! ingest, imports and the simulator's history mode; later by the API.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
@@ -34,6 +36,16 @@ pub struct DeviceRow {
     pub longitude: Option<f64>,
     pub installed_at: Option<DateTime<Utc>>,
     pub metadata: serde_json::Value,
+}
+
+/// A device as the registry knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceRecord {
+    pub id: i32,
+    pub external_id: String,
+    pub kind: String,
+    pub last_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub online: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,21 +85,159 @@ pub enum ExistingDevices {
     Overwrite,
 }
 
-/// A failure or a maintenance action of a device's component.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ComponentRecord {
-    pub time: DateTime<Utc>,
-    pub device_id: i32,
-    pub component: String,
-    /// `failures.source` or `maintenance.action`.
-    pub detail: String,
-}
-
 fn hour(h: u32) -> chrono::NaiveTime {
     chrono::NaiveTime::from_hms_opt(h % 24, 0, 0).unwrap_or_default()
 }
 
 impl Store {
+    /// Maps external ids to surrogate ids, registering the missing ones when `register`.
+    /// Ids that stay unknown are absent from the answer.
+    pub async fn resolve_devices(
+        &self,
+        external_ids: &[String],
+        register: bool,
+    ) -> Result<Vec<(String, i32)>, StoreError> {
+        let mut found = self.lookup_devices(external_ids).await?;
+        if register && found.len() < external_ids.len() {
+            found.extend(
+                self.register_devices(&missing_names(external_ids, &found))
+                    .await?,
+            );
+        }
+        Ok(found)
+    }
+
+    /// Maps external ids to surrogate ids; unknown ones are absent from the answer.
+    pub async fn lookup_devices(
+        &self,
+        external_ids: &[String],
+    ) -> Result<Vec<(String, i32)>, StoreError> {
+        let rows = sqlx::query("select external_id, id from devices where external_id = any($1)")
+            .bind(external_ids)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Registers devices the caller found missing and returns their ids. Only the names
+    /// asked for are inserted (a lookup comes first), so a sequence value is spent only
+    /// when two writers race for the same new device.
+    pub async fn register_devices(
+        &self,
+        external_ids: &[String],
+    ) -> Result<Vec<(String, i32)>, StoreError> {
+        sqlx::query(
+            "insert into devices (external_id, registered_by)
+             select unnest($1::text[]), 'auto'
+             on conflict (external_id) do nothing",
+        )
+        .bind(external_ids)
+        .execute(&self.pool)
+        .await?;
+        self.lookup_devices(external_ids).await
+    }
+
+    /// Maps metric names to catalogue ids, adding the missing ones when `register`.
+    pub async fn resolve_metrics(
+        &self,
+        names: &[String],
+        register: bool,
+    ) -> Result<Vec<(String, i16)>, StoreError> {
+        let mut found = self.lookup_metrics(names).await?;
+        if register && found.len() < names.len() {
+            found.extend(self.register_metrics(&missing_names(names, &found)).await?);
+        }
+        Ok(found)
+    }
+
+    /// Maps metric names to catalogue ids; unknown ones are absent from the answer.
+    pub async fn lookup_metrics(&self, names: &[String]) -> Result<Vec<(String, i16)>, StoreError> {
+        let rows = sqlx::query("select name, id from metrics where name = any($1)")
+            .bind(names)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    }
+
+    /// Adds metric names the caller found missing (`metrics.id` is a smallint: a lookup
+    /// comes first so that no sequence value is spent on a name that exists).
+    pub async fn register_metrics(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, i16)>, StoreError> {
+        sqlx::query(
+            "insert into metrics (name) select unnest($1::text[]) on conflict (name) do nothing",
+        )
+        .bind(names)
+        .execute(&self.pool)
+        .await?;
+        self.lookup_metrics(names).await
+    }
+
+    /// Registers (or updates) a device with its kind and model; returns its id.
+    pub async fn upsert_device(
+        &self,
+        external_id: &str,
+        kind: &str,
+        model: Option<&str>,
+    ) -> Result<i32, StoreError> {
+        let id = sqlx::query_scalar(
+            "insert into devices (external_id, kind, model, registered_by) values ($1, $2, $3, 'import')
+             on conflict (external_id) do update set kind = excluded.kind, model = excluded.model
+             returning id",
+        )
+        .bind(external_id)
+        .bind(kind)
+        .bind(model)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn device(&self, external_id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let row = sqlx::query("select id, external_id, kind, last_seen_at, online from devices where external_id = $1")
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| DeviceRecord {
+            id: row.get(0),
+            external_id: row.get(1),
+            kind: row.get(2),
+            last_seen_at: row.get(3),
+            online: row.get(4),
+        }))
+    }
+
+    /// Marks devices stale since the given times (a device already stale keeps its time),
+    /// and clears the mark of `reporting` ones.
+    pub async fn set_stale(
+        &self,
+        stale: &[(i32, DateTime<Utc>)],
+        reporting: &[i32],
+    ) -> Result<(), StoreError> {
+        if !stale.is_empty() {
+            sqlx::query(
+                "update devices d set stale_since = s.since
+                 from unnest($1::int4[], $2::timestamptz[]) as s (id, since)
+                 where d.id = s.id and d.stale_since is null",
+            )
+            .bind(stale.iter().map(|s| s.0).collect::<Vec<_>>())
+            .bind(stale.iter().map(|s| s.1).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await?;
+        }
+        if !reporting.is_empty() {
+            sqlx::query(
+                "update devices set stale_since = null
+                 where id = any($1) and stale_since is not null",
+            )
+            .bind(reporting)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Inserts or updates customers by external id.
     pub async fn upsert_customers(&self, rows: &[CustomerRow]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -319,74 +469,21 @@ impl Store {
         Ok(ids)
     }
 
-    /// Records failures (ground truth; `detail` is the source); an existing (device,
-    /// component, time) is kept.
-    pub async fn insert_failures(&self, rows: &[ComponentRecord]) -> Result<u64, StoreError> {
-        self.insert_component_records(
-            "insert into failures (time, device_id, component, source)
-             select * from unnest($1::timestamptz[], $2::int[], $3::text[], $4::text[])
-             on conflict do nothing",
-            rows,
-        )
-        .await
-    }
-
-    /// Records maintenance (`detail` is the action); an existing (device, component, time)
-    /// is kept.
-    pub async fn insert_maintenance(&self, rows: &[ComponentRecord]) -> Result<u64, StoreError> {
-        self.insert_component_records(
-            "insert into maintenance (time, device_id, component, action)
-             select * from unnest($1::timestamptz[], $2::int[], $3::text[], $4::text[])
-             on conflict do nothing",
-            rows,
-        )
-        .await
-    }
-
-    async fn insert_component_records(
-        &self,
-        sql: &'static str,
-        rows: &[ComponentRecord],
-    ) -> Result<u64, StoreError> {
-        Ok(sqlx::query(sql)
-            .bind(rows.iter().map(|r| r.time).collect::<Vec<_>>())
-            .bind(rows.iter().map(|r| r.device_id).collect::<Vec<_>>())
-            .bind(
-                rows.iter()
-                    .map(|r| r.component.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(rows.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
-    /// Counts rows of a contract table (tests, tools, the simulator's report).
-    pub async fn count_rows(&self, table: CountedTable) -> Result<i64, StoreError> {
-        let sql = match table {
-            CountedTable::Telemetry => "select count(*) from telemetry",
-            CountedTable::DeviceEvents => "select count(*) from device_events",
-            CountedTable::Devices => "select count(*) from devices",
-            CountedTable::Customers => "select count(*) from customers",
-            CountedTable::Technicians => "select count(*) from technicians",
-            CountedTable::Failures => "select count(*) from failures",
-            CountedTable::Maintenance => "select count(*) from maintenance",
-            CountedTable::DeadLetters => "select count(*) from dead_letters",
-        };
-        Ok(sqlx::query(sql).fetch_one(&self.pool).await?.get(0))
+    /// The metric catalogue: id → name.
+    pub async fn metric_names(&self) -> Result<HashMap<i16, String>, StoreError> {
+        let rows: Vec<(i16, String)> = sqlx::query_as("select id, name from metrics")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 }
 
-/// Tables [`Store::count_rows`] can count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CountedTable {
-    Telemetry,
-    DeviceEvents,
-    Devices,
-    Customers,
-    Technicians,
-    Failures,
-    Maintenance,
-    DeadLetters,
+/// The names in `asked` that `found` has no id for.
+pub(crate) fn missing_names<T>(asked: &[String], found: &[(String, T)]) -> Vec<String> {
+    let known: std::collections::HashSet<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    asked
+        .iter()
+        .filter(|name| !known.contains(name.as_str()))
+        .cloned()
+        .collect()
 }

@@ -107,7 +107,7 @@ async fn readiness_probes_never_starve_ingest_of_connections() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Every connection of the store's pool held.
-    let store_pool = db.store.pg_pool();
+    let store_pool = db.store_pool();
     let mut held = Vec::new();
     for _ in 0..store_pool.options().get_max_connections() {
         held.push(store_pool.acquire().await.unwrap());

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use forewarn::config::StorageConfig;
 use forewarn::store::{
-    DeadLetterRow, EventRow, MIGRATION_LOCK_KEY, MigrationReport, Store, TelemetryColumns,
-    WriteBatch,
+    ComponentRecord, DeadLetterRow, EventRow, MIGRATION_LOCK_KEY, MigrationReport, Store,
+    TelemetryColumns, WriteBatch,
 };
 use sqlx::{Connection, Row};
 
@@ -278,12 +278,12 @@ async fn a_configuration_limit_is_not_retried_but_a_resource_shortage_is() {
         format!("do $$ begin raise exception 'test' using errcode = '{sqlstate}'; end $$")
     };
     let limit = sqlx::raw_sql(sqlx::AssertSqlSafe(raise("53400")))
-        .execute(db.store.pg_pool())
+        .execute(db.store_pool())
         .await
         .unwrap_err();
     assert!(!forewarn::store::StoreError::from(limit).is_transient());
     let shortage = sqlx::raw_sql(sqlx::AssertSqlSafe(raise("53300")))
-        .execute(db.store.pg_pool())
+        .execute(db.store_pool())
         .await
         .unwrap_err();
     assert!(forewarn::store::StoreError::from(shortage).is_transient());
@@ -296,7 +296,7 @@ async fn a_configuration_limit_is_not_retried_but_a_resource_shortage_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_data_lands_in_a_compressed_chunk() {
     let db = TestDb::new().await;
-    let pool = db.store.pg_pool();
+    let pool = db.store_pool();
     let limit: Option<String> = sqlx::query_scalar(
         "select current_setting('timescaledb.max_tuples_decompressed_per_dml_transaction', true)",
     )
@@ -380,6 +380,97 @@ async fn late_data_lands_in_a_compressed_chunk() {
 /// The TimescaleDB lane serves one connection at a time: replicas cannot overlap there.
 fn one_connection_lane() -> bool {
     std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1")
+}
+
+/// A transaction handle (`Store::begin`) writes several families at once: another
+/// connection sees none of its rows before the commit and all of them after; a rolled-back
+/// or dropped handle leaves nothing. (On the one-connection lane the handle holds the only
+/// connection, so there the rows are checked only once it is gone.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_handle_commits_its_writes_together_or_not_at_all() {
+    let db = TestDb::new().await;
+    let device_id = db
+        .store
+        .resolve_devices(&[unique("TX-")], true)
+        .await
+        .unwrap()[0]
+        .1;
+    let record = |hours_before: i64, detail: &str| ComponentRecord {
+        time: chrono::DateTime::from_timestamp_micros(base_time() - hours_before * HOUR).unwrap(),
+        device_id,
+        component: "pump".into(),
+        detail: detail.into(),
+    };
+    let pool = db.query().await;
+    let count_ours = async || -> (i64, i64) {
+        let mut counts = Vec::new();
+        for table in ["failures", "maintenance"] {
+            let n_rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "select count(*) from {table} where device_id = $1"
+            )))
+            .bind(device_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            counts.push(n_rows);
+        }
+        (counts[0], counts[1])
+    };
+
+    let mut tx = db.store.begin().await.unwrap();
+    assert_eq!(
+        tx.insert_failures(&[record(3, "imported")]).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        tx.insert_maintenance(&[record(2, "replaced")])
+            .await
+            .unwrap(),
+        1
+    );
+    if !one_connection_lane() {
+        assert_eq!(count_ours().await, (0, 0), "invisible before the rollback");
+    }
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        count_ours().await,
+        (0, 0),
+        "a rolled-back handle leaves nothing"
+    );
+
+    let mut tx = db.store.begin().await.unwrap();
+    tx.insert_failures(&[record(3, "imported")]).await.unwrap();
+    tx.insert_maintenance(&[record(2, "replaced")])
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(
+        count_ours().await,
+        (0, 0),
+        "a dropped handle leaves nothing"
+    );
+
+    let mut tx = db.store.begin().await.unwrap();
+    tx.insert_failures(&[record(3, "imported")]).await.unwrap();
+    tx.insert_maintenance(&[record(2, "replaced")])
+        .await
+        .unwrap();
+    if !one_connection_lane() {
+        assert_eq!(count_ours().await, (0, 0), "invisible before the commit");
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(count_ours().await, (1, 1), "both rows at the commit");
+
+    // The pool's version runs the same statement: an existing (device, component, time)
+    // is kept.
+    assert_eq!(
+        db.store
+            .insert_failures(&[record(3, "imported"), record(1, "imported")])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(count_ours().await, (2, 1));
 }
 
 /// Replicas starting together on a fresh database: every `migrate` succeeds, the

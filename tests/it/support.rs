@@ -138,6 +138,9 @@ impl Drop for OwnedCluster {
 pub struct TestDb {
     pub url: String,
     pub store: Store,
+    /// The store's own pool (`store::testing`): the one-connection lane's checks share it,
+    /// and a few tests look at the store's connections themselves.
+    store_pool: sqlx::PgPool,
 }
 
 impl TestDb {
@@ -161,17 +164,31 @@ impl TestDb {
                 .expect("create test database");
             forewarn::store::url_with_database(admin_url, &name).unwrap()
         };
-        let mut store = Store::connect(&url, &database_config(), &storage_config())
-            .await
-            .expect("connect");
+        let (mut store, store_pool) = forewarn::store::testing::connect_sharing_pool(
+            &url,
+            &database_config(),
+            &storage_config(),
+        )
+        .await
+        .expect("connect");
         store.migrate(&storage_config()).await.expect("migrate");
-        TestDb { url, store }
+        TestDb {
+            url,
+            store,
+            store_pool,
+        }
+    }
+
+    /// The store's own connections (the TimescaleDB lane serves one connection in all, so
+    /// checks there must share them).
+    pub fn store_pool(&self) -> &sqlx::PgPool {
+        &self.store_pool
     }
 
     /// A second pool on the same database (for checks while ingest holds its own).
     pub async fn query(&self) -> sqlx::PgPool {
         if std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1") {
-            return self.store.pg_pool().clone();
+            return self.store_pool.clone();
         }
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)

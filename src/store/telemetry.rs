@@ -1,12 +1,16 @@
-//! The ingest write path: one transaction per batch holding telemetry, events, status
-//! changes, last-seen times, dead letters and the rollup's dirty hours. Binary COPY is the
-//! fast path; a batch that hits the unique index (a redelivery) is rolled back to a
-//! savepoint and written again with `insert … on conflict do nothing`.
+//! Telemetry: the ingest write path — one transaction per batch holding telemetry, events,
+//! status changes, last-seen times, dead letters and the rollup's dirty hours — and the
+//! maintenance of what it writes: the rollup refresh, retention, dead-letter retention.
+//! Binary COPY is the fast path; a batch that hits the unique index (a redelivery) is
+//! rolled back to a savepoint and written again with `insert … on conflict do nothing`.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError, copy, is_unique_violation};
+use super::{Store, StoreError, copy, interval_literal, is_unique_violation};
 use crate::contract::EpochMicros;
+use crate::features::HourlyRow;
 
 /// Telemetry rows in columns, as the database takes them in arrays.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -396,5 +400,101 @@ impl Store {
         Ok(sqlx::query_scalar("select count(*) from telemetry")
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    /// Writes rollup rows directly (plain PostgreSQL only, where `telemetry_hourly` is a
+    /// table): benchmarks build a large fleet's lookback without its raw telemetry.
+    pub async fn copy_hourly_rollup(&self, rows: &[HourlyRow]) -> Result<u64, StoreError> {
+        if self.timescaledb {
+            return Err(StoreError::Unsupported(
+                "writing telemetry_hourly directly (a continuous aggregate on TimescaleDB)",
+            ));
+        }
+        let mut connection = self.pool.acquire().await?;
+        Ok(copy::copy_binary(
+            &mut connection,
+            "copy telemetry_hourly (bucket, device_id, metric_id, avg, min, max, stddev, count)
+             from stdin (format binary)",
+            copy::encode_hourly(rows),
+        )
+        .await?)
+    }
+
+    /// Recomputes the hours of `telemetry_hourly` that ingest marked dirty (plain
+    /// PostgreSQL; a no-op on TimescaleDB). Returns the number of hours recomputed.
+    pub async fn refresh_rollup(&self) -> Result<i32, StoreError> {
+        Ok(
+            sqlx::query_scalar("select forewarn_refresh_telemetry_hourly()")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Materialises the continuous aggregate now (TimescaleDB) or recomputes dirty hours.
+    /// Queries give the same answer on both flavours after this.
+    pub async fn refresh_rollup_now(&self) -> Result<(), StoreError> {
+        if self.timescaledb {
+            sqlx::query("call refresh_continuous_aggregate('telemetry_hourly', null, null)")
+                .execute(&self.pool)
+                .await?;
+        } else {
+            self.refresh_rollup().await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes raw rows older than `retention` (plain PostgreSQL; TimescaleDB drops whole
+    /// chunks through its retention policy instead).
+    pub async fn apply_retention(&self, retention: Duration) -> Result<u64, StoreError> {
+        if self.timescaledb {
+            return Ok(0);
+        }
+        let interval = interval_literal(retention);
+        let mut deleted = 0;
+        for statement in [
+            "delete from telemetry where time < now() - $1::interval",
+            "delete from device_events where time < now() - $1::interval",
+            "delete from telemetry_hourly where bucket < now() - $1::interval",
+        ] {
+            deleted += sqlx::query(statement)
+                .bind(&interval)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes dead letters received more than `retention` ago, `batch_rows` at a time, each
+    /// batch its own statement (locks, WAL and the time an autovacuum waits stay bounded
+    /// however far behind it is). `dead_letters` is a plain table on both flavours, so this
+    /// is the retention on TimescaleDB too. Returns the number deleted.
+    pub async fn delete_dead_letters_older_than(
+        &self,
+        retention: Duration,
+        batch_rows: i64,
+    ) -> Result<u64, StoreError> {
+        debug_assert!(batch_rows > 0);
+        let interval = interval_literal(retention);
+        let mut deleted = 0;
+        loop {
+            // The cut-off is computed once per batch; a letter crossing it between batches
+            // is taken by the next pass.
+            let n_rows = sqlx::query(
+                "delete from dead_letters where id in (
+                     select id from dead_letters
+                     where received_at < now() - $1::interval
+                     limit $2)",
+            )
+            .bind(&interval)
+            .bind(batch_rows)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += n_rows;
+            if n_rows < batch_rows.max(1) as u64 {
+                return Ok(deleted);
+            }
+        }
     }
 }

@@ -143,7 +143,10 @@ impl Store {
     }
 
     /// Day buckets of the hourly rollup (UTC days) of `devices` with `from <= day < to`:
-    /// hours, sum and sum of squares of the hourly means, min and max.
+    /// hours, sum and sum of squares of the hourly means, min and max. The sums add the
+    /// hours in bucket order, whatever plan the server picks (a parallel or hash aggregate
+    /// adds them in scan order, and floating-point sums depend on order): the same rollup
+    /// gives the same features bit for bit, so training is repeatable.
     pub async fn daily_rows(
         &self,
         devices: &[i32],
@@ -153,7 +156,8 @@ impl Store {
         let fetched = sqlx::query_as::<_, (i32, i16, DateTime<Utc>, i64, f64, f64, f64, f64)>(
             "select device_id, metric_id,
                     date_bin(interval '1 day', bucket, timestamptz '1970-01-01 00:00:00+00') as day,
-                    count(*), sum(avg), sum(avg * avg), min(min), max(max)
+                    count(*), sum(avg order by bucket), sum(avg * avg order by bucket),
+                    min(min), max(max)
              from telemetry_hourly
              where device_id = any($1) and metric_id = any(array(select id from metrics))
                and bucket >= $2 and bucket < $3

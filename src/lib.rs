@@ -14,6 +14,8 @@ pub mod bench;
 pub mod config;
 /// The MQTT contract: topics, payloads, validation rules. Pure.
 pub mod contract;
+/// `forewarn demo`'s simulated fleet, and the wait until ingest has taken in what it published.
+pub mod demo;
 /// Embedded defaults: in-process broker, private PostgreSQL cluster, private Mosquitto.
 pub mod embedded;
 /// Features: the one code path from history to numbers, for training and scoring. Pure.

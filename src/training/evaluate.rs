@@ -2,11 +2,12 @@
 //! the same rules as the test window of training.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{TrainingError, load_kind, micros_to_time};
+use super::{TrainingError, load_kind, micros_to_time, read_artifact};
 use crate::features::{self, HOUR_MICROS};
 use crate::model::{self, EventMetrics, EventRules, ModeModel, ModelArtifact, ScoredPoint};
 use crate::store::Store;
@@ -157,6 +158,67 @@ pub async fn evaluate(
         failure_modes: results,
         flags,
     })
+}
+
+/// `forewarn evaluate`: judges `model` — a version in `models`, a path to a `model.json`,
+/// or (`None`) the active model of every mode, each read from its own artifact — on
+/// `[from, to)` every `stride` µs, optionally at one `threshold` for every mode instead of
+/// each mode's own. The modes of several artifacts are merged into one evaluation.
+pub async fn evaluate_models(
+    store: &Store,
+    model: Option<&str>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    stride: i64,
+    threshold: Option<f64>,
+) -> Result<Evaluation, TrainingError> {
+    let rows = store.model_rows(false).await?;
+    // (artifact path, modes to keep: None = all)
+    let mut targets: Vec<(PathBuf, Option<Vec<String>>)> = Vec::new();
+    match model {
+        Some(model) if Path::new(model).is_file() => targets.push((model.into(), None)),
+        Some(version) => {
+            let row = rows
+                .iter()
+                .find(|r| r.version == version)
+                .ok_or_else(|| TrainingError::UnknownModel(version.to_string()))?;
+            targets.push((row.artifact_path.clone().into(), None));
+        }
+        None => {
+            for row in rows.iter().filter(|r| r.active) {
+                let path = PathBuf::from(&row.artifact_path);
+                match targets.iter_mut().find(|(p, _)| *p == path) {
+                    Some((_, Some(modes))) => modes.push(row.failure_mode.clone()),
+                    _ => targets.push((path, Some(vec![row.failure_mode.clone()]))),
+                }
+            }
+        }
+    }
+    let mut merged: Option<Evaluation> = None;
+    for (path, modes) in targets {
+        let mut artifact = read_artifact(&path)?;
+        if let Some(modes) = &modes {
+            artifact.modes.retain(|m| modes.contains(&m.mode.name()));
+        }
+        if let Some(threshold) = threshold {
+            for mode in &mut artifact.modes {
+                mode.threshold = threshold;
+            }
+        }
+        let evaluation = evaluate(store, &artifact, from, to, stride).await?;
+        merged = Some(match merged {
+            None => evaluation,
+            Some(mut all) => {
+                all.failure_modes.extend(evaluation.failure_modes);
+                all.flags.extend(evaluation.flags);
+                all
+            }
+        });
+    }
+    // Only "the active models" can name no artifact at all.
+    let mut evaluation = merged.ok_or(TrainingError::NoActiveModel)?;
+    evaluation.overall = overall(&evaluation.failure_modes);
+    Ok(evaluation)
 }
 
 /// Every mode of an evaluation together.

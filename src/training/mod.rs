@@ -38,9 +38,9 @@ pub use crate::history::{
     Examples, KindData, LoadTimes, NotAnExample, load_inputs, load_inputs_timed, load_kind,
     micros_to_time,
 };
-pub use evaluate::{Evaluation, ModeEvaluation, Overall, evaluate, overall};
+pub use evaluate::{Evaluation, ModeEvaluation, Overall, evaluate, evaluate_models, overall};
 pub use promote::{
-    Comparison, Decision, JudgeFuture, Verdict, fitted_until, promote_if_better,
+    Comparison, Decision, JudgeFuture, Verdict, fitted_until, promote_all, promote_if_better,
     promote_when_better,
 };
 pub use retrain::RetrainSettings;
@@ -58,6 +58,14 @@ pub enum TrainingError {
     Artifact(#[from] ArtifactError),
     #[error("no data to train on: {0}")]
     NoData(String),
+    /// A range was asked for and there is no rollup to complete it from.
+    #[error("telemetry_hourly is empty")]
+    EmptyRollup,
+    /// `evaluate_models` was given neither a version in `models` nor a file.
+    #[error("no model version {0} in `models` (nor a file)")]
+    UnknownModel(String),
+    #[error("no active model: train one or pass --model")]
+    NoActiveModel,
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -296,6 +304,27 @@ pub async fn train(
         modes: card(&artifact).modes,
     };
     Ok((artifact, report))
+}
+
+/// The range `train` is asked for when one end or both are given (`forewarn train --from
+/// --until`): a missing start is the rollup's oldest hour, a missing end the end of its
+/// newest. Neither given: `None`, which `train` resolves the same way.
+pub async fn training_range(
+    store: &Store,
+    from: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, TrainingError> {
+    if from.is_none() && until.is_none() {
+        return Ok(None);
+    }
+    let (first, last) = store
+        .rollup_range()
+        .await?
+        .ok_or(TrainingError::EmptyRollup)?;
+    Ok(Some((
+        from.unwrap_or(first),
+        until.unwrap_or(last + chrono::Duration::hours(1)),
+    )))
 }
 
 /// Sets `mode`'s horizon from its history before the test window (a choice like any

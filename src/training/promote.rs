@@ -349,3 +349,23 @@ pub async fn promote_if_better(
     }
     Ok(decisions)
 }
+
+/// Activates every mode of `artifact` without a comparison (`forewarn train --promote
+/// always`), recording `reason` and an empty comparison in `model_promotions`.
+pub async fn promote_all(
+    store: &Store,
+    artifact: &ModelArtifact,
+    reason: &str,
+) -> Result<(), TrainingError> {
+    for mode in &artifact.modes {
+        store
+            .promote_model(
+                &artifact.version,
+                &mode.mode.name(),
+                reason,
+                &serde_json::json!({}),
+            )
+            .await?;
+    }
+    Ok(())
+}

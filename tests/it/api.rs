@@ -243,3 +243,65 @@ async fn api_errors_are_problem_json_with_the_status_of_their_class() {
     serving.await.unwrap().unwrap();
     db.store.close().await;
 }
+
+/// `forewarn predict` is the stage list without ingest: it starts no broker (none is
+/// configured and none is needed), answers ready, registers the shipped model and scores,
+/// and stops cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forewarn_predict_runs_scoring_without_a_broker() {
+    init_logs();
+    if std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1") {
+        return; // the process needs connections of its own
+    }
+    let db = TestDb::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_forewarn"))
+        .arg("predict")
+        .env("DATABASE_URL", &db.url)
+        .env_remove("MQTT_URL")
+        .env("FOREWARN_HTTP_ADDR", addr.to_string())
+        .env("FOREWARN_PREDICT__INTERVAL", "1s")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let last = std::sync::Arc::new(std::sync::Mutex::new((0, String::new())));
+    wait_until("forewarn predict ready", Duration::from_secs(30), || {
+        let last = last.clone();
+        async move {
+            let answer = match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => get(addr, "/readyz").await,
+                Err(_) => (0, String::new()),
+            };
+            let ready = answer.0 == 200;
+            *last.lock().unwrap() = answer;
+            ready
+        }
+    })
+    .await;
+    let last = last.lock().unwrap().clone();
+    assert!(last.1.contains(r#""broker":"not used""#), "{}", last.1);
+    let pool = db.store_pool().clone();
+    wait_until("the shipped model registered", Duration::from_secs(30), || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select count(*) from models where active")
+                .fetch_one(&pool)
+                .await
+                .is_ok_and(|n| n > 0)
+        }
+    })
+    .await;
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(process.id().to_string())
+        .status();
+    let status = process.wait().unwrap();
+    assert!(status.success(), "SIGTERM gives a clean exit: {status}");
+    db.store.close().await;
+}

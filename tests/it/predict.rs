@@ -1255,3 +1255,182 @@ async fn the_lookback_is_the_longest_any_active_mode_of_the_kind_needs() {
         "written {written}, whole history {from_whole}"
     );
 }
+
+/// `forewarn evaluate`'s choice of models: by default the active model of every mode, each
+/// from its own artifact, merged into one evaluation; or one version; or one file. An
+/// unknown version and "no active model" are errors of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluate_models_judges_the_active_modes_a_version_or_a_file() {
+    use forewarn::training::{TrainingError, evaluate_models, read_artifact};
+    let db = TestDb::new().await;
+    let t0 = hour_ago(0);
+    let (from, to) = (time(t0 - DAY), time(t0));
+    let none = evaluate_models(&db.store, None, from, to, HOUR_MICROS, None).await;
+    assert!(
+        matches!(none, Err(TrainingError::NoActiveModel)),
+        "{none:?}"
+    );
+
+    let washer_path = activate_edited_default(&db, "v-washer", &["washer"], |_| {}).await;
+    let fridge_path = activate_edited_default(&db, "v-fridge", &["fridge"], |_| {}).await;
+    let washer_modes: Vec<String> = read_artifact(&washer_path)
+        .unwrap()
+        .modes
+        .iter()
+        .map(|m| m.mode.name())
+        .collect();
+    let fridge_modes: Vec<String> = read_artifact(&fridge_path)
+        .unwrap()
+        .modes
+        .iter()
+        .map(|m| m.mode.name())
+        .collect();
+    assert!(!washer_modes.is_empty() && !fridge_modes.is_empty());
+    for &device in &register(&db, "washer", 2, t0 - 400 * DAY).await {
+        report_hourly(
+            &db,
+            "washer",
+            &WASHER_METRICS,
+            device,
+            (t0 - 2 * DAY, t0),
+            washer_level,
+        )
+        .await;
+    }
+    db.store.refresh_rollup_now().await.unwrap();
+
+    let judged = |evaluation: &forewarn::training::Evaluation| -> Vec<(String, String)> {
+        let mut modes: Vec<(String, String)> = evaluation
+            .failure_modes
+            .iter()
+            .map(|m| (m.failure_mode.clone(), m.model_version.clone()))
+            .collect();
+        modes.sort();
+        modes
+    };
+    let expected = |modes: &[String], version: &str| -> Vec<(String, String)> {
+        let mut modes: Vec<(String, String)> = modes
+            .iter()
+            .map(|m| (m.clone(), version.to_string()))
+            .collect();
+        modes.sort();
+        modes
+    };
+
+    let active = evaluate_models(&db.store, None, from, to, HOUR_MICROS, Some(0.25))
+        .await
+        .unwrap();
+    let mut both = expected(&washer_modes, "v-washer");
+    both.extend(expected(&fridge_modes, "v-fridge"));
+    both.sort();
+    assert_eq!(judged(&active), both);
+    assert!(active.failure_modes.iter().all(|m| m.threshold == 0.25));
+    assert_eq!(
+        serde_json::to_value(&active.overall).unwrap(),
+        serde_json::to_value(forewarn::training::overall(&active.failure_modes)).unwrap(),
+        "overall covers every artifact's modes"
+    );
+
+    let version = evaluate_models(&db.store, Some("v-washer"), from, to, HOUR_MICROS, None)
+        .await
+        .unwrap();
+    assert_eq!(judged(&version), expected(&washer_modes, "v-washer"));
+
+    let file = evaluate_models(
+        &db.store,
+        Some(fridge_path.to_str().unwrap()),
+        from,
+        to,
+        HOUR_MICROS,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(judged(&file), expected(&fridge_modes, "v-fridge"));
+
+    let unknown = evaluate_models(&db.store, Some("v-nope"), from, to, HOUR_MICROS, None).await;
+    assert!(
+        matches!(&unknown, Err(TrainingError::UnknownModel(v)) if v == "v-nope"),
+        "{unknown:?}"
+    );
+    for path in [washer_path, fridge_path] {
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}
+
+/// `forewarn train --promote always` activates every mode of the artifact and records why;
+/// `--from`/`--until` with one end missing take it from the rollup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_all_activates_every_mode_and_a_range_end_comes_from_the_rollup() {
+    use forewarn::training::{TrainingError, promote_all, read_artifact, training_range};
+    let db = TestDb::new().await;
+    let t0 = hour_ago(0);
+    assert!(matches!(
+        training_range(&db.store, None, None).await,
+        Ok(None)
+    ));
+    let empty = training_range(&db.store, Some(time(t0 - DAY)), None).await;
+    assert!(
+        matches!(empty, Err(TrainingError::EmptyRollup)),
+        "{empty:?}"
+    );
+
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default/model.json");
+    let artifact = read_artifact(&shipped).unwrap();
+    db.store
+        .insert_models(&forewarn::training::model_rows(&artifact, &shipped))
+        .await
+        .unwrap();
+    assert!(db.store.model_rows(true).await.unwrap().is_empty());
+    promote_all(&db.store, &artifact, "promoted by hand (--promote always)")
+        .await
+        .unwrap();
+    let mut active: Vec<(String, String)> = db
+        .store
+        .model_rows(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.failure_mode, r.version))
+        .collect();
+    active.sort();
+    let mut expected: Vec<(String, String)> = artifact
+        .modes
+        .iter()
+        .map(|m| (m.mode.name(), artifact.version.clone()))
+        .collect();
+    expected.sort();
+    assert_eq!(active, expected);
+    let pool = db.query().await;
+    let reasons: Vec<(String,)> = sqlx::query_as("select distinct reason from model_promotions")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        reasons,
+        vec![("promoted by hand (--promote always)".to_string(),)]
+    );
+
+    let device = register(&db, "washer", 1, t0 - 400 * DAY).await[0];
+    report_hourly(
+        &db,
+        "washer",
+        &WASHER_METRICS,
+        device,
+        (t0 - 2 * DAY, t0),
+        washer_level,
+    )
+    .await;
+    db.store.refresh_rollup_now().await.unwrap();
+    let (first, last) = db.store.rollup_range().await.unwrap().unwrap();
+    let from = time(t0 - DAY);
+    assert_eq!(
+        training_range(&db.store, Some(from), None).await.unwrap(),
+        Some((from, last + chrono::Duration::hours(1)))
+    );
+    assert_eq!(
+        training_range(&db.store, None, Some(from)).await.unwrap(),
+        Some((first, from))
+    );
+}

@@ -8,20 +8,24 @@
 //! training uses over whole histories.
 
 pub mod config;
+mod models;
+mod scoring;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::artifact::{self, ArtifactError};
-use crate::features::{self, FeatureInputs, FeatureSpec, FeatureTable, HOUR_MICROS, KindSchema};
+use crate::artifact::ArtifactError;
+use crate::features::{self, FeatureSpec, HOUR_MICROS};
 use crate::history;
-use crate::model::{ModeModel, ModelArtifact};
 use crate::observability::Metrics;
 use crate::shutdown::Shutdown;
 use crate::stage::{FirstTick, Periodic, Stage, StageDeps};
-use crate::store::{DeviceSummary, PredictionRow, PromotionOutcome, Store, StoreError};
+use crate::store::{DeviceSummary, Store, StoreError};
+
+pub use models::{ActiveMode, ActiveModels, ensure_default_model};
+pub use scoring::{ScoreTimes, live_inputs, lookback_spec, score_kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
@@ -43,163 +47,6 @@ pub struct PredictSettings {
     pub top_factors: usize,
     /// Registered and activated for modes without an active model.
     pub default_model: Option<PathBuf>,
-}
-
-/// Models in use, reloaded when `models` says another version is active.
-#[derive(Default)]
-pub struct ActiveModels {
-    /// failure mode → (version, model)
-    modes: HashMap<String, (String, ActiveMode)>,
-    artifacts: HashMap<PathBuf, Arc<ModelArtifact>>,
-}
-
-impl ActiveModels {
-    /// Brings the set in line with `models.active`; returns the modes whose version changed.
-    /// An artifact that cannot be read leaves its mode without a model (logged and counted
-    /// as its kind's error); the other modes are loaded.
-    pub async fn refresh(
-        &mut self,
-        store: &Store,
-        metrics: &Metrics,
-    ) -> Result<Vec<String>, PredictError> {
-        let rows = store.model_rows(true).await?;
-        let mut changed = Vec::new();
-        let mut next = HashMap::new();
-        for row in rows {
-            if let Some((version, model)) = self.modes.get(&row.failure_mode)
-                && *version == row.version
-            {
-                next.insert(row.failure_mode.clone(), (version.clone(), model.clone()));
-                continue;
-            }
-            let path = PathBuf::from(&row.artifact_path);
-            let artifact = match self.artifacts.get(&path) {
-                Some(artifact) if artifact.version == row.version => artifact.clone(),
-                _ => {
-                    let read_path = path.clone();
-                    let read =
-                        tokio::task::spawn_blocking(move || artifact::read_artifact(&read_path))
-                            .await?;
-                    match read {
-                        Ok(artifact) => {
-                            let artifact = Arc::new(artifact);
-                            self.artifacts.insert(path.clone(), artifact.clone());
-                            artifact
-                        }
-                        Err(error) => {
-                            let kind = row.failure_mode.split('/').next().unwrap_or_default();
-                            tracing::warn!(version = %row.version, mode = %row.failure_mode, error = %error, "active model cannot be read: its mode is not scored");
-                            metrics
-                                .predict
-                                .kind_errors
-                                .get_or_create(&vec![("kind", kind.to_string())])
-                                .inc();
-                            continue;
-                        }
-                    }
-                }
-            };
-            let Some(index) = artifact
-                .modes
-                .iter()
-                .position(|m| m.mode.name() == row.failure_mode)
-            else {
-                tracing::warn!(version = %row.version, mode = %row.failure_mode, "active model's artifact lacks this mode");
-                continue;
-            };
-            let model = ActiveMode::new(artifact.clone(), index);
-            tracing::info!(mode = %row.failure_mode, version = %row.version, algorithm = %row.algorithm, "model activated for scoring");
-            changed.push(row.failure_mode.clone());
-            next.insert(row.failure_mode, (row.version, model));
-        }
-        self.artifacts
-            .retain(|_, a| next.values().any(|(v, _)| *v == a.version));
-        self.modes = next;
-        Ok(changed)
-    }
-
-    /// The active modes of `kind`, by name: (name, version, model).
-    fn modes_of(&self, kind: &str) -> Vec<(String, String, ActiveMode)> {
-        let mut modes: Vec<_> = self
-            .modes
-            .iter()
-            .filter(|(_, (_, m))| m.model().mode.kind == kind)
-            .map(|(name, (version, model))| (name.clone(), version.clone(), model.clone()))
-            .collect();
-        modes.sort_by(|a, b| a.0.cmp(&b.0));
-        modes
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.modes.is_empty()
-    }
-
-    pub fn versions(&self) -> HashMap<String, String> {
-        self.modes
-            .iter()
-            .map(|(mode, (version, _))| (mode.clone(), version.clone()))
-            .collect()
-    }
-}
-
-/// One failure mode's model inside a shared, loaded artifact.
-#[derive(Clone)]
-pub struct ActiveMode {
-    artifact: Arc<ModelArtifact>,
-    index: usize,
-}
-
-impl ActiveMode {
-    pub fn new(artifact: Arc<ModelArtifact>, index: usize) -> ActiveMode {
-        ActiveMode { artifact, index }
-    }
-
-    pub fn model(&self) -> &ModeModel {
-        &self.artifact.modes[self.index]
-    }
-}
-
-/// Registers the shipped default model for every mode that has no active model.
-pub async fn ensure_default_model(store: &Store, path: &Path) -> Result<usize, PredictError> {
-    if !path.exists() {
-        tracing::info!(path = %path.display(), "no default model shipped");
-        return Ok(0);
-    }
-    let active = store.model_rows(true).await?;
-    let read_path = path.to_path_buf();
-    let artifact =
-        tokio::task::spawn_blocking(move || artifact::read_artifact(&read_path)).await??;
-    let missing: Vec<String> = artifact
-        .modes
-        .iter()
-        .map(|m| m.mode.name())
-        .filter(|name| !active.iter().any(|row| row.failure_mode == *name))
-        .collect();
-    if missing.is_empty() {
-        return Ok(0);
-    }
-    store
-        .insert_models(&artifact::model_rows(&artifact, path))
-        .await?;
-    let mut n_activated = 0;
-    for mode in &missing {
-        // Only where still no model is active: a replica starting at the same time, or a
-        // training run, may have activated one since `active` was read.
-        let outcome = store
-            .promote_model_if_active_is(
-                &artifact.version,
-                mode,
-                None,
-                "default model shipped with forewarn (no model was active)",
-                &serde_json::json!({}),
-            )
-            .await?;
-        if matches!(outcome, PromotionOutcome::Promoted { .. }) {
-            n_activated += 1;
-        }
-    }
-    tracing::info!(version = %artifact.version, modes = n_activated, "default model activated");
-    Ok(n_activated)
 }
 
 /// What one cycle did.
@@ -541,121 +388,6 @@ const STALE_LOG_LINES: usize = 10;
 
 /// Predictions per insert statement.
 const PREDICTIONS_PER_WRITE: usize = 20_000;
-
-/// The spec whose lookbacks cover every one of `specs` (each window the longest any of the
-/// kind's modes needs), and whose staleness is the strictest: a device is scored only where
-/// every mode's training would have had an example.
-pub fn lookback_spec(specs: &[&FeatureSpec]) -> FeatureSpec {
-    let mut lookback = specs
-        .first()
-        .map_or_else(FeatureSpec::default, |s| (*s).clone());
-    for spec in specs.iter().skip(1) {
-        lookback.short_window_hours = lookback.short_window_hours.max(spec.short_window_hours);
-        lookback.long_window_days = lookback.long_window_days.max(spec.long_window_days);
-        lookback.baseline_until_days = lookback.baseline_until_days.max(spec.baseline_until_days);
-        lookback.daily_staleness_days =
-            lookback.daily_staleness_days.max(spec.daily_staleness_days);
-        for window in &spec.event_windows_hours {
-            if !lookback.event_windows_hours.contains(window) {
-                lookback.event_windows_hours.push(*window);
-            }
-        }
-        lookback.code_activity_hours = lookback.code_activity_hours.max(spec.code_activity_hours);
-        lookback.code_baseline_hours = lookback.code_baseline_hours.max(spec.code_baseline_hours);
-    }
-    // Loading: the longest hourly window plus the longest staleness; the rule: the
-    // shortest staleness.
-    let longest_staleness = specs
-        .iter()
-        .map(|s| s.hourly_staleness_hours)
-        .max()
-        .unwrap_or(lookback.hourly_staleness_hours);
-    let shortest_staleness = specs
-        .iter()
-        .map(|s| s.hourly_staleness_hours)
-        .min()
-        .unwrap_or(lookback.hourly_staleness_hours);
-    lookback.short_window_hours += longest_staleness - shortest_staleness;
-    lookback.hourly_staleness_hours = shortest_staleness;
-    lookback
-}
-
-/// Loads the lookback the features of `requests` need (`devices`: the requested ones).
-pub async fn live_inputs(
-    store: &Store,
-    spec: &FeatureSpec,
-    devices: &[DeviceSummary],
-    requests: &[(i32, i64)],
-) -> Result<FeatureInputs, PredictError> {
-    let newest = requests.iter().map(|(_, t)| *t).max().unwrap_or(0);
-    let oldest = requests.iter().map(|(_, t)| *t).min().unwrap_or(0);
-    Ok(history::load_inputs(
-        store,
-        devices,
-        spec,
-        history::micros_to_time(oldest),
-        history::micros_to_time(newest),
-    )
-    .await?)
-}
-
-/// Where [`score_kind`] spent its time.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ScoreTimes {
-    pub features_seconds: f64,
-    /// Probabilities and top factors.
-    pub scoring_seconds: f64,
-}
-
-/// Features and probabilities of one kind's requests under each of its modes' models.
-pub fn score_kind(
-    inputs: &FeatureInputs,
-    requests: &[(i32, i64)],
-    modes: &[(String, String, ActiveMode)],
-    top_factors: usize,
-) -> Result<(Vec<PredictionRow>, ScoreTimes), PredictError> {
-    let mut tables: Vec<((FeatureSpec, KindSchema), FeatureTable)> = Vec::new();
-    let mut rows = Vec::new();
-    let mut times = ScoreTimes::default();
-    for (name, version, active) in modes {
-        let model = active.model();
-        let key = (model.spec.clone(), model.schema.clone());
-        let index = match tables.iter().position(|(k, _)| *k == key) {
-            Some(index) => index,
-            None => {
-                let computing = Instant::now();
-                let table = features::compute(&model.spec, &model.schema, inputs, requests)?;
-                times.features_seconds += computing.elapsed().as_secs_f64();
-                tables.push((key, table));
-                tables.len() - 1
-            }
-        };
-        let scoring = Instant::now();
-        let table = &tables[index].1;
-        let probabilities = model.probabilities(table)?;
-        let mut factors = if top_factors > 0 {
-            model.top_factors(table, top_factors)
-        } else {
-            vec![Vec::new(); table.n_rows()]
-        };
-        for (row, probability) in probabilities.into_iter().enumerate() {
-            let (device, time) = table.requests[row];
-            let factors = std::mem::take(&mut factors[row]);
-            rows.push(PredictionRow {
-                time: history::micros_to_time(time),
-                device_id: device,
-                failure_mode: name.clone(),
-                probability,
-                horizon_hours: model.mode.horizon_hours,
-                model_version: version.clone(),
-                above_threshold: probability >= model.threshold,
-                top_factors: serde_json::to_value(&factors).unwrap_or_default(),
-            });
-        }
-        times.scoring_seconds += scoring.elapsed().as_secs_f64();
-    }
-    Ok((rows, times))
-}
 
 /// Runs cycles every `interval` until shutdown. A failed cycle is logged and retried on
 /// the next tick: scoring is idempotent (one row per device, mode, time and model).

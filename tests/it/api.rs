@@ -287,15 +287,19 @@ async fn forewarn_predict_runs_scoring_without_a_broker() {
     let last = last.lock().unwrap().clone();
     assert!(last.1.contains(r#""broker":"not used""#), "{}", last.1);
     let pool = db.store_pool().clone();
-    wait_until("the shipped model registered", Duration::from_secs(30), || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("select count(*) from models where active")
-                .fetch_one(&pool)
-                .await
-                .is_ok_and(|n| n > 0)
-        }
-    })
+    wait_until(
+        "the shipped model registered",
+        Duration::from_secs(30),
+        || {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("select count(*) from models where active")
+                    .fetch_one(&pool)
+                    .await
+                    .is_ok_and(|n| n > 0)
+            }
+        },
+    )
     .await;
     let _ = std::process::Command::new("kill")
         .arg("-TERM")

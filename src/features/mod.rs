@@ -19,14 +19,19 @@
 //! same function, the same rows, the same numbers (see the test in `tests/it/predict.rs`).
 
 mod describe;
+mod events;
+mod inputs;
 mod rolling;
+mod series;
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 pub use describe::describe;
-use rolling::{RollingInput, rolling_windows};
+use events::EventIndex;
+pub use inputs::{DailyRow, DeviceInfo, EventRecord, FeatureInputs, HourlyRow};
+use series::{DailyStats, Series};
 
 pub const HOUR_MICROS: i64 = 3_600_000_000;
 pub const DAY_MICROS: i64 = 24 * HOUR_MICROS;
@@ -122,61 +127,6 @@ pub struct KindSchema {
     pub components: Vec<String>,
     /// Device models, one-hot.
     pub models: Vec<String>,
-}
-
-/// One hourly rollup row: `telemetry_hourly` (time in µs since the epoch, UTC).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HourlyRow {
-    pub device_id: i32,
-    pub metric_id: i16,
-    pub bucket: i64,
-    pub avg: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-/// One day bucket, aggregated from hourly rows: `hours` hourly means with their sum and
-/// sum of squares (so window statistics over hourly means stay exact), min and max.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DailyRow {
-    pub device_id: i32,
-    pub metric_id: i16,
-    pub day: i64,
-    pub hours: f64,
-    pub sum: f64,
-    pub sum_squares: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventRecord {
-    pub device_id: i32,
-    pub time: i64,
-    pub code: String,
-    pub severity: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceInfo {
-    pub kind: String,
-    pub model: Option<String>,
-    pub installed_at: Option<i64>,
-}
-
-/// Everything features are computed from, as loaded by the store. Rows may come in any
-/// order; rows of devices not asked for are ignored.
-#[derive(Debug, Clone, Default)]
-pub struct FeatureInputs {
-    pub hourly: Vec<HourlyRow>,
-    pub daily: Vec<DailyRow>,
-    pub events: Vec<EventRecord>,
-    /// `(device_id, component)` → times, any order.
-    pub maintenance: HashMap<(i32, String), Vec<i64>>,
-    pub failures: HashMap<(i32, String), Vec<i64>>,
-    pub devices: HashMap<i32, DeviceInfo>,
-    /// metric id → name.
-    pub metric_names: HashMap<i16, String>,
 }
 
 /// A feature matrix: one row per request, columns named by `names` (row-major values,
@@ -521,248 +471,6 @@ fn fill_metric(
             cell[12] = (short_mean - baseline_mean) / scale;
             cell[13] = (long_mean - baseline_mean) / scale;
         }
-    }
-}
-
-/// One bucket of a series: `weight` observations (1 hourly mean, or the hours of a day)
-/// with their sum and sum of squares, the bucket's own mean (for slopes), min and max.
-#[derive(Clone, Copy)]
-struct Bucket {
-    device: i32,
-    metric: usize,
-    /// Hours or days since the epoch.
-    time: i64,
-    weight: f64,
-    sum: f64,
-    sum_squares: f64,
-    mean: f64,
-    min: f64,
-    max: f64,
-}
-
-/// Per-(device, metric) series in key order, with values centred on the series' first
-/// value (sums of squares stay exact for large readings; the offset is added back).
-struct Series {
-    /// `(device, metric column)` → row range.
-    ranges: HashMap<(i32, usize), (usize, usize)>,
-    time: Vec<i64>,
-    offset: Vec<f64>,
-    input: RollingInput,
-}
-
-impl Series {
-    fn hourly(rows: &[&HourlyRow], metric_column: &HashMap<i16, usize>) -> Series {
-        Series::from_buckets(
-            rows.iter()
-                .filter_map(|r| {
-                    metric_column.get(&r.metric_id).map(|&metric| Bucket {
-                        device: r.device_id,
-                        metric,
-                        time: r.bucket.div_euclid(HOUR_MICROS),
-                        weight: 1.0,
-                        sum: r.avg,
-                        sum_squares: r.avg * r.avg,
-                        mean: r.avg,
-                        min: r.min,
-                        max: r.max,
-                    })
-                })
-                .collect(),
-        )
-    }
-
-    fn daily(rows: &[&DailyRow], metric_column: &HashMap<i16, usize>) -> Series {
-        Series::from_buckets(
-            rows.iter()
-                .filter(|r| r.hours > 0.0)
-                .filter_map(|r| {
-                    metric_column.get(&r.metric_id).map(|&metric| Bucket {
-                        device: r.device_id,
-                        metric,
-                        time: r.day.div_euclid(DAY_MICROS),
-                        weight: r.hours,
-                        sum: r.sum,
-                        sum_squares: r.sum_squares,
-                        mean: r.sum / r.hours,
-                        min: r.min,
-                        max: r.max,
-                    })
-                })
-                .collect(),
-        )
-    }
-
-    fn from_buckets(mut buckets: Vec<Bucket>) -> Series {
-        buckets.sort_unstable_by_key(|b| (b.device, b.metric, b.time));
-        buckets.dedup_by_key(|b| (b.device, b.metric, b.time));
-        let mut series = SeriesBuilder::default();
-        for bucket in &buckets {
-            series.push(bucket);
-        }
-        series.finish()
-    }
-
-    /// The newest row of `(device, metric)` with time before `before`.
-    fn newest_before(&self, device: i32, metric: usize, before: i64) -> Option<usize> {
-        let &(start, end) = self.ranges.get(&(device, metric))?;
-        let count = self.time[start..end].partition_point(|&t| t < before);
-        (count > 0).then(|| start + count - 1)
-    }
-
-    fn hourly_stats(&self, window: i64) -> Result<rolling::WindowStats, FeatureError> {
-        let mut stats = rolling_windows(&self.input, &[window], &[])?;
-        Ok(stats.remove(0))
-    }
-
-    fn daily_stats(&self, long_days: i64, until_days: i64) -> Result<DailyStats, FeatureError> {
-        let mut stats = rolling_windows(&self.input, &[long_days], &[until_days])?;
-        let long = stats.remove(0);
-        let until = stats.remove(0).sums;
-        Ok(DailyStats { long, until })
-    }
-}
-
-struct DailyStats {
-    long: rolling::WindowStats,
-    /// Sums over `baseline_until_days`, for the baseline by difference.
-    until: rolling::WindowSums,
-}
-
-impl DailyStats {
-    fn baseline(&self, row: usize) -> Option<(f64, f64)> {
-        let n = self.until.weight[row] - self.long.sums.weight[row];
-        if n < 2.0 {
-            return None;
-        }
-        let sum = self.until.sum[row] - self.long.sums.sum[row];
-        let squares = self.until.sum_squares[row] - self.long.sums.sum_squares[row];
-        let mean = sum / n;
-        let variance = ((squares - sum * sum / n) / (n - 1.0)).max(0.0);
-        Some((mean, variance.sqrt()))
-    }
-}
-
-/// Collects sorted series rows, centring each series on its first bucket mean.
-#[derive(Default)]
-struct SeriesBuilder {
-    ranges: HashMap<(i32, usize), (usize, usize)>,
-    current: Option<((i32, usize), usize, f64)>,
-    series_index: i64,
-    time: Vec<i64>,
-    offset: Vec<f64>,
-    input: RollingInput,
-}
-
-impl SeriesBuilder {
-    fn push(&mut self, bucket: &Bucket) {
-        let Bucket {
-            device,
-            metric,
-            time,
-            weight,
-            sum,
-            sum_squares,
-            mean,
-            min,
-            max,
-        } = *bucket;
-        let row = self.time.len();
-        let centre = match self.current {
-            Some((key, _, centre)) if key == (device, metric) => centre,
-            _ => {
-                self.close(row);
-                self.series_index += 1;
-                self.current = Some(((device, metric), row, mean));
-                mean
-            }
-        };
-        let first_time = self
-            .current
-            .map(|(_, start, _)| start)
-            .map_or(
-                time,
-                |start| {
-                    if start == row { time } else { self.time[start] }
-                },
-            );
-        // Sums of centred values: Σ(y−c) = Σy − n·c, Σ(y−c)² = Σy² − 2cΣy + n·c².
-        self.input
-            .key
-            .push((self.series_index << rolling::SERIES_SHIFT) | (time - first_time));
-        self.input.x.push((time - first_time) as f64);
-        self.input.weight.push(weight);
-        self.input.sum.push(sum - weight * centre);
-        self.input
-            .sum_squares
-            .push(sum_squares - 2.0 * centre * sum + weight * centre * centre);
-        self.input.mean.push(mean - centre);
-        self.input.min.push(min);
-        self.input.max.push(max);
-        self.time.push(time);
-        self.offset.push(centre);
-    }
-
-    fn close(&mut self, end: usize) {
-        if let Some((key, start, _)) = self.current.take() {
-            self.ranges.insert(key, (start, end));
-        }
-    }
-
-    fn finish(mut self) -> Series {
-        let end = self.time.len();
-        self.close(end);
-        Series {
-            ranges: self.ranges,
-            time: self.time,
-            offset: self.offset,
-            input: self.input,
-        }
-    }
-}
-
-/// Events per device, sorted by time.
-struct EventIndex<'a> {
-    by_device: HashMap<i32, Vec<&'a EventRecord>>,
-}
-
-impl<'a> EventIndex<'a> {
-    fn build(events: &'a [EventRecord], devices: &std::collections::HashSet<i32>) -> Self {
-        let mut by_device: HashMap<i32, Vec<&EventRecord>> = HashMap::new();
-        for event in events.iter().filter(|e| devices.contains(&e.device_id)) {
-            by_device.entry(event.device_id).or_default().push(event);
-        }
-        for list in by_device.values_mut() {
-            list.sort_by_key(|e| e.time);
-        }
-        EventIndex { by_device }
-    }
-
-    fn count(&self, device: i32, from: i64, to: i64, keep: impl Fn(&EventRecord) -> bool) -> f64 {
-        let Some(list) = self.by_device.get(&device) else {
-            return 0.0;
-        };
-        let start = list.partition_point(|e| e.time < from);
-        let end = list.partition_point(|e| e.time < to);
-        list[start..end].iter().filter(|e| keep(e)).count() as f64
-    }
-
-    /// Distinct clock hours in `[from, to)` with an event of `code`.
-    fn active_hours(&self, device: i32, from: i64, to: i64, code: &str) -> f64 {
-        let Some(list) = self.by_device.get(&device) else {
-            return 0.0;
-        };
-        let start = list.partition_point(|e| e.time < from);
-        let end = list.partition_point(|e| e.time < to);
-        let mut hours = 0;
-        let mut last_hour = None;
-        for event in list[start..end].iter().filter(|e| e.code == code) {
-            let hour = event.time.div_euclid(HOUR_MICROS);
-            if last_hour != Some(hour) {
-                hours += 1;
-                last_hour = Some(hour);
-            }
-        }
-        hours as f64
     }
 }
 

@@ -11,13 +11,16 @@
 //! test window and judged on it, where nothing was fitted or chosen. Nothing at or after
 //! `until` is read.
 
+mod baselines;
 pub mod config;
 mod evaluate;
 mod fit;
 mod horizon;
+mod pooled;
 mod promote;
 mod retrain;
 mod split;
+mod thresholds;
 
 use std::path::PathBuf;
 use std::time::Instant;

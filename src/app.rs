@@ -81,7 +81,7 @@ pub async fn open_store(config: &Config, database_url: &str) -> Result<Store, Ap
 }
 
 /// The stages a process can run. A command is a list of them (`serve`: all; `ingest`:
-/// ingest; `predict`: scoring and retraining); a periodic stage whose interval is switched
+/// ingest; `predict`: scoring, retraining and maintenance); a periodic stage whose interval is switched
 /// off in the configuration is left out. The HTTP server runs in every process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageKind {
@@ -106,7 +106,13 @@ impl StageKind {
     /// `forewarn ingest`.
     pub const INGEST: &'static [StageKind] = &[StageKind::Ingest];
     /// `forewarn predict`.
-    pub const PREDICT: &'static [StageKind] = &[StageKind::Predict, StageKind::Retrain];
+    /// With maintenance: a deployment of `ingest` and `predict` processes still refreshes
+    /// the rollup and applies retention (passes from several processes are safe).
+    pub const PREDICT: &'static [StageKind] = &[
+        StageKind::Predict,
+        StageKind::Retrain,
+        StageKind::Maintenance,
+    ];
 }
 
 /// A running forewarn: its stages and HTTP server, until `shutdown`.

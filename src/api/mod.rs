@@ -56,7 +56,9 @@ impl ApiState {
 
 /// Every route: `ops` at the root, one router per `/api/v1` module.
 pub fn router(state: ApiState) -> Router {
-    let v1 = Router::new().merge(devices::router());
+    let v1 = Router::new()
+        .merge(devices::router())
+        .method_not_allowed_fallback(problem::method_not_allowed);
     Router::new()
         .merge(ops::router())
         .nest("/api/v1", v1)

@@ -33,6 +33,9 @@ pub enum HttpError {
     /// The request's input is not acceptable (422), naming the field.
     #[error("{field}: {detail}")]
     Rejected { field: String, detail: String },
+    /// The path exists, the method does not (405).
+    #[error("method {method} not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
     /// The store failed in a way that may pass (connection, pool exhausted, restart): 503
     /// with `Retry-After`.
     #[error("store unavailable: {0}")]
@@ -57,6 +60,7 @@ impl HttpError {
         match self {
             HttpError::NotFound { .. } => StatusCode::NOT_FOUND,
             HttpError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -70,6 +74,7 @@ impl HttpError {
             HttpError::Rejected { field, detail } => {
                 ("rejected-input", detail.clone(), Some(field.clone()))
             }
+            HttpError::MethodNotAllowed { .. } => ("method-not-allowed", self.to_string(), None),
             HttpError::Unavailable(_) => (
                 "unavailable",
                 format!(
@@ -98,10 +103,12 @@ impl From<StoreError> for HttpError {
         if error.is_transient() {
             HttpError::Unavailable(error)
         } else if error.is_data_rejection() {
-            // The data was refused by a constraint: the request's input, not the server.
+            // The data was refused by a database rule: the request's input, not the server.
+            // The database's own message names tables and values: logged, never sent.
+            tracing::info!(%error, "request data refused by the database");
             HttpError::Rejected {
                 field: "body".to_string(),
-                detail: error.to_string(),
+                detail: "the data was refused by a rule of the database".to_string(),
             }
         } else if let StoreError::NoSuchModel { .. } = error {
             HttpError::NotFound {
@@ -131,6 +138,14 @@ impl IntoResponse for HttpError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         response
+    }
+}
+
+/// The answer to a method a known path does not take.
+pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> HttpError {
+    HttpError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
     }
 }
 

@@ -143,10 +143,11 @@ impl Store {
     }
 
     /// Day buckets of the hourly rollup (UTC days) of `devices` with `from <= day < to`:
-    /// hours, sum and sum of squares of the hourly means, min and max. The sums add the
-    /// hours in bucket order, whatever plan the server picks (a parallel or hash aggregate
-    /// adds them in scan order, and floating-point sums depend on order): the same rollup
-    /// gives the same features bit for bit, so training is repeatable.
+    /// hours, sum and sum of squares of the hourly means, min and max. The float sums follow
+    /// the plan's scan order (a parallel aggregate can change it between runs, and the last
+    /// bit with it); summing in bucket order (`order by bucket`) made this aggregate 3.2×
+    /// slower (6 M rows: 3.5 s against 1.1 s) on the live cycle's path, so it waits for a
+    /// day rollup computed once by the refresh.
     pub async fn daily_rows(
         &self,
         devices: &[i32],
@@ -156,8 +157,7 @@ impl Store {
         let fetched = sqlx::query_as::<_, (i32, i16, DateTime<Utc>, i64, f64, f64, f64, f64)>(
             "select device_id, metric_id,
                     date_bin(interval '1 day', bucket, timestamptz '1970-01-01 00:00:00+00') as day,
-                    count(*), sum(avg order by bucket), sum(avg * avg order by bucket),
-                    min(min), max(max)
+                    count(*), sum(avg), sum(avg * avg), min(min), max(max)
              from telemetry_hourly
              where device_id = any($1) and metric_id = any(array(select id from metrics))
                and bucket >= $2 and bucket < $3

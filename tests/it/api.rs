@@ -24,10 +24,17 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// One HTTP/1.1 GET: the status code, the header lines (lowercased) and the body.
 async fn get_with_headers(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    request(addr, "GET", path).await
+}
+
+/// One HTTP/1.1 request without a body: the status code, the header lines (lowercased) and
+/// the body.
+async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await
         .unwrap();
@@ -230,6 +237,11 @@ async fn api_errors_are_problem_json_with_the_status_of_their_class() {
 
     let (status, headers, body) = get_with_headers(addr, "/api/v1/no-such-route").await;
     assert_eq!(status, 404);
+    problem_of(status, &headers, &body);
+
+    let (status, headers, body) =
+        request(addr, "DELETE", &format!("/api/v1/devices/{external_id}")).await;
+    assert_eq!(status, 405, "{body}");
     problem_of(status, &headers, &body);
 
     api_store.close().await;

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use forewarn::config::StorageConfig;
-use forewarn::features::HourlyRow;
 use forewarn::store::{
     ComponentRecord, DeadLetterRow, EventRow, MIGRATION_LOCK_KEY, MigrationReport, Store,
     TelemetryColumns, WriteBatch,
@@ -911,63 +909,4 @@ async fn a_series_that_breaks_its_aggregate_does_not_stop_the_others() {
     );
     let dirty = count(&pool, "select count(*) from telemetry_hourly_dirty").await;
     assert_eq!(dirty, 0);
-}
-
-/// Day buckets add their hours in bucket order, whatever order the rows lie in: floating
-/// point sums depend on order, and features (and so training) must be the same bit for bit
-/// for the same rollup. The rows are written in reverse, so a sum in scan order differs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn day_buckets_sum_their_hours_in_bucket_order() {
-    init_logs();
-    let db = TestDb::new().await;
-    if db.store.is_timescaledb() {
-        eprintln!("telemetry_hourly is a continuous aggregate here: it cannot be written");
-        return;
-    }
-    let device_id = db
-        .store
-        .upsert_device(&unique("ORDER-"), "washer", None)
-        .await
-        .unwrap();
-    let metric = unique("order_metric_");
-    let metric_id = db.store.resolve_metrics(&[metric], true).await.unwrap()[0].1;
-    let day = DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc);
-    // In bucket order 0.6 + 1e16 - 1e16 = 0; in reverse 0.6.
-    let values = [0.6, 1e16, -1e16];
-    let rows: Vec<HourlyRow> = values
-        .iter()
-        .enumerate()
-        .rev()
-        .map(|(hour, &value)| HourlyRow {
-            device_id,
-            metric_id,
-            bucket: (day + chrono::Duration::hours(hour as i64)).timestamp_micros(),
-            avg: value,
-            min: value,
-            max: value,
-        })
-        .collect();
-    db.store.copy_hourly_rollup(&rows).await.unwrap();
-    let in_bucket_order = values.iter().fold(0.0, |sum, v| sum + v);
-    let squares_in_bucket_order = values.iter().fold(0.0, |sum, v| sum + v * v);
-    let daily = db
-        .store
-        .daily_rows(&[device_id], day, day + chrono::Duration::days(1))
-        .await
-        .unwrap();
-    assert_eq!(daily.len(), 1, "{daily:?}");
-    assert_eq!(daily[0].hours, 3.0);
-    assert_eq!(
-        daily[0].sum.to_bits(),
-        in_bucket_order.to_bits(),
-        "{daily:?}"
-    );
-    assert_eq!(
-        daily[0].sum_squares.to_bits(),
-        squares_in_bucket_order.to_bits(),
-        "{daily:?}"
-    );
-    db.store.close().await;
 }

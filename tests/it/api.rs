@@ -313,10 +313,7 @@ async fn forewarn_predict_runs_scoring_without_a_broker() {
         },
     )
     .await;
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(process.id().to_string())
-        .status();
+    sigterm(&process);
     let status = process.wait().unwrap();
     assert!(status.success(), "SIGTERM gives a clean exit: {status}");
     db.store.close().await;

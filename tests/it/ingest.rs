@@ -398,10 +398,7 @@ async fn killed_process_resumes_without_loss_or_duplicates() {
         count(&pool, "select count(*) from telemetry").await,
         n_messages
     );
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(process.id().to_string())
-        .status();
+    sigterm(&process);
     let status = process.wait().unwrap();
     assert!(status.success(), "SIGTERM gives a clean exit: {status}");
 }

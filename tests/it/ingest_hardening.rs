@@ -202,13 +202,6 @@ async fn sigterm_mid_backlog_stops_promptly_and_loses_nothing() {
     assert!(process.wait().unwrap().success());
 }
 
-fn sigterm(process: &std::process::Child) {
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(process.id().to_string())
-        .status();
-}
-
 /// Shutdown with the database down, and with the broker down: both within 10 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_prompt_with_the_database_or_the_broker_down() {

@@ -460,3 +460,11 @@ pub fn spawn_ingest(
         .spawn()
         .unwrap()
 }
+
+/// Sends SIGTERM to a forewarn process (what an orchestrator does to stop it).
+pub fn sigterm(process: &std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(process.id().to_string())
+        .status();
+}

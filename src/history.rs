@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use crate::features::{
-    DAY_MICROS, FeatureInputs, FeatureSpec, FeatureTable, HOUR_MICROS, KindSchema,
+    self, DAY_MICROS, FeatureInputs, FeatureSpec, FeatureTable, HOUR_MICROS, KindSchema,
 };
 use crate::store::{DeviceSummary, Store, StoreError};
 
@@ -186,8 +186,11 @@ pub struct LoadTimes {
     pub history_seconds: f64,
 }
 
-/// [`load_inputs`], timed; `daily`: day buckets already loaded by the same query (live
-/// scoring keeps them for a day: features use only complete days), else loaded.
+/// [`load_inputs`], timed; `daily`: the day buckets, when the caller keeps them (live
+/// scoring: [`crate::predict`]'s day cache; only hourly rows of the hourly lookback are
+/// loaded then). Else the hourly rows of the daily lookback are loaded and the day buckets
+/// computed from them in memory ([`features::day_buckets`]: sums in bucket order, the
+/// same bits every run), then the hourly rows outside the hourly lookback dropped.
 pub async fn load_inputs_timed(
     store: &Store,
     devices: &[DeviceSummary],
@@ -200,15 +203,26 @@ pub async fn load_inputs_timed(
     let before = |micros: i64| from - chrono::Duration::microseconds(micros);
     let mut times = LoadTimes::default();
     let started = std::time::Instant::now();
-    let hourly = store
-        .hourly_rows(&ids, before(spec.hourly_lookback_micros()), until)
-        .await?;
-    let daily = match daily {
-        Some(rows) => rows,
-        None => {
+    let (hourly, daily) = match daily {
+        Some(daily) => (
             store
-                .daily_rows(&ids, before(spec.daily_lookback_micros()), until)
-                .await?
+                .hourly_rows(&ids, before(spec.hourly_lookback_micros()), until)
+                .await?,
+            daily,
+        ),
+        None => {
+            let earliest = spec
+                .daily_lookback_micros()
+                .max(spec.hourly_lookback_micros());
+            // Whole days, as the live day cache holds them.
+            let earliest = features::day_start(before(earliest).timestamp_micros());
+            let mut hourly = store
+                .hourly_rows(&ids, micros_to_time(earliest), until)
+                .await?;
+            let daily = features::day_buckets(&hourly, i64::MIN..i64::MAX);
+            let hourly_from = before(spec.hourly_lookback_micros()).timestamp_micros();
+            hourly.retain(|row| row.bucket >= hourly_from);
+            (hourly, daily)
         }
     };
     times.rollups_seconds = started.elapsed().as_secs_f64();

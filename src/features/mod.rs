@@ -18,6 +18,7 @@
 //! over its whole history, live scoring for one `t` per device over a short lookback: the
 //! same function, the same rows, the same numbers (see the test in `tests/it/predict.rs`).
 
+mod days;
 mod describe;
 mod events;
 mod inputs;
@@ -28,6 +29,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use days::day_buckets;
 pub use describe::describe;
 use events::EventIndex;
 pub use inputs::{DailyRow, DeviceInfo, EventRecord, FeatureInputs, HourlyRow};
@@ -35,6 +37,11 @@ use series::{DailyStats, Series};
 
 pub const HOUR_MICROS: i64 = 3_600_000_000;
 pub const DAY_MICROS: i64 = 24 * HOUR_MICROS;
+
+/// The start (µs) of the UTC day holding `micros`: the day buckets' key.
+pub fn day_start(micros: i64) -> i64 {
+    micros.div_euclid(DAY_MICROS) * DAY_MICROS
+}
 
 /// Errors of feature computation: only polars can fail here.
 #[derive(Debug, thiserror::Error)]

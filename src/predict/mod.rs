@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::artifact::ArtifactError;
-use crate::features::{self, FeatureSpec, HOUR_MICROS};
+use crate::features::{self, DAY_MICROS, FeatureSpec, HOUR_MICROS};
 use crate::history;
 use crate::observability::Metrics;
 use crate::shutdown::Shutdown;
@@ -72,6 +72,12 @@ pub struct CycleReport {
     /// Models, devices, the fleet's clock; the rollup refresh (plain PostgreSQL).
     pub prepare_seconds: f64,
     pub load_rollups_seconds: f64,
+    /// Day buckets: kept ones filtered, covered days computed from the hourly rows, and
+    /// days held for no device read from the database (the first cycle).
+    pub load_days_seconds: f64,
+    /// Day-bucket rows read from the database (the others were kept or computed from the
+    /// hourly rows): all of them on a scorer's first cycle, those of new devices later.
+    pub day_rows_read: usize,
     pub load_events_seconds: f64,
     /// Maintenance, failures, metric catalogue.
     pub load_history_seconds: f64,
@@ -87,7 +93,10 @@ pub struct CycleReport {
 
 impl CycleReport {
     pub fn load_seconds(&self) -> f64 {
-        self.load_rollups_seconds + self.load_events_seconds + self.load_history_seconds
+        self.load_rollups_seconds
+            + self.load_days_seconds
+            + self.load_events_seconds
+            + self.load_history_seconds
     }
 
     pub fn total_seconds(&self) -> f64 {
@@ -109,20 +118,122 @@ pub struct Scorer {
     clock: Option<i64>,
     /// Kinds with devices and no active model, already logged (once, not every cycle).
     kinds_without_model: HashSet<String>,
-    /// Per kind, the day buckets of its lookback, kept while the as-of day, the lookback
-    /// and the kind's devices stay the same.
+    /// Per kind, the day buckets of its lookback, kept across cycles ([`DailyCache`]).
     daily: HashMap<String, DailyCache>,
 }
 
-/// Day buckets loaded for one kind. Features read only complete days before the as-of day,
-/// so within a day the next cycle needs the same rows: reading them again (a kind's whole
-/// lookback of hourly rows, aggregated: most of a cycle's load) is skipped until the day
-/// changes. Rollup rows of past days that arrive late reach the features the next day.
+/// Day buckets of one kind's lookback, kept across cycles. Features read only complete days
+/// before the as-of day, and a complete day's hourly rows rarely change, so each cycle
+/// - computes in memory, from the hourly rows it loads anyway, every complete day those
+///   cover (the day just ended, in the first hours of a day: late rows up to then count);
+/// - keeps the older days from earlier cycles;
+/// - reads from the database ([`Store::daily_rows`]) only days it holds for no device yet (the
+///   first cycle, or after a pause that skipped a day's first hours), and every day for
+///   devices new to the kind or reporting again after being marked stale (what a device
+///   that was offline uploads late lands in past days).
+///
+/// So no cycle in a running scorer aggregates the whole lookback again: at 100,000 devices
+/// that was the first cycle of every day. Late rows of a past day from a device that was
+/// never marked stale reach the features when the scorer restarts (training sees them).
 struct DailyCache {
-    day: i64,
     lookback: i64,
+    /// Sorted.
     devices: Vec<i32>,
+    /// Complete days held, `[first, end)` (µs of day starts).
+    first: i64,
+    end: i64,
     rows: Vec<features::DailyRow>,
+}
+
+impl DailyCache {
+    /// The day buckets of `devices` (sorted) for the complete days of the lookback before
+    /// `as_of` (`daily_lookback` µs): from `cache` where it holds them (not for `reread`),
+    /// from `hourly` (loaded from `hourly_from`) where they cover a whole day, from the
+    /// store otherwise.
+    #[allow(clippy::too_many_arguments)]
+    async fn update(
+        cache: Option<DailyCache>,
+        store: &Store,
+        devices: Vec<i32>,
+        reread: &HashSet<i32>,
+        daily_lookback: i64,
+        as_of: i64,
+        hourly: &[features::HourlyRow],
+        hourly_from: i64,
+    ) -> Result<(DailyCache, usize), PredictError> {
+        let first = features::day_start(as_of - daily_lookback);
+        let end = features::day_start(as_of);
+        // The first whole day the hourly rows cover.
+        let covered = features::day_start(hourly_from + DAY_MICROS - 1).clamp(first, end);
+        let cache = cache.filter(|c| c.lookback == daily_lookback);
+        let (mut rows, held, new_devices) = match cache {
+            Some(cache) => {
+                let held = (cache.first.max(first), cache.end.min(covered));
+                let same_devices = cache.devices == devices;
+                let mut rows = cache.rows;
+                if same_devices && reread.is_empty() {
+                    rows.retain(|r| r.day >= held.0 && r.day < held.1);
+                } else {
+                    let wanted: HashSet<i32> = devices.iter().copied().collect();
+                    rows.retain(|r| {
+                        r.day >= held.0
+                            && r.day < held.1
+                            && wanted.contains(&r.device_id)
+                            && !reread.contains(&r.device_id)
+                    });
+                }
+                let known: HashSet<i32> = cache.devices.into_iter().collect();
+                let new_devices: Vec<i32> = devices
+                    .iter()
+                    .copied()
+                    .filter(|d| !known.contains(d) || reread.contains(d))
+                    .collect();
+                (rows, held, new_devices)
+            }
+            None => (Vec::new(), (covered, covered), Vec::new()),
+        };
+        let load = |ids: Vec<i32>, from: i64, to: i64| async move {
+            if ids.is_empty() || from >= to {
+                return Ok::<_, PredictError>(Vec::new());
+            }
+            Ok(store
+                .daily_rows(
+                    &ids,
+                    history::micros_to_time(from),
+                    history::micros_to_time(to),
+                )
+                .await?)
+        };
+        let (held_from, held_to) = if held.0 < held.1 {
+            held
+        } else {
+            (covered, covered)
+        };
+        let kept = rows.len();
+        // Days no device has yet, before and after what is held.
+        rows.extend(load(devices.clone(), first, held_from).await?);
+        rows.extend(load(devices.clone(), held_to, covered).await?);
+        // Devices new to the kind: every held day.
+        rows.extend(load(new_devices, held_from, held_to).await?);
+        let read = rows.len() - kept;
+        let computed = rows.len();
+        rows.extend(features::day_buckets(hourly, covered..end));
+        tracing::debug!(
+            kept,
+            read = computed - kept,
+            computed = rows.len() - computed,
+            days_from_hourly = (end - covered) / DAY_MICROS,
+            "day buckets"
+        );
+        let cache = DailyCache {
+            lookback: daily_lookback,
+            devices,
+            first,
+            end,
+            rows,
+        };
+        Ok((cache, read))
+    }
 }
 
 impl Default for Scorer {
@@ -266,32 +377,45 @@ impl Scorer {
         // The hour of `as_of` itself is loaded too: it tells a device that reports again
         // (no longer stale) from one still silent, though features use only earlier hours.
         let device_ids: Vec<i32> = devices.iter().map(|d| d.id).collect();
-        let day = as_of.div_euclid(features::DAY_MICROS);
-        let cached = self.daily.remove(kind).filter(|cache| {
-            cache.day == day
-                && cache.lookback == lookback.daily_lookback_micros()
-                && cache.devices == device_ids
-        });
-        let (inputs, times) = history::load_inputs_timed(
+        let (mut inputs, times) = history::load_inputs_timed(
             store,
             devices,
             &lookback,
             history::micros_to_time(as_of),
             history::micros_to_time(as_of + HOUR_MICROS),
-            cached.map(|cache| cache.rows),
+            Some(Vec::new()),
         )
         .await?;
-        let daily_cache = |rows| DailyCache {
-            day,
-            lookback: lookback.daily_lookback_micros(),
-            devices: device_ids,
-            rows,
-        };
+        let mut sorted_ids = device_ids;
+        sorted_ids.sort_unstable();
+        // Which devices reported when: the training rule, and the day cache's re-reads.
+        let examples = history::Examples::new(&inputs, &lookback);
+        let days = Instant::now();
+        // Marked stale and reporting again: what it uploads late lands in past days.
+        let reread: HashSet<i32> = devices
+            .iter()
+            .filter(|d| d.stale_since.is_some() && examples.newest_hour(d.id).is_some())
+            .map(|d| d.id)
+            .collect();
+        let (mut cache, day_rows_read) = DailyCache::update(
+            self.daily.remove(kind),
+            store,
+            sorted_ids,
+            &reread,
+            lookback.daily_lookback_micros(),
+            as_of,
+            &inputs.hourly,
+            as_of - lookback.hourly_lookback_micros(),
+        )
+        .await?;
+        report.load_days_seconds += days.elapsed().as_secs_f64();
+        report.day_rows_read += day_rows_read;
+        inputs.daily = std::mem::take(&mut cache.rows);
+        let daily_cache = |rows| DailyCache { rows, ..cache };
         report.load_rollups_seconds += times.rollups_seconds;
         report.load_events_seconds += times.events_seconds;
         report.load_history_seconds += times.history_seconds;
 
-        let examples = history::Examples::new(&inputs, &lookback);
         let staleness = lookback.hourly_staleness_hours * HOUR_MICROS;
         let mut requests = Vec::new();
         let mut newly_stale = Vec::new();
@@ -326,7 +450,15 @@ impl Scorer {
         // Silent for longer than the lookback: when did they stop (if they ever reported)?
         if !stale_unknown.is_empty() {
             let by_id: HashMap<i32, &DeviceSummary> = devices.iter().map(|d| (d.id, d)).collect();
-            for (id, hour) in store.newest_rollup_hours_of(&stale_unknown).await? {
+            let newest = match store.newest_rollup_hours_of(&stale_unknown).await {
+                Ok(newest) => newest,
+                Err(error) => {
+                    self.daily
+                        .insert(kind.to_string(), daily_cache(inputs.daily));
+                    return Err(error.into());
+                }
+            };
+            for (id, hour) in newest {
                 newly_stale.push((by_id[&id], hour.timestamp_micros() + HOUR_MICROS));
             }
         }
@@ -348,7 +480,11 @@ impl Scorer {
             .map(|(d, since)| (d.id, history::micros_to_time(*since)))
             .collect();
         let reporting_again_ids: Vec<i32> = reporting_again.iter().map(|d| d.id).collect();
-        store.set_stale(&marks, &reporting_again_ids).await?;
+        if let Err(error) = store.set_stale(&marks, &reporting_again_ids).await {
+            self.daily
+                .insert(kind.to_string(), daily_cache(inputs.daily));
+            return Err(error.into());
+        }
         report.write_seconds += writing.elapsed().as_secs_f64();
         if requests.is_empty() {
             self.daily
@@ -356,12 +492,15 @@ impl Scorer {
             return Ok(());
         }
 
-        let (rows, scored, daily) = tokio::task::spawn_blocking(move || {
-            score_kind(&inputs, &requests, &modes, top_factors)
-                .map(|(rows, scored)| (rows, scored, inputs.daily))
+        // The day buckets come back whether scoring worked or not: a failed cycle must not
+        // cost the next one the whole lookback.
+        let (scored, daily) = tokio::task::spawn_blocking(move || {
+            let scored = score_kind(&inputs, &requests, &modes, top_factors);
+            (scored, inputs.daily)
         })
-        .await??;
+        .await?;
         self.daily.insert(kind.to_string(), daily_cache(daily));
+        let (rows, scored) = scored?;
         report.features_seconds += scored.features_seconds;
         report.scoring_seconds += scored.scoring_seconds;
 

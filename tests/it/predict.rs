@@ -330,7 +330,11 @@ async fn train_evaluate_score_and_swap_models() {
     .unwrap();
     assert_eq!(artifact.modes.len(), 1);
     let mode = &artifact.modes[0];
-    assert_eq!(mode.candidates.len(), 2, "both candidates were compared");
+    assert_eq!(
+        mode.candidates.len(),
+        3,
+        "the per-mode candidates were compared (pooled needs two modes)"
+    );
     assert!(!mode.choice.is_empty());
     assert!(report.card.exists());
     let card: serde_json::Value =
@@ -1432,5 +1436,144 @@ async fn promote_all_activates_every_mode_and_a_range_end_comes_from_the_rollup(
     assert_eq!(
         training_range(&db.store, None, Some(from)).await.unwrap(),
         Some((first, from))
+    );
+}
+
+/// The scorer keeps day buckets across cycles and midnights: each cycle's predictions equal
+/// the training path's (the whole history loaded, day buckets aggregated from it), while
+/// only the first cycle reads day buckets from the database, and later only those of a new
+/// device and of a device reporting again after being marked stale (with a late reading in
+/// a past day).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_day_buckets_score_like_the_whole_history_across_midnight() {
+    let db = TestDb::new().await;
+    let path = activate_edited_default(&db, "v-days", &["washer"], |_| {}).await;
+    let artifact = forewarn::training::read_artifact(&path).unwrap();
+    let now = Utc::now().timestamp_micros();
+    // 22:00 the day before yesterday: five cycles run to 02:00 yesterday, all in the past.
+    let first_hour = now - now.rem_euclid(DAY) - DAY - 2 * HOUR_MICROS;
+    let history_from = first_hour - 27 * DAY;
+    // Levels that move from day to day, so that every day bucket matters.
+    let level = |device: i32| {
+        move |m: usize, t: i64| {
+            washer_level(m, t)
+                + ((t / DAY + i64::from(device)) % 7) as f64 * [3.0, 0.2, 0.1, 0.5, 0.4][m]
+                + ((t / HOUR_MICROS) % 24) as f64 * 0.01
+        }
+    };
+    let mut ids = register(&db, "washer", 3, history_from - 300 * DAY).await;
+    for &id in &ids {
+        report_hourly(
+            &db,
+            "washer",
+            &WASHER_METRICS,
+            id,
+            (history_from, first_hour),
+            level(id),
+        )
+        .await;
+    }
+    let mut scorer = forewarn::predict::Scorer::default();
+    let mut day_rows_read = Vec::new();
+    for cycle in 0..5 {
+        let hour = first_hour + cycle * HOUR_MICROS;
+        if cycle == 3 {
+            // A washer registered with its past: its day buckets are read, the others kept.
+            let new = register(&db, "washer", 1, history_from - 300 * DAY).await[0];
+            report_hourly(
+                &db,
+                "washer",
+                &WASHER_METRICS,
+                new,
+                (history_from, hour),
+                level(new),
+            )
+            .await;
+            ids.push(new);
+        }
+        if cycle == 4 {
+            // A washer marked stale uploads a late reading into a day 12 days back: its days
+            // are read again, the others kept.
+            report_hourly(
+                &db,
+                "washer",
+                &WASHER_METRICS,
+                ids[0],
+                (hour - 12 * DAY, hour - 12 * DAY + HOUR_MICROS),
+                |m, t| level(ids[0])(m, t) + 40.0,
+            )
+            .await;
+            db.store
+                .set_stale(&[(ids[0], time(hour - 2 * HOUR_MICROS))], &[])
+                .await
+                .unwrap();
+        }
+        for &id in &ids {
+            report_hourly(
+                &db,
+                "washer",
+                &WASHER_METRICS,
+                id,
+                (hour, hour + HOUR_MICROS),
+                level(id),
+            )
+            .await;
+        }
+        db.store.refresh_rollup_now().await.unwrap();
+        let report = scorer.cycle(&db.store, 0).await.unwrap();
+        assert_eq!(report.as_of, Some(time(hour)), "cycle {cycle}");
+        assert_eq!(report.devices, ids.len(), "cycle {cycle}: {report:?}");
+        day_rows_read.push(report.day_rows_read);
+
+        // The training path at the same time: the whole history, day buckets from it.
+        let devices = db.store.device_summaries(Some("washer")).await.unwrap();
+        let whole = forewarn::training::load_inputs(
+            &db.store,
+            &devices,
+            &FeatureSpec::default(),
+            time(history_from),
+            time(hour),
+        )
+        .await
+        .unwrap();
+        let pool = db.query().await;
+        for mode in &artifact.modes {
+            let requests: Vec<(i32, i64)> = ids.iter().map(|&id| (id, hour)).collect();
+            let table = features::compute(&mode.spec, &mode.schema, &whole, &requests).unwrap();
+            let expected = mode.probabilities(&table).unwrap();
+            for (&id, expected) in ids.iter().zip(expected) {
+                let written: f64 = sqlx::query_scalar(
+                    "select probability from predictions
+                     where device_id = $1 and failure_mode = $2 and time = $3",
+                )
+                .bind(id)
+                .bind(mode.mode.name())
+                .bind(time(hour))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                assert!(
+                    (written - expected).abs() < 1e-9,
+                    "cycle {cycle}, {}, device {id}: written {written}, whole history {expected}",
+                    mode.mode.name()
+                );
+            }
+        }
+    }
+    // Day buckets per device and metric over the lookback (25 days and a bit).
+    let per_device = WASHER_METRICS.len();
+    assert!(day_rows_read[0] >= 3 * per_device * 24, "{day_rows_read:?}");
+    assert_eq!(day_rows_read[1], 0, "same day: {day_rows_read:?}");
+    assert_eq!(
+        day_rows_read[2], 0,
+        "midnight: the day just ended comes from the hourly rows: {day_rows_read:?}"
+    );
+    assert!(
+        day_rows_read[3] >= per_device * 24 && day_rows_read[3] < 2 * per_device * 26,
+        "only the new washer's days: {day_rows_read:?}"
+    );
+    assert!(
+        day_rows_read[4] >= per_device * 24 && day_rows_read[4] < 2 * per_device * 26,
+        "only the washer reporting again after being marked stale: {day_rows_read:?}"
     );
 }

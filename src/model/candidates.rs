@@ -23,6 +23,10 @@ use crate::features::FeatureTable;
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     LogisticRegression,
+    /// Logistic regression on the [`FEW_FEATURES`] columns that separate failures from the
+    /// rest best on their own (rank AUC on the training rows): with a handful of failures
+    /// a hundred weights fit noise, a few fit the signal.
+    FewFeatureLogistic,
     GradientBoostedTrees,
     /// One gradient-boosted model per device kind, fitted on every mode's examples with the
     /// component as a feature ([`Augment`]), so a mode with few failures borrows strength
@@ -32,14 +36,16 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// The per-mode candidates (the pooled one needs every mode of the kind).
-    pub const ALL: [Algorithm; 2] = [
+    pub const ALL: [Algorithm; 3] = [
         Algorithm::LogisticRegression,
+        Algorithm::FewFeatureLogistic,
         Algorithm::GradientBoostedTrees,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Algorithm::LogisticRegression => "logistic_regression",
+            Algorithm::FewFeatureLogistic => "few_feature_logistic",
             Algorithm::GradientBoostedTrees => "gradient_boosted_trees",
             Algorithm::PooledGradientBoostedTrees => "pooled_gradient_boosted_trees",
         }
@@ -70,6 +76,10 @@ pub enum Classifier {
         scales: Vec<f64>,
         weights: Vec<f64>,
         intercept: f64,
+        /// Fitted on a few selected columns (the others weigh 0):
+        /// [`Algorithm::FewFeatureLogistic`].
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        few_features: bool,
     },
     Boosted(Box<GradientBooster>),
     /// A kind-level model scoring one mode: the rows are [`Augment`]ed first.
@@ -154,12 +164,54 @@ pub fn column_major(values: &[f64], n_rows: usize, n_columns: usize) -> Vec<f64>
 
 pub fn fit_candidate(algorithm: Algorithm, set: &TrainingSet) -> Result<Classifier, ModelError> {
     match algorithm {
-        Algorithm::LogisticRegression => fit_logistic(set),
+        Algorithm::LogisticRegression => fit_logistic(set, None),
+        Algorithm::FewFeatureLogistic => {
+            let columns = separating_columns(set, FEW_FEATURES);
+            fit_logistic(set, Some(&columns))
+        }
         Algorithm::GradientBoostedTrees | Algorithm::PooledGradientBoostedTrees => fit_boosted(set),
     }
 }
 
-fn fit_logistic(set: &TrainingSet) -> Result<Classifier, ModelError> {
+/// Columns [`Algorithm::FewFeatureLogistic`] keeps.
+pub const FEW_FEATURES: usize = 4;
+/// Negatives the column choice looks at, at most (all positives, evenly spaced negatives).
+const SELECTION_NEGATIVES: usize = 20_000;
+
+/// The `k` columns whose values alone separate positives from negatives best: the largest
+/// `|AUC − 0.5|` (Mann–Whitney, ties at half, rows where the column is missing left out),
+/// among columns present in at least half of the positives and of the negatives. Ties go to
+/// the lower column: the same set gives the same choice.
+pub fn separating_columns(set: &TrainingSet, k: usize) -> Vec<usize> {
+    let positives: Vec<usize> = (0..set.n_rows()).filter(|&r| set.labels[r]).collect();
+    let all_negatives: Vec<usize> = (0..set.n_rows()).filter(|&r| !set.labels[r]).collect();
+    let step = all_negatives.len().div_ceil(SELECTION_NEGATIVES).max(1);
+    let negatives: Vec<usize> = all_negatives.into_iter().step_by(step).collect();
+    if positives.is_empty() || negatives.is_empty() {
+        return (0..set.n_columns.min(k)).collect();
+    }
+    let mut scored: Vec<(f64, usize)> = Vec::with_capacity(set.n_columns);
+    let present = |rows: &[usize], column: usize| -> Vec<f64> {
+        rows.iter()
+            .map(|&r| set.row(r)[column])
+            .filter(|v| v.is_finite())
+            .collect()
+    };
+    for column in 0..set.n_columns {
+        let (failing, healthy) = (present(&positives, column), present(&negatives, column));
+        if failing.len() * 2 < positives.len() || healthy.len() * 2 < negatives.len() {
+            continue;
+        }
+        scored.push(((super::rank_auc(&failing, &healthy) - 0.5).abs(), column));
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut chosen: Vec<usize> = scored.into_iter().take(k).map(|(_, c)| c).collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// Logistic regression on every column, or on `only` these (the others weigh 0).
+fn fit_logistic(set: &TrainingSet, only: Option<&[usize]>) -> Result<Classifier, ModelError> {
     let width = set.n_columns;
     let mut means = vec![0.0; width];
     let mut counts = vec![0usize; width];
@@ -207,11 +259,17 @@ fn fit_logistic(set: &TrainingSet) -> Result<Classifier, ModelError> {
     for _ in 1..repeat {
         rows.extend_from_slice(&positives);
     }
-    let mut x = Array2::<f64>::zeros((rows.len(), width));
+    let all: Vec<usize> = (0..width).collect();
+    let columns = only.unwrap_or(&all);
+    if columns.is_empty() {
+        return Err(ModelError::Logistic("no column to fit on".into()));
+    }
+    let mut x = Array2::<f64>::zeros((rows.len(), columns.len()));
     let mut y = Array1::<bool>::from_elem(rows.len(), false);
     for (out_row, &row) in rows.iter().enumerate() {
-        for (column, value) in set.row(row).iter().enumerate() {
-            x[[out_row, column]] = standardise(*value, means[column], scales[column]);
+        let values = set.row(row);
+        for (out_column, &column) in columns.iter().enumerate() {
+            x[[out_row, out_column]] = standardise(values[column], means[column], scales[column]);
         }
         y[out_row] = set.labels[row];
     }
@@ -224,11 +282,16 @@ fn fit_logistic(set: &TrainingSet) -> Result<Classifier, ModelError> {
     // linfa's "positive" class may be `false`: flip the sign so the margin is log-odds of
     // failure.
     let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+    let mut weights = vec![0.0; width];
+    for (&column, w) in columns.iter().zip(fitted.params().iter()) {
+        weights[column] = sign * w;
+    }
     Ok(Classifier::Logistic {
         means,
         scales,
-        weights: fitted.params().iter().map(|w| sign * w).collect(),
+        weights,
         intercept: sign * fitted.intercept(),
+        few_features: only.is_some(),
     })
 }
 
@@ -361,6 +424,9 @@ pub fn predict_regressor(booster: &GradientBooster, values: &[f64], n_columns: u
 impl Classifier {
     pub fn algorithm(&self) -> Algorithm {
         match self {
+            Classifier::Logistic {
+                few_features: true, ..
+            } => Algorithm::FewFeatureLogistic,
             Classifier::Logistic { .. } => Algorithm::LogisticRegression,
             Classifier::Boosted(_) => Algorithm::GradientBoostedTrees,
             Classifier::Pooled { .. } => Algorithm::PooledGradientBoostedTrees,
@@ -385,6 +451,7 @@ impl Classifier {
                 scales,
                 weights,
                 intercept,
+                ..
             } => (0..n_rows)
                 .map(|row| {
                     let x = &values[row * n_columns..(row + 1) * n_columns];
@@ -519,5 +586,68 @@ mod tests {
         let out = augment.apply(&[12.5], 1, 1);
         assert_eq!(out[..2], [12.5, 1.0]);
         assert!(out[2].is_nan() && out[3].is_nan());
+    }
+
+    /// Rows of 6 columns: 0 and 5 noise, 1 separates (higher before a failure), 2 separates
+    /// the other way, 3 is missing on most rows but perfect where present, 4 is constant.
+    fn separable(n: usize) -> TrainingSet {
+        let mut values = Vec::new();
+        let mut labels = Vec::new();
+        let mut noise = 12345u64;
+        let mut next = || {
+            noise = noise
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (noise >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for row in 0..n {
+            let positive = row % 10 == 0;
+            let signal = if positive { 3.0 } else { 0.0 };
+            values.extend([
+                next(),
+                signal + next(),
+                -signal + next(),
+                if row % 3 == 0 { signal } else { f64::NAN },
+                1.0,
+                next(),
+            ]);
+            labels.push(positive);
+        }
+        TrainingSet {
+            values,
+            n_columns: 6,
+            labels,
+        }
+    }
+
+    #[test]
+    fn the_few_features_are_the_ones_that_separate_either_way() {
+        let set = separable(400);
+        assert_eq!(separating_columns(&set, 2), vec![1, 2]);
+        // The mostly missing column is never chosen, the constant one last.
+        let all = separating_columns(&set, 6);
+        assert!(!all.contains(&3), "{all:?}");
+        let model = fit_candidate(Algorithm::FewFeatureLogistic, &set).unwrap();
+        assert_eq!(model.algorithm(), Algorithm::FewFeatureLogistic);
+        let Classifier::Logistic { weights, .. } = &model else {
+            panic!("a logistic model")
+        };
+        let used: Vec<usize> = (0..6).filter(|&c| weights[c] != 0.0).collect();
+        assert_eq!(used.len(), FEW_FEATURES.min(5), "{weights:?}");
+        assert!(weights[1] > 0.0 && weights[2] < 0.0, "{weights:?}");
+        // It ranks failures first, and it survives a round trip as itself.
+        let margins = model.margins_of(&set.values, set.n_rows(), 6);
+        let worst_positive = (0..400)
+            .filter(|r| r % 10 == 0)
+            .map(|r| margins[r])
+            .fold(f64::INFINITY, f64::min);
+        let best_negative = (0..400)
+            .filter(|r| r % 10 != 0)
+            .map(|r| margins[r])
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert!(worst_positive > best_negative);
+        assert_eq!(model.duplicate().algorithm(), Algorithm::FewFeatureLogistic);
+        let full = fit_candidate(Algorithm::LogisticRegression, &set).unwrap();
+        assert_eq!(full.duplicate().algorithm(), Algorithm::LogisticRegression);
     }
 }

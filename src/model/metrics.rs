@@ -69,9 +69,40 @@ pub fn example_metrics(probabilities: &[f64], labels: &[bool], threshold: f64) -
     }
 }
 
+/// P(x > y) + ½ P(x = y) for x from `a`, y from `b` (Mann–Whitney).
+pub fn rank_auc(a: &[f64], b: &[f64]) -> f64 {
+    let mut all: Vec<(f64, bool)> = a
+        .iter()
+        .map(|&v| (v, true))
+        .chain(b.iter().map(|&v| (v, false)))
+        .collect();
+    all.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j < all.len() && all[j].0 == all[i].0 {
+            j += 1;
+        }
+        // Average rank of the tie group (1-based).
+        let rank = (i + j + 1) as f64 / 2.0;
+        rank_sum += rank * all[i..j].iter().filter(|x| x.1).count() as f64;
+        i = j;
+    }
+    let (n, m) = (a.len() as f64, b.len() as f64);
+    (rank_sum - n * (n + 1.0) / 2.0) / (n * m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rank_auc_of_separated_and_equal_samples() {
+        assert_eq!(rank_auc(&[3.0, 4.0], &[1.0, 2.0]), 1.0);
+        assert_eq!(rank_auc(&[1.0, 2.0], &[3.0, 4.0]), 0.0);
+        assert_eq!(rank_auc(&[1.0, 1.0], &[1.0, 1.0]), 0.5);
+    }
 
     #[test]
     fn average_precision_of_known_rankings() {

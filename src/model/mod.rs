@@ -16,7 +16,7 @@ pub use candidates::{
     predict_regressor,
 };
 pub use events::{EventMetrics, EventRules, ScoredPoint, event_metrics, expected_cost};
-pub use metrics::{ExampleMetrics, example_metrics, pr_auc};
+pub use metrics::{ExampleMetrics, example_metrics, pr_auc, rank_auc};
 
 /// Errors of model fitting and loading.
 #[derive(Debug, thiserror::Error)]

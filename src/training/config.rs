@@ -86,6 +86,7 @@ impl Default for TrainConfig {
             learn_horizons: true,
             candidates: vec![
                 crate::model::Algorithm::LogisticRegression,
+                crate::model::Algorithm::FewFeatureLogistic,
                 crate::model::Algorithm::GradientBoostedTrees,
                 crate::model::Algorithm::PooledGradientBoostedTrees,
             ],

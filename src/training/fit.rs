@@ -60,6 +60,92 @@ pub(super) fn examples_before(
         .collect()
 }
 
+/// Below this many failures of a mode before the tuning window, its tuning folds are
+/// blocked instead of rolling-origin ([`FoldScheme`]).
+pub const MIN_FAILURES_FOR_ROLLING_ORIGIN: usize = 10;
+
+/// How the tuning window's folds are scored out of fold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FoldScheme {
+    /// Each fold by a model trained on examples labelled before it starts: the ideal when
+    /// there are failures enough before the tuning window.
+    RollingOrigin,
+    /// Each fold by a model trained on every tuning-or-earlier example whose label window
+    /// lies wholly before the fold, or starts a horizon or more after the fold's end
+    /// (purged: no failure labels rows both inside the fold and in its training set; never
+    /// an example of the test window). With a short history
+    /// most failures are inside the tuning window, and rolling origin leaves the first
+    /// folds nothing to learn from (a car battery mode with one sudden failure before its
+    /// tuning window calibrated to a negative slope). The test window stays untouched
+    /// either way: it is the card's headline.
+    BlockedPurged,
+}
+
+impl FoldScheme {
+    /// The scheme for `component`: blocked when fewer than
+    /// [`MIN_FAILURES_FOR_ROLLING_ORIGIN`] of its failures come before the tuning window.
+    pub fn for_component(data: &KindData, component: &str, split: &Split) -> FoldScheme {
+        let before = data
+            .failure_times(component)
+            .values()
+            .flatten()
+            .filter(|&&time| time <= split.tune_from)
+            .count();
+        if before < MIN_FAILURES_FOR_ROLLING_ORIGIN {
+            FoldScheme::BlockedPurged
+        } else {
+            FoldScheme::RollingOrigin
+        }
+    }
+
+    pub fn describe(self, folds: usize) -> String {
+        match (self, folds) {
+            (_, 1) => "one fold".to_string(),
+            (FoldScheme::RollingOrigin, folds) => format!("{folds} rolling-origin folds"),
+            (FoldScheme::BlockedPurged, folds) => format!(
+                "{folds} blocked folds, each scored by a model trained on the examples labelled wholly before or after it (fewer than {MIN_FAILURES_FOR_ROLLING_ORIGIN} failures before the tuning window)"
+            ),
+        }
+    }
+}
+
+/// The rows fold `[start, end)` is scored by a model of: every positive, a deterministic
+/// share of negatives, labelled before `start` — and under [`FoldScheme::BlockedPurged`]
+/// also those at or after `end + horizon` whose label is known by `limit` (the test
+/// window's start).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn fold_examples(
+    scheme: FoldScheme,
+    table: &FeatureTable,
+    labels: &[Option<bool>],
+    horizon: i64,
+    (start, end): (i64, i64),
+    limit: i64,
+    negative_sample: f64,
+) -> Vec<usize> {
+    match scheme {
+        FoldScheme::RollingOrigin => {
+            examples_before(table, labels, horizon, start, negative_sample)
+        }
+        FoldScheme::BlockedPurged => table
+            .requests
+            .iter()
+            .enumerate()
+            .filter(|&(row, &(device, time))| {
+                labels[row].is_some_and(|label| {
+                    // After the fold, a whole horizon later: the fold's last rows label
+                    // failures up to `end + horizon`, and no failure may label rows on
+                    // both sides.
+                    let outside = time + horizon <= start
+                        || (time >= end + horizon && time + horizon <= limit);
+                    outside && (label || keep_negative(device, time, negative_sample))
+                })
+            })
+            .map(|(row, _)| row)
+            .collect(),
+    }
+}
+
 pub fn hours_to_micros(hours: f64) -> i64 {
     (hours * HOUR_MICROS as f64) as i64
 }
@@ -110,6 +196,7 @@ pub fn train_mode(
             labels: rows.iter().map(|&r| labels[r] == Some(true)).collect(),
         }
     };
+    let scheme = FoldScheme::for_component(data, &mode.component, split);
     let folds: Vec<(TrainingSet, Vec<usize>)> = split
         .folds()
         .into_iter()
@@ -119,15 +206,29 @@ pub fn train_mode(
                 .copied()
                 .filter(|&row| (start..end).contains(&table.requests[row].1))
                 .collect();
-            (training_set(start), rows)
+            let train = fold_examples(
+                scheme,
+                table,
+                &labels,
+                horizon,
+                (start, end),
+                split.test_from,
+                config.negative_sample,
+            );
+            let set = TrainingSet {
+                values: table.gather(&train),
+                n_columns: width,
+                labels: train.iter().map(|&r| labels[r] == Some(true)).collect(),
+            };
+            (set, rows)
         })
         .collect();
     let positives = folds
         .first()
         .map_or(0, |(set, _)| set.labels.iter().filter(|l| **l).count());
-    tracing::info!(mode = %name, examples = folds.first().map_or(0, |(s, _)| s.n_rows()), positives, tuning = tuning_rows.len(), test = test_rows.len(), folds = folds.len(), "fitting candidates");
-    // Every candidate needs failures of this mode before the first fold: a mode judged
-    // only on what its siblings taught gives probabilities its tuning window cannot
+    tracing::info!(mode = %name, examples = folds.first().map_or(0, |(s, _)| s.n_rows()), positives, tuning = tuning_rows.len(), test = test_rows.len(), folds = folds.len(), scheme = ?scheme, "fitting candidates");
+    // Every candidate needs failures of this mode to learn the first fold from (before it;
+    // blocked: before or after it): a mode judged only on what its siblings taught gives probabilities its tuning window cannot
     // check (tried: a pump mode with no failure of its own raised 189 false alarms in a
     // month).
     if positives == 0 {
@@ -169,12 +270,22 @@ pub fn train_mode(
                 continue;
             }
             let margins = match (algorithm, pooled) {
+                // The pooled folds follow one scheme for the whole kind: compared only where
+                // it is this mode's.
+                (Algorithm::PooledGradientBoostedTrees, Some(pooled))
+                    if pooled.scheme != scheme =>
+                {
+                    continue 'candidates;
+                }
                 (Algorithm::PooledGradientBoostedTrees, Some(pooled)) => {
                     match pooled.margins(fold, &mode.component, table, rows) {
                         Some(margins) => margins,
                         None => continue 'candidates,
                     }
                 }
+                // Blocked folds are not nested: a later fold may have no failure on either
+                // side to learn from; it stays unscored.
+                _ if !set.labels.iter().any(|l| *l) => continue,
                 _ => {
                     let classifier = model::fit_candidate(algorithm, set)?;
                     let values = table.gather(rows);
@@ -293,7 +404,7 @@ pub fn train_mode(
         candidates: Vec::new(),
         choice: String::new(),
     };
-    model.choice = explain_choice(&model, best.algorithm, &reports, split);
+    model.choice = explain_choice(&model, best.algorithm, &reports, split, scheme);
     model.candidates = reports;
     Ok(Trained {
         model,
@@ -342,6 +453,7 @@ fn explain_choice(
     algorithm: Algorithm,
     reports: &[CandidateReport],
     split: &Split,
+    scheme: FoldScheme,
 ) -> String {
     let others: Vec<String> = reports
         .iter()
@@ -371,10 +483,7 @@ fn explain_choice(
         winner.validation.events.failures,
         winner.validation.events.false_flags,
         winner.validation.examples.pr_auc,
-        match split.folds {
-            1 => "one fold".to_string(),
-            folds => format!("{folds} rolling-origin folds"),
-        },
+        scheme.describe(split.folds),
         others.join("; ")
     )
 }
@@ -386,4 +495,52 @@ pub fn keep_negative(device: i32, time: i64, share: f64) -> bool {
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;
     (x % 1_000_000) as f64 / 1_000_000.0 < share
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::DAY_MICROS;
+
+    /// One device, an example every day for 40 days.
+    fn table() -> FeatureTable {
+        FeatureTable {
+            names: vec!["x".into()],
+            requests: (0..40).map(|d| (1, d * DAY_MICROS)).collect(),
+            values: vec![0.0; 40],
+        }
+    }
+
+    #[test]
+    fn blocked_folds_train_on_both_sides_and_never_on_a_straddling_or_test_label() {
+        let table = table();
+        let labels: Vec<Option<bool>> = (0..40).map(|d| Some(d % 5 == 0)).collect();
+        let horizon = 3 * DAY_MICROS;
+        let fold = (10 * DAY_MICROS, 20 * DAY_MICROS);
+        let limit = 30 * DAY_MICROS;
+        let days = |rows: Vec<usize>| -> Vec<i64> {
+            rows.into_iter()
+                .map(|r| table.requests[r].1 / DAY_MICROS)
+                .collect()
+        };
+        let examples = |scheme, share| {
+            days(fold_examples(
+                scheme, &table, &labels, horizon, fold, limit, share,
+            ))
+        };
+        let rolling = examples(FoldScheme::RollingOrigin, 1.0);
+        assert_eq!(
+            rolling,
+            (0..=7).collect::<Vec<_>>(),
+            "labels known by the fold's start"
+        );
+        let blocked = examples(FoldScheme::BlockedPurged, 1.0);
+        // Before: labels over by day 10. After: from day 23 (the fold's last row, day 19,
+        // labels failures up to day 22), labels over by day 30.
+        let expected: Vec<i64> = (0..=7).chain(23..=27).collect();
+        assert_eq!(blocked, expected);
+        // Negatives are sampled, positives always kept.
+        let sampled = examples(FoldScheme::BlockedPurged, 0.0);
+        assert_eq!(sampled, vec![0, 5, 25]);
+    }
 }

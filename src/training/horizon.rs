@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use crate::features::{DAY_MICROS, FeatureTable, HOUR_MICROS};
+use crate::model::rank_auc;
 
 const BUCKETS_HOURS: [i64; 8] = [0, 24, 48, 72, 120, 168, 240, 336];
 const HEALTHY_GAP: i64 = 14 * DAY_MICROS;
@@ -86,7 +87,7 @@ pub fn learn(
             .filter_map(|j| {
                 let values = column(sample, j);
                 (values.len() >= 5 && healthy_columns[j].len() >= 20)
-                    .then(|| (auc(&values, &healthy_columns[j]) - 0.5).abs() * 2.0)
+                    .then(|| (rank_auc(&values, &healthy_columns[j]) - 0.5).abs() * 2.0)
             })
             .fold(0.0, f64::max)
     };
@@ -138,40 +139,9 @@ pub fn learn(
     ))
 }
 
-/// P(x > y) + ½ P(x = y) for x from `a`, y from `b` (Mann–Whitney).
-fn auc(a: &[f64], b: &[f64]) -> f64 {
-    let mut all: Vec<(f64, bool)> = a
-        .iter()
-        .map(|&v| (v, true))
-        .chain(b.iter().map(|&v| (v, false)))
-        .collect();
-    all.sort_by(|x, y| x.0.total_cmp(&y.0));
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < all.len() {
-        let mut j = i;
-        while j < all.len() && all[j].0 == all[i].0 {
-            j += 1;
-        }
-        // Average rank of the tie group (1-based).
-        let rank = (i + j + 1) as f64 / 2.0;
-        rank_sum += rank * all[i..j].iter().filter(|x| x.1).count() as f64;
-        i = j;
-    }
-    let (n, m) = (a.len() as f64, b.len() as f64);
-    (rank_sum - n * (n + 1.0) / 2.0) / (n * m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn auc_of_separated_and_equal_samples() {
-        assert_eq!(auc(&[3.0, 4.0], &[1.0, 2.0]), 1.0);
-        assert_eq!(auc(&[1.0, 2.0], &[3.0, 4.0]), 0.0);
-        assert_eq!(auc(&[1.0, 1.0], &[1.0, 1.0]), 0.5);
-    }
 
     #[test]
     fn the_horizon_is_where_the_signal_starts() {

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::TrainingError;
-use super::fit::{examples_before, hours_to_micros};
+use super::fit::{FoldScheme, examples_before, fold_examples, hours_to_micros};
 use super::split::Split;
 use crate::config::TrainConfig;
 use crate::features::FeatureTable;
@@ -17,7 +17,10 @@ use crate::model::{self, Algorithm, Augment, Classifier, FailureMode, TrainingSe
 /// candidates, then judged per mode beside them.
 pub struct PooledFits {
     pub components: Vec<String>,
-    /// One per tuning fold (`None`: no failure of any mode before that fold).
+    /// Blocked when any mode of the kind is ([`FoldScheme::for_component`]); a mode whose
+    /// own scheme differs does not compare it.
+    pub scheme: FoldScheme,
+    /// One per tuning fold (`None`: no failure of any mode to learn that fold from).
     folds: Vec<Option<Classifier>>,
     /// Fitted on every example labelled before the test window.
     refit: Option<Classifier>,
@@ -53,7 +56,15 @@ impl PooledFits {
                 )
             })
             .collect();
-        let set_before = |limit: i64| -> TrainingSet {
+        let scheme = if modes.iter().any(|m| {
+            FoldScheme::for_component(data, &m.component, split) == FoldScheme::BlockedPurged
+        }) {
+            FoldScheme::BlockedPurged
+        } else {
+            FoldScheme::RollingOrigin
+        };
+        // A fold's rows (`Some`), or every example labelled before the test window.
+        let set_for = |fold: Option<(i64, i64)>| -> TrainingSet {
             let width = labelled
                 .first()
                 .map_or(table.n_columns(), |(a, _, _)| a.width(table.n_columns()));
@@ -63,7 +74,24 @@ impl PooledFits {
                 labels: Vec::new(),
             };
             for (augment, horizon, labels) in &labelled {
-                let rows = examples_before(table, labels, *horizon, limit, config.negative_sample);
+                let rows = match fold {
+                    Some(fold) => fold_examples(
+                        scheme,
+                        table,
+                        labels,
+                        *horizon,
+                        fold,
+                        split.test_from,
+                        config.negative_sample,
+                    ),
+                    None => examples_before(
+                        table,
+                        labels,
+                        *horizon,
+                        split.test_from,
+                        config.negative_sample,
+                    ),
+                };
                 let values = table.gather(&rows);
                 set.values
                     .extend(augment.apply(&values, rows.len(), table.n_columns()));
@@ -72,8 +100,8 @@ impl PooledFits {
             }
             set
         };
-        let fit = |limit: i64| -> Result<Option<Classifier>, TrainingError> {
-            let set = set_before(limit);
+        let fit = |fold: Option<(i64, i64)>| -> Result<Option<Classifier>, TrainingError> {
+            let set = set_for(fold);
             if !set.labels.iter().any(|l| *l) {
                 return Ok(None);
             }
@@ -86,12 +114,13 @@ impl PooledFits {
         let folds = split
             .folds()
             .into_iter()
-            .map(|(start, _)| fit(start))
+            .map(|fold| fit(Some(fold)))
             .collect::<Result<Vec<_>, _>>()?;
-        let refit = fit(split.test_from)?;
+        let refit = fit(None)?;
         tracing::info!(kind = %modes[0].kind, modes = modes.len(), seconds = fitting.elapsed().as_secs_f64(), "pooled candidate fitted");
         Ok(Some(PooledFits {
             components,
+            scheme,
             folds,
             refit,
         }))

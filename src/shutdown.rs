@@ -28,6 +28,25 @@ impl Shutdown {
     pub async fn wait(&mut self) {
         let _ = self.receiver.wait_for(|stop| *stop).await;
     }
+
+    /// A signal that fires with this one, or earlier through its own trigger: for work that
+    /// must be told to stop before the whole process stops (a writer's tasks when their
+    /// session dies). Dropping the child trigger does not fire it; call `trigger`.
+    pub fn child(&self) -> (ShutdownTrigger, Shutdown) {
+        let (trigger, child) = Shutdown::new();
+        let forward = trigger.sender.clone();
+        let mut parent = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = parent.wait() => {
+                    forward.send_replace(true);
+                }
+                // Every child receiver is gone: nothing left to tell.
+                _ = forward.closed() => {}
+            }
+        });
+        (trigger, child)
+    }
 }
 
 impl ShutdownTrigger {
@@ -56,4 +75,26 @@ pub async fn os_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_child_fires_with_its_parent_or_on_its_own() {
+        let (parent_trigger, parent) = Shutdown::new();
+        let (own_trigger, mut own) = parent.child();
+        let (_kept, mut with_parent) = parent.child();
+        own_trigger.trigger();
+        own.wait().await;
+        assert!(own.is_triggered());
+        assert!(!parent.is_triggered(), "a child never fires its parent");
+        assert!(!with_parent.is_triggered(), "nor its siblings");
+        parent_trigger.trigger();
+        tokio::time::timeout(std::time::Duration::from_secs(5), with_parent.wait())
+            .await
+            .expect("the parent's signal reaches the child");
+        assert!(with_parent.is_triggered());
+    }
 }

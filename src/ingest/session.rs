@@ -152,7 +152,7 @@ pub(super) async fn run_session(
         keep_alive,
     };
     let poller = tokio::spawn(poller.run(stop_rx));
-    let writer = Writer::new(&settings, deps.clone(), shared, settled_tx);
+    let writer = Writer::new(&settings, deps.clone(), shared, settled_tx, &shutdown);
     if !writer.run(message_rx, shutdown).await {
         // Die like a killed process: drop the connection without acks or DISCONNECT, so the
         // broker keeps the session and resends everything unacknowledged.

@@ -147,7 +147,25 @@ fn timestamps(micros: impl Iterator<Item = EpochMicros>) -> Vec<DateTime<Utc>> {
 impl Store {
     /// Writes the batch in one transaction. On error nothing is written, and the caller
     /// retries (transient errors) or splits the batch (rejected data).
+    ///
+    /// The transaction runs on a task of its own, so a caller that stops waiting (a
+    /// timeout, a session that dies, a shutdown grace period spent) never cancels it
+    /// mid-statement: sqlx leaves a connection cancelled inside a COPY or a transaction out
+    /// of step with the server, or idle in a transaction that holds the rows' locks, and the
+    /// next write of the same rows (the broker's redelivery) then waits on them for good.
+    /// The write completes or fails on its own; its outcome is only not reported.
     pub async fn write_batch(&self, batch: &WriteBatch) -> Result<WriteReport, StoreError> {
+        let store = self.clone();
+        let batch = batch.clone();
+        match tokio::spawn(async move { store.write_batch_to_end(&batch).await }).await {
+            Ok(written) => written,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolClosed)),
+        }
+    }
+
+    async fn write_batch_to_end(&self, batch: &WriteBatch) -> Result<WriteReport, StoreError> {
         let mut report = WriteReport::default();
         let mut tx = self.pool.begin().await?;
 

@@ -910,3 +910,78 @@ async fn a_series_that_breaks_its_aggregate_does_not_stop_the_others() {
     let dirty = count(&pool, "select count(*) from telemetry_hourly_dirty").await;
     assert_eq!(dirty, 0);
 }
+
+/// A caller that stops waiting on a write (a timeout, a session that dies, a shutdown grace
+/// spent) must not leave a connection inside the write's transaction: the write ends on its
+/// own, no connection stays idle in a transaction holding the rows' locks, and the next
+/// write of the same rows commits at once. (A cancelled sqlx transaction did leave one: a
+/// restarted ingest then waited for good on the locks of the rows the broker redelivered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_caller_stops_waiting_still_ends_and_holds_no_locks() {
+    let db = TestDb::new().await;
+    let pool = db.query().await;
+    let (device_id, metric_id) = new_series(&db, "CANCEL-", "cancel_metric").await;
+    let start = base_time() - 48 * HOUR;
+    let n_rows: i64 = 2_000;
+    let series = |series_idx: i64| {
+        let mut rows = TelemetryColumns::default();
+        for step in 0..n_rows {
+            rows.push(
+                start + (series_idx * n_rows + step) * 1_000_000,
+                device_id,
+                metric_id,
+                step as f64,
+                false,
+            );
+        }
+        WriteBatch {
+            telemetry: rows,
+            ..WriteBatch::default()
+        }
+    };
+    let n_series = 3;
+    for attempt in 0..60_i64 {
+        // Gives up after 0.2 to 3 ms: inside BEGIN, the COPY, the rollup rows or COMMIT.
+        let patience = Duration::from_micros(200 + (attempt as u64 * 97) % 2_800);
+        let _ =
+            tokio::time::timeout(patience, db.store.write_batch(&series(attempt % n_series))).await;
+    }
+    tokio::time::timeout(Duration::from_secs(20), db.store.write_batch(&series(0)))
+        .await
+        .expect("the next write of the same rows does not wait on an abandoned one's locks")
+        .unwrap();
+    wait_until(
+        "every abandoned write ended (committed: nothing made them fail)",
+        Duration::from_secs(10),
+        || async {
+            let stored: i64 = sqlx::query_scalar(
+                "select count(*) from telemetry where device_id = $1 and metric_id = $2",
+            )
+            .bind(device_id)
+            .bind(metric_id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            stored == n_series * n_rows
+        },
+    )
+    .await;
+    if std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1") {
+        return; // one connection: the write above could not have run past a stuck one
+    }
+    wait_until(
+        "no connection is left idle in a transaction",
+        Duration::from_secs(5),
+        || async {
+            let stuck: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity
+                 where datname = current_database() and state like 'idle in transaction%'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            stuck == 0
+        },
+    )
+    .await;
+}

@@ -23,7 +23,7 @@ use super::cache::{BoundedMap, IdCache};
 use super::session::Settled;
 use super::{CommitReport, IngestDeps, IngestSettings, SharedLimits};
 use crate::contract::ValidationLimits;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::{WriteBatch, WriteReport};
 
 use parse::Parsed;
@@ -35,7 +35,11 @@ const NEGATIVE_CACHE_TTL: Duration = Duration::from_secs(30);
 /// A batch stops waiting for more messages after this long without one.
 const LINGER_IDLE_GAP: Duration = Duration::from_millis(2);
 
-/// A batch whose transaction is running on its own task.
+/// A batch whose transaction is running on its own task. The task is never aborted: a
+/// transaction cancelled mid-statement can leave its pooled connection idle in a
+/// transaction that holds row locks (or out of step with the protocol), and the next
+/// session's insert of the same redelivered rows then waits on those locks for good. When
+/// the writer dies its tasks are told to stop at their next retry instead.
 struct InFlight {
     messages: Vec<Pending>,
     task: JoinHandle<(WriteBatch, Written)>,
@@ -54,13 +58,16 @@ pub(super) struct Writer {
     /// messages another member received.
     seq: Option<BoundedMap<i32, u64>>,
     in_flight: VecDeque<InFlight>,
+    /// What the write tasks watch: the process's shutdown, or this writer's end.
+    tasks_shutdown: Shutdown,
+    stop_tasks: ShutdownTrigger,
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        for flight in &self.in_flight {
-            flight.task.abort();
-        }
+        // Not an abort (see `InFlight`): each task finishes the statement it is in, then
+        // gives up at its next retry, unacknowledged, so the broker resends its messages.
+        self.stop_tasks.trigger();
     }
 }
 
@@ -70,8 +77,10 @@ impl Writer {
         deps: IngestDeps,
         shared: Arc<SharedLimits>,
         settled: mpsc::UnboundedSender<Settled>,
+        shutdown: &Shutdown,
     ) -> Writer {
         let capacity = settings.ingest.id_cache_capacity;
+        let (stop_tasks, tasks_shutdown) = shutdown.child();
         Writer {
             limits: settings.limits(),
             settings: settings.clone(),
@@ -84,6 +93,8 @@ impl Writer {
                 .receives_whole_stream()
                 .then(|| BoundedMap::new(capacity)),
             in_flight: VecDeque::new(),
+            tasks_shutdown,
+            stop_tasks,
         }
     }
 
@@ -228,7 +239,7 @@ impl Writer {
         let batch = self.build(&messages);
         let store = self.deps.store.clone();
         let metrics = self.deps.metrics.clone();
-        let task_shutdown = shutdown.clone();
+        let task_shutdown = self.tasks_shutdown.clone();
         let task = tokio::spawn(async move {
             let written = write_retrying(&store, &batch, &metrics, task_shutdown).await;
             (batch, written)

@@ -40,7 +40,7 @@ impl Writer {
                     &self.deps.store,
                     &batch,
                     &self.deps.metrics,
-                    shutdown.clone(),
+                    self.tasks_shutdown.clone(),
                 )
                 .await
                 {

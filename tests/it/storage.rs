@@ -959,7 +959,7 @@ async fn a_write_whose_caller_stops_waiting_still_ends_and_holds_no_locks() {
             )
             .bind(device_id)
             .bind(metric_id)
-            .fetch_one(pool)
+            .fetch_one(&pool)
             .await
             .unwrap();
             stored == n_series * n_rows
@@ -977,7 +977,7 @@ async fn a_write_whose_caller_stops_waiting_still_ends_and_holds_no_locks() {
                 "select count(*) from pg_stat_activity
                  where datname = current_database() and state like 'idle in transaction%'",
             )
-            .fetch_one(pool)
+            .fetch_one(&pool)
             .await
             .unwrap();
             stuck == 0

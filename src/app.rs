@@ -192,7 +192,9 @@ impl App {
     }
 
     /// Runs the HTTP server and the stages of `kinds` until `shutdown`; each finishes its
-    /// current unit of work first. The first stage error is returned once all have stopped.
+    /// current unit of work first. A stage that fails stops the others (a process whose
+    /// ingest died must not go on answering its probes as if alive): the first stage error
+    /// is returned once all have stopped.
     pub async fn run(
         self,
         config: &Config,
@@ -200,6 +202,7 @@ impl App {
         kinds: &[StageKind],
         shutdown: Shutdown,
     ) -> Result<(), AppError> {
+        let (stop_all, shutdown) = shutdown.child();
         let mut running: JoinSet<Result<(), StageError>> = JoinSet::new();
         for task in self.stage_tasks(config, mqtt_url, kinds, &shutdown) {
             tracing::debug!(stage = task.name, "stage starting");
@@ -211,7 +214,8 @@ impl App {
                 .map_err(AppError::from)
                 .and_then(|r| r.map_err(AppError::from))
             {
-                tracing::error!(%error, "stage failed");
+                tracing::error!(%error, "stage failed; stopping the others");
+                stop_all.trigger();
                 first_error.get_or_insert(error);
             }
         }

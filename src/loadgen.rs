@@ -13,7 +13,7 @@ use crate::shutdown::Shutdown;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
-    Url(#[from] crate::ingest::MqttUrlError),
+    Mqtt(#[from] crate::ingest::MqttSetupError),
     #[error("publish failed: {0}")]
     Publish(#[from] rumqttc::ClientError),
     #[error("publisher task failed: {0}")]

@@ -22,6 +22,18 @@ pub struct Mosquitto {
     child: Child,
     port: u16,
     dir: PathBuf,
+    tls: bool,
+}
+
+/// A TLS listener: Mosquitto's `cafile`, `certfile` and `keyfile` (PEM), and whether
+/// clients must present a certificate signed by the CA, whose common name is then their
+/// user name (`require_certificate`, `use_identity_as_username`).
+#[derive(Debug, Clone)]
+pub struct MosquittoTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub require_certificate: bool,
 }
 
 impl Mosquitto {
@@ -41,6 +53,23 @@ impl Mosquitto {
         max_inflight: u16,
         max_packet_bytes: usize,
     ) -> Result<Mosquitto, MosquittoError> {
+        Mosquitto::start_listener(max_inflight, max_packet_bytes, None)
+    }
+
+    /// Starts Mosquitto with a TLS listener only (`mqtts://`).
+    pub fn start_tls(tls: &MosquittoTls) -> Result<Mosquitto, MosquittoError> {
+        Mosquitto::start_listener(
+            1000,
+            crate::config::IngestConfig::default().max_packet_bytes,
+            Some(tls),
+        )
+    }
+
+    fn start_listener(
+        max_inflight: u16,
+        max_packet_bytes: usize,
+        tls: Option<&MosquittoTls>,
+    ) -> Result<Mosquitto, MosquittoError> {
         let binary = [
             "/usr/sbin/mosquitto",
             "/usr/local/sbin/mosquitto",
@@ -55,10 +84,21 @@ impl Mosquitto {
             std::env::temp_dir().join(format!("forewarn-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("mosquitto.conf");
+        let tls_lines = match tls {
+            None => String::new(),
+            Some(tls) => format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\nuse_identity_as_username {}\n",
+                tls.ca_file.display(),
+                tls.cert_file.display(),
+                tls.key_file.display(),
+                tls.require_certificate,
+                tls.require_certificate,
+            ),
+        };
         std::fs::write(
             &config,
             format!(
-                "listener {port} 127.0.0.1\n\
+                "listener {port} 127.0.0.1\n{tls_lines}\
                  allow_anonymous true\n\
                  persistence false\n\
                  max_inflight_messages {max_inflight}\n\
@@ -78,7 +118,12 @@ impl Mosquitto {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        let mosquitto = Mosquitto { child, port, dir };
+        let mosquitto = Mosquitto {
+            child,
+            port,
+            dir,
+            tls: tls.is_some(),
+        };
         if !super::postgres::wait_for_port(port, Duration::from_secs(10)) {
             return Err(MosquittoError::NotListening(port));
         }
@@ -86,7 +131,13 @@ impl Mosquitto {
     }
 
     pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// What Mosquitto logged (errors and warnings).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
     }
 
     pub fn port(&self) -> u16 {

@@ -2,6 +2,7 @@
 //! writes.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,19 @@ pub struct MqttConfig {
     /// Listen address of the embedded broker (used only when `url` is unset); port 0 picks one.
     /// Loopback only: the embedded broker serves this machine, with generated credentials.
     pub embedded_listen: SocketAddr,
+    /// `mqtts://`: PEM file of the CA certificate(s) that issued the broker's certificate.
+    /// Unset: the system's CA certificates.
+    pub tls_ca_file: Option<PathBuf>,
+    /// `mqtts://`: PEM client certificate (with its chain) for a broker that requires one
+    /// (Mosquitto's `require_certificate`); goes with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// `mqtts://`: PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
+    /// User name for the broker; overrides the one in `url`.
+    pub username: Option<String>,
+    /// File holding the broker password (a mounted secret; a trailing newline is ignored);
+    /// env `MQTT_PASSWORD_FILE`. Overrides the password in `url`.
+    pub password_file: Option<PathBuf>,
 }
 
 impl Default for MqttConfig {
@@ -38,6 +52,11 @@ impl Default for MqttConfig {
             topic_prefix: "devices".into(),
             keep_alive: Duration::from_secs(30),
             embedded_listen: "127.0.0.1:1884".parse().expect("literal address"),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            username: None,
+            password_file: None,
         }
     }
 }
@@ -206,6 +225,21 @@ pub fn validate(mqtt: &MqttConfig, ingest: &IngestConfig) -> Result<(), ConfigEr
         show(mqtt.keep_alive),
         "it must be between 1s and 65535s (MQTT counts whole seconds up to 65535, and without keep-alive a dead connection goes unnoticed)",
     )?;
+    rule(
+        mqtt.tls_cert_file.is_some() == mqtt.tls_key_file.is_some(),
+        "mqtt.tls_cert_file",
+        format!("{:?}", mqtt.tls_cert_file),
+        "mqtt.tls_cert_file and mqtt.tls_key_file go together: set both or neither",
+    )?;
+    if let Some(url) = &mqtt.url {
+        let tls_set = mqtt.tls_ca_file.is_some() || mqtt.tls_cert_file.is_some();
+        rule(
+            !tls_set || url.starts_with("mqtts://") || url.starts_with("ssl://"),
+            "mqtt.tls_ca_file",
+            format!("{:?}", mqtt.tls_ca_file),
+            "TLS files are set but MQTT_URL is not mqtts://: use mqtts:// (port 8883 by default) or unset them",
+        )?;
+    }
     rule(
         mqtt.embedded_listen.ip().is_loopback(),
         "mqtt.embedded_listen",

@@ -12,6 +12,7 @@
 mod cache;
 pub mod config;
 mod session;
+pub mod tls;
 mod writer;
 
 use std::sync::Arc;
@@ -26,12 +27,12 @@ use crate::shutdown::Shutdown;
 use crate::stage::{Stage, StageDeps};
 use crate::store::Store;
 
-pub use session::{MqttUrlError, mqtt_options};
+pub use session::{MqttSetupError, mqtt_options};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error(transparent)]
-    Url(#[from] MqttUrlError),
+    Mqtt(#[from] MqttSetupError),
     #[error("ingest task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }

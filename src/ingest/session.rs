@@ -30,13 +30,22 @@ use crate::contract::ValidationLimits;
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
-pub enum MqttUrlError {
+pub enum MqttSetupError {
     #[error("MQTT_URL `{0}` is not a URL")]
     Parse(String),
     #[error("MQTT_URL scheme must be mqtt:// or mqtts://, got `{0}`")]
     Scheme(String),
     #[error("MQTT_URL `{0}` has no host")]
     NoHost(String),
+    #[error("MQTT_URL `{0}`: the user name or password is not valid percent-encoded UTF-8")]
+    Credentials(String),
+    #[error("cannot read mqtt.password_file {path}: {source}")]
+    PasswordFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsSetupError),
 }
 
 /// Bytes a held message is charged beyond its topic, payload and parsed readings: the
@@ -44,6 +53,13 @@ pub enum MqttUrlError {
 const MESSAGE_OVERHEAD_BYTES: usize = 512;
 /// How long a write to the broker may take before the connection is taken as dead.
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A secret mounted as a file: its content without the trailing newline editors and
+/// `echo` leave.
+pub(crate) fn read_secret(path: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
+}
 
 /// A message as received, with its receipt times and the connection it came on.
 #[derive(Debug)]
@@ -84,23 +100,30 @@ pub(super) struct Settled {
 
 /// Builds the client options: QoS 1 session that survives reconnects (`clean_session =
 /// false`, stable client id), manual acks, and a packet limit above the payload limit so
-/// that an oversized payload is dead-lettered instead of breaking the connection.
+/// that an oversized payload is dead-lettered instead of breaking the connection. `mqtts://`
+/// uses the CA and client certificate files of `mqtt` ([`super::tls`]); credentials come
+/// from `mqtt.username` and `mqtt.password_file`, else from the URL (percent-decoded).
 pub fn mqtt_options(
     url: &str,
     client_id: &str,
     mqtt: &MqttConfig,
     ingest: &IngestConfig,
-) -> Result<MqttOptions, MqttUrlError> {
-    let parsed =
-        url::Url::parse(url).map_err(|_| MqttUrlError::Parse(crate::config::redact_url(url)))?;
+) -> Result<MqttOptions, MqttSetupError> {
+    let redacted = || crate::config::redact_url(url);
+    let parsed = url::Url::parse(url).map_err(|_| MqttSetupError::Parse(redacted()))?;
     let (transport, default_port) = match parsed.scheme() {
         "mqtt" | "tcp" => (Transport::Tcp, 1883),
-        "mqtts" | "ssl" => (Transport::tls_with_default_config(), 8883),
-        other => return Err(MqttUrlError::Scheme(other.to_string())),
+        "mqtts" | "ssl" => (
+            Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+                super::tls::client_config(mqtt)?,
+            )),
+            8883,
+        ),
+        other => return Err(MqttSetupError::Scheme(other.to_string())),
     };
     let host = parsed
         .host_str()
-        .ok_or_else(|| MqttUrlError::NoHost(crate::config::redact_url(url)))?;
+        .ok_or_else(|| MqttSetupError::NoHost(redacted()))?;
     let mut options = MqttOptions::new(client_id, host, parsed.port().unwrap_or(default_port));
     options
         .set_transport(transport)
@@ -110,8 +133,25 @@ pub fn mqtt_options(
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(ingest.max_packet_bytes, ingest.max_packet_bytes);
-    if !parsed.username().is_empty() {
-        options.set_credentials(parsed.username(), parsed.password().unwrap_or_default());
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .map(|decoded| decoded.into_owned())
+            .map_err(|_| MqttSetupError::Credentials(redacted()))
+    };
+    let username = match &mqtt.username {
+        Some(username) => username.clone(),
+        None => decode(parsed.username())?,
+    };
+    let password = match &mqtt.password_file {
+        Some(path) => read_secret(path).map_err(|source| MqttSetupError::PasswordFile {
+            path: path.clone(),
+            source,
+        })?,
+        None => decode(parsed.password().unwrap_or_default())?,
+    };
+    if !username.is_empty() || !password.is_empty() {
+        options.set_credentials(username, password);
     }
     Ok(options)
 }
@@ -126,6 +166,7 @@ pub(super) async fn run_session(
     let client_id = options.client_id();
     let sessions = settings.ingest.session_count().max(1);
     let keep_alive = options.keep_alive();
+    let host = options.broker_address().0;
     // Only subscriptions go through rumqttc's request channel; acks do not.
     let (client, event_loop) = AsyncClient::new(options, 16);
     let (message_tx, message_rx) = mpsc::unbounded_channel();
@@ -150,6 +191,8 @@ pub(super) async fn run_session(
         connected: false,
         unflushed_acks: 0,
         keep_alive,
+        mqtt: settings.mqtt.clone(),
+        host,
     };
     let poller = tokio::spawn(poller.run(stop_rx));
     let writer = Writer::new(&settings, deps.clone(), shared, settled_tx, &shutdown);
@@ -189,6 +232,9 @@ struct Poller {
     connected: bool,
     unflushed_acks: usize,
     keep_alive: Duration,
+    /// For the sentence that explains a TLS failure.
+    mqtt: MqttConfig,
+    host: String,
 }
 
 /// What woke the poller.
@@ -405,6 +451,10 @@ impl Poller {
                  broker's max_packet_size (Mosquitto) to at most ingest.max_packet_bytes, or \
                  ingest cannot move past it"
             );
+        } else if let Some(sentence) = super::tls::explain(error, &self.mqtt, &self.host) {
+            // Retried with backoff (a certificate may be renewed), but said plainly: no
+            // message arrives until it is fixed.
+            tracing::error!(client_id = self.client_id, %error, "{sentence}");
         } else {
             tracing::warn!(client_id = self.client_id, %error, "mqtt connection error");
         }

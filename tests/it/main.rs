@@ -11,3 +11,4 @@ mod predict;
 mod storage;
 mod support;
 mod tidy;
+mod tls;

@@ -28,6 +28,9 @@ pub struct IngestMetrics {
     pub duplicate_readings: Counter,
     /// Dead letters by reason.
     pub dead_letters: Family<Labels, Counter>,
+    /// Fields skipped in messages that were otherwise stored, by reason (`not_numeric`,
+    /// `nested`, `unknown_key`, `invalid_name`, `non_finite`, `out_of_range`).
+    pub skipped_fields: Family<Labels, Counter>,
     /// Readings per committed batch.
     pub batch_readings: Histogram,
     /// Seconds from the start of a batch's transaction to its commit.
@@ -100,6 +103,7 @@ impl Metrics {
             readings: Counter::default(),
             duplicate_readings: Counter::default(),
             dead_letters: Family::default(),
+            skipped_fields: Family::default(),
             batch_readings: Histogram::new(exponential_buckets(1.0, 4.0, 10)),
             commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             receive_to_commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
@@ -131,6 +135,11 @@ impl Metrics {
             "dead_letters",
             "Messages dead-lettered, by reason",
             ingest.dead_letters.clone(),
+        );
+        sub.register(
+            "skipped_fields",
+            "Fields skipped in messages otherwise stored, by reason",
+            ingest.skipped_fields.clone(),
         );
         sub.register(
             "batch_readings",

@@ -14,7 +14,8 @@ pub use event::{
     parse_event, parse_status,
 };
 pub use telemetry::{
-    Reading, TelemetryMessage, is_valid_metric_name, parse_telemetry, telemetry_json,
+    Reading, SkipReason, SkippedFields, TelemetryMessage, is_valid_metric_name, parse_telemetry,
+    snake_case, telemetry_json,
 };
 pub use topic::{DeviceTopic, TopicKind, device_topic, is_valid_device_external_id, parse_topic};
 

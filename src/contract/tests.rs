@@ -136,10 +136,6 @@ fn each_bad_input_has_its_reason() {
         reject(r#"{"ts": "yesterday", "metrics": {"a": 1}}"#),
         RejectReason::InvalidPayload
     );
-    assert_eq!(
-        reject(r#"{"metrics": {"a": 1}, "extra": 1}"#),
-        RejectReason::InvalidPayload
-    );
     assert_eq!(reject("[]"), RejectReason::InvalidPayload);
     assert_eq!(
         reject(r#"{"ts": -5, "metrics": {"a": 1}}"#),
@@ -173,10 +169,183 @@ fn each_bad_input_has_its_reason() {
         )),
         RejectReason::PayloadTooLarge
     );
-    // One bad sample rejects the whole message: a message is used whole or not at all.
+    // A bad timestamp in one sample rejects the whole message (its readings' times cannot
+    // be trusted); a bad field only skips that field.
     assert_eq!(
-        reject(r#"[{"metrics": {"a": 1}}, {"metrics": {"a": null}}]"#),
+        reject(r#"[{"metrics": {"a": 1}}, {"ts": "soon", "metrics": {"a": 2}}]"#),
         RejectReason::InvalidPayload
+    );
+    assert_eq!(
+        reject(r#"{"values": [1, 2]}"#),
+        RejectReason::InvalidPayload,
+        "`values` beside nothing but `ts` is ThingsBoard's form, and must be an object"
+    );
+    assert_eq!(
+        reject(r#"{"fw": "1.2", "cfg": {"mode": 1}}"#),
+        RejectReason::InvalidPayload,
+        "no usable field"
+    );
+    assert_eq!(reject("{}"), RejectReason::InvalidPayload);
+}
+
+fn skipped(message: &TelemetryMessage) -> Vec<(&'static str, u32)> {
+    message
+        .skipped
+        .iter()
+        .map(|(reason, n)| (reason.as_str(), n))
+        .collect()
+}
+
+/// One bad field costs only itself: `"fw": "1.2"` beside the readings is skipped and
+/// counted, and so is every other field that cannot be a reading.
+#[test]
+fn a_bad_field_is_skipped_and_counted_and_the_rest_kept() {
+    let message = parse_telemetry(
+        br#"{"ts": 1795351198000, "seq": 4, "fw": "1.2", "metrics": {"a": 1, "b": "high", "c": {"x": 1}, "d": [1], "e": null, "f": "NaN", "g": 1e200, "Motor Temp": 3, "h": false}}"#,
+        NOW,
+        &limits(),
+    )
+    .unwrap();
+    let names: Vec<&str> = message.readings.iter().map(|r| r.metric.as_str()).collect();
+    assert_eq!(names, vec!["a", "h"]);
+    assert_eq!(message.seq_range, Some((4, 4)));
+    assert_eq!(
+        skipped(&message),
+        vec![
+            ("not_numeric", 2),
+            ("nested", 2),
+            ("unknown_key", 1),
+            ("invalid_name", 1),
+            ("non_finite", 1),
+            ("out_of_range", 1),
+        ]
+    );
+    assert_eq!(
+        message.skipped.first,
+        Some((SkipReason::UnknownKey, "sample 0: `fw`".to_string()))
+    );
+    let message = parse_telemetry(
+        br#"[{"metrics": {"a": 1}}, {"metrics": {"a": null}}]"#,
+        NOW,
+        &limits(),
+    )
+    .unwrap();
+    assert_eq!(message.readings.len(), 1);
+    assert_eq!(skipped(&message), vec![("not_numeric", 1)]);
+}
+
+/// ThingsBoard's documented telemetry payloads, verbatim (thingsboard.io/docs/reference/
+/// mqtt-api/telemetry and http-api/telemetry), with its 2016 timestamps let through.
+#[test]
+fn thingsboards_documented_payloads() {
+    let limits = ValidationLimits {
+        max_age_micros: None,
+        ..limits()
+    };
+    let parse = |payload: &str| parse_telemetry(payload.as_bytes(), NOW, &limits);
+    // In time, then name order (a JSON object's keys have no order).
+    let values = |message: &TelemetryMessage| -> Vec<(String, f64, bool)> {
+        let mut readings = message.readings.clone();
+        readings.sort_by(|a, b| (a.time, &a.metric).cmp(&(b.time, &b.metric)));
+        readings
+            .into_iter()
+            .map(|r| (r.metric, r.value, r.time_estimated))
+            .collect()
+    };
+
+    // Simple key-value: the receive time, flagged.
+    let message = parse(r#"{"temperature": 42, "humidity": 73}"#).unwrap();
+    assert_eq!(
+        values(&message),
+        vec![
+            ("humidity".into(), 73.0, true),
+            ("temperature".into(), 42.0, true)
+        ]
+    );
+    assert!(message.readings.iter().all(|r| r.time == NOW));
+
+    // With a client-side timestamp.
+    let message =
+        parse(r#"{"ts": 1451649600512, "values": {"temperature": 42, "humidity": 73}}"#).unwrap();
+    assert_eq!(message.readings.len(), 2);
+    assert!(message.readings.iter().all(|r| !r.time_estimated
+        && format_timestamp(r.time) == "2016-01-01T12:00:00.512000Z"));
+
+    // An array of timestamped objects.
+    let message = parse(
+        r#"[ {"ts": 1451649600000, "values": {"temperature": 22.5, "humidity": 61}}, {"ts": 1451649601000, "values": {"temperature": 22.7, "humidity": 60}}]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        values(&message),
+        vec![
+            ("humidity".into(), 61.0, false),
+            ("temperature".into(), 22.5, false),
+            ("humidity".into(), 60.0, false),
+            ("temperature".into(), 22.7, false)
+        ]
+    );
+    assert_eq!(
+        message.readings[2].time - message.readings[0].time,
+        1_000_000
+    );
+
+    // The value types ThingsBoard takes: strings and JSON are not readings, each skipped on
+    // its own; camel-case keys are taken in the catalogue's snake case.
+    let message = parse(
+        r#"{"stringKey":"value1", "booleanKey":true, "doubleKey":42.0, "longKey":73, "jsonKey": {"someNumber": 42, "someArray": [1,2,3], "someNestedObject": {"key": "value"}}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        values(&message),
+        vec![
+            ("boolean_key".into(), 1.0, true),
+            ("double_key".into(), 42.0, true),
+            ("long_key".into(), 73.0, true)
+        ]
+    );
+    assert_eq!(skipped(&message), vec![("not_numeric", 1), ("nested", 1)]);
+
+    // The simplest forms in ThingsBoard's docs carry only strings: nothing to store, so
+    // the message is a dead letter that names why.
+    for payload in [
+        r#"{"key1":"value1", "key2":"value2"}"#,
+        r#"[{"key1":"value1"}, {"key2":"value2"}]"#,
+        r#"{"ts":1451649600512, "values":{"key1":"value1", "key2":"value2"}}"#,
+    ] {
+        let rejection = parse(payload).unwrap_err();
+        assert_eq!(rejection.reason, RejectReason::InvalidPayload, "{payload}");
+        assert!(
+            rejection.detail.contains("not_numeric") && rejection.detail.contains("key1"),
+            "{}",
+            rejection.detail
+        );
+    }
+}
+
+#[test]
+fn keys_devices_send_are_taken_in_snake_case() {
+    for (key, name) in [
+        ("batteryLevel", Some("battery_level")),
+        ("HTTPStatus", Some("http_status")),
+        ("Motor Temp", Some("motor_temp")),
+        ("temp-c", Some("temp_c")),
+        ("sensor.rpm", Some("sensor_rpm")),
+        ("CO2", Some("co2")),
+        ("pm2_5", Some("pm2_5")),
+        ("temperatureC", Some("temperature_c")),
+        ("_x__y_", Some("x_y")),
+        ("température", None),
+        ("---", None),
+        ("", None),
+    ] {
+        assert_eq!(snake_case(key).as_deref(), name, "{key}");
+    }
+    assert_eq!(snake_case(&"a".repeat(65)), None);
+    // forewarn's own form keeps the catalogue's rule: no renaming there.
+    assert_eq!(
+        reject(r#"{"metrics": {"batteryLevel": 1}}"#),
+        RejectReason::InvalidMetricName
     );
 }
 

@@ -299,6 +299,81 @@ async fn unknown_device_is_dead_lettered_when_auto_registration_is_off() {
     .await;
 }
 
+/// What devices already send, over a real broker: ThingsBoard's flat and `ts`+`values`
+/// forms and arrays of them are stored; a field that is not a reading (`"fw": "1.2"`) is
+/// skipped and counted while the rest of its message is kept; a message with nothing
+/// numeric is a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_devices_already_send_are_stored_field_by_field() {
+    init_logs();
+    let db = TestDb::new().await;
+    let broker = TestBroker::start(false).await;
+    let prefix = unique("forms");
+    let ingest = RunningIngest::start(ingest_settings(&broker, &prefix), db.store.clone()).await;
+    let mut device = Publisher::connect(&broker).await;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let topic = format!("{prefix}/TB-1/telemetry");
+    for payload in [
+        r#"{"temperature": 42, "humidity": 73}"#.to_string(),
+        format!(
+            r#"{{"ts": {}, "values": {{"temperature": 43, "humidity": 74}}}}"#,
+            now_ms - 3_000
+        ),
+        format!(
+            r#"[{{"ts": {}, "values": {{"temperature": 44, "humidity": 75}}}}, {{"ts": {}, "values": {{"temperature": 45, "humidity": 76}}}}]"#,
+            now_ms - 2_000,
+            now_ms - 1_000
+        ),
+        format!(
+            r#"{{"ts": {}, "fw": "1.2", "metrics": {{"motor_temp_c": 61.5, "mode": "eco"}}}}"#,
+            now_ms - 500
+        ),
+        r#"{"batteryLevel": 87, "firmwareVersion": "1.2"}"#.to_string(),
+        r#"{"key1":"value1", "key2":"value2"}"#.to_string(),
+    ] {
+        device.publish(&topic, payload).await;
+    }
+    device.flush().await;
+
+    let pool = db.query().await;
+    wait_for_count(&pool, "select count(*) from telemetry", 10).await;
+    wait_for_count(&pool, "select count(*) from dead_letters", 1).await;
+    let estimated = count(&pool, "select count(*) from telemetry where time_estimated").await;
+    assert_eq!(
+        estimated, 3,
+        "the flat forms carry no time: receive time, flagged"
+    );
+    let names: Vec<String> = sqlx::query_scalar(
+        "select m.name from telemetry t join metrics m on m.id = t.metric_id
+         group by m.name order by m.name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        names,
+        vec!["battery_level", "humidity", "motor_temp_c", "temperature"]
+    );
+    let reason: String = sqlx::query_scalar("select reason from dead_letters")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(reason, "invalid_payload");
+    wait_until("skipped fields counted", Duration::from_secs(5), || async {
+        let text = ingest.metrics.render();
+        metric_value(
+            &text,
+            "forewarn_ingest_skipped_fields_total{reason=\"not_numeric\"}",
+        ) == 2.0
+            && metric_value(
+                &text,
+                "forewarn_ingest_skipped_fields_total{reason=\"unknown_key\"}",
+            ) == 1.0
+    })
+    .await;
+    ingest.stop().await;
+}
+
 /// The ingester commits a batch and dies before acking it. The broker keeps the session
 /// and resends; the restarted ingester stores nothing twice and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -324,6 +324,15 @@ impl Writer {
                         .inc();
                     "dead_letter"
                 }
+                Parsed::Telemetry { message, .. } => {
+                    for (reason, n) in message.skipped.iter() {
+                        metrics
+                            .skipped_fields
+                            .get_or_create(&vec![("reason", reason.as_str())])
+                            .inc_by(u64::from(n));
+                    }
+                    "stored"
+                }
                 _ => "stored",
             };
             metrics

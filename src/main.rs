@@ -15,6 +15,7 @@ fn main() -> anyhow::Result<()> {
     let config =
         Config::load(cli.config.as_deref(), std::env::vars()).context("loading configuration")?;
     forewarn::observability::init_tracing(&config.log, std::env::var("RUST_LOG").ok().as_deref());
+    config.warn_ignored_env();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

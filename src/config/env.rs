@@ -26,9 +26,19 @@ pub const VARIABLES: &[Variable] = &[
         meaning: "the PostgreSQL/TimescaleDB URL; unset: a private cluster under embedded.data_dir",
     },
     Variable {
+        name: "DATABASE_URL_FILE",
+        key: None,
+        meaning: "a file holding the database URL (a mounted secret), instead of DATABASE_URL",
+    },
+    Variable {
         name: "MQTT_URL",
         key: Some(("mqtt", "url")),
         meaning: "the broker URL (mqtt:// or mqtts://); unset: an embedded broker",
+    },
+    Variable {
+        name: "MQTT_PASSWORD_FILE",
+        key: Some(("mqtt", "password_file")),
+        meaning: "a file holding the broker password (a mounted secret)",
     },
     Variable {
         name: "FOREWARN_HTTP_ADDR",
@@ -65,10 +75,11 @@ pub fn key_of(name: &str, sections: &[String]) -> Result<Option<(String, String)
     let Some(rest) = name.strip_prefix(KEY_PREFIX) else {
         return Ok(None);
     };
-    let bad_name = || ConfigError::BadEnvName {
-        name: name.to_string(),
+    let Some((section, key)) = rest.split_once(KEY_SEPARATOR) else {
+        // Cannot be a key: the kubelet sets FOREWARN_SERVICE_HOST, FOREWARN_PORT_8080_TCP…
+        // for a Service named forewarn. See [`is_ignored`].
+        return Ok(None);
     };
-    let (section, key) = rest.split_once(KEY_SEPARATOR).ok_or_else(bad_name)?;
     let lower = section.to_ascii_lowercase();
     if !sections.contains(&lower) {
         return Err(ConfigError::BadEnvName {
@@ -76,6 +87,15 @@ pub fn key_of(name: &str, sections: &[String]) -> Result<Option<(String, String)
         });
     }
     Ok(Some((lower, key.to_ascii_lowercase())))
+}
+
+/// A variable with forewarn's prefix that cannot name a key (no `__`, and not one of
+/// [`VARIABLES`]): ignored, and the caller warns about it. A variable with `__` and an
+/// unknown section or key stays an error, since it can only be a misspelt key.
+pub fn is_ignored(name: &str) -> bool {
+    name.starts_with(KEY_PREFIX)
+        && !name.contains(KEY_SEPARATOR)
+        && !VARIABLES.iter().any(|v| v.name == name)
 }
 
 /// Environment values are strings; each is converted to the type of the key it sets, as the

@@ -69,6 +69,9 @@ pub struct Config {
     pub log: LogConfig,
     pub train: TrainConfig,
     pub predict: PredictConfig,
+    /// Variables with the `FOREWARN_` prefix that name no key ([`env::is_ignored`]).
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 impl Config {
@@ -119,8 +122,36 @@ impl Config {
         let defaults = toml::Table::try_from(Config::default())
             .map_err(|e| ConfigError::Invalid(format!("default configuration: {e}")))?;
         let sections: Vec<String> = defaults.keys().cloned().collect();
+        if let Some((_, path)) = env.iter().find(|(k, _)| k == "DATABASE_URL_FILE") {
+            if env
+                .iter()
+                .any(|(k, v)| k == "DATABASE_URL" && !v.is_empty())
+            {
+                return Err(ConfigError::Invalid(
+                    "DATABASE_URL and DATABASE_URL_FILE are both set: set one".into(),
+                ));
+            }
+            let path = PathBuf::from(path);
+            let url = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string();
+            if let toml::Value::Table(database) = table
+                .entry("database")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            {
+                database.insert("url".into(), toml::Value::String(url));
+            }
+        }
+        let mut ignored_env = Vec::new();
         for (name, value) in &env {
             let Some((section, key)) = env::key_of(name, &sections)? else {
+                if env::is_ignored(name) {
+                    ignored_env.push(name.clone());
+                }
                 continue;
             };
             let section = section.as_str();
@@ -147,11 +178,24 @@ impl Config {
                 section_table.insert(key, typed);
             }
         }
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(one_line(&e.to_string())))?;
         config.validate()?;
+        ignored_env.sort();
+        config.ignored_env = ignored_env;
         Ok(config)
+    }
+
+    /// Logs the variables with forewarn's prefix that were ignored because they cannot name
+    /// a key (call once logging is up).
+    pub fn warn_ignored_env(&self) {
+        if !self.ignored_env.is_empty() {
+            tracing::warn!(
+                variables = ?self.ignored_env,
+                "environment variables with the FOREWARN_ prefix that name no configuration key (FOREWARN_<SECTION>__<KEY>) are ignored; Kubernetes sets such variables for a Service named forewarn"
+            );
+        }
     }
 
     /// Rejects every value that would make a later call panic or misbehave (a zero period

@@ -552,6 +552,73 @@ fn the_defaults_are_valid() {
 fn unknown_keys_are_errors() {
     assert!(Config::load(None, env(&[("FOREWARN_INGEST__BATCH_SIZE", "5")])).is_err());
     assert!(Config::load(None, env(&[("FOREWARN_NOPE__X", "5")])).is_err());
-    assert!(Config::load(None, env(&[("FOREWARN_SOMETHING", "5")])).is_err());
+    // No `__`: cannot be a key (Kubernetes sets such variables), ignored with a warning.
+    let config = Config::load(None, env(&[("FOREWARN_SOMETHING", "5")])).unwrap();
+    assert_eq!(config.ignored_env, vec!["FOREWARN_SOMETHING".to_string()]);
     assert!(Config::load(None, env(&[("FOREWARN_INGEST__SESSIONS", "100000")])).is_err());
+}
+
+/// The kubelet injects `FOREWARN_SERVICE_HOST`, `FOREWARN_PORT_8080_TCP_ADDR`… for a
+/// Service named forewarn: they cannot be keys (no `__`), so they are ignored and listed
+/// for a warning. A misspelt section or key (with `__`) is still an error.
+#[test]
+fn kubernetes_service_variables_are_ignored_but_misspelt_keys_are_not() {
+    let kubelet = [
+        ("FOREWARN_SERVICE_HOST", "10.96.12.34"),
+        ("FOREWARN_SERVICE_PORT", "8080"),
+        ("FOREWARN_SERVICE_PORT_HTTP", "8080"),
+        ("FOREWARN_PORT", "tcp://10.96.12.34:8080"),
+        ("FOREWARN_PORT_8080_TCP", "tcp://10.96.12.34:8080"),
+        ("FOREWARN_PORT_8080_TCP_PROTO", "tcp"),
+        ("FOREWARN_PORT_8080_TCP_PORT", "8080"),
+        ("FOREWARN_PORT_8080_TCP_ADDR", "10.96.12.34"),
+        ("FOREWARN_INGEST__SHARED_GROUP", "ingest"),
+    ];
+    let config = Config::load(None, env(&kubelet)).unwrap();
+    assert_eq!(config.ingest.shared_group.as_deref(), Some("ingest"));
+    assert_eq!(config.ignored_env.len(), 8);
+    assert!(
+        config
+            .ignored_env
+            .contains(&"FOREWARN_PORT_8080_TCP_ADDR".to_string())
+    );
+
+    let message = load_error(&[("FOREWARN_INGSET__SHARED_GROUP", "ingest")]);
+    assert!(message.contains("FOREWARN_INGSET__"), "{message}");
+    let message = load_error(&[("FOREWARN_INGEST__SHARED_GRUOP", "ingest")]);
+    assert!(message.contains("shared_gruop"), "{message}");
+}
+
+/// Secrets mounted as files: `DATABASE_URL_FILE` and `MQTT_PASSWORD_FILE`.
+#[test]
+fn secrets_come_from_mounted_files() {
+    let dir = std::env::temp_dir().join(format!("forewarn-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url_file = dir.join("database-url");
+    std::fs::write(&url_file, "postgres://forewarn:s3cret@db:5432/forewarn\n").unwrap();
+    let url_path = url_file.display().to_string();
+    let config = Config::load(
+        None,
+        env(&[
+            ("DATABASE_URL_FILE", url_path.as_str()),
+            ("MQTT_PASSWORD_FILE", "/run/secrets/mqtt-password"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.database.url.as_deref(),
+        Some("postgres://forewarn:s3cret@db:5432/forewarn")
+    );
+    assert_eq!(
+        config.mqtt.password_file.as_deref(),
+        Some(std::path::Path::new("/run/secrets/mqtt-password"))
+    );
+    let message = load_error(&[
+        ("DATABASE_URL_FILE", url_path.as_str()),
+        ("DATABASE_URL", "postgres://other"),
+    ]);
+    assert!(message.contains("both set"), "{message}");
+    let message = load_error(&[("DATABASE_URL_FILE", "/nonexistent/forewarn-url")]);
+    assert!(message.contains("/nonexistent/forewarn-url"), "{message}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

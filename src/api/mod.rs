@@ -9,6 +9,7 @@
 pub mod config;
 mod devices;
 mod ops;
+pub mod probe;
 pub mod problem;
 
 use std::net::SocketAddr;

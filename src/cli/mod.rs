@@ -84,6 +84,13 @@ pub enum Command {
         #[command(subcommand)]
         source: Box<import::ImportCommand>,
     },
+    /// Probe `/readyz` of the forewarn on `http.addr` (loopback for a wildcard address):
+    /// exit 0 when ready, 1 with the reason otherwise. For container healthchecks.
+    Healthcheck {
+        /// Give up after this long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+        timeout: std::time::Duration,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -103,6 +110,12 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Evaluate(args) => evaluate::run(args, &config).await,
         Command::Import { source } => import::run(*source, &config).await,
         Command::Bench { bench } => bench::run(bench, &config).await,
+        Command::Healthcheck { timeout } => {
+            let addr = forewarn::api::probe::probe_address(config.http.addr);
+            let body = forewarn::api::probe::probe_ready(addr, timeout).await?;
+            println!("ready: {body}");
+            Ok(())
+        }
     }
 }
 

@@ -313,8 +313,34 @@ async fn forewarn_predict_runs_scoring_without_a_broker() {
         },
     )
     .await;
+    // `forewarn healthcheck` (the containers' probe) agrees, also given the wildcard
+    // address the process would listen on in a container.
+    let healthcheck = |listen: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_forewarn"))
+            .arg("healthcheck")
+            .env("FOREWARN_HTTP_ADDR", listen)
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    for listen in [addr.to_string(), format!("0.0.0.0:{port}")] {
+        let output = healthcheck(listen.clone());
+        assert!(
+            output.status.success(),
+            "{listen}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).starts_with("ready: "));
+    }
     sigterm(&process);
     let status = process.wait().unwrap();
     assert!(status.success(), "SIGTERM gives a clean exit: {status}");
+    let output = healthcheck(addr.to_string());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "nothing listens any more");
+    assert!(
+        stderr.contains("nothing answers on") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
     db.store.close().await;
 }

@@ -29,7 +29,8 @@ pub struct IngestMetrics {
     /// Dead letters by reason.
     pub dead_letters: Family<Labels, Counter>,
     /// Fields skipped in messages that were otherwise stored, by reason (`not_numeric`,
-    /// `nested`, `unknown_key`, `invalid_name`, `non_finite`, `out_of_range`).
+    /// `nested`, `unknown_key`, `invalid_name`, `non_finite`, `out_of_range`); a message
+    /// the broker redelivers counts its skipped fields again, like `messages`.
     pub skipped_fields: Family<Labels, Counter>,
     /// Readings per committed batch.
     pub batch_readings: Histogram,

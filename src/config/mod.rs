@@ -122,30 +122,6 @@ impl Config {
         let defaults = toml::Table::try_from(Config::default())
             .map_err(|e| ConfigError::Invalid(format!("default configuration: {e}")))?;
         let sections: Vec<String> = defaults.keys().cloned().collect();
-        if let Some((_, path)) = env.iter().find(|(k, _)| k == "DATABASE_URL_FILE") {
-            if env
-                .iter()
-                .any(|(k, v)| k == "DATABASE_URL" && !v.is_empty())
-            {
-                return Err(ConfigError::Invalid(
-                    "DATABASE_URL and DATABASE_URL_FILE are both set: set one".into(),
-                ));
-            }
-            let path = PathBuf::from(path);
-            let url = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim_end_matches(['\n', '\r'])
-                .to_string();
-            if let toml::Value::Table(database) = table
-                .entry("database")
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            {
-                database.insert("url".into(), toml::Value::String(url));
-            }
-        }
         let mut ignored_env = Vec::new();
         for (name, value) in &env {
             let Some((section, key)) = env::key_of(name, &sections)? else {
@@ -176,6 +152,35 @@ impl Config {
                     }
                 })?;
                 section_table.insert(key, typed);
+            }
+        }
+        // After the other variables, so that an empty DATABASE_URL (which unsets the key)
+        // cannot undo it.
+        if let Some((_, path)) = env
+            .iter()
+            .find(|(k, v)| k == "DATABASE_URL_FILE" && !v.is_empty())
+        {
+            if env
+                .iter()
+                .any(|(k, v)| k == "DATABASE_URL" && !v.is_empty())
+            {
+                return Err(ConfigError::Invalid(
+                    "DATABASE_URL and DATABASE_URL_FILE are both set: set one".into(),
+                ));
+            }
+            let path = PathBuf::from(path);
+            let url = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string();
+            if let toml::Value::Table(database) = table
+                .entry("database")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            {
+                database.insert("url".into(), toml::Value::String(url));
             }
         }
         let mut config: Config = toml::Value::Table(table)

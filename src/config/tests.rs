@@ -601,6 +601,7 @@ fn secrets_come_from_mounted_files() {
         None,
         env(&[
             ("DATABASE_URL_FILE", url_path.as_str()),
+            ("MQTT_URL", "mqtt://forewarn@broker:1883"),
             ("MQTT_PASSWORD_FILE", "/run/secrets/mqtt-password"),
         ]),
     )
@@ -618,7 +619,48 @@ fn secrets_come_from_mounted_files() {
         ("DATABASE_URL", "postgres://other"),
     ]);
     assert!(message.contains("both set"), "{message}");
+    // An empty DATABASE_URL (Helm values often leave one) unsets nothing the file set, and
+    // an empty DATABASE_URL_FILE is unset.
+    let config = Config::load(
+        None,
+        env(&[
+            ("DATABASE_URL", ""),
+            ("DATABASE_URL_FILE", url_path.as_str()),
+        ]),
+    )
+    .unwrap();
+    assert!(config.database.url.is_some());
+    let config = Config::load(None, env(&[("DATABASE_URL_FILE", "")])).unwrap();
+    assert!(config.database.url.is_none());
     let message = load_error(&[("DATABASE_URL_FILE", "/nonexistent/forewarn-url")]);
     assert!(message.contains("/nonexistent/forewarn-url"), "{message}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Broker credentials and TLS files are for an external broker: with MQTT_URL unset they
+/// would be sent to the embedded broker (which refuses them) or silently ignored. A
+/// password needs a user name.
+#[test]
+fn broker_settings_without_a_broker_url_stop_the_start() {
+    for (name, value) in [
+        ("FOREWARN_MQTT__USERNAME", "fleet"),
+        ("MQTT_PASSWORD_FILE", "/run/secrets/mqtt"),
+        ("FOREWARN_MQTT__TLS_CA_FILE", "/etc/forewarn/ca.pem"),
+    ] {
+        let message = load_error(&[(name, value)]);
+        assert!(message.contains("MQTT_URL"), "{name}: {message}");
+    }
+    let message = load_error(&[
+        ("MQTT_URL", "mqtt://broker:1883"),
+        ("MQTT_PASSWORD_FILE", "/run/secrets/mqtt"),
+    ]);
+    assert!(message.contains("needs a user name"), "{message}");
+    Config::load(
+        None,
+        env(&[
+            ("MQTT_URL", "mqtt://fleet@broker:1883"),
+            ("MQTT_PASSWORD_FILE", "/run/secrets/mqtt"),
+        ]),
+    )
+    .unwrap();
 }

@@ -129,7 +129,7 @@ enum Form<'a> {
     /// ThingsBoard's `{"ts": ms, "values": {…}}` (exactly those two keys).
     Values(&'a Map<String, Value>),
     /// A flat `{"name": value, …}` (ThingsBoard without a time, Telegraf's JSON): every key
-    /// but `ts` is a metric; `ts`, when present, is the time.
+    /// but `ts` and `seq` is a metric; `ts`, when present, is the time, `seq` the counter.
     Flat,
 }
 
@@ -196,9 +196,11 @@ pub fn parse_telemetry(
         // forewarn's own form names metrics as the catalogue does; the others carry what
         // devices already send (`batteryLevel`, `Motor Temp`), taken in snake case.
         let native = matches!(form, Form::Own(_));
+        if matches!(form, Form::Own(_) | Form::Flat) {
+            message.seq_range = merge_seq(message.seq_range, fields.get("seq"), &at)?;
+        }
         let metrics: Box<dyn Iterator<Item = (&String, &Value)>> = match form {
             Form::Own(metrics) => {
-                message.seq_range = merge_seq(message.seq_range, fields.get("seq"), &at)?;
                 for name in fields
                     .keys()
                     .filter(|k| !matches!(k.as_str(), "ts" | "metrics" | "seq"))
@@ -208,7 +210,11 @@ pub fn parse_telemetry(
                 Box::new(metrics.iter())
             }
             Form::Values(values) => Box::new(values.iter()),
-            Form::Flat => Box::new(fields.iter().filter(|(name, _)| *name != "ts")),
+            Form::Flat => Box::new(
+                fields
+                    .iter()
+                    .filter(|(name, _)| !matches!(name.as_str(), "ts" | "seq")),
+            ),
         };
         for (name, value) in metrics {
             let metric = if native {

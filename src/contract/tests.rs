@@ -342,6 +342,10 @@ fn keys_devices_send_are_taken_in_snake_case() {
         assert_eq!(snake_case(key).as_deref(), name, "{key}");
     }
     assert_eq!(snake_case(&"a".repeat(65)), None);
+    // `seq` in a flat object is the device's counter, not a metric.
+    let message = parse_telemetry(br#"{"temperature": 1, "seq": 5}"#, NOW, &limits()).unwrap();
+    assert_eq!(message.readings.len(), 1);
+    assert_eq!(message.seq_range, Some((5, 5)));
     // forewarn's own form keeps the catalogue's rule: no renaming there.
     assert_eq!(
         reject(r#"{"metrics": {"batteryLevel": 1}}"#),

@@ -231,7 +231,30 @@ pub fn validate(mqtt: &MqttConfig, ingest: &IngestConfig) -> Result<(), ConfigEr
         format!("{:?}", mqtt.tls_cert_file),
         "mqtt.tls_cert_file and mqtt.tls_key_file go together: set both or neither",
     )?;
+    let broker_settings = [
+        ("mqtt.username", mqtt.username.is_some()),
+        ("mqtt.password_file", mqtt.password_file.is_some()),
+        ("mqtt.tls_ca_file", mqtt.tls_ca_file.is_some()),
+        ("mqtt.tls_cert_file", mqtt.tls_cert_file.is_some()),
+    ];
+    if mqtt.url.is_none()
+        && let Some((key, _)) = broker_settings.iter().find(|(_, set)| *set)
+    {
+        rule(
+            false,
+            key,
+            "set",
+            "it is for an external broker, but MQTT_URL (mqtt.url) is unset: the embedded broker makes its own credentials; set MQTT_URL or unset it",
+        )?;
+    }
     if let Some(url) = &mqtt.url {
+        let url_has_user = url::Url::parse(url).is_ok_and(|u| !u.username().is_empty());
+        rule(
+            mqtt.password_file.is_none() || mqtt.username.is_some() || url_has_user,
+            "mqtt.password_file",
+            format!("{:?}", mqtt.password_file),
+            "a password needs a user name: set mqtt.username or put the user in MQTT_URL (mqtt://user@host)",
+        )?;
         let tls_set = mqtt.tls_ca_file.is_some() || mqtt.tls_cert_file.is_some();
         rule(
             !tls_set || url.starts_with("mqtts://") || url.starts_with("ssl://"),

@@ -159,18 +159,27 @@ pub fn explain(error: &ConnectionError, mqtt: &MqttConfig, host: &str) -> Option
         rustls::Error::AlertReceived(AlertDescription::CertificateExpired) => {
             format!("TLS: the broker refused {client_cert}: it has expired")
         }
-        rustls::Error::AlertReceived(
-            AlertDescription::CertificateRequired | AlertDescription::HandshakeFailure,
-        ) if mqtt.tls_cert_file.is_none() => "TLS: the broker requires a client certificate; set \
-             mqtt.tls_cert_file and mqtt.tls_key_file"
-            .into(),
+        rustls::Error::AlertReceived(AlertDescription::CertificateRequired)
+            if mqtt.tls_cert_file.is_none() =>
+        {
+            "TLS: the broker requires a client certificate; set mqtt.tls_cert_file and \
+             mqtt.tls_key_file"
+                .into()
+        }
+        rustls::Error::AlertReceived(AlertDescription::HandshakeFailure) => format!(
+            "TLS: the broker ended the handshake: no TLS version or cipher in common, or it \
+             wants a client certificate{}",
+            match &mqtt.tls_cert_file {
+                Some(_) => format!(" and refused {client_cert}"),
+                None => " (set mqtt.tls_cert_file and mqtt.tls_key_file)".into(),
+            }
+        ),
         rustls::Error::AlertReceived(
             AlertDescription::BadCertificate
             | AlertDescription::UnknownCA
             | AlertDescription::CertificateUnknown
             | AlertDescription::CertificateRevoked
-            | AlertDescription::DecryptError
-            | AlertDescription::HandshakeFailure,
+            | AlertDescription::DecryptError,
         ) => format!(
             "TLS: the broker refused {client_cert}: it is not signed by a CA the broker trusts, \
              or it was revoked"

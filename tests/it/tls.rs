@@ -260,7 +260,13 @@ async fn a_wrong_ca_or_an_expired_certificate_is_one_clear_sentence() {
     ingest_log_until(
         &broker,
         &files(&pki.ca_file, &expired_cert, &expired_key),
-        "the broker refused forewarn's client certificate",
+        "client certificate (mqtt.tls_cert_file",
+    )
+    .await;
+    ingest_log_until(
+        &broker,
+        &files(&pki.ca_file, &expired_cert, &expired_key),
+        "): it has expired",
     )
     .await;
 

@@ -124,7 +124,9 @@ impl Writer {
                 }
             };
             if !ok {
-                return false; // nothing of this batch acked: the broker resends it
+                // Nothing of this batch acked: the broker resends it.
+                self.stop_in_flight().await;
+                return false;
             }
         }
         // Shutdown: stop taking messages; finish the writes in flight and write what has
@@ -140,6 +142,28 @@ impl Writer {
                 );
                 false
             }
+        }
+    }
+
+    /// The session is dying without acks: tells the write tasks to stop at their next
+    /// retry and waits for them (at most `ingest.shutdown_grace`), so that none commits
+    /// after the next session has written the broker's redelivery of its messages (a
+    /// redelivered message without `ts` is recognised only by a committed first copy).
+    async fn stop_in_flight(&mut self) {
+        self.stop_tasks.trigger();
+        let grace = self.settings.ingest.shutdown_grace;
+        let in_flight = &mut self.in_flight;
+        let waited = tokio::time::timeout(grace, async move {
+            for flight in in_flight.iter_mut() {
+                let _ = (&mut flight.task).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(
+                ?grace,
+                "write tasks of a dying session still running after the grace period"
+            );
         }
     }
 

@@ -1,6 +1,8 @@
 //! Logs and metrics: the tracing subscriber, and every Prometheus metric forewarn exposes,
 //! declared in one place so that `/metrics` is documented by this file.
 
+mod process;
+
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -62,6 +64,8 @@ pub struct IngestMetrics {
     pub stale_acks_dropped: Counter,
     /// Ingest's MQTT sessions currently connected.
     pub mqtt_sessions_connected: Gauge,
+    /// 1 while the session (by client id) is connected, 0 while it is not.
+    pub mqtt_session_connected: Family<KindLabels, Gauge>,
 }
 
 /// Labels naming a device kind (dynamic, unlike the fixed label sets above).
@@ -82,6 +86,25 @@ pub struct PredictMetrics {
     /// Cycles in which loading, scoring or writing one kind failed, by kind (the other
     /// kinds were still scored).
     pub kind_errors: Family<KindLabels, Counter>,
+    /// Seconds per scoring cycle (load, features, scoring, write).
+    pub cycle_seconds: Histogram,
+    /// Cycles by outcome (`ok`, `failed`).
+    pub cycles: Family<Labels, Counter>,
+    /// Predictions written by the last cycle.
+    pub last_cycle_predictions: Gauge,
+    /// 1 for the model version scoring each failure mode.
+    pub model_info: Family<KindLabels, Gauge>,
+}
+
+/// The retraining stage's metrics (`train.interval`).
+#[derive(Debug)]
+pub struct TrainMetrics {
+    /// Scheduled trainings by outcome (`trained`, `failed`).
+    pub runs: Family<Labels, Counter>,
+    /// Seconds the last scheduled training took.
+    pub last_seconds: Gauge<f64, AtomicU64>,
+    /// Challengers promoted, per failure mode decision.
+    pub promotions: Counter,
 }
 
 /// Every metric of the process, and the readiness flags `/readyz` reads.
@@ -90,6 +113,7 @@ pub struct Metrics {
     registry: Registry,
     pub ingest: IngestMetrics,
     pub predict: PredictMetrics,
+    pub train: TrainMetrics,
     /// Sessions the ingest stage opens (0: this process does not ingest).
     mqtt_sessions_expected: AtomicI64,
     /// Why ingest's writes are failing right now (`None` when they are not).
@@ -98,7 +122,19 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let mut registry = Registry::with_prefix("forewarn");
+        let mut root = Registry::default();
+        // `process_*` as every Prometheus client names them, without our prefix.
+        root.register_collector(Box::new(process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("forewarn");
+        let build_info = Family::<KindLabels, Gauge>::default();
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+            .set(1);
+        registry.register(
+            "build_info",
+            "1, labelled with the version of this build",
+            build_info,
+        );
         let ingest = IngestMetrics {
             messages: Family::default(),
             readings: Counter::default(),
@@ -119,6 +155,7 @@ impl Metrics {
             read_paused_seconds: Counter::default(),
             stale_acks_dropped: Counter::default(),
             mqtt_sessions_connected: Gauge::default(),
+            mqtt_session_connected: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("ingest");
         sub.register(
@@ -212,12 +249,21 @@ impl Metrics {
             "Ingest MQTT sessions connected",
             ingest.mqtt_sessions_connected.clone(),
         );
+        sub.register(
+            "mqtt_session_connected",
+            "1 while the ingest session (by client id) is connected",
+            ingest.mqtt_session_connected.clone(),
+        );
         let predict = PredictMetrics {
             predictions: Counter::default(),
             stale_devices: Gauge::default(),
             broken_devices: Gauge::default(),
             devices_without_model: Gauge::default(),
             kind_errors: Family::default(),
+            cycle_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            cycles: Family::default(),
+            last_cycle_predictions: Gauge::default(),
+            model_info: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("predict");
         sub.register(
@@ -245,10 +291,48 @@ impl Metrics {
             "Cycles in which one kind failed to load, score or write, by kind",
             predict.kind_errors.clone(),
         );
+        sub.register(
+            "cycle_seconds",
+            "Seconds per scoring cycle: load, features, scoring, write",
+            predict.cycle_seconds.clone(),
+        );
+        sub.register(
+            "cycles",
+            "Scoring cycles by outcome",
+            predict.cycles.clone(),
+        );
+        sub.register(
+            "last_cycle_predictions",
+            "Predictions written by the last cycle",
+            predict.last_cycle_predictions.clone(),
+        );
+        sub.register(
+            "model_info",
+            "1 for the model version scoring each failure mode",
+            predict.model_info.clone(),
+        );
+        let train = TrainMetrics {
+            runs: Family::default(),
+            last_seconds: Gauge::default(),
+            promotions: Counter::default(),
+        };
+        let sub = registry.sub_registry_with_prefix("train");
+        sub.register("runs", "Scheduled trainings by outcome", train.runs.clone());
+        sub.register(
+            "last_seconds",
+            "Seconds the last scheduled training took",
+            train.last_seconds.clone(),
+        );
+        sub.register(
+            "promotions",
+            "Challengers promoted, per failure mode",
+            train.promotions.clone(),
+        );
         Arc::new(Metrics {
-            registry,
+            registry: root,
             ingest,
             predict,
+            train,
             mqtt_sessions_expected: AtomicI64::new(0),
             ingest_failure: Mutex::new(None),
         })
@@ -270,7 +354,11 @@ impl Metrics {
 
     /// A session connected (`true`) or lost its connection (`false`); each session reports
     /// each change once.
-    pub fn set_session_connected(&self, connected: bool) {
+    pub fn set_session_connected(&self, client_id: &str, connected: bool) {
+        self.ingest
+            .mqtt_session_connected
+            .get_or_create(&vec![("session", client_id.to_string())])
+            .set(i64::from(connected));
         if connected {
             self.ingest.mqtt_sessions_connected.inc();
         } else {
@@ -353,5 +441,65 @@ impl LogConfig {
         }
 
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the shipped Grafana dashboard (`deploy/grafana/forewarn.json`) queries
+    /// is one this process exports.
+    #[test]
+    fn the_dashboard_queries_only_metrics_that_exist() {
+        let metrics = Metrics::new();
+        // Families show a series only once one exists.
+        let one = || vec![("reason", "x")];
+        metrics.ingest.dead_letters.get_or_create(&one()).inc();
+        metrics.ingest.skipped_fields.get_or_create(&one()).inc();
+        metrics.ingest.messages.get_or_create(&one()).inc();
+        metrics.ingest.write_errors.get_or_create(&one()).inc();
+        metrics.set_session_connected("fw-1", true);
+        metrics.predict.cycles.get_or_create(&one()).inc();
+        metrics
+            .predict
+            .kind_errors
+            .get_or_create(&vec![("kind", "washer".to_string())])
+            .inc();
+        metrics
+            .predict
+            .model_info
+            .get_or_create(&vec![("failure_mode", "m".to_string())])
+            .set(1);
+        metrics.train.runs.get_or_create(&one()).inc();
+        let exposition = metrics.render();
+        let dashboard = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/grafana/forewarn.json"
+        ))
+        .unwrap();
+        let mut names = Vec::new();
+        for (start, _) in dashboard.match_indices(['f', 'p']) {
+            let rest = &dashboard[start..];
+            if (rest.starts_with("forewarn_") || rest.starts_with("process_"))
+                && (start == 0 || !dashboard.as_bytes()[start - 1].is_ascii_alphanumeric())
+            {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                names.push(name);
+            }
+        }
+        assert!(names.len() > 20, "{names:?}");
+        for name in names {
+            let found = exposition
+                .lines()
+                .any(|line| line.starts_with(&name) && line[name.len()..].starts_with(['{', ' ']));
+            assert!(
+                found,
+                "the dashboard queries {name}, which /metrics does not export"
+            );
+        }
     }
 }

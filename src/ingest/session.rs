@@ -463,7 +463,9 @@ impl Poller {
     fn set_connected(&mut self, connected: bool) {
         if self.connected != connected {
             self.connected = connected;
-            self.deps.metrics.set_session_connected(connected);
+            self.deps
+                .metrics
+                .set_session_connected(&self.client_id, connected);
         }
     }
 

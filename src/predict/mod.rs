@@ -279,6 +279,13 @@ impl Scorer {
         let preparing = Instant::now();
         let mut report = CycleReport::default();
         self.models.refresh(store, &self.metrics).await?;
+        let model_info = &self.metrics.predict.model_info;
+        model_info.clear();
+        for (mode, version) in self.models.versions() {
+            model_info
+                .get_or_create(&vec![("failure_mode", mode), ("version", version)])
+                .set(1);
+        }
         if !self.resumed {
             for (device, time) in store.newest_prediction_times().await? {
                 self.scored_until.insert(device, time.timestamp_micros());
@@ -351,6 +358,9 @@ impl Scorer {
         }
         let predict = &self.metrics.predict;
         predict.predictions.inc_by(report.predictions as u64);
+        predict
+            .last_cycle_predictions
+            .set(report.predictions as i64);
         predict.stale_devices.set(report.stale as i64);
         predict.broken_devices.set(report.broken as i64);
         predict
@@ -556,10 +566,24 @@ pub async fn run(
     {
         tracing::warn!(error = %error, "default model not registered");
     }
-    let mut scorer = Scorer::new(metrics);
+    let mut scorer = Scorer::new(metrics.clone());
     let mut ticks = Periodic::new(settings.interval, FirstTick::Immediately, shutdown);
     while ticks.next().await {
-        match scorer.cycle(&store, settings.top_factors).await {
+        let started = std::time::Instant::now();
+        let cycle = scorer.cycle(&store, settings.top_factors).await;
+        metrics
+            .predict
+            .cycle_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .predict
+            .cycles
+            .get_or_create(&vec![(
+                "outcome",
+                if cycle.is_ok() { "ok" } else { "failed" },
+            )])
+            .inc();
+        match cycle {
             Ok(report) if report.predictions > 0 || report.newly_stale > 0 => tracing::info!(
                 devices = report.devices,
                 predictions = report.predictions,

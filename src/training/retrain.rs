@@ -38,16 +38,32 @@ pub async fn run(
     deps: StageDeps,
     shutdown: Shutdown,
 ) -> Result<(), TrainingError> {
-    let store = deps.store;
+    let StageDeps { store, metrics } = deps;
     let config = settings.train;
     let stride = stride_micros(config.example_stride);
     let mut ticks = Periodic::new(settings.interval, FirstTick::AfterOnePeriod, shutdown);
     while ticks.next().await {
-        match train(&store, &config, None, None).await {
+        let started = std::time::Instant::now();
+        let trained = train(&store, &config, None, None).await;
+        metrics
+            .train
+            .last_seconds
+            .set(started.elapsed().as_secs_f64());
+        let outcome = if trained.is_ok() { "trained" } else { "failed" };
+        metrics
+            .train
+            .runs
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+        match trained {
             Ok((artifact, report)) => {
                 tracing::info!(version = %report.version, seconds = report.seconds, "challenger trained");
-                if let Err(error) = promote_if_better(&store, &artifact, stride).await {
-                    tracing::warn!(%error, "promotion check failed");
+                match promote_if_better(&store, &artifact, stride).await {
+                    Ok(decisions) => {
+                        let promoted = decisions.iter().filter(|d| d.promoted).count();
+                        metrics.train.promotions.inc_by(promoted as u64);
+                    }
+                    Err(error) => tracing::warn!(%error, "promotion check failed"),
                 }
             }
             Err(error) => tracing::warn!(%error, "scheduled retraining failed"),

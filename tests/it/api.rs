@@ -313,6 +313,35 @@ async fn forewarn_predict_runs_scoring_without_a_broker() {
         },
     )
     .await;
+    // Operable like its peers: build, process and stage metrics under Prometheus' names.
+    wait_until(
+        "a scoring cycle counted",
+        Duration::from_secs(30),
+        || async {
+            get(addr, "/metrics")
+                .await
+                .1
+                .contains(r#"forewarn_predict_cycles_total{outcome="ok"}"#)
+        },
+    )
+    .await;
+    let (_, exposition) = get(addr, "/metrics").await;
+    for name in [
+        "forewarn_build_info{version=\"",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+        "forewarn_predict_cycle_seconds_count ",
+        "forewarn_predict_last_cycle_predictions ",
+        "forewarn_predict_model_info{failure_mode=\"",
+        "forewarn_predict_stale_devices ",
+    ] {
+        assert!(
+            exposition.contains(name),
+            "{name} missing from:\n{exposition}"
+        );
+    }
     // `forewarn healthcheck` (the containers' probe) agrees, also given the wildcard
     // address the process would listen on in a container.
     let healthcheck = |listen: String| {

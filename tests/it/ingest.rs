@@ -309,7 +309,9 @@ async fn payloads_devices_already_send_are_stored_field_by_field() {
     let db = TestDb::new().await;
     let broker = TestBroker::start(false).await;
     let prefix = unique("forms");
-    let ingest = RunningIngest::start(ingest_settings(&broker, &prefix), db.store.clone()).await;
+    let settings = ingest_settings(&broker, &prefix);
+    let ingest_client_id = settings.mqtt.client_id.clone();
+    let ingest = RunningIngest::start(settings, db.store.clone()).await;
     let mut device = Publisher::connect(&broker).await;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let topic = format!("{prefix}/TB-1/telemetry");
@@ -359,6 +361,15 @@ async fn payloads_devices_already_send_are_stored_field_by_field() {
         .await
         .unwrap();
     assert_eq!(reason, "invalid_payload");
+    let session = format!(
+        "forewarn_ingest_mqtt_session_connected{{session=\"{}\"}}",
+        ingest_client_id
+    );
+    assert_eq!(
+        metric_value(&ingest.metrics.render(), &session),
+        1.0,
+        "{session}"
+    );
     wait_until("skipped fields counted", Duration::from_secs(5), || async {
         let text = ingest.metrics.render();
         metric_value(

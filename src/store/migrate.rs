@@ -150,14 +150,16 @@ async fn apply_timescale_policies(
     )
     .execute(&mut *connection)
     .await?;
-    set_policy(
-        connection,
-        Policy::Compression,
-        "telemetry",
-        storage.compress_after,
-    )
-    .await?;
-    for table in ["telemetry", "device_events"] {
+    for table in ["telemetry", "predictions"] {
+        set_policy(
+            connection,
+            Policy::Compression,
+            table,
+            storage.compress_after,
+        )
+        .await?;
+    }
+    for table in ["telemetry", "device_events", "predictions"] {
         set_policy(connection, Policy::Retention, table, storage.retention).await?;
     }
     Ok(())

@@ -473,6 +473,7 @@ impl Store {
             "delete from telemetry where time < now() - $1::interval",
             "delete from device_events where time < now() - $1::interval",
             "delete from telemetry_hourly where bucket < now() - $1::interval",
+            "delete from predictions where time < now() - $1::interval",
         ] {
             deleted += sqlx::query(statement)
                 .bind(&interval)

@@ -610,7 +610,17 @@ async fn migrating_again_replaces_only_the_policies_whose_setting_changed() {
     }
     let mut store = db.store.clone();
     let before = jobs(&pool).await;
-    assert_eq!(before.len(), 3, "{before:?}");
+    // Compression of telemetry and predictions; retention of those and device_events.
+    assert_eq!(before.len(), 5, "{before:?}");
+    assert_eq!(
+        before
+            .iter()
+            .filter(|job| job.2 == "predictions")
+            .map(|job| job.1.as_str())
+            .collect::<Vec<_>>(),
+        vec!["policy_compression", "policy_retention"],
+        "predictions follow telemetry's policies"
+    );
     store.migrate(&storage_config()).await.unwrap();
     assert_eq!(jobs(&pool).await, before, "same settings: jobs untouched");
 
@@ -623,25 +633,30 @@ async fn migrating_again_replaces_only_the_policies_whose_setting_changed() {
     let after = jobs(&pool).await;
     assert_eq!(
         after.len(),
-        1,
+        2,
         "retention off removes its policies: {after:?}"
     );
-    assert_eq!(after[0].1, "policy_compression");
-    assert_ne!(after[0].0, before[0].0, "compression policy replaced");
-    let compress_after: bool = sqlx::query_scalar(
+    assert!(after.iter().all(|job| job.1 == "policy_compression"));
+    assert!(
+        after
+            .iter()
+            .all(|job| before.iter().all(|old| old.0 != job.0)),
+        "compression policies replaced"
+    );
+    let compress_after: Vec<bool> = sqlx::query_scalar(
         "select (config ->> 'compress_after')::interval = interval '3 days'
          from timescaledb_information.jobs where proc_name = 'policy_compression'",
     )
-    .fetch_one(&pool)
+    .fetch_all(&pool)
     .await
     .unwrap();
-    assert!(compress_after);
+    assert_eq!(compress_after, vec![true, true]);
     store.migrate(&changed).await.unwrap();
     assert_eq!(jobs(&pool).await, after, "same settings again: untouched");
 
     // Back to the defaults, which the other tests of a shared database expect.
     store.migrate(&storage_config()).await.unwrap();
-    assert_eq!(jobs(&pool).await.len(), 3);
+    assert_eq!(jobs(&pool).await.len(), 5);
 }
 
 fn dead_letter(topic: &str, received_at: chrono::DateTime<chrono::Utc>) -> DeadLetterRow {
@@ -984,4 +999,46 @@ async fn a_write_whose_caller_stops_waiting_still_ends_and_holds_no_locks() {
         },
     )
     .await;
+}
+
+/// Predictions follow `storage.retention` like raw telemetry: on plain PostgreSQL the
+/// maintenance job deletes those older than it (TimescaleDB's retention policy does it
+/// there, see `migrating_again_replaces_only_the_policies_whose_setting_changed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictions_past_retention_are_deleted_and_newer_ones_kept() {
+    let db = TestDb::new().await;
+    if db.store.is_timescaledb() {
+        eprintln!("TimescaleDB: its retention policy drops whole chunks");
+        return;
+    }
+    let (device_id, _) = new_series(&db, "RET-", "ret_metric").await;
+    let now = chrono::Utc::now();
+    let prediction = |age_days: i64| forewarn::store::PredictionRow {
+        time: now - chrono::Duration::days(age_days),
+        device_id,
+        failure_mode: "retention_test".into(),
+        probability: 0.5,
+        horizon_hours: 168.0,
+        model_version: "v-test".into(),
+        above_threshold: false,
+        top_factors: serde_json::json!([]),
+    };
+    db.store
+        .insert_predictions(&[prediction(500), prediction(1)])
+        .await
+        .unwrap();
+    db.store
+        .apply_retention(Duration::from_secs(400 * 86_400))
+        .await
+        .unwrap();
+    let pool = db.query().await;
+    let kept: Vec<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "select time from predictions where device_id = $1 and failure_mode = 'retention_test'",
+    )
+    .bind(device_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0] > now - chrono::Duration::days(2));
 }

@@ -28,6 +28,22 @@ async fn new_series(db: &TestDb, device_prefix: &str, metric: &str) -> (i32, i16
     (device_id, metric_id)
 }
 
+/// One series' readings, `(time, value)`, as a batch.
+fn series_batch(
+    device_id: i32,
+    metric_id: i16,
+    readings: impl IntoIterator<Item = (i64, f64)>,
+) -> WriteBatch {
+    let mut rows = TelemetryColumns::default();
+    for (time, value) in readings {
+        rows.push(time, device_id, metric_id, value, false);
+    }
+    WriteBatch {
+        telemetry: rows,
+        ..WriteBatch::default()
+    }
+}
+
 fn base_time() -> i64 {
     // A whole hour a day ago, so rows fall in known buckets.
     let now = chrono::Utc::now().timestamp_micros();
@@ -315,20 +331,11 @@ async fn late_data_lands_in_a_compressed_chunk() {
     let (device_id, metric_id) = new_series(&db, "LATE-", "late_metric").await;
     let start = base_time() - 20 * 24 * HOUR;
     let series = |steps: std::ops::Range<i64>, offset: i64| {
-        let mut rows = TelemetryColumns::default();
-        for step in steps {
-            rows.push(
-                start + step * 1_000_000 + offset,
-                device_id,
-                metric_id,
-                step as f64,
-                false,
-            );
-        }
-        WriteBatch {
-            telemetry: rows,
-            ..WriteBatch::default()
-        }
+        series_batch(
+            device_id,
+            metric_id,
+            steps.map(|step| (start + step * 1_000_000 + offset, step as f64)),
+        )
     };
     let first = db.store.write_batch(&series(0..300, 0)).await.unwrap();
     assert_eq!(first.readings_inserted, 300);
@@ -939,20 +946,16 @@ async fn a_write_whose_caller_stops_waiting_still_ends_and_holds_no_locks() {
     let start = base_time() - 48 * HOUR;
     let n_rows: i64 = 2_000;
     let series = |series_idx: i64| {
-        let mut rows = TelemetryColumns::default();
-        for step in 0..n_rows {
-            rows.push(
-                start + (series_idx * n_rows + step) * 1_000_000,
-                device_id,
-                metric_id,
-                step as f64,
-                false,
-            );
-        }
-        WriteBatch {
-            telemetry: rows,
-            ..WriteBatch::default()
-        }
+        series_batch(
+            device_id,
+            metric_id,
+            (0..n_rows).map(|step| {
+                (
+                    start + (series_idx * n_rows + step) * 1_000_000,
+                    step as f64,
+                )
+            }),
+        )
     };
     let n_series = 3;
     for attempt in 0..60_i64 {

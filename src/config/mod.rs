@@ -169,13 +169,10 @@ impl Config {
                 ));
             }
             let path = PathBuf::from(path);
-            let url = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?
-                .trim_end_matches(['\n', '\r'])
-                .to_string();
+            let url = read_secret(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
             if let toml::Value::Table(database) = table
                 .entry("database")
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
@@ -216,6 +213,13 @@ impl Config {
         self.predict.validate()?;
         Ok(())
     }
+}
+
+/// A secret mounted as a file (`DATABASE_URL_FILE`, `mqtt.password_file`): its content
+/// without the trailing newline editors and `echo` leave.
+pub fn read_secret(path: &Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// toml writes the key on a line of its own (`…\nin `http.addr``): one sentence on one line.

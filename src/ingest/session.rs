@@ -54,13 +54,6 @@ const MESSAGE_OVERHEAD_BYTES: usize = 512;
 /// How long a write to the broker may take before the connection is taken as dead.
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A secret mounted as a file: its content without the trailing newline editors and
-/// `echo` leave.
-pub(crate) fn read_secret(path: &std::path::Path) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(path)?;
-    Ok(text.trim_end_matches(['\n', '\r']).to_string())
-}
-
 /// A message as received, with its receipt times and the connection it came on.
 #[derive(Debug)]
 pub(super) struct Received {
@@ -144,10 +137,12 @@ pub fn mqtt_options(
         None => decode(parsed.username())?,
     };
     let password = match &mqtt.password_file {
-        Some(path) => read_secret(path).map_err(|source| MqttSetupError::PasswordFile {
-            path: path.clone(),
-            source,
-        })?,
+        Some(path) => {
+            crate::config::read_secret(path).map_err(|source| MqttSetupError::PasswordFile {
+                path: path.clone(),
+                source,
+            })?
+        }
         None => decode(parsed.password().unwrap_or_default())?,
     };
     if !username.is_empty() || !password.is_empty() {

@@ -4,6 +4,7 @@
 //! Binary COPY is the fast path; a batch that hits the unique index (a redelivery) is
 //! rolled back to a savepoint and written again with `insert … on conflict do nothing`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -155,8 +156,16 @@ impl Store {
     /// next write of the same rows (the broker's redelivery) then waits on them for good.
     /// The write completes or fails on its own; its outcome is only not reported.
     pub async fn write_batch(&self, batch: &WriteBatch) -> Result<WriteReport, StoreError> {
+        self.write_batch_shared(Arc::new(batch.clone())).await
+    }
+
+    /// [`Store::write_batch`] for a caller that keeps its batch after the write (ingest acks
+    /// and retries with it): the task shares the batch instead of copying it.
+    pub async fn write_batch_shared(
+        &self,
+        batch: Arc<WriteBatch>,
+    ) -> Result<WriteReport, StoreError> {
         let store = self.clone();
-        let batch = batch.clone();
         match tokio::spawn(async move { store.write_batch_to_end(&batch).await }).await {
             Ok(written) => written,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),

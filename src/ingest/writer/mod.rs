@@ -42,7 +42,7 @@ const LINGER_IDLE_GAP: Duration = Duration::from_millis(2);
 /// the writer dies its tasks are told to stop at their next retry instead.
 struct InFlight {
     messages: Vec<Pending>,
-    task: JoinHandle<(WriteBatch, Written)>,
+    task: JoinHandle<(Arc<WriteBatch>, Written)>,
 }
 
 pub(super) struct Writer {
@@ -260,7 +260,7 @@ impl Writer {
                 }
             }
         }
-        let batch = self.build(&messages);
+        let batch = Arc::new(self.build(&messages));
         let store = self.deps.store.clone();
         let metrics = self.deps.metrics.clone();
         let task_shutdown = self.tasks_shutdown.clone();
@@ -275,7 +275,7 @@ impl Writer {
     /// Settles the oldest batch in flight once its write has ended.
     async fn finish_front(
         &mut self,
-        written: Result<(WriteBatch, Written), tokio::task::JoinError>,
+        written: Result<(Arc<WriteBatch>, Written), tokio::task::JoinError>,
         shutdown: &mut Shutdown,
     ) -> bool {
         let Some(flight) = self.in_flight.pop_front() else {
@@ -291,7 +291,7 @@ impl Writer {
                 self.count_error("rejected");
                 tracing::error!(%error, n_messages = messages.len(), "batch refused by the database; writing its messages one by one");
                 match self.write_one_by_one(&mut messages, shutdown).await {
-                    Some(done) => done,
+                    Some((batch, report)) => (Arc::new(batch), report),
                     None => return false,
                 }
             }
@@ -396,7 +396,7 @@ impl Writer {
 /// Waits for the oldest write in flight (cancel-safe: the task keeps running).
 async fn front(
     in_flight: &mut VecDeque<InFlight>,
-) -> Result<(WriteBatch, Written), tokio::task::JoinError> {
+) -> Result<(Arc<WriteBatch>, Written), tokio::task::JoinError> {
     match in_flight.front_mut() {
         Some(flight) => (&mut flight.task).await,
         None => std::future::pending().await,

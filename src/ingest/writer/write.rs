@@ -2,6 +2,7 @@
 //! message by message when the database refuses the data, so only the refused messages
 //! become dead letters.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Writer;
@@ -35,7 +36,7 @@ impl Writer {
         for pending_idx in 0..messages.len() {
             let mut delay = RETRY_MIN;
             loop {
-                let batch = self.build(&messages[pending_idx..=pending_idx]);
+                let batch = Arc::new(self.build(&messages[pending_idx..=pending_idx]));
                 match write_retrying(
                     &self.deps.store,
                     &batch,
@@ -80,14 +81,14 @@ impl Writer {
 /// or shutdown comes.
 pub(super) async fn write_retrying(
     store: &Store,
-    batch: &WriteBatch,
+    batch: &Arc<WriteBatch>,
     metrics: &Metrics,
     mut shutdown: Shutdown,
 ) -> Written {
     let mut delay = RETRY_MIN;
     loop {
         let started = Instant::now();
-        match store.write_batch(batch).await {
+        match store.write_batch_shared(batch.clone()).await {
             Ok(report) => {
                 metrics
                     .ingest

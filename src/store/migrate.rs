@@ -54,12 +54,13 @@ async fn migrate_locked(
     connection: &mut PgConnection,
     storage: &StorageConfig,
 ) -> Result<MigrationReport, StoreError> {
-    let mode = match storage.timescaledb {
-        TimescaleMode::Auto => "auto",
-        TimescaleMode::Require => "require",
-        TimescaleMode::Off => "off",
-    };
     let applied_before: Vec<i64> = applied_versions(connection).await?;
+    // The license setting exists wherever the TimescaleDB library is loaded.
+    let license: Option<String> =
+        sqlx::query_scalar("select nullif(current_setting('timescaledb.license', true), '')")
+            .fetch_one(&mut *connection)
+            .await?;
+    let mode = migration_mode(storage.timescaledb, license.as_deref())?;
     // Read by the migrations through current_setting('forewarn.timescaledb').
     sqlx::query("select set_config('forewarn.timescaledb', $1, false)")
         .bind(mode)
@@ -83,6 +84,33 @@ async fn migrate_locked(
             .into_iter()
             .filter(|v| !applied_before.contains(v))
             .collect(),
+    })
+}
+
+/// The `forewarn.timescaledb` mode the migrations run with. TimescaleDB's Apache-2 edition
+/// (`timescaledb.license = apache`, what several managed services offer) has hypertables but
+/// refuses compression and continuous aggregates, which forewarn's TimescaleDB path needs:
+/// there `auto` takes the plain PostgreSQL path (with a warning) instead of failing
+/// half-way, and `require` stops with a sentence. The flavour is recorded when the database
+/// is created (migration 0001), so this only decides for a new database.
+pub(crate) fn migration_mode(
+    configured: TimescaleMode,
+    license: Option<&str>,
+) -> Result<&'static str, StoreError> {
+    let apache = license.is_some_and(|license| license.eq_ignore_ascii_case("apache"));
+    Ok(match configured {
+        TimescaleMode::Off => "off",
+        TimescaleMode::Require if apache => return Err(StoreError::ApacheEdition),
+        TimescaleMode::Require => "require",
+        TimescaleMode::Auto if apache => {
+            tracing::warn!(
+                "TimescaleDB here is the Apache-2 edition (timescaledb.license = apache): no \
+                 compression or continuous aggregates, so a new database gets plain \
+                 PostgreSQL tables (storage.timescaledb = auto)"
+            );
+            "off"
+        }
+        TimescaleMode::Auto => "auto",
     })
 }
 
@@ -226,4 +254,38 @@ async fn applied_versions(connection: &mut PgConnection) -> Result<Vec<i64>, Sto
             .fetch_all(&mut *connection)
             .await?,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_apache_edition_takes_the_plain_path_under_auto_and_stops_require() {
+        let community = Some("timescale");
+        let apache = Some("apache");
+        assert_eq!(migration_mode(TimescaleMode::Auto, None).unwrap(), "auto");
+        assert_eq!(
+            migration_mode(TimescaleMode::Auto, community).unwrap(),
+            "auto"
+        );
+        assert_eq!(migration_mode(TimescaleMode::Auto, apache).unwrap(), "off");
+        assert_eq!(
+            migration_mode(TimescaleMode::Off, community).unwrap(),
+            "off"
+        );
+        assert_eq!(
+            migration_mode(TimescaleMode::Require, community).unwrap(),
+            "require"
+        );
+        assert!(matches!(
+            migration_mode(TimescaleMode::Require, apache),
+            Err(StoreError::ApacheEdition)
+        ));
+        assert!(
+            StoreError::ApacheEdition
+                .to_string()
+                .contains("storage.timescaledb = auto")
+        );
+    }
 }

@@ -75,6 +75,13 @@ pub enum StoreError {
     },
     #[error("not supported on this storage: {0}")]
     Unsupported(&'static str),
+    #[error(
+        "storage.timescaledb = require, but this server's TimescaleDB is the Apache-2 edition \
+         (timescaledb.license = apache), which refuses the compression and continuous \
+         aggregates forewarn's TimescaleDB path uses; set storage.timescaledb = auto (plain \
+         PostgreSQL tables) or use a server with the Community edition"
+    )]
+    ApacheEdition,
 }
 
 impl StoreError {

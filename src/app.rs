@@ -153,9 +153,14 @@ impl App {
                         // The embedded broker's shared subscriptions lose and duplicate messages.
                         ingest.sessions = 1;
                     }
+                    let mut mqtt = config.mqtt.clone();
+                    if config.mqtt.url.is_none() {
+                        // The embedded broker (rumqttd) serves MQTT 3.1.1.
+                        mqtt.protocol = crate::config::MqttProtocol::V311;
+                    }
                     let settings = IngestSettings {
                         mqtt_url: mqtt_url.to_string(),
-                        mqtt: config.mqtt.clone(),
+                        mqtt,
                         ingest,
                     };
                     tasks.push(StageTask::new(settings, deps.clone(), shutdown.clone()));

@@ -49,6 +49,8 @@ pub struct IngestMetrics {
     pub write_errors: Family<Labels, Counter>,
     /// Gaps seen in devices' `seq` counters (messages lost or not yet arrived).
     pub seq_gaps: Counter,
+    /// Sparkplug B rebirth requests sent (NCMD `Node Control/Rebirth`).
+    pub sparkplug_rebirth_requests: Counter,
     /// MQTT connection errors (each is followed by a reconnect with backoff).
     pub mqtt_connection_errors: Counter,
     /// Messages received and not yet acknowledged (all sessions).
@@ -148,6 +150,7 @@ impl Metrics {
             copy_fallbacks: Counter::default(),
             write_errors: Family::default(),
             seq_gaps: Counter::default(),
+            sparkplug_rebirth_requests: Counter::default(),
             mqtt_connection_errors: Counter::default(),
             pending_messages: Gauge::default(),
             pending_bytes: Gauge::default(),
@@ -213,6 +216,11 @@ impl Metrics {
             "seq_gaps",
             "Gaps in device seq counters",
             ingest.seq_gaps.clone(),
+        );
+        sub.register(
+            "sparkplug_rebirth_requests",
+            "Sparkplug B rebirth requests sent to edge nodes",
+            ingest.sparkplug_rebirth_requests.clone(),
         );
         sub.register(
             "mqtt_connection_errors",

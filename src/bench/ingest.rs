@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::app::AppError;
-use crate::config::Config;
+use crate::config::{Config, MqttProtocol};
 use crate::embedded::mosquitto::{Mosquitto, MosquittoError};
 use crate::ingest::{CommitReport, IngestDeps, IngestSettings};
 use crate::loadgen::{self, LoadError, LoadSpec};
@@ -43,6 +43,9 @@ pub struct IngestBench {
     /// Ingest configurations to compare, as session counts (one shared-subscription group
     /// each); the configuration's own `ingest.sessions` is the default and always measured.
     pub sessions: Vec<usize>,
+    /// MQTT versions to compare, with the configuration's session count; the
+    /// configuration's own `mqtt.protocol` is always measured.
+    pub protocols: Vec<MqttProtocol>,
     /// The load shapes to measure.
     pub loads: Vec<LoadShape>,
     pub publisher_connections: usize,
@@ -71,6 +74,7 @@ pub struct IngestRun {
     pub shape: LoadShape,
     pub window: Option<u16>,
     pub sessions: usize,
+    pub protocol: MqttProtocol,
     pub readings: u64,
     pub seconds: f64,
     pub readings_per_sec: f64,
@@ -89,10 +93,16 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
 
     let shapes = &bench.loads;
     let default_sessions = config.ingest.session_count();
-    let mut configurations = vec![default_sessions];
-    for &sessions in &bench.sessions {
-        if !configurations.contains(&sessions) {
-            configurations.push(sessions);
+    let default_configuration = (default_sessions, config.mqtt.protocol);
+    let mut configurations = vec![default_configuration];
+    let others = bench
+        .sessions
+        .iter()
+        .map(|&sessions| (sessions, config.mqtt.protocol))
+        .chain(bench.protocols.iter().map(|&p| (default_sessions, p)));
+    for configuration in others {
+        if !configurations.contains(&configuration) {
+            configurations.push(configuration);
         }
     }
     let mut runs = Vec::new();
@@ -105,7 +115,7 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
             for repeat_idx in 0..bench.repeat {
                 // Configurations alternate within a repeat, so that a noisy neighbour
                 // disturbs all of them alike.
-                for &sessions in &configurations {
+                for &(sessions, protocol) in &configurations {
                     let mosquitto = match window {
                         Some(window) => Some(Mosquitto::start(window)?),
                         None => None,
@@ -118,13 +128,22 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
                     crate::store::drop_database(&admin_url, database).await?;
                     crate::store::create_database(&admin_url, database).await?;
                     let store = crate::app::open_store(config, &bench_url).await?;
-                    let run =
-                        run_once(config, bench, &store, &mqtt_url, window, shape, sessions).await?;
+                    let run = run_once(
+                        config,
+                        bench,
+                        &store,
+                        &mqtt_url,
+                        window,
+                        shape,
+                        (sessions, protocol),
+                    )
+                    .await?;
                     eprintln!(
-                        "window {:>5} {:<9} sessions {:>2} run {}: {:>9.0} readings/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>6.1} MiB",
+                        "window {:>5} {:<9} sessions {:>2} {:<6} run {}: {:>9.0} readings/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>6.1} MiB",
                         window_label(window),
                         format!("{shape:?}").to_lowercase(),
                         sessions,
+                        protocol_label(protocol),
                         repeat_idx + 1,
                         run.readings_per_sec,
                         run.p50_latency_ms,
@@ -166,10 +185,10 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
         bench.readings, bench.sustained_readings_per_sec, bench.sustained_duration
     );
     println!(
-        "{:<8} {:<10} {:<12} {:>12} {:>9} {:>9} {:>9} {:>13} {:>8} {:>8}",
+        "{:<8} {:<10} {:<20} {:>12} {:>9} {:>9} {:>9} {:>13} {:>8} {:>8}",
         "window",
         "load",
-        "sessions",
+        "sessions, MQTT",
         "readings/s",
         "p50 ms",
         "p99 ms",
@@ -183,34 +202,38 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
         runs.iter().map(|r| (r.window, r.shape)).collect();
     groups.dedup();
     for (window, shape) in groups {
-        let medians: Vec<(usize, f64)> = configurations
+        let of = |r: &IngestRun, (sessions, protocol): (usize, MqttProtocol)| {
+            r.window == window
+                && r.shape == shape
+                && r.sessions == sessions
+                && r.protocol == protocol
+        };
+        let medians: Vec<((usize, MqttProtocol), f64)> = configurations
             .iter()
-            .map(|&sessions| {
+            .map(|&configuration| {
                 let mut rates: Vec<f64> = runs
                     .iter()
-                    .filter(|r| r.window == window && r.shape == shape && r.sessions == sessions)
+                    .filter(|r| of(r, configuration))
                     .map(|r| r.readings_per_sec)
                     .collect();
-                (sessions, median(&mut rates))
+                (configuration, median(&mut rates))
             })
             .collect();
         let best = medians.iter().map(|m| m.1).fold(0.0, f64::max);
-        for &(sessions, rate) in &medians {
-            let group: Vec<&IngestRun> = runs
-                .iter()
-                .filter(|r| r.window == window && r.shape == shape && r.sessions == sessions)
-                .collect();
+        for &(configuration, rate) in &medians {
+            let (sessions, protocol) = configuration;
+            let group: Vec<&IngestRun> = runs.iter().filter(|r| of(r, configuration)).collect();
             let p50 = median(&mut group.iter().map(|r| r.p50_latency_ms).collect::<Vec<_>>());
             let p99 = median(&mut group.iter().map(|r| r.p99_latency_ms).collect::<Vec<_>>());
             let max = median(&mut group.iter().map(|r| r.max_latency_ms).collect::<Vec<_>>());
             let peak = group.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
-            let label = if sessions == default_sessions {
-                format!("{sessions} default")
+            let label = if configuration == default_configuration {
+                format!("{sessions}, {} default", protocol_label(protocol))
             } else {
-                sessions.to_string()
+                format!("{sessions}, {}", protocol_label(protocol))
             };
             println!(
-                "{:<8} {:<10} {:<12} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>13.1} {:>7.0}% {:>7.0}%",
+                "{:<8} {:<10} {:<20} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>13.1} {:>7.0}% {:>7.0}%",
                 window_label(window),
                 format!("{shape:?}").to_lowercase(),
                 label,
@@ -224,7 +247,8 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
             );
             summary.push(serde_json::json!({
                 "window": window, "load": shape, "sessions": sessions,
-                "default": sessions == default_sessions, "median_readings_per_sec": rate,
+                "protocol": protocol_label(protocol),
+                "default": configuration == default_configuration, "median_readings_per_sec": rate,
                 "median_p50_ms": p50, "median_p99_ms": p99, "peak_rss_mib": peak,
                 "ratio_to_copy_ceiling": rate / copy_ceiling, "ratio_to_best": rate / best,
             }));
@@ -241,6 +265,13 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
     Ok(())
 }
 
+fn protocol_label(protocol: MqttProtocol) -> &'static str {
+    match protocol {
+        MqttProtocol::V5 => "v5",
+        MqttProtocol::V311 => "v3.1.1",
+    }
+}
+
 fn window_label(window: Option<u16>) -> String {
     window
         .map(|w| w.to_string())
@@ -254,11 +285,12 @@ async fn run_once(
     mqtt_url: &str,
     window: Option<u16>,
     shape: LoadShape,
-    sessions: usize,
+    (sessions, protocol): (usize, MqttProtocol),
 ) -> Result<IngestRun, BenchError> {
     let mut ingest_config = config.ingest.clone();
     ingest_config.sessions = sessions;
     let mut mqtt = config.mqtt.clone();
+    mqtt.protocol = protocol;
     mqtt.client_id = format!("forewarn-bench-{}", std::process::id());
     let settings = IngestSettings {
         mqtt_url: mqtt_url.to_string(),
@@ -372,6 +404,7 @@ async fn run_once(
         shape,
         window,
         sessions,
+        protocol,
         readings: committed,
         seconds,
         readings_per_sec: committed as f64 / seconds,

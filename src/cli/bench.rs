@@ -88,6 +88,10 @@ pub struct IngestArgs {
     /// shared-subscription group.
     #[arg(long, value_delimiter = ',', default_value = "4")]
     sessions: Vec<usize>,
+    /// MQTT versions of ingest to measure beside the configuration's own (`mqtt.protocol`),
+    /// each with the configuration's session count: `5`, `3.1.1`.
+    #[arg(long, value_delimiter = ',', default_value = "3.1.1", value_parser = parse_protocol)]
+    protocols: Vec<forewarn::config::MqttProtocol>,
     /// Loads to measure: `flood` (as fast as the broker takes them), `backlog` (the
     /// same queued while ingest is stopped, then ingest started), `sustained`
     /// (`--sustained-rate` for `--sustained-duration`).
@@ -270,6 +274,14 @@ async fn run_cmapss(args: CmapssArgs, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_protocol(text: &str) -> Result<forewarn::config::MqttProtocol, String> {
+    match text {
+        "5" => Ok(forewarn::config::MqttProtocol::V5),
+        "3.1.1" => Ok(forewarn::config::MqttProtocol::V311),
+        other => Err(format!("`{other}`: the MQTT versions are 5 and 3.1.1")),
+    }
+}
+
 async fn run_ingest(args: IngestArgs, config: &Config) -> anyhow::Result<()> {
     let bench = IngestBench {
         devices: args.devices,
@@ -277,6 +289,7 @@ async fn run_ingest(args: IngestArgs, config: &Config) -> anyhow::Result<()> {
         metrics_per_message: args.metrics_per_message,
         windows: args.windows,
         sessions: args.sessions,
+        protocols: args.protocols,
         loads: args.loads,
         publisher_connections: args.publisher_connections,
         repeat: args.repeat,

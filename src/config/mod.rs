@@ -23,7 +23,7 @@ use env::env_value;
 
 pub use crate::api::config::HttpConfig;
 pub use crate::embedded::config::EmbeddedConfig;
-pub use crate::ingest::config::{AUTO_SESSIONS, IngestConfig, MqttConfig};
+pub use crate::ingest::config::{AUTO_SESSIONS, IngestConfig, MqttConfig, MqttProtocol};
 pub use crate::observability::{LogConfig, LogFormat};
 pub use crate::predict::config::PredictConfig;
 pub use crate::store::config::{DatabaseConfig, StorageConfig, TimescaleMode};

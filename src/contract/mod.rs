@@ -4,6 +4,8 @@
 
 mod event;
 mod payload;
+pub mod sparkplug;
+mod sparkplug_proto;
 mod telemetry;
 mod topic;
 
@@ -54,10 +56,14 @@ pub enum RejectReason {
     ValueOutOfRange,
     #[error("too many new devices or metric names per minute")]
     RegistrationLimited,
+    #[error(
+        "Sparkplug B data from an edge node or device whose birth certificate was not seen (a rebirth was requested)"
+    )]
+    SparkplugNotBorn,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 15] = [
         RejectReason::InvalidTopic,
         RejectReason::PayloadTooLarge,
         RejectReason::InvalidUtf8,
@@ -72,6 +78,7 @@ impl RejectReason {
         RejectReason::StorageRejected,
         RejectReason::ValueOutOfRange,
         RejectReason::RegistrationLimited,
+        RejectReason::SparkplugNotBorn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +97,7 @@ impl RejectReason {
             RejectReason::StorageRejected => "storage_rejected",
             RejectReason::ValueOutOfRange => "value_out_of_range",
             RejectReason::RegistrationLimited => "registration_limited",
+            RejectReason::SparkplugNotBorn => "sparkplug_not_born",
         }
     }
 }

@@ -40,16 +40,19 @@ pub enum SkipReason {
     NonFinite,
     /// A number beyond `ingest.max_abs_value`.
     OutOfRange,
+    /// A Sparkplug B metric sent by an alias its birth certificate did not declare.
+    UnknownAlias,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 6] = [
+    pub const ALL: [SkipReason; 7] = [
         SkipReason::NotNumeric,
         SkipReason::Nested,
         SkipReason::UnknownKey,
         SkipReason::InvalidName,
         SkipReason::NonFinite,
         SkipReason::OutOfRange,
+        SkipReason::UnknownAlias,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl SkipReason {
             SkipReason::InvalidName => "invalid_name",
             SkipReason::NonFinite => "non_finite",
             SkipReason::OutOfRange => "out_of_range",
+            SkipReason::UnknownAlias => "unknown_alias",
         }
     }
 
@@ -67,9 +71,10 @@ impl SkipReason {
     /// first reason: the message carried nothing usable.
     fn rejection(self) -> RejectReason {
         match self {
-            SkipReason::NotNumeric | SkipReason::Nested | SkipReason::UnknownKey => {
-                RejectReason::InvalidPayload
-            }
+            SkipReason::NotNumeric
+            | SkipReason::Nested
+            | SkipReason::UnknownKey
+            | SkipReason::UnknownAlias => RejectReason::InvalidPayload,
             SkipReason::InvalidName => RejectReason::InvalidMetricName,
             SkipReason::NonFinite => RejectReason::NonFiniteValue,
             SkipReason::OutOfRange => RejectReason::ValueOutOfRange,
@@ -87,7 +92,8 @@ pub struct SkippedFields {
 }
 
 impl SkippedFields {
-    fn push(&mut self, reason: SkipReason, at: &str, name: &str) {
+    /// Counts a skipped field; the first one is named (`at`: where it was).
+    pub fn push(&mut self, reason: SkipReason, at: &str, name: &str) {
         let reason_idx = SkipReason::ALL
             .iter()
             .position(|r| *r == reason)
@@ -289,6 +295,16 @@ fn reading_value(
         Value::String(_) | Value::Null => return Err(SkipReason::NotNumeric),
         Value::Array(_) | Value::Object(_) => return Err(SkipReason::Nested),
     };
+    check_number(name, value, limits)
+}
+
+/// The rules every reading's value meets whatever the payload form: a catalogue name, a
+/// finite number, within `ingest.max_abs_value`.
+pub(super) fn check_number(
+    name: Option<&str>,
+    value: f64,
+    limits: &ValidationLimits,
+) -> Result<f64, SkipReason> {
     if !name.is_some_and(is_valid_metric_name) {
         return Err(SkipReason::InvalidName);
     }

@@ -10,6 +10,19 @@ use serde::{Deserialize, Serialize};
 use crate::config::rules::{rule, show, show_optional};
 use crate::config::{ConfigError, default_client_id, optional_duration, proc_host_name};
 
+/// The MQTT version ingest speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum MqttProtocol {
+    /// MQTT 5: session expiry, Receive Maximum and Maximum Packet Size declared by ingest.
+    #[serde(rename = "5")]
+    V5,
+    /// MQTT 3.1.1: the session lives until the broker expires it
+    /// (Mosquitto `persistent_client_expiration`), and the broker's window bounds what it
+    /// sends unacknowledged.
+    #[serde(rename = "3.1.1")]
+    V311,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
@@ -26,6 +39,14 @@ pub struct MqttConfig {
     /// MQTT keep-alive interval.
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// Protocol of ingest's sessions with an external broker: `"5"` (MQTT v5, the default)
+    /// or `"3.1.1"`. The embedded broker is always spoken to in 3.1.1.
+    pub protocol: MqttProtocol,
+    /// MQTT v5: how long the broker keeps an ingest session (and queues its share of a
+    /// shared subscription) after its connection ends. A restart within it resumes where
+    /// the session stopped; a replica gone for longer stops being sent messages.
+    #[serde(with = "humantime_serde")]
+    pub session_expiry: Duration,
     /// Listen address of the embedded broker (used only when `url` is unset); port 0 picks one.
     /// Loopback only: the embedded broker serves this machine, with generated credentials.
     pub embedded_listen: SocketAddr,
@@ -51,6 +72,8 @@ impl Default for MqttConfig {
             client_id: default_client_id(proc_host_name().as_deref()),
             topic_prefix: "devices".into(),
             keep_alive: Duration::from_secs(30),
+            protocol: MqttProtocol::V5,
+            session_expiry: Duration::from_secs(3600),
             embedded_listen: "127.0.0.1:1884".parse().expect("literal address"),
             tls_ca_file: None,
             tls_cert_file: None,
@@ -95,6 +118,11 @@ pub struct IngestConfig {
     /// Oldest timestamp accepted, as an age; `"off"` lifts the limit (imports, replays).
     #[serde(with = "optional_duration")]
     pub max_age: Option<Duration>,
+    /// Read Sparkplug B (`spBv1.0/…`) as a host application: births, data and deaths of
+    /// edge nodes and their devices. One session of the process subscribes (never shared:
+    /// sequence numbers count an edge node's every message); run it on one replica, or on
+    /// each (writes are idempotent, rebirth requests repeat).
+    pub sparkplug: bool,
     /// Register unknown devices on first message (`true`) or dead-letter them (`false`).
     pub auto_register: bool,
     /// At most this many devices are registered per minute (per process); messages of
@@ -164,6 +192,7 @@ impl Default for IngestConfig {
             max_abs_value: 1e12,
             max_future_skew: Duration::from_secs(300),
             max_age: Some(Duration::from_secs(400 * 86_400)),
+            sparkplug: false,
             auto_register: true,
             max_new_devices_per_minute: 10_000,
             open_metric_catalogue: true,
@@ -224,6 +253,13 @@ pub fn validate(mqtt: &MqttConfig, ingest: &IngestConfig) -> Result<(), ConfigEr
         "mqtt.keep_alive",
         show(mqtt.keep_alive),
         "it must be between 1s and 65535s (MQTT counts whole seconds up to 65535, and without keep-alive a dead connection goes unnoticed)",
+    )?;
+    rule(
+        mqtt.session_expiry >= Duration::from_secs(1)
+            && mqtt.session_expiry < Duration::from_secs(u64::from(u32::MAX)),
+        "mqtt.session_expiry",
+        show(mqtt.session_expiry),
+        "it must be at least 1s (a session that ends with its connection loses what was not acknowledged) and below 136 years",
     )?;
     rule(
         mqtt.tls_cert_file.is_some() == mqtt.tls_key_file.is_some(),

@@ -11,7 +11,9 @@
 
 mod cache;
 pub mod config;
+mod link;
 mod session;
+mod sparkplug;
 pub mod tls;
 mod writer;
 
@@ -60,6 +62,21 @@ impl IngestSettings {
     /// no shared subscription): only then can gaps in `seq` counters be counted.
     fn receives_whole_stream(&self) -> bool {
         self.ingest.session_count() == 1 && self.ingest.shared_group.is_none()
+    }
+
+    /// The topic filters of session `session_idx`: forewarn's own topics, and Sparkplug B's
+    /// for the first session when `ingest.sparkplug` is on (never shared: a host
+    /// application sees every message of an edge node, in order).
+    fn session_subscriptions(&self, session_idx: usize) -> Vec<String> {
+        let mut filters = self.subscriptions();
+        if self.reads_sparkplug(session_idx) {
+            filters.extend(crate::contract::sparkplug::topic_filters());
+        }
+        filters
+    }
+
+    fn reads_sparkplug(&self, session_idx: usize) -> bool {
+        self.ingest.sparkplug && session_idx == 0
     }
 
     /// The topic filters: shared when a group is configured, or when this process opens
@@ -158,6 +175,10 @@ pub async fn run(
         new_devices: cache::RateLimit::per_minute(settings.ingest.max_new_devices_per_minute),
         new_metrics: cache::RateLimit::per_minute(settings.ingest.max_new_metrics_per_minute),
     });
+    let endpoint = Arc::new(session::Endpoint::parse(
+        &settings.mqtt_url,
+        &settings.mqtt,
+    )?);
     let mut tasks = Vec::with_capacity(n_sessions);
     for session_idx in 0..n_sessions {
         let client_id = if n_sessions == 1 {
@@ -165,14 +186,10 @@ pub async fn run(
         } else {
             format!("{}-{session_idx}", settings.mqtt.client_id)
         };
-        let options = mqtt_options(
-            &settings.mqtt_url,
-            &client_id,
-            &settings.mqtt,
-            &settings.ingest,
-        )?;
+        let options = session::link_options(&settings, &endpoint, client_id);
         tasks.push(tokio::spawn(session::run_session(
             options,
+            session_idx,
             settings.clone(),
             deps.clone(),
             shared.clone(),
@@ -181,7 +198,8 @@ pub async fn run(
     }
     tracing::info!(
         sessions = n_sessions,
-        subscriptions = ?settings.subscriptions(),
+        protocol = ?settings.mqtt.protocol,
+        subscriptions = ?settings.session_subscriptions(0),
         broker = %crate::config::redact_url(&settings.mqtt_url),
         "ingest started"
     );

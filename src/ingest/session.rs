@@ -10,20 +10,23 @@
 //! neither task ever waits on a channel the other one drains (both channels are unbounded;
 //! the budget is what bounds them).
 //!
-//! Acks are written straight to the connection (rumqttc exposes its `Network`), tagged
+//! The connection is ingest's own ([`super::link`], MQTT v5 by default): reading and
+//! writing are separate calls, so a paused session still acknowledges. Acks are tagged
 //! with the connection they belong to: after a reconnect the broker redelivers what was
 //! not acknowledged, possibly under other packet ids, so an ack for an older connection is
 //! dropped instead of acknowledging an uncommitted message that happens to reuse its id.
 
 use std::time::{Duration, Instant};
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, PubAck, Publish,
-    QoS, StateError, Transport,
-};
+use std::sync::Arc;
+
+use rumqttc::{MqttOptions, Publish, QoS, Transport};
 use tokio::sync::{mpsc, oneshot};
 
-use super::writer::{Pending, Writer};
+pub(super) use super::link::Endpoint;
+use super::link::{Accepted, Incoming, Link, LinkError, LinkOptions};
+use super::sparkplug::SparkplugHost;
+use super::writer::{Parsed, Pending, Writer};
 use super::{IngestDeps, IngestSettings, SharedLimits};
 use crate::config::{IngestConfig, MqttConfig};
 use crate::contract::ValidationLimits;
@@ -51,6 +54,11 @@ pub enum MqttSetupError {
 /// Bytes a held message is charged beyond its topic, payload and parsed readings: the
 /// batch bookkeeping and the allocator's slack.
 const MESSAGE_OVERHEAD_BYTES: usize = 512;
+/// Reconnection backoff: the first wait, the longest, and how long a connection must
+/// have lived for the next failure to start over from the first.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const HEALTHY_CONNECTION: Duration = Duration::from_secs(10);
 /// How long a write to the broker may take before the connection is taken as dead.
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -91,87 +99,125 @@ pub(super) struct Settled {
     cost: usize,
 }
 
-/// Builds the client options: QoS 1 session that survives reconnects (`clean_session =
-/// false`, stable client id), manual acks, and a packet limit above the payload limit so
-/// that an oversized payload is dead-lettered instead of breaking the connection. `mqtts://`
-/// uses the CA and client certificate files of `mqtt` ([`super::tls`]); credentials come
-/// from `mqtt.username` and `mqtt.password_file`, else from the URL (percent-decoded).
+impl Endpoint {
+    /// Parses `MQTT_URL` with the `mqtt` section: `mqtts://` uses the CA and client
+    /// certificate files of `mqtt` ([`super::tls`]); credentials come from `mqtt.username`
+    /// and `mqtt.password_file`, else from the URL (percent-decoded).
+    pub(super) fn parse(url: &str, mqtt: &MqttConfig) -> Result<Endpoint, MqttSetupError> {
+        let redacted = || crate::config::redact_url(url);
+        let parsed = url::Url::parse(url).map_err(|_| MqttSetupError::Parse(redacted()))?;
+        let (tls, default_port) = match parsed.scheme() {
+            "mqtt" | "tcp" => (None, 1883),
+            "mqtts" | "ssl" => (Some(super::tls::client_config(mqtt)?), 8883),
+            other => return Err(MqttSetupError::Scheme(other.to_string())),
+        };
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| MqttSetupError::NoHost(redacted()))?
+            // An IPv6 literal is bracketed in a URL, not in a socket address.
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let decode = |text: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8()
+                .map(|decoded| decoded.into_owned())
+                .map_err(|_| MqttSetupError::Credentials(redacted()))
+        };
+        let username = match &mqtt.username {
+            Some(username) => username.clone(),
+            None => decode(parsed.username())?,
+        };
+        let password = match &mqtt.password_file {
+            Some(path) => {
+                crate::config::read_secret(path).map_err(|source| MqttSetupError::PasswordFile {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => decode(parsed.password().unwrap_or_default())?,
+        };
+        Ok(Endpoint {
+            port: parsed.port().unwrap_or(default_port),
+            host,
+            tls,
+            username,
+            password,
+        })
+    }
+}
+
+/// rumqttc client options for a *publisher* of this broker (load generator, tests): the
+/// same URL, TLS and credential rules as ingest's own connection, on a session that
+/// survives reconnects (`clean_session = false`, stable client id) with manual acks.
 pub fn mqtt_options(
     url: &str,
     client_id: &str,
     mqtt: &MqttConfig,
     ingest: &IngestConfig,
 ) -> Result<MqttOptions, MqttSetupError> {
-    let redacted = || crate::config::redact_url(url);
-    let parsed = url::Url::parse(url).map_err(|_| MqttSetupError::Parse(redacted()))?;
-    let (transport, default_port) = match parsed.scheme() {
-        "mqtt" | "tcp" => (Transport::Tcp, 1883),
-        "mqtts" | "ssl" => (
-            Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-                super::tls::client_config(mqtt)?,
-            )),
-            8883,
-        ),
-        other => return Err(MqttSetupError::Scheme(other.to_string())),
-    };
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| MqttSetupError::NoHost(redacted()))?;
-    let mut options = MqttOptions::new(client_id, host, parsed.port().unwrap_or(default_port));
+    let endpoint = Endpoint::parse(url, mqtt)?;
+    let mut options = MqttOptions::new(client_id, endpoint.host, endpoint.port);
+    if let Some(config) = endpoint.tls {
+        options.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(config),
+        ));
+    }
     options
-        .set_transport(transport)
         // rumqttc panics below one second; configuration validation refuses such values,
         // and this keeps a library caller from reaching the panic.
         .set_keep_alive(mqtt.keep_alive.max(Duration::from_secs(1)))
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(ingest.max_packet_bytes, ingest.max_packet_bytes);
-    let decode = |text: &str| {
-        percent_encoding::percent_decode_str(text)
-            .decode_utf8()
-            .map(|decoded| decoded.into_owned())
-            .map_err(|_| MqttSetupError::Credentials(redacted()))
-    };
-    let username = match &mqtt.username {
-        Some(username) => username.clone(),
-        None => decode(parsed.username())?,
-    };
-    let password = match &mqtt.password_file {
-        Some(path) => {
-            crate::config::read_secret(path).map_err(|source| MqttSetupError::PasswordFile {
-                path: path.clone(),
-                source,
-            })?
-        }
-        None => decode(parsed.password().unwrap_or_default())?,
-    };
-    if !username.is_empty() || !password.is_empty() {
-        options.set_credentials(username, password);
+    if !endpoint.username.is_empty() || !endpoint.password.is_empty() {
+        options.set_credentials(endpoint.username, endpoint.password);
     }
     Ok(options)
 }
 
+/// What each ingest session connects with.
+pub(super) fn link_options(
+    settings: &IngestSettings,
+    endpoint: &Arc<Endpoint>,
+    client_id: String,
+) -> LinkOptions {
+    let sessions = settings.ingest.session_count().max(1);
+    let max_messages = (settings.ingest.max_pending_messages / sessions).max(1);
+    LinkOptions {
+        endpoint: endpoint.clone(),
+        client_id,
+        protocol: settings.mqtt.protocol,
+        keep_alive: settings.mqtt.keep_alive.max(Duration::from_secs(1)),
+        session_expiry: settings.mqtt.session_expiry,
+        // The broker may send no more unacknowledged messages than this session may hold.
+        receive_maximum: u16::try_from(max_messages).unwrap_or(u16::MAX),
+        max_packet_bytes: settings.ingest.max_packet_bytes,
+    }
+}
+
 pub(super) async fn run_session(
-    options: MqttOptions,
+    options: LinkOptions,
+    session_idx: usize,
     settings: IngestSettings,
     deps: IngestDeps,
-    shared: std::sync::Arc<SharedLimits>,
+    shared: Arc<SharedLimits>,
     shutdown: Shutdown,
 ) {
-    let client_id = options.client_id();
     let sessions = settings.ingest.session_count().max(1);
-    let keep_alive = options.keep_alive();
-    let host = options.broker_address().0;
-    // Only subscriptions go through rumqttc's request channel; acks do not.
-    let (client, event_loop) = AsyncClient::new(options, 16);
     let (message_tx, message_rx) = mpsc::unbounded_channel();
     let (settled_tx, settled_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = oneshot::channel();
+    let now = tokio::time::Instant::now();
     let poller = Poller {
-        event_loop,
-        client,
-        client_id: client_id.clone(),
-        subscriptions: settings.subscriptions(),
+        client_id: options.client_id.clone(),
+        keep_alive: options.keep_alive,
+        options,
+        link: None,
+        subscriptions: settings.session_subscriptions(session_idx),
+        sparkplug: settings
+            .reads_sparkplug(session_idx)
+            .then(|| SparkplugHost::new(settings.limits())),
         message_tx,
         topic_prefix: settings.mqtt.topic_prefix.clone(),
         limits: settings.limits(),
@@ -184,10 +230,12 @@ pub(super) async fn run_session(
         held_bytes: 0,
         connection: 0,
         connected: false,
-        unflushed_acks: 0,
-        keep_alive,
+        next_ping: now,
+        next_attempt: now,
+        backoff: FIRST_BACKOFF,
+        connected_at: None,
+        last_read: now,
         mqtt: settings.mqtt.clone(),
-        host,
     };
     let poller = tokio::spawn(poller.run(stop_rx));
     let writer = Writer::new(&settings, deps.clone(), shared, settled_tx, &shutdown);
@@ -203,15 +251,18 @@ pub(super) async fn run_session(
     if let Err(error) = poller.await
         && !error.is_cancelled()
     {
-        tracing::error!(client_id, %error, "mqtt poller task failed");
+        tracing::error!(%error, "mqtt poller task failed");
     }
 }
 
 struct Poller {
-    event_loop: EventLoop,
-    client: AsyncClient,
+    options: LinkOptions,
+    /// The connection; `None` between a loss and the next CONNACK.
+    link: Option<Link>,
     client_id: String,
     subscriptions: Vec<String>,
+    /// The Sparkplug B host state, in the one session that reads the namespace.
+    sparkplug: Option<SparkplugHost>,
     message_tx: mpsc::UnboundedSender<Pending>,
     topic_prefix: String,
     limits: ValidationLimits,
@@ -225,36 +276,67 @@ struct Poller {
     /// The current connection's number (0 before the first CONNACK).
     connection: u64,
     connected: bool,
-    unflushed_acks: usize,
+    /// The keep-alive in force (the broker's, when it set one).
     keep_alive: Duration,
+    next_ping: tokio::time::Instant,
+    /// When the next connection attempt may start, and the backoff after it.
+    next_attempt: tokio::time::Instant,
+    backoff: Duration,
+    /// When the current connection was accepted.
+    connected_at: Option<tokio::time::Instant>,
+    /// When a packet last arrived (or reading last resumed after a pause).
+    last_read: tokio::time::Instant,
     /// For the sentence that explains a TLS failure.
     mqtt: MqttConfig,
-    host: String,
 }
 
 /// What woke the poller.
 enum Wake {
     Stop,
     Settled(Option<Settled>),
-    Event(Result<Event, ConnectionError>),
+    Incoming(Result<Incoming, LinkError>),
     Ping,
 }
 
 impl Poller {
     async fn run(mut self, mut stop_rx: oneshot::Receiver<()>) {
-        let mut backoff = Duration::from_millis(100);
         let mut paused_since: Option<Instant> = None;
-        let mut next_ping = tokio::time::Instant::now() + self.keep_alive / 2;
         loop {
+            if self.link.is_none() {
+                // Every reconnect waits its backoff: a connection that fails soon after
+                // CONNACK (a session taken over, a packet the broker resends first every
+                // time) must not turn into a tight loop.
+                tokio::select! {
+                    biased;
+                    _ = &mut stop_rx => return self.stop().await,
+                    _ = tokio::time::sleep_until(self.next_attempt) => {}
+                }
+                let connected = tokio::select! {
+                    biased;
+                    _ = &mut stop_rx => return self.stop().await,
+                    connected = Link::connect(&self.options) => connected,
+                };
+                match connected {
+                    Ok((link, accepted)) => self.on_connected(link, accepted),
+                    Err(error) => {
+                        self.on_connection_error(&error);
+                        self.back_off();
+                        continue;
+                    }
+                }
+            }
             // Settle everything the writer has finished, with one flush for all its acks.
             while let Ok(settled) = self.settled_rx.try_recv() {
-                self.settle(settled).await;
+                self.settle(settled);
             }
-            self.flush_acks().await;
+            self.flush().await;
+            let Some(link) = self.link.as_mut() else {
+                continue;
+            };
 
             let over_budget =
                 self.held_messages >= self.max_messages || self.held_bytes >= self.max_bytes;
-            let wake = if over_budget {
+            if over_budget {
                 if paused_since.is_none() {
                     paused_since = Some(Instant::now());
                     self.deps.metrics.ingest.read_pauses.inc();
@@ -264,85 +346,91 @@ impl Poller {
                         "at the pending limit: reading paused"
                     );
                 }
-                // Not reading: wait for the writer, and keep the connection alive meanwhile.
-                tokio::select! {
-                    biased;
-                    _ = &mut stop_rx => Wake::Stop,
-                    settled = self.settled_rx.recv() => Wake::Settled(settled),
-                    _ = tokio::time::sleep_until(next_ping), if self.connected => Wake::Ping,
-                }
-            } else {
-                if let Some(since) = paused_since.take() {
-                    // Our pings were written around rumqttc's bookkeeping; their answers are
-                    // still unread, so forget any ping rumqttc itself was waiting for.
-                    self.event_loop.state.await_pingresp = false;
-                    self.deps
-                        .metrics
-                        .ingest
-                        .read_paused_seconds
-                        .inc_by(since.elapsed().as_secs_f64());
-                }
-                tokio::select! {
-                    biased;
-                    _ = &mut stop_rx => Wake::Stop,
-                    settled = self.settled_rx.recv(), if self.connected => Wake::Settled(settled),
-                    event = self.event_loop.poll() => Wake::Event(event),
-                }
+            } else if let Some(since) = paused_since.take() {
+                // Nothing was read while paused, the broker's answers to our pings included.
+                self.last_read = tokio::time::Instant::now();
+                self.deps
+                    .metrics
+                    .ingest
+                    .read_paused_seconds
+                    .inc_by(since.elapsed().as_secs_f64());
+            }
+            // Not reading while over budget: the backlog stays at the broker (TCP
+            // backpressure), while acks and pings still go out.
+            let wake = tokio::select! {
+                biased;
+                _ = &mut stop_rx => Wake::Stop,
+                settled = self.settled_rx.recv() => Wake::Settled(settled),
+                _ = tokio::time::sleep_until(self.next_ping) => Wake::Ping,
+                incoming = link.read(), if !over_budget => Wake::Incoming(incoming),
             };
             match wake {
                 Wake::Stop => return self.stop().await,
-                Wake::Settled(Some(settled)) => self.settle(settled).await,
+                Wake::Settled(Some(settled)) => self.settle(settled),
                 Wake::Settled(None) => return, // the writer is gone
-                Wake::Ping => {
-                    next_ping = tokio::time::Instant::now() + self.keep_alive / 2;
-                    if let Err(error) = self.write(Packet::PingReq).await {
-                        self.lost(&error.to_string());
-                    } else {
-                        self.unflushed_acks += 1; // flushed with the acks
-                    }
-                }
-                Wake::Event(Ok(event)) => {
-                    backoff = Duration::from_millis(100);
-                    if self.handle(event) {
+                Wake::Ping => self.ping(paused_since.is_some()),
+                Wake::Incoming(Ok(incoming)) => {
+                    self.last_read = tokio::time::Instant::now();
+                    if self.handle(incoming) {
                         return;
                     }
                 }
-                Wake::Event(Err(error)) => {
-                    // rumqttc has dropped the connection; polling again reconnects.
+                Wake::Incoming(Err(error)) => {
                     self.on_connection_error(&error);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = &mut stop_rx => return self.stop().await,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    self.drop_link();
                 }
             }
         }
     }
 
-    /// Handles one event of the event loop. Returns true when the session is over.
-    fn handle(&mut self, event: Event) -> bool {
-        match event {
-            Event::Incoming(Packet::ConnAck(connack)) => {
-                self.connection += 1;
-                self.set_connected(true);
-                tracing::info!(
-                    client_id = self.client_id,
-                    connection = self.connection,
-                    session_present = connack.session_present,
-                    "mqtt connected"
-                );
-                // Subscribing again is harmless on a resumed session and required on a new
-                // one. try_: this task must never wait on the request channel it drains.
-                let filters = self
-                    .subscriptions
-                    .iter()
-                    .map(|filter| rumqttc::SubscribeFilter::new(filter.clone(), QoS::AtLeastOnce));
-                if let Err(error) = self.client.try_subscribe_many(filters) {
-                    tracing::error!(%error, "could not queue the subscription");
-                }
+    fn on_connected(&mut self, mut link: Link, accepted: Accepted) {
+        self.connection += 1;
+        self.keep_alive = accepted.keep_alive.max(Duration::from_secs(1));
+        let now = tokio::time::Instant::now();
+        self.connected_at = Some(now);
+        self.next_ping = now + self.keep_alive / 2;
+        self.last_read = now;
+        tracing::info!(
+            client_id = self.client_id,
+            connection = self.connection,
+            protocol = ?self.options.protocol,
+            session_present = accepted.session_present,
+            "mqtt connected"
+        );
+        // Subscribing again is harmless on a resumed session and required on a new one.
+        // A resumed session also keeps what an earlier configuration subscribed to: the
+        // Sparkplug filters go when this session no longer reads the namespace.
+        if let Err(error) = link.queue_subscribe(&self.subscriptions) {
+            tracing::error!(%error, "could not encode the subscription");
+        }
+        if accepted.session_present && self.sparkplug.is_none() {
+            let sparkplug = crate::contract::sparkplug::topic_filters();
+            if let Err(error) = link.queue_unsubscribe(&sparkplug) {
+                tracing::error!(%error, "could not encode the unsubscription");
             }
-            Event::Incoming(Packet::Publish(publish)) => {
+        }
+        self.link = Some(link);
+        self.set_connected(true);
+    }
+
+    /// Keep-alive: a PINGREQ every half keep-alive. A broker that has sent nothing for
+    /// 1.5 keep-alives while we were reading is taken as gone.
+    fn ping(&mut self, paused: bool) {
+        let now = tokio::time::Instant::now();
+        self.next_ping = now + self.keep_alive / 2;
+        if !paused && now.duration_since(self.last_read) > self.keep_alive * 3 / 2 {
+            self.lost("no packet from the broker for 1.5 × keep-alive");
+            return;
+        }
+        if let Some(link) = self.link.as_mut() {
+            link.queue_ping(); // flushed with the acks
+        }
+    }
+
+    /// Handles one packet. Returns true when the session is over.
+    fn handle(&mut self, incoming: Incoming) -> bool {
+        match incoming {
+            Incoming::Publish(publish) => {
                 let received = Received {
                     cost: publish.payload.len() + publish.topic.len() + MESSAGE_OVERHEAD_BYTES,
                     publish,
@@ -350,95 +438,123 @@ impl Poller {
                     received_instant: Instant::now(),
                     connection: self.connection,
                 };
-                let pending = Pending::parse(received, &self.topic_prefix, &self.limits);
-                self.hold(1, pending.cost() as i64);
-                if self.message_tx.send(pending).is_err() {
-                    return true; // the writer is gone: shutting down
+                let is_sparkplug = received
+                    .publish
+                    .topic
+                    .starts_with(crate::contract::sparkplug::NAMESPACE);
+                let pendings = match self.sparkplug.as_mut() {
+                    Some(host) if is_sparkplug => {
+                        let outcome = host.handle(
+                            &received.publish.topic,
+                            &received.publish.payload,
+                            received.received_at,
+                        );
+                        if let (Some((topic, payload)), Some(link)) =
+                            (outcome.rebirth, self.link.as_mut())
+                        {
+                            match link.queue_publish(topic, payload) {
+                                Ok(()) => {
+                                    self.deps.metrics.ingest.sparkplug_rebirth_requests.inc();
+                                }
+                                Err(error) => tracing::warn!(%error, "rebirth request not sent"),
+                            }
+                        }
+                        split(received, outcome.parsed)
+                    }
+                    _ => vec![Pending::parse(received, &self.topic_prefix, &self.limits)],
+                };
+                for pending in pendings {
+                    self.hold(1, pending.cost() as i64);
+                    if self.message_tx.send(pending).is_err() {
+                        return true; // the writer is gone: shutting down
+                    }
                 }
             }
-            Event::Incoming(Packet::SubAck(suback)) => {
-                tracing::debug!(?suback.return_codes, "subscribed");
-                if suback
-                    .return_codes
-                    .iter()
-                    .any(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure))
-                {
+            Incoming::SubAck { refused } => {
+                if refused.is_empty() {
+                    tracing::debug!("subscribed");
+                } else {
                     tracing::error!(
+                        ?refused,
                         "broker refused a subscription (check its ACL and shared-subscription support)"
                     );
                 }
             }
-            Event::Outgoing(Outgoing::Disconnect) => return true,
-            _ => {}
+            Incoming::Other => {}
         }
         false
     }
 
     /// The writer is done with a message: release its budget and, when it came on the
-    /// current connection, acknowledge it.
-    async fn settle(&mut self, settled: Settled) {
+    /// current connection, queue its acknowledgement.
+    fn settle(&mut self, settled: Settled) {
         self.hold(-1, -(settled.cost as i64));
         if settled.pkid == 0 {
             return;
         }
-        if settled.connection != self.connection || !self.connected {
+        match self.link.as_mut() {
+            Some(link) if settled.connection == self.connection => link.queue_ack(settled.pkid),
             // The broker resends it on the new connection; an ack now could acknowledge
             // another message that reuses the packet id.
-            self.deps.metrics.ingest.stale_acks_dropped.inc();
-            return;
-        }
-        match self.write(Packet::PubAck(PubAck::new(settled.pkid))).await {
-            Ok(()) => self.unflushed_acks += 1,
-            Err(error) => self.lost(&error.to_string()),
+            _ => {
+                self.deps.metrics.ingest.stale_acks_dropped.inc();
+            }
         }
     }
 
-    async fn flush_acks(&mut self) {
-        if self.unflushed_acks == 0 || !self.connected {
-            self.unflushed_acks = 0;
+    /// Writes the queued acks and pings.
+    async fn flush(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        if !link.has_queued() {
             return;
         }
-        self.unflushed_acks = 0;
-        let result = match self.event_loop.network.as_mut() {
-            Some(network) => tokio::time::timeout(NETWORK_TIMEOUT, network.flush()).await,
-            None => return,
-        };
-        match result {
+        match tokio::time::timeout(NETWORK_TIMEOUT, link.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => self.lost(&error.to_string()),
-            Err(_) => self.lost("flush timed out"),
+            Err(_) => self.lost("writing to the broker timed out"),
         }
     }
 
-    /// Queues a packet on the current connection (flushed by `flush_acks`).
-    async fn write(&mut self, packet: Packet) -> Result<(), StateError> {
-        let Some(network) = self.event_loop.network.as_mut() else {
-            return Err(StateError::ConnectionAborted);
-        };
-        match tokio::time::timeout(NETWORK_TIMEOUT, network.write(packet)).await {
-            Ok(result) => result,
-            Err(_) => Err(StateError::ConnectionAborted),
-        }
-    }
-
-    /// Drops a connection that failed under our own writes; the next poll reconnects and
+    /// Drops a connection that failed under our own writes; the next turn reconnects and
     /// the broker redelivers what was not acknowledged.
     fn lost(&mut self, why: &str) {
         tracing::warn!(client_id = self.client_id, why, "mqtt connection lost");
-        self.event_loop.clean();
-        self.set_connected(false);
         self.deps.metrics.ingest.mqtt_connection_errors.inc();
+        self.drop_link();
     }
 
-    fn on_connection_error(&mut self, error: &ConnectionError) {
+    /// Drops the connection after a failure; the next one waits its backoff.
+    fn drop_link(&mut self) {
+        if self.link.take().is_some() {
+            self.back_off();
+        }
+        self.set_connected(false);
+    }
+
+    /// Schedules the next connection attempt. The backoff doubles up to 10 s, and starts
+    /// over only after a connection that lived [`HEALTHY_CONNECTION`].
+    fn back_off(&mut self) {
+        let now = tokio::time::Instant::now();
+        if self
+            .connected_at
+            .take()
+            .is_some_and(|at| now.duration_since(at) >= HEALTHY_CONNECTION)
+        {
+            self.backoff = FIRST_BACKOFF;
+        }
+        self.next_attempt = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    fn on_connection_error(&mut self, error: &LinkError) {
         self.set_connected(false);
         self.deps.metrics.ingest.mqtt_connection_errors.inc();
-        if let ConnectionError::MqttState(StateError::Deserialization(
-            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
-        )) = error
-        {
+        if let LinkError::TooLarge(size) = error {
             // MQTT 3.1.1 cannot refuse one message: the broker resends it first on every
-            // reconnect. Only the broker's own limit can keep such packets away.
+            // reconnect. Only the broker's own limit can keep such packets away (MQTT v5
+            // declares ours to the broker, which then drops such a message for us).
             tracing::error!(
                 client_id = self.client_id,
                 size,
@@ -446,7 +562,9 @@ impl Poller {
                  broker's max_packet_size (Mosquitto) to at most ingest.max_packet_bytes, or \
                  ingest cannot move past it"
             );
-        } else if let Some(sentence) = super::tls::explain(error, &self.mqtt, &self.host) {
+        } else if let Some(sentence) =
+            super::tls::explain(error, &self.mqtt, &self.options.endpoint.host)
+        {
             // Retried with backoff (a certificate may be renewed), but said plainly: no
             // message arrives until it is fixed.
             tracing::error!(client_id = self.client_id, %error, "{sentence}");
@@ -477,16 +595,51 @@ impl Poller {
     /// the broker keeps the session without waiting for a keep-alive to lapse), and go.
     async fn stop(mut self) {
         while let Ok(settled) = self.settled_rx.try_recv() {
-            self.settle(settled).await;
+            self.settle(settled);
         }
-        if self.connected {
-            if self.write(Packet::Disconnect).await.is_ok() {
-                self.unflushed_acks += 1;
-            }
-            self.flush_acks().await;
+        if let Some(link) = self.link.as_mut() {
+            link.queue_disconnect();
+        }
+        self.flush().await;
+        if let Some(mut link) = self.link.take() {
+            let _ = tokio::time::timeout(NETWORK_TIMEOUT, link.close()).await;
         }
         self.set_connected(false);
     }
+}
+
+/// One received message that means several things (a Sparkplug B death takes a node and
+/// its devices offline) becomes one pending item per meaning. Only the last carries the
+/// packet id: items settle in order, so the message is acknowledged once all of them
+/// have committed. The message's cost goes with the last.
+fn split(received: Received, parsed: Vec<Parsed>) -> Vec<Pending> {
+    let mut parsed = parsed;
+    if parsed.is_empty() {
+        parsed.push(Parsed::Ignored {
+            skipped: Default::default(),
+        });
+    }
+    let last_idx = parsed.len() - 1;
+    let mut items = Vec::with_capacity(parsed.len());
+    let mut received = Some(received);
+    for (item_idx, parsed) in parsed.into_iter().enumerate() {
+        let item = if item_idx == last_idx {
+            received.take().expect("the last item takes the message")
+        } else {
+            let original = received.as_ref().expect("the last item takes the message");
+            let mut publish = original.publish.clone();
+            publish.qos = QoS::AtMostOnce; // no ack of its own
+            Received {
+                publish,
+                received_at: original.received_at,
+                received_instant: original.received_instant,
+                connection: original.connection,
+                cost: MESSAGE_OVERHEAD_BYTES,
+            }
+        };
+        items.push(Pending::parsed(item, parsed));
+    }
+    items
 }
 
 impl Drop for Poller {

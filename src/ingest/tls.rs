@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rumqttc::ConnectionError;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{AlertDescription, CertificateError, ClientConfig, RootCertStore};
@@ -124,7 +123,11 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
 
 /// One sentence for an operator when the connection failed in TLS: which side refused
 /// which certificate, and the setting to look at. `None` for a failure that is not TLS's.
-pub fn explain(error: &ConnectionError, mqtt: &MqttConfig, host: &str) -> Option<String> {
+pub fn explain(
+    error: &(dyn std::error::Error + 'static),
+    mqtt: &MqttConfig,
+    host: &str,
+) -> Option<String> {
     let tls = rustls_error(error)?;
     let trusted = match &mqtt.tls_ca_file {
         Some(path) => format!("the CA in mqtt.tls_ca_file ({})", path.display()),
@@ -188,19 +191,21 @@ pub fn explain(error: &ConnectionError, mqtt: &MqttConfig, host: &str) -> Option
     })
 }
 
-/// The rustls error inside a connection error, wherever rumqttc and tokio-rustls put it.
-fn rustls_error(error: &ConnectionError) -> Option<&rustls::Error> {
-    let io = match error {
-        ConnectionError::Tls(rumqttc::TlsError::TLS(tls)) => return Some(tls),
-        ConnectionError::Tls(rumqttc::TlsError::Io(io))
-        | ConnectionError::Io(io)
-        | ConnectionError::MqttState(rumqttc::StateError::Io(io))
-        // TLS 1.3 checks the client's certificate after the handshake: the broker's alert
-        // arrives on the first read, while the client waits for its CONNACK.
-        | ConnectionError::MqttState(rumqttc::StateError::Deserialization(
-            rumqttc::mqttbytes::Error::Io(io),
-        )) => io,
-        _ => return None,
-    };
-    io.get_ref()?.downcast_ref::<rustls::Error>()
+/// The rustls error inside a connection error, wherever the error chain carries it
+/// (tokio-rustls wraps it in an `io::Error`; TLS 1.3 checks the client's certificate after
+/// the handshake, so the broker's alert arrives as an error of the first read).
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        current = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    None
 }

@@ -702,3 +702,100 @@ async fn acks_of_a_lost_connection_are_dropped_and_nothing_is_lost() {
     assert_eq!(count(&pool, "select count(*) from telemetry").await, 21);
     again.stop().await;
 }
+
+/// A replica scaled down for good: with MQTT v5 its session expires after
+/// `mqtt.session_expiry`, and from then on every message of the shared subscription goes
+/// to the replica that is left, which commits it. Before the expiry the broker still queues
+/// the gone member's share for it (what a session that never expires would do forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_gone_for_good_stops_receiving_its_share_after_its_session_expires() {
+    init_logs();
+    let db = TestDb::new().await;
+    let broker = TestBroker::Mosquitto(Mosquitto::start(1000).expect("mosquitto"));
+    let prefix = unique("expiry");
+    let group = unique("ingest");
+    let replica = |session_expiry| {
+        let mut settings = ingest_settings(&broker, &prefix);
+        settings.ingest.shared_group = Some(group.clone());
+        settings.mqtt.session_expiry = session_expiry;
+        assert_eq!(settings.mqtt.protocol, forewarn::config::MqttProtocol::V5);
+        settings
+    };
+    let stays = RunningIngest::start(replica(Duration::from_secs(3600)), db.store.clone()).await;
+    let expiry = Duration::from_secs(3);
+    let goes = RunningIngest::start(replica(expiry), db.store.clone()).await;
+    let pool = db.query().await;
+    let readings = "select count(*) from telemetry";
+
+    // Both members take a share, and all of it is committed.
+    flood(&broker.device_url(), &prefix, 20, 400).await;
+    wait_for_count(&pool, readings, 1200).await;
+
+    // One member stops for good. Within its expiry the broker still gives it a share,
+    // which waits in its session: the one left receives only part of the stream.
+    goes.stop().await;
+    let stopped = Instant::now();
+    flood(&broker.device_url(), &prefix, 20, 400).await;
+    assert!(stopped.elapsed() < expiry, "published within the expiry");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before_expiry = count(&pool, readings).await - 1200;
+    assert!(
+        (0..1200).contains(&before_expiry),
+        "the gone member's share waits for it until its session expires ({before_expiry} of 1200 committed)"
+    );
+
+    // After the expiry every new message reaches the member that is left and is committed.
+    tokio::time::sleep((expiry + Duration::from_secs(2)).saturating_sub(stopped.elapsed())).await;
+    let after_expiry = count(&pool, readings).await;
+    flood(&broker.device_url(), &prefix, 20, 400).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&pool, readings).await < after_expiry + 1200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        count(&pool, readings).await,
+        after_expiry + 1200,
+        "every message after the expiry is committed by the replica that is left"
+    );
+    stays.stop().await;
+}
+
+/// Two processes configured with the same client id take the session from each other on
+/// every connect (MQTT v5 "session taken over"). Each reconnect waits its backoff, which
+/// grows while connections keep failing soon after CONNACK: a few attempts, not a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_taken_over_again_and_again_reconnects_with_backoff() {
+    init_logs();
+    let db = TestDb::new().await;
+    let broker = TestBroker::Mosquitto(Mosquitto::start(1000).expect("mosquitto"));
+    let settings = ingest_settings(&broker, &unique("takeover"));
+    let first = RunningIngest::start(settings.clone(), db.store.clone()).await;
+    let (stop, shutdown) = Shutdown::new();
+    let second_metrics = Metrics::new();
+    let second = tokio::spawn(forewarn::ingest::run(
+        settings,
+        IngestDeps::new(db.store.clone(), second_metrics.clone()),
+        shutdown,
+    ));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let errors = metric(
+        &first.metrics,
+        "forewarn_ingest_mqtt_connection_errors_total",
+    ) + metric(
+        &second_metrics,
+        "forewarn_ingest_mqtt_connection_errors_total",
+    );
+    eprintln!("{errors} connection errors in 6 s");
+    assert!(
+        errors >= 2.0,
+        "the two sessions did take each other over ({errors})"
+    );
+    // Backoff 0.1, 0.2, 0.4 … 3.2 s: at most ~6 failures each in 6 s.
+    assert!(
+        errors <= 16.0,
+        "{errors} connection errors in 6 s: reconnecting in a loop"
+    );
+    stop.trigger();
+    second.await.unwrap().unwrap();
+    first.stop().await;
+}

@@ -8,6 +8,7 @@ mod import;
 mod ingest;
 mod ingest_hardening;
 mod predict;
+mod sparkplug;
 mod storage;
 mod support;
 mod tidy;

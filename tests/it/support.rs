@@ -259,6 +259,11 @@ pub fn ingest_settings(broker: &TestBroker, prefix: &str) -> IngestSettings {
             client_id: unique(INGEST_CLIENT_ID_PREFIX),
             topic_prefix: prefix.to_string(),
             keep_alive: Duration::from_secs(5),
+            // The embedded broker (rumqttd) serves MQTT 3.1.1; Mosquitto gets the default (5).
+            protocol: match broker {
+                TestBroker::Embedded(_) => forewarn::config::MqttProtocol::V311,
+                _ => config.mqtt.protocol,
+            },
             ..config.mqtt
         },
         ingest: IngestConfig {

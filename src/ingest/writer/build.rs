@@ -84,6 +84,7 @@ impl Writer {
                         self.limits.max_payload_bytes,
                     ));
                 }
+                (Parsed::Ignored { .. }, _) => {}
                 (_, None) => debug_assert!(false, "resolve_ids leaves no unresolved device"),
             }
         }

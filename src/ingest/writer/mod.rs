@@ -22,12 +22,11 @@ use tokio::task::JoinHandle;
 use super::cache::{BoundedMap, IdCache};
 use super::session::Settled;
 use super::{CommitReport, IngestDeps, IngestSettings, SharedLimits};
-use crate::contract::ValidationLimits;
+use crate::contract::{TelemetryMessage, ValidationLimits};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::store::{WriteBatch, WriteReport};
 
-use parse::Parsed;
-pub(super) use parse::Pending;
+pub(super) use parse::{Parsed, Pending};
 use write::{RETRY_MIN, Written, back_off, count_error, write_retrying};
 
 /// How long a "not registered" answer is trusted before the database is asked again.
@@ -348,14 +347,21 @@ impl Writer {
                         .inc();
                     "dead_letter"
                 }
-                Parsed::Telemetry { message, .. } => {
-                    for (reason, n) in message.skipped.iter() {
+                Parsed::Telemetry {
+                    message: TelemetryMessage { skipped, .. },
+                    ..
+                }
+                | Parsed::Ignored { skipped } => {
+                    for (reason, n) in skipped.iter() {
                         metrics
                             .skipped_fields
                             .get_or_create(&vec![("reason", reason.as_str())])
                             .inc_by(u64::from(n));
                     }
-                    "stored"
+                    match pending.parsed {
+                        Parsed::Ignored { .. } => "ignored",
+                        _ => "stored",
+                    }
                 }
                 _ => "stored",
             };

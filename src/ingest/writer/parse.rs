@@ -4,8 +4,8 @@
 use rumqttc::Publish;
 
 use crate::contract::{
-    self, DeviceEvent, DeviceStatus, RejectReason, Rejection, TelemetryMessage, TopicKind,
-    ValidationLimits,
+    self, DeviceEvent, DeviceStatus, RejectReason, Rejection, SkippedFields, TelemetryMessage,
+    TopicKind, ValidationLimits,
 };
 use crate::ingest::session::Received;
 
@@ -14,7 +14,7 @@ const PARSED_READING_BYTES: usize = 96;
 
 /// A message after parsing, before ids are resolved.
 #[derive(Debug)]
-pub(super) enum Parsed {
+pub(in crate::ingest) enum Parsed {
     Telemetry {
         device: String,
         message: TelemetryMessage,
@@ -31,6 +31,11 @@ pub(super) enum Parsed {
         kind: Option<TopicKind>,
         rejection: Rejection,
     },
+    /// Nothing to write, only to acknowledge in order (a Sparkplug B message whose
+    /// metrics are all skipped, a stale death certificate).
+    Ignored {
+        skipped: SkippedFields,
+    },
 }
 
 impl Parsed {
@@ -39,7 +44,7 @@ impl Parsed {
             Parsed::Telemetry { device, .. }
             | Parsed::Event { device, .. }
             | Parsed::Status { device, .. } => Some(device),
-            Parsed::Rejected { .. } => None,
+            Parsed::Rejected { .. } | Parsed::Ignored { .. } => None,
         }
     }
 
@@ -49,6 +54,7 @@ impl Parsed {
             Parsed::Event { .. } => Some(TopicKind::Events),
             Parsed::Status { .. } => Some(TopicKind::Status),
             Parsed::Rejected { kind, .. } => *kind,
+            Parsed::Ignored { .. } => None,
         }
     }
 
@@ -80,6 +86,15 @@ impl Pending {
         limits: &ValidationLimits,
     ) -> Pending {
         let parsed = parse(prefix, &received.publish, received.received_at, limits);
+        if let Parsed::Telemetry { message, .. } = &parsed {
+            received.cost += PARSED_READING_BYTES * message.readings.len();
+        }
+        Pending { received, parsed }
+    }
+
+    /// A message already parsed (Sparkplug B, by the session's host state), charged like
+    /// [`Pending::parse`].
+    pub(in crate::ingest) fn parsed(mut received: Received, parsed: Parsed) -> Pending {
         if let Parsed::Telemetry { message, .. } = &parsed {
             received.cost += PARSED_READING_BYTES * message.readings.len();
         }

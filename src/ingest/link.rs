@@ -240,6 +240,15 @@ impl Link {
         }
     }
 
+    /// The next packet already in the buffer, without reading the socket.
+    pub fn next_buffered(&mut self) -> Result<Option<Incoming>, LinkError> {
+        match self.decode()? {
+            None => Ok(None),
+            Some(Decoded::V4(packet)) => incoming_v4(packet).map(Some),
+            Some(Decoded::V5(packet)) => incoming_v5(packet).map(Some),
+        }
+    }
+
     /// Reads more bytes into the buffer.
     async fn fill(&mut self) -> Result<(), LinkError> {
         if self.stream.read_buf(&mut self.read_buf).await? == 0 {

@@ -54,6 +54,9 @@ pub enum MqttSetupError {
 /// Bytes a held message is charged beyond its topic, payload and parsed readings: the
 /// batch bookkeeping and the allocator's slack.
 const MESSAGE_OVERHEAD_BYTES: usize = 512;
+/// Packets already buffered that one wake of the poller handles before it looks at its
+/// other work again (acks, pings, shutdown).
+const PACKETS_PER_WAKE: usize = 64;
 /// Reconnection backoff: the first wait, the longest, and how long a connection must
 /// have lived for the next failure to start over from the first.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -230,7 +233,7 @@ pub(super) async fn run_session(
         held_bytes: 0,
         connection: 0,
         connected: false,
-        next_ping: now,
+        ping_timer: Box::pin(tokio::time::sleep_until(now)),
         next_attempt: now,
         backoff: FIRST_BACKOFF,
         connected_at: None,
@@ -278,7 +281,9 @@ struct Poller {
     connected: bool,
     /// The keep-alive in force (the broker's, when it set one).
     keep_alive: Duration,
-    next_ping: tokio::time::Instant,
+    /// When the next keep-alive ping is due; one timer, reset when the ping moves (not one
+    /// per wake).
+    ping_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// When the next connection attempt may start, and the backoff after it.
     next_attempt: tokio::time::Instant,
     backoff: Duration,
@@ -361,7 +366,7 @@ impl Poller {
                 biased;
                 _ = &mut stop_rx => Wake::Stop,
                 settled = self.settled_rx.recv() => Wake::Settled(settled),
-                _ = tokio::time::sleep_until(self.next_ping) => Wake::Ping,
+                _ = self.ping_timer.as_mut() => Wake::Ping,
                 incoming = link.read(), if !over_budget => Wake::Incoming(incoming),
             };
             match wake {
@@ -371,7 +376,7 @@ impl Poller {
                 Wake::Ping => self.ping(paused_since.is_some()),
                 Wake::Incoming(Ok(incoming)) => {
                     self.last_read = tokio::time::Instant::now();
-                    if self.handle(incoming) {
+                    if self.handle(incoming) || self.handle_buffered() {
                         return;
                     }
                 }
@@ -388,7 +393,7 @@ impl Poller {
         self.keep_alive = accepted.keep_alive.max(Duration::from_secs(1));
         let now = tokio::time::Instant::now();
         self.connected_at = Some(now);
-        self.next_ping = now + self.keep_alive / 2;
+        self.schedule_ping(now + self.keep_alive / 2);
         self.last_read = now;
         tracing::info!(
             client_id = self.client_id,
@@ -413,11 +418,43 @@ impl Poller {
         self.set_connected(true);
     }
 
+    /// Handles the packets a read left in the buffer without waking again for each, up to
+    /// [`PACKETS_PER_WAKE`] and within the budget. Returns true when the session is over.
+    fn handle_buffered(&mut self) -> bool {
+        for _ in 0..PACKETS_PER_WAKE {
+            if self.held_messages >= self.max_messages || self.held_bytes >= self.max_bytes {
+                break;
+            }
+            let Some(link) = self.link.as_mut() else {
+                break;
+            };
+            match link.next_buffered() {
+                Ok(Some(incoming)) => {
+                    if self.handle(incoming) {
+                        return true;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    self.on_connection_error(&error);
+                    self.drop_link();
+                    break;
+                }
+            }
+        }
+        false
+    }
+
+    /// The next keep-alive ping is due at `at`.
+    fn schedule_ping(&mut self, at: tokio::time::Instant) {
+        self.ping_timer.as_mut().reset(at);
+    }
+
     /// Keep-alive: a PINGREQ every half keep-alive. A broker that has sent nothing for
     /// 1.5 keep-alives while we were reading is taken as gone.
     fn ping(&mut self, paused: bool) {
         let now = tokio::time::Instant::now();
-        self.next_ping = now + self.keep_alive / 2;
+        self.schedule_ping(now + self.keep_alive / 2);
         if !paused && now.duration_since(self.last_read) > self.keep_alive * 3 / 2 {
             self.lost("no packet from the broker for 1.5 × keep-alive");
             return;

@@ -55,12 +55,14 @@ async fn migrate_locked(
     storage: &StorageConfig,
 ) -> Result<MigrationReport, StoreError> {
     let applied_before: Vec<i64> = applied_versions(connection).await?;
-    // The license setting exists wherever the TimescaleDB library is loaded.
-    let license: Option<String> =
-        sqlx::query_scalar("select nullif(current_setting('timescaledb.license', true), '')")
-            .fetch_one(&mut *connection)
-            .await?;
-    let mode = migration_mode(storage.timescaledb, license.as_deref())?;
+    let edition =
+        if storage.timescaledb == TimescaleMode::Off || read_flavour(connection).await?.is_some() {
+            // Off, or the flavour of this database was decided when it was created.
+            Edition::NotAsked
+        } else {
+            timescale_edition(connection).await?
+        };
+    let mode = migration_mode(storage.timescaledb, edition)?;
     // Read by the migrations through current_setting('forewarn.timescaledb').
     sqlx::query("select set_config('forewarn.timescaledb', $1, false)")
         .bind(mode)
@@ -87,6 +89,69 @@ async fn migrate_locked(
     })
 }
 
+/// What the server's TimescaleDB can do, as far as the migrations care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Edition {
+    /// Not probed: storage is off, or the database's flavour is already recorded.
+    NotAsked,
+    /// No TimescaleDB on this server.
+    Absent,
+    /// Compression works (the Community edition).
+    Community,
+    /// Hypertables only: the Apache-2 edition, or a server whose license refuses the
+    /// Community features.
+    ApacheOnly,
+}
+
+/// Asks the server whether TimescaleDB's compression works: `timescaledb.license = apache`
+/// says no at once; otherwise the extension is created (as migration 0001 would) and, in a
+/// transaction that is rolled back, a scratch hypertable made and compression switched on. The answer is the capability itself,
+/// not a version or a license name, so a build or a service that refuses it in another way
+/// is caught too.
+async fn timescale_edition(connection: &mut PgConnection) -> Result<Edition, StoreError> {
+    let available: bool = sqlx::query_scalar(
+        "select exists (select 1 from pg_available_extensions where name = 'timescaledb')",
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    if !available {
+        return Ok(Edition::Absent);
+    }
+    let license: Option<String> =
+        sqlx::query_scalar("select nullif(current_setting('timescaledb.license', true), '')")
+            .fetch_one(&mut *connection)
+            .await?;
+    if license.is_some_and(|license| license.eq_ignore_ascii_case("apache")) {
+        return Ok(Edition::ApacheOnly);
+    }
+    // Created for good, outside the probe: TimescaleDB cannot be created again in a
+    // session where a rolled-back CREATE EXTENSION loaded it, and migration 0001 would
+    // create it next anyway.
+    sqlx::query("create extension if not exists timescaledb")
+        .execute(&mut *connection)
+        .await?;
+    let mut probe = sqlx::Connection::begin(&mut *connection).await?;
+    for statement in [
+        "create table forewarn_edition_probe (time timestamptz not null)",
+        "select create_hypertable('forewarn_edition_probe', 'time')",
+    ] {
+        sqlx::query(statement).execute(&mut *probe).await?;
+    }
+    let compression = sqlx::query("alter table forewarn_edition_probe set (timescaledb.compress)")
+        .execute(&mut *probe)
+        .await;
+    probe.rollback().await?;
+    match compression {
+        Ok(_) => Ok(Edition::Community),
+        // feature_not_supported: "functionality not supported under the current … license".
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("0A000") => {
+            tracing::debug!(%error, "TimescaleDB refuses compression");
+            Ok(Edition::ApacheOnly)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// The `forewarn.timescaledb` mode the migrations run with. TimescaleDB's Apache-2 edition
 /// (`timescaledb.license = apache`, what several managed services offer) has hypertables but
 /// refuses compression and continuous aggregates, which forewarn's TimescaleDB path needs:
@@ -95,18 +160,18 @@ async fn migrate_locked(
 /// is created (migration 0001), so this only decides for a new database.
 pub(crate) fn migration_mode(
     configured: TimescaleMode,
-    license: Option<&str>,
+    edition: Edition,
 ) -> Result<&'static str, StoreError> {
-    let apache = license.is_some_and(|license| license.eq_ignore_ascii_case("apache"));
+    let apache = edition == Edition::ApacheOnly;
     Ok(match configured {
         TimescaleMode::Off => "off",
         TimescaleMode::Require if apache => return Err(StoreError::ApacheEdition),
         TimescaleMode::Require => "require",
         TimescaleMode::Auto if apache => {
             tracing::warn!(
-                "TimescaleDB here is the Apache-2 edition (timescaledb.license = apache): no \
-                 compression or continuous aggregates, so a new database gets plain \
-                 PostgreSQL tables (storage.timescaledb = auto)"
+                "TimescaleDB here refuses compression (the Apache-2 edition, timescaledb.license = \
+                 apache): no compression or continuous aggregates, so a new database gets \
+                 plain PostgreSQL tables (storage.timescaledb = auto)"
             );
             "off"
         }
@@ -262,9 +327,16 @@ mod tests {
 
     #[test]
     fn the_apache_edition_takes_the_plain_path_under_auto_and_stops_require() {
-        let community = Some("timescale");
-        let apache = Some("apache");
-        assert_eq!(migration_mode(TimescaleMode::Auto, None).unwrap(), "auto");
+        let community = Edition::Community;
+        let apache = Edition::ApacheOnly;
+        assert_eq!(
+            migration_mode(TimescaleMode::Auto, Edition::Absent).unwrap(),
+            "auto"
+        );
+        assert_eq!(
+            migration_mode(TimescaleMode::Auto, Edition::NotAsked).unwrap(),
+            "auto"
+        );
         assert_eq!(
             migration_mode(TimescaleMode::Auto, community).unwrap(),
             "auto"

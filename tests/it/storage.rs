@@ -1045,3 +1045,93 @@ async fn predictions_past_retention_are_deleted_and_newer_ones_kept() {
     assert_eq!(kept.len(), 1);
     assert!(kept[0] > now - chrono::Duration::days(2));
 }
+
+/// The lane of a TimescaleDB that refuses compression and continuous aggregates (what the
+/// Apache-2 edition of managed services does): `serve.mjs --refuse-compression`, run with
+/// `TEST_TIMESCALE_EDITION=refuses_compression` by `.ci/run`. Elsewhere it says so and
+/// checks nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timescaledb_that_refuses_compression_takes_the_plain_path_under_auto() {
+    if std::env::var("TEST_TIMESCALE_EDITION").as_deref() != Ok("refuses_compression") {
+        eprintln!("not the refusing-compression lane (TEST_TIMESCALE_EDITION): nothing to check");
+        return;
+    }
+    let server = test_server();
+    let storage = |timescaledb| StorageConfig {
+        timescaledb,
+        use_copy: false,
+        ..StorageConfig::default()
+    };
+    let database = forewarn::config::DatabaseConfig {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let require = storage(forewarn::config::TimescaleMode::Require);
+    let (mut store, pool) =
+        forewarn::store::testing::connect_sharing_pool(&server.admin_url, &database, &require)
+            .await
+            .unwrap();
+    // The extension is there and makes hypertables, but its licensed features are refused.
+    let available = count(
+        &pool,
+        "select count(*) from pg_extension where extname = 'timescaledb'",
+    )
+    .await;
+    assert_eq!(available, 1, "the lane's server has TimescaleDB");
+
+    // `require` stops before anything is created, with the sentence.
+    let error = store.migrate(&require).await.unwrap_err();
+    assert!(
+        matches!(error, forewarn::store::StoreError::ApacheEdition),
+        "{error}"
+    );
+    assert!(error.to_string().contains("storage.timescaledb = auto"));
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from pg_class where relname = 'forewarn_storage'"
+        )
+        .await,
+        0
+    );
+
+    // `auto` takes the plain path and finishes: plain tables, a rollup table, no probe left.
+    let auto = storage(forewarn::config::TimescaleMode::Auto);
+    let report = store.migrate(&auto).await.unwrap();
+    assert!(!report.timescaledb && !store.is_timescaledb());
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from timescaledb_information.hypertables"
+        )
+        .await,
+        0
+    );
+    let rollup: String =
+        sqlx::query_scalar("select relkind::text from pg_class where relname = 'telemetry_hourly'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rollup, "r", "the rollup is a table refreshed by forewarn");
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from pg_class where relname = 'forewarn_edition_probe'"
+        )
+        .await,
+        0
+    );
+    // And it stores.
+    let device = store
+        .register_devices(&["apache-1".to_string()])
+        .await
+        .unwrap()[0]
+        .1;
+    let metric = store.register_metrics(&["temp".to_string()]).await.unwrap()[0].1;
+    let batch = series_batch(device, metric, [(1_700_000_000_000_000, 21.5)]);
+    store.write_batch(&batch).await.unwrap();
+    assert_eq!(count(&pool, "select count(*) from telemetry").await, 1);
+    // Migrating again is a no-op, and the flavour stays what it was created with.
+    let again = store.migrate(&auto).await.unwrap();
+    assert!(again.applied_versions.is_empty() && !again.timescaledb);
+}

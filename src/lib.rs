@@ -16,6 +16,8 @@ pub mod config;
 pub mod contract;
 /// `forewarn demo`'s simulated fleet, and the wait until ingest has taken in what it published.
 pub mod demo;
+/// Dispatch: the ticket policy so far (pure); the stage comes with its issue.
+pub mod dispatch;
 /// Embedded defaults: in-process broker, private PostgreSQL cluster, private Mosquitto.
 pub mod embedded;
 /// Features: the one code path from history to numbers, for training and scoring. Pure.

@@ -255,17 +255,24 @@ pub fn node_command_topic(group: &str, edge: &str) -> String {
     format!("{NAMESPACE}/{group}/NCMD/{edge}")
 }
 
+/// Limits for the Sparkplug tests here and in `ingest::sparkplug`: no age limit, so fixed
+/// timestamps stay valid.
+#[cfg(test)]
+pub(crate) fn test_limits() -> ValidationLimits {
+    ValidationLimits {
+        max_payload_bytes: 65536,
+        max_future_skew_micros: 300_000_000,
+        max_age_micros: None,
+        max_abs_value: 1e12,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn limits() -> ValidationLimits {
-        ValidationLimits {
-            max_payload_bytes: 65536,
-            max_future_skew_micros: 300_000_000,
-            max_age_micros: None,
-            max_abs_value: 1e12,
-        }
+        test_limits()
     }
 
     #[test]

@@ -4,12 +4,7 @@ use crate::contract::sparkplug::{DataType, Metric, MetricValue};
 use prost::Message;
 
 fn limits() -> ValidationLimits {
-    ValidationLimits {
-        max_payload_bytes: 65536,
-        max_future_skew_micros: 300_000_000,
-        max_age_micros: None,
-        max_abs_value: 1e12,
-    }
+    sparkplug::test_limits()
 }
 
 const NOW: EpochMicros = 1_700_000_000_000_000;

@@ -27,9 +27,9 @@ mod migrate;
 mod models;
 mod predictions;
 mod registry;
-mod service;
 mod telemetry;
 pub mod testing;
+mod tickets;
 mod transaction;
 
 use std::time::Duration;
@@ -53,6 +53,7 @@ pub use registry::{
 pub use telemetry::{
     DeadLetterRow, EventRow, StatusRow, TelemetryColumns, WriteBatch, WriteReport,
 };
+pub use tickets::{Booked, Opened, TicketKind, TicketSignal};
 pub use transaction::StoreTx;
 
 /// Errors of the storage layer, classified so that callers know whether to retry.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use forewarn::config::StorageConfig;
 use forewarn::store::{
-    ComponentRecord, DeadLetterRow, EventRow, MIGRATION_LOCK_KEY, MigrationReport, Store,
-    TelemetryColumns, WriteBatch,
+    Booked, ComponentRecord, DeadLetterRow, EventRow, MIGRATION_LOCK_KEY, MigrationReport, Opened,
+    Store, TelemetryColumns, TicketKind, TicketSignal, WriteBatch,
 };
 use sqlx::{Connection, Row};
 
@@ -1134,4 +1134,201 @@ async fn a_timescaledb_that_refuses_compression_takes_the_plain_path_under_auto(
     // Migrating again is a no-op, and the flavour stays what it was created with.
     let again = store.migrate(&auto).await.unwrap();
     assert!(again.applied_versions.is_empty() && !again.timescaledb);
+}
+
+fn signal(device_id: i32, at: i64, priority: u8, risk: f64) -> TicketSignal {
+    TicketSignal {
+        kind: TicketKind::Proactive,
+        device_id,
+        failure_mode: "washer/drum_bearing".into(),
+        at,
+        priority,
+        risk: Some(risk),
+        model_version: Some("test".into()),
+        top_factors: serde_json::json!(["drum vibration 3.1σ above this machine's baseline"]),
+        actor: "dispatch".into(),
+        reason: "risk above threshold for 2 scores".into(),
+    }
+}
+
+/// Dispatch replicas racing on the same signals: one open ticket per (device, failure
+/// mode), every signal kept as an occurrence on it, one `created` audit row; a later
+/// higher risk escalates it. Run many times over (rounds × tasks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_signals_open_one_ticket_and_keep_every_occurrence() {
+    let db = TestDb::new().await;
+    let pool = db.store_pool().clone();
+    for round in 0..10 {
+        let device = unique("race-");
+        let device_id = db.store.resolve_devices(&[device], true).await.unwrap()[0].1;
+        let tasks: Vec<_> = (0..8)
+            .map(|task| {
+                let store = db.store.clone();
+                tokio::spawn(async move {
+                    let mut created = 0;
+                    for n in 0..5 {
+                        let at = (round * 100 + task * 10 + n) as i64 * HOUR;
+                        let opened = store
+                            .open_or_merge_ticket(&signal(device_id, at, 3, 0.6))
+                            .await
+                            .unwrap();
+                        created += usize::from(matches!(opened, Opened::Created { .. }));
+                    }
+                    created
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for task in tasks {
+            created += task.await.unwrap();
+        }
+        assert_eq!(
+            created, 1,
+            "round {round}: exactly one signal created the ticket"
+        );
+        let (n_open, occurrences): (i64, i64) = sqlx::query_as(
+            "select count(*), coalesce(sum(occurrences), 0)::bigint from tickets
+             where device_id = $1 and status = 'open'",
+        )
+        .bind(device_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((n_open, occurrences), (1, 40), "round {round}");
+        let events: i64 = sqlx::query_scalar(
+            "select count(*) from ticket_events e join tickets t on t.id = e.ticket_id
+             where t.device_id = $1",
+        )
+        .bind(device_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(events, 40, "every signal is in the audit");
+        // A higher risk escalates.
+        let escalated = db
+            .store
+            .open_or_merge_ticket(&signal(device_id, 10_000 * HOUR, 1, 0.95))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                escalated,
+                Opened::Merged {
+                    escalated_from: Some(3),
+                    ..
+                }
+            ),
+            "{escalated:?}"
+        );
+    }
+}
+
+/// Two bookings of one technician that overlap cannot both exist, even when booked at the
+/// same time by two replicas; a cancelled booking frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_technician_cannot_be_double_booked() {
+    let db = TestDb::new().await;
+    let pool = db.store_pool().clone();
+    let technician: i32 = sqlx::query_scalar(
+        "insert into technicians (external_id, name, home_latitude, home_longitude)
+         values ($1, 'Ada', 52.23, 21.01) returning id",
+    )
+    .bind(unique("tech-"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    for round in 0..10i64 {
+        let mut tickets = Vec::new();
+        for _ in 0..2 {
+            let device = unique("booked-");
+            let device_id = db.store.resolve_devices(&[device], true).await.unwrap()[0].1;
+            let Opened::Created { ticket_id } = db
+                .store
+                .open_or_merge_ticket(&signal(device_id, round * HOUR, 2, 0.8))
+                .await
+                .unwrap()
+            else {
+                panic!("a new device's first signal creates its ticket");
+            };
+            tickets.push(ticket_id);
+        }
+        // Two replicas book the same technician for overlapping slots at once.
+        let start = (1_000 + round * 10) * HOUR;
+        let attempts: Vec<_> = tickets
+            .iter()
+            .enumerate()
+            .map(|(idx, &ticket_id)| {
+                let store = db.store.clone();
+                let offset = idx as i64 * HOUR / 2;
+                tokio::spawn(async move {
+                    store
+                        .book(
+                            ticket_id,
+                            technician,
+                            start + offset,
+                            start + offset + HOUR,
+                            "dispatch",
+                        )
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for attempt in attempts {
+            outcomes.push(attempt.await.unwrap());
+        }
+        let booked = outcomes
+            .iter()
+            .filter(|o| matches!(o, Booked::Booked { .. }))
+            .count();
+        assert_eq!(booked, 1, "round {round}: {outcomes:?}");
+        assert!(outcomes.contains(&Booked::SlotTaken));
+    }
+    let overlapping: i64 = sqlx::query_scalar(
+        "select count(*) from bookings a join bookings b
+           on a.technician_id = b.technician_id and a.id < b.id and a.slot && b.slot
+         where a.cancelled_at is null and b.cancelled_at is null",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(overlapping, 0);
+    // Cancelling a booking frees its slot.
+    sqlx::query("update bookings set cancelled_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let device_id = db
+        .store
+        .resolve_devices(&[unique("freed-")], true)
+        .await
+        .unwrap()[0]
+        .1;
+    let Opened::Created { ticket_id } = db
+        .store
+        .open_or_merge_ticket(&signal(device_id, 0, 2, 0.8))
+        .await
+        .unwrap()
+    else {
+        panic!("new ticket expected");
+    };
+    let rebooked = db
+        .store
+        .book(
+            ticket_id,
+            technician,
+            1_000 * HOUR,
+            1_001 * HOUR,
+            "dispatch",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(rebooked, Booked::Booked { .. }));
+    let status: String = sqlx::query_scalar("select status from tickets where id = $1")
+        .bind(ticket_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "booked");
 }

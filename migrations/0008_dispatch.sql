@@ -1,6 +1,6 @@
 -- Dispatch (DESIGN.md §Dispatch): tickets and their audit, technicians' bookings,
--- incidents, and the streak the ticket policy keeps between scores. Times named `*_at`
--- without `written_` are event time (DESIGN.md §Time); `written_at` is the wall clock.
+-- incidents, and the streak the ticket policy keeps between scores. Times are event time
+-- (DESIGN.md §Time) except `written_at` and `updated_at`, which are the wall clock.
 -- Plain tables on both storage flavours.
 
 -- `technician_id WITH =` in a GiST exclusion constraint needs btree_gist (contrib).
@@ -53,6 +53,9 @@ create table tickets (
 create unique index tickets_one_open_per_device_mode on tickets (device_id, failure_mode)
     where status in ('open', 'booked', 'en_route', 'on_site');
 create index tickets_status_priority on tickets (status, priority);
+-- The cool-down lookup of the ticket policy: the last faultless visit of a device and mode.
+create index tickets_no_fault_found on tickets (device_id, failure_mode, resolved_at)
+    where outcome = 'no_fault_found';
 create index tickets_incident on tickets (incident_id) where incident_id is not null;
 
 -- Append-only audit: every change of a ticket, who made it, when and why.
@@ -80,13 +83,19 @@ create table bookings (
     constraint bookings_no_double_booking
         exclude using gist (technician_id with =, slot with &&) where (cancelled_at is null)
 );
-create index bookings_ticket on bookings (ticket_id);
+-- A ticket has at most one live booking (two replicas cannot book it twice).
+create unique index bookings_one_live_per_ticket on bookings (ticket_id) where cancelled_at is null;
 
 -- The ticket policy's streak per (device, failure mode) between scores (dispatch::policy).
 create table dispatch_streaks (
     device_id integer not null,
     failure_mode text not null,
     count integer not null default 0,
+    -- The count is of scores below the close threshold (a ticket open), else above the
+    -- open threshold.
+    closing boolean not null default false,
+    -- The first score of the current run above the open threshold.
+    above_since timestamptz,
     last_time timestamptz,
     primary key (device_id, failure_mode)
 );

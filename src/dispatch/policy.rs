@@ -13,7 +13,9 @@
 //!   bound escalates it.
 //! - **Cool-down.** After a `no_fault_found` visit, the same device and mode opens no new
 //!   ticket for `cooldown` (event time) unless the risk rises past what the visit judged
-//!   harmless by `cooldown_rise`.
+//!   harmless (by `cooldown_rise` of the room left below 1).
+//! - Falling risk cancels only a **proactive** ticket not yet booked: a customer's call or
+//!   a critical event is not the model's to withdraw.
 
 use std::time::Duration;
 
@@ -37,7 +39,9 @@ pub struct TicketPolicy {
     /// After `no_fault_found`, no new ticket for this long…
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
-    /// …unless the risk exceeds the highest risk of the ticket found faultless by this.
+    /// …unless the risk rises above the highest risk of the ticket found faultless by
+    /// this share of the room left below 1 (0.5: from 0.7, above 0.85; from 0.9, above
+    /// 0.95), so that a limit is always reachable.
     pub cooldown_rise: f64,
     /// Risk bounds of priorities 1, 2 and 3 (a lower risk is priority 4).
     pub priority_bounds: [f64; 3],
@@ -50,7 +54,7 @@ impl Default for TicketPolicy {
             close_after: 3,
             close_ratio: 0.6,
             cooldown: Duration::from_secs(14 * 86_400),
-            cooldown_rise: 0.15,
+            cooldown_rise: 0.5,
             priority_bounds: [0.9, 0.75, 0.5],
         }
     }
@@ -65,6 +69,12 @@ impl TicketPolicy {
             .map_or(LOWEST_PRIORITY, |idx| idx as Priority + 1)
     }
 
+    /// The risk above which a cool-down gives way.
+    pub fn cooldown_limit(&self, cooldown: Cooldown) -> f64 {
+        let highest = cooldown.highest_risk.clamp(0.0, 1.0);
+        highest + self.cooldown_rise * (1.0 - highest)
+    }
+
     /// Checks the settings; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
         if self.open_after == 0 || self.close_after == 0 {
@@ -76,9 +86,9 @@ impl TicketPolicy {
                 self.close_ratio
             ));
         }
-        if !self.cooldown_rise.is_finite() || self.cooldown_rise < 0.0 {
+        if !(0.0..1.0).contains(&self.cooldown_rise) {
             return Err(format!(
-                "cooldown_rise must be ≥ 0, got {}",
+                "cooldown_rise must be in [0, 1) (a share of the room left below 1), got {}",
                 self.cooldown_rise
             ));
         }
@@ -102,12 +112,18 @@ pub struct Score {
     pub threshold: f64,
 }
 
-/// What the stage keeps between scores of a (device, mode) with no open ticket.
+/// What the stage keeps between scores of a (device, mode).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Streak {
-    /// Consecutive scores at or above the open threshold (without an open ticket), or
-    /// below the close threshold (with one).
+    /// Consecutive scores at or above the open threshold (`closing` false: no open
+    /// ticket), or below the close threshold (`closing` true: a ticket is open). A count
+    /// of the other kind is never carried over: a ticket cancelled or resolved elsewhere
+    /// starts the opening streak from zero.
     pub count: u32,
+    pub closing: bool,
+    /// Event time of the first score of the current run above the open threshold: how
+    /// long risk has been high (`window::expected_remaining`'s `elapsed`).
+    pub above_since: Option<EpochMicros>,
     /// Event time of the last score applied: an older or equal one is a replay.
     pub last_time: Option<EpochMicros>,
 }
@@ -115,10 +131,12 @@ pub struct Streak {
 /// The open ticket as the policy sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OpenTicket {
-    pub priority: Priority,
     pub highest_risk: f64,
     /// A visit is booked: the ticket is no longer cancelled by falling risk.
     pub booked: bool,
+    /// Opened by a prediction. Only such a ticket is cancelled by falling risk: a
+    /// customer's call or a critical event is not the model's to withdraw.
+    pub proactive: bool,
 }
 
 /// The last `no_fault_found` visit of this device and mode.
@@ -139,7 +157,10 @@ pub enum Decision {
     Open { priority: Priority },
     /// The streak would open one, but the cool-down holds it.
     HeldByCooldown,
-    /// A repeat occurrence on the open ticket, escalated to `escalate_to` when set.
+    /// A repeat occurrence on the open ticket. `escalate_to` is set when the risk rose
+    /// into a more urgent band than the ticket's highest risk so far: the priority risk
+    /// alone calls for, which the caller adjusts (`window::priority`) and applies if it is
+    /// more urgent than the ticket's.
     Recur { escalate_to: Option<Priority> },
     /// Cancel the open ticket (not booked): risk stayed below the close threshold.
     Cancel,
@@ -156,74 +177,63 @@ pub fn decide(
     if streak.last_time.is_some_and(|last| score.time <= last) {
         return (streak, Decision::Replay);
     }
-    let last_time = Some(score.time);
     let above = score.probability >= score.threshold;
     let below_close = score.probability < score.threshold * policy.close_ratio;
+    let closing = ticket.is_some();
+    let next = Streak {
+        // A count of the other kind (the ticket came or went elsewhere) starts over.
+        count: if streak.closing == closing {
+            streak.count
+        } else {
+            0
+        },
+        closing,
+        above_since: if above {
+            streak.above_since.or(Some(score.time))
+        } else {
+            None
+        },
+        last_time: Some(score.time),
+    };
     match ticket {
         Some(open) => {
             if above {
                 let priority = policy.priority_for(score.probability);
-                let escalate_to = (priority < open.priority).then_some(priority);
-                return (
-                    Streak {
-                        count: 0,
-                        last_time,
-                    },
-                    Decision::Recur { escalate_to },
-                );
+                let escalate_to =
+                    (priority < policy.priority_for(open.highest_risk)).then_some(priority);
+                return (Streak { count: 0, ..next }, Decision::Recur { escalate_to });
             }
-            if !below_close || open.booked {
-                // In the band between the thresholds, or a visit is booked: hold.
-                return (
-                    Streak {
-                        count: 0,
-                        last_time,
-                    },
-                    Decision::Nothing,
-                );
+            if !below_close || open.booked || !open.proactive {
+                // In the band between the thresholds, a visit booked, or not the model's
+                // ticket: hold.
+                return (Streak { count: 0, ..next }, Decision::Nothing);
             }
-            let count = streak.count + 1;
+            let count = next.count + 1;
             if count >= policy.close_after {
-                (
-                    Streak {
-                        count: 0,
-                        last_time,
-                    },
-                    Decision::Cancel,
-                )
+                (Streak { count: 0, ..next }, Decision::Cancel)
             } else {
-                (Streak { count, last_time }, Decision::Nothing)
+                (Streak { count, ..next }, Decision::Nothing)
             }
         }
         None => {
             if !above {
-                return (
-                    Streak {
-                        count: 0,
-                        last_time,
-                    },
-                    Decision::Nothing,
-                );
+                return (Streak { count: 0, ..next }, Decision::Nothing);
             }
-            let count = streak.count + 1;
+            let count = next.count + 1;
             if count < policy.open_after {
-                return (Streak { count, last_time }, Decision::Nothing);
+                return (Streak { count, ..next }, Decision::Nothing);
             }
             let cooling = cooldown.is_some_and(|cooldown| {
                 let until = cooldown
                     .resolved_at
                     .saturating_add(i64::try_from(policy.cooldown.as_micros()).unwrap_or(i64::MAX));
-                score.time < until
-                    && score.probability < cooldown.highest_risk + policy.cooldown_rise
+                score.time < until && score.probability < policy.cooldown_limit(cooldown)
             });
             if cooling {
-                return (Streak { count, last_time }, Decision::HeldByCooldown);
+                return (Streak { count, ..next }, Decision::HeldByCooldown);
             }
             (
-                Streak {
-                    count: 0,
-                    last_time,
-                },
+                Streak { count: 0, ..next },
                 Decision::Open {
                     priority: policy.priority_for(score.probability),
                 },
@@ -257,19 +267,16 @@ mod tests {
             let (next, decision) = decide(policy, streak, score, ticket, cooldown);
             streak = next;
             match decision {
-                Decision::Open { priority } => {
+                Decision::Open { .. } => {
                     ticket = Some(OpenTicket {
-                        priority,
                         highest_risk: probability,
                         booked: false,
+                        proactive: true,
                     });
                 }
-                Decision::Recur { escalate_to } => {
+                Decision::Recur { .. } => {
                     let open = ticket.as_mut().expect("recur on an open ticket");
                     open.highest_risk = open.highest_risk.max(probability);
-                    if let Some(priority) = escalate_to {
-                        open.priority = priority;
-                    }
                 }
                 Decision::Cancel => ticket = None,
                 _ => {}
@@ -322,20 +329,27 @@ mod tests {
         );
         assert_eq!(falling[7], Decision::Cancel, "{falling:?}");
         let booked = OpenTicket {
-            priority: 3,
             highest_risk: 0.6,
             booked: true,
+            proactive: true,
         };
-        let mut streak = Streak::default();
-        for hour in 0..5 {
-            let score = Score {
-                time: hour * HOUR,
-                probability: 0.05,
-                threshold: 0.5,
-            };
-            let (next, decision) = decide(&policy, streak, score, Some(booked), None);
-            assert_eq!(decision, Decision::Nothing);
-            streak = next;
+        let reactive = OpenTicket {
+            highest_risk: 0.0,
+            booked: false,
+            proactive: false,
+        };
+        for ticket in [booked, reactive] {
+            let mut streak = Streak::default();
+            for hour in 0..5 {
+                let score = Score {
+                    time: hour * HOUR,
+                    probability: 0.05,
+                    threshold: 0.5,
+                };
+                let (next, decision) = decide(&policy, streak, score, Some(ticket), None);
+                assert_eq!(decision, Decision::Nothing, "{ticket:?}");
+                streak = next;
+            }
         }
     }
 
@@ -371,12 +385,61 @@ mod tests {
         assert!(same.contains(&Decision::HeldByCooldown));
         let higher = run(&policy, &[0.7, 0.9, 0.9], cooldown);
         assert_eq!(opens(&higher), 1, "{higher:?}");
+        // A ticket found faultless at 0.9 gives way above 0.95, not never.
+        let high = Cooldown {
+            resolved_at: 0,
+            highest_risk: 0.9,
+        };
+        assert!((policy.cooldown_limit(high) - 0.95).abs() < 1e-9);
         // After the cool-down, the same risk opens again.
         let later = Some(Cooldown {
             resolved_at: -(15 * 24 * HOUR),
             highest_risk: 0.7,
         });
         assert_eq!(opens(&run(&policy, &[0.7, 0.7], later)), 1);
+    }
+
+    #[test]
+    fn a_close_streak_is_not_carried_into_the_next_opening() {
+        let policy = TicketPolicy::default();
+        let open = OpenTicket {
+            highest_risk: 0.6,
+            booked: false,
+            proactive: true,
+        };
+        let score = |hour: i64, probability| Score {
+            time: hour * HOUR,
+            probability,
+            threshold: 0.5,
+        };
+        let (streak, _) = decide(&policy, Streak::default(), score(0, 0.1), Some(open), None);
+        let (streak, _) = decide(&policy, streak, score(1, 0.1), Some(open), None);
+        assert_eq!(streak.count, 2);
+        // The ticket is resolved elsewhere; one high score opens nothing yet.
+        let (streak, decision) = decide(&policy, streak, score(2, 0.9), None, None);
+        assert_eq!(decision, Decision::Nothing);
+        assert_eq!((streak.count, streak.above_since), (1, Some(2 * HOUR)));
+        let (_, decision) = decide(&policy, streak, score(3, 0.9), None, None);
+        assert_eq!(decision, Decision::Open { priority: 1 });
+    }
+
+    #[test]
+    fn escalation_follows_risk_not_the_tickets_adjusted_priority() {
+        let policy = TicketPolicy::default();
+        // Opened at 0.95 (risk priority 1), whatever the ticket's adjusted priority is:
+        // a fall to 0.8 escalates nothing.
+        let open = OpenTicket {
+            highest_risk: 0.95,
+            booked: false,
+            proactive: true,
+        };
+        let score = Score {
+            time: 0,
+            probability: 0.8,
+            threshold: 0.5,
+        };
+        let (_, decision) = decide(&policy, Streak::default(), score, Some(open), None);
+        assert_eq!(decision, Decision::Recur { escalate_to: None });
     }
 
     #[test]
@@ -401,6 +464,16 @@ mod tests {
             close_ratio: 1.2,
             ..TicketPolicy::default()
         };
+        let unreachable = TicketPolicy {
+            cooldown_rise: 1.0,
+            ..TicketPolicy::default()
+        };
+        assert!(
+            unreachable
+                .validate()
+                .unwrap_err()
+                .contains("cooldown_rise")
+        );
         assert!(bad.validate().unwrap_err().contains("close_ratio"));
         let inverted = TicketPolicy {
             priority_bounds: [0.5, 0.75, 0.9],

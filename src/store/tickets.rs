@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 use super::{Store, StoreError, StoreTx};
 use crate::contract::EpochMicros;
 
-/// Times a booking is retried after PostgreSQL broke a deadlock between two concurrent
-/// overlapping inserts by failing it.
+/// Times a booking is retried after PostgreSQL broke a deadlock by failing it.
 const MAX_DEADLOCK_RETRIES: u32 = 5;
+/// First key of the advisory lock a booking takes on its technician (the second).
+const BOOKING_LOCK_KEY: i32 = 0x0B00_C1D0;
 
 /// Where a ticket comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,19 @@ pub enum Opened {
     },
 }
 
+/// A visit to book.
+#[derive(Debug, Clone, Copy)]
+pub struct BookingRequest<'a> {
+    pub ticket_id: i64,
+    pub technician_id: i32,
+    /// The slot, `[start, end)`.
+    pub start: EpochMicros,
+    pub end: EpochMicros,
+    /// Event time of the decision (the audit row's time).
+    pub at: EpochMicros,
+    pub actor: &'a str,
+}
+
 /// What booking a slot did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Booked {
@@ -70,6 +84,8 @@ pub enum Booked {
     },
     /// The technician has an overlapping booking (the exclusion constraint said no).
     SlotTaken,
+    /// The ticket is not open (already booked, cancelled, resolved) or does not exist.
+    NotBookable,
 }
 
 fn timestamp(micros: EpochMicros) -> Result<DateTime<Utc>, StoreError> {
@@ -80,86 +96,98 @@ fn timestamp(micros: EpochMicros) -> Result<DateTime<Utc>, StoreError> {
 impl StoreTx {
     /// Opens a ticket for the signal, or — when one is open for its device and failure
     /// mode — adds the signal to it as an occurrence (count, first/last seen, highest
-    /// risk; a higher priority escalates it). Either way a `ticket_events` row records it.
-    /// Racing transactions cannot open two: the partial unique index turns the second
-    /// insert into the merge.
+    /// risk; a more urgent priority escalates it). Either way a `ticket_events` row records
+    /// it. The open ticket is locked before it is changed, so an escalation is seen by
+    /// exactly one of two racing signals; two racing opens cannot both insert (the partial
+    /// unique index), and the one that loses merges instead.
     pub async fn open_or_merge_ticket(
         &mut self,
         signal: &TicketSignal,
     ) -> Result<Opened, StoreError> {
         let at = timestamp(signal.at)?;
         let priority = i16::from(signal.priority);
-        // Insert, or on the open ticket's conflict add the occurrence; `xmax = 0` tells a
-        // fresh row from an updated one, and the old priority comes from the row before.
-        let row: (i64, bool, i16, Option<i16>, String) = sqlx::query_as(
-            // The open statuses are the partial unique index's predicate, as in 0008.
-            "with before as (
-                 select id, priority from tickets
-                 where device_id = $3 and failure_mode = $4 and status in ('open', 'booked', 'en_route', 'on_site')
-             )
-             insert into tickets (kind, priority, device_id, failure_mode, opened_at,
-                                  risk_at_opening, model_version, top_factors,
-                                  first_seen_at, last_seen_at, highest_risk)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $5, $5, $6)
-             on conflict (device_id, failure_mode) where status in ('open', 'booked', 'en_route', 'on_site')
-             do update set
-                 occurrences = tickets.occurrences + 1,
-                 first_seen_at = least(tickets.first_seen_at, excluded.first_seen_at),
-                 last_seen_at = greatest(tickets.last_seen_at, excluded.last_seen_at),
-                 highest_risk = greatest(tickets.highest_risk, excluded.highest_risk),
-                 priority = least(tickets.priority, excluded.priority),
-                 updated_at = now()
-             returning id, (xmax = 0), priority,
-                       (select priority from before where before.id = tickets.id), status",
-        )
-        .bind(signal.kind.as_str())
-        .bind(priority)
-        .bind(signal.device_id)
-        .bind(&signal.failure_mode)
-        .bind(at)
-        .bind(signal.risk)
-        .bind(&signal.model_version)
-        .bind(&signal.top_factors)
-        .fetch_one(self.connection())
-        .await?;
-        let (ticket_id, inserted, new_priority, old_priority, status) = row;
-        let opened = if inserted {
-            Opened::Created { ticket_id }
-        } else {
-            // A racing insert committed between our snapshot and the conflict: the old
-            // priority is unknown to this statement, so no escalation is claimed.
-            let escalated_from = old_priority
-                .filter(|old| new_priority < *old)
-                .map(|old| old as u8);
-            Opened::Merged {
-                ticket_id,
-                escalated_from,
+        loop {
+            let open: Option<(i64, i16, String)> = sqlx::query_as(
+                "select id, priority, status from tickets
+                 where device_id = $1 and failure_mode = $2
+                   and status in ('open', 'booked', 'en_route', 'on_site')
+                 for update",
+            )
+            .bind(signal.device_id)
+            .bind(&signal.failure_mode)
+            .fetch_optional(self.connection())
+            .await?;
+            if let Some((ticket_id, old_priority, status)) = open {
+                sqlx::query(
+                    "update tickets set
+                         occurrences = occurrences + 1,
+                         first_seen_at = least(first_seen_at, $2),
+                         last_seen_at = greatest(last_seen_at, $2),
+                         highest_risk = greatest(highest_risk, $3),
+                         priority = least(priority, $4),
+                         updated_at = now()
+                     where id = $1",
+                )
+                .bind(ticket_id)
+                .bind(at)
+                .bind(signal.risk)
+                .bind(priority)
+                .execute(self.connection())
+                .await?;
+                let escalated_from = (priority < old_priority).then_some(old_priority as u8);
+                let reason = match escalated_from {
+                    Some(old) => format!("escalated from priority {old}: {}", signal.reason),
+                    None => format!("occurrence: {}", signal.reason),
+                };
+                self.ticket_event(
+                    ticket_id,
+                    signal.at,
+                    &signal.actor,
+                    Some(&status),
+                    &status,
+                    &reason,
+                )
+                .await?;
+                return Ok(Opened::Merged {
+                    ticket_id,
+                    escalated_from,
+                });
             }
-        };
-        let (from_status, reason) = match opened {
-            Opened::Created { .. } => (None, signal.reason.clone()),
-            Opened::Merged {
-                escalated_from: Some(old),
-                ..
-            } => (
-                Some(status.as_str()),
-                format!("escalated from priority {old}: {}", signal.reason),
-            ),
-            Opened::Merged { .. } => (
-                Some(status.as_str()),
-                format!("occurrence: {}", signal.reason),
-            ),
-        };
-        self.ticket_event(
-            ticket_id,
-            signal.at,
-            &signal.actor,
-            from_status,
-            &status,
-            &reason,
-        )
-        .await?;
-        Ok(opened)
+            // None open: insert, unless a racing transaction inserted first (then the loop
+            // finds and merges into its ticket, waiting for its commit).
+            let inserted: Option<i64> = sqlx::query_scalar(
+                "insert into tickets (kind, priority, device_id, failure_mode, opened_at,
+                                      risk_at_opening, model_version, top_factors,
+                                      first_seen_at, last_seen_at, highest_risk)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $5, $5, $6)
+                 on conflict (device_id, failure_mode)
+                     where status in ('open', 'booked', 'en_route', 'on_site')
+                 do nothing
+                 returning id",
+            )
+            .bind(signal.kind.as_str())
+            .bind(priority)
+            .bind(signal.device_id)
+            .bind(&signal.failure_mode)
+            .bind(at)
+            .bind(signal.risk)
+            .bind(&signal.model_version)
+            .bind(&signal.top_factors)
+            .fetch_optional(self.connection())
+            .await?;
+            if let Some(ticket_id) = inserted {
+                self.ticket_event(
+                    ticket_id,
+                    signal.at,
+                    &signal.actor,
+                    None,
+                    "open",
+                    &signal.reason,
+                )
+                .await?;
+                return Ok(Opened::Created { ticket_id });
+            }
+        }
     }
 
     /// Appends one audit row.
@@ -187,35 +215,60 @@ impl StoreTx {
         Ok(())
     }
 
-    /// Books `technician_id` for the ticket over `[start, end)` (event time) and marks the
-    /// ticket booked. A slot overlapping one of the technician's live bookings is refused
+    /// Books the technician for the ticket over the slot and marks the ticket booked; a
+    /// ticket that is not open is `NotBookable`, and nothing is written. A slot overlapping one of the technician's live bookings is refused
     /// by the exclusion constraint: `SlotTaken`, and nothing is written (a savepoint keeps
     /// the caller's transaction usable for the next candidate). Two overlapping inserts at
     /// once can deadlock on the constraint check; the one PostgreSQL fails is retried.
-    pub async fn book(
-        &mut self,
-        ticket_id: i64,
-        technician_id: i32,
-        start: EpochMicros,
-        end: EpochMicros,
-        actor: &str,
-    ) -> Result<Booked, StoreError> {
+    pub async fn book(&mut self, request: &BookingRequest<'_>) -> Result<Booked, StoreError> {
+        let BookingRequest {
+            ticket_id,
+            technician_id,
+            start,
+            end,
+            at,
+            actor,
+        } = *request;
         let (start_at, end_at) = (timestamp(start)?, timestamp(end)?);
+        // Only an open ticket is booked, once: locked, so a racing booking or cancellation
+        // waits and then sees the new status.
+        let status: Option<String> =
+            sqlx::query_scalar("select status from tickets where id = $1 for update")
+                .bind(ticket_id)
+                .fetch_optional(self.connection())
+                .await?;
+        if status.as_deref() != Some("open") {
+            return Ok(Booked::NotBookable);
+        }
         let mut deadlocks = 0;
         let booking_id = loop {
             sqlx::query("savepoint book")
                 .execute(self.connection())
                 .await?;
-            let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
-                "insert into bookings (ticket_id, technician_id, slot)
+            // Bookings of one technician take turns, so two overlapping inserts do not
+            // deadlock on the constraint check (PostgreSQL would find it only after
+            // `deadlock_timeout`, a second); the retry below stays for lock orders that
+            // still cycle (two transactions booking two technicians in opposite order).
+            let locked = sqlx::query("select pg_advisory_xact_lock($1, $2)")
+                .bind(BOOKING_LOCK_KEY)
+                .bind(technician_id)
+                .execute(self.connection())
+                .await;
+            let inserted: Result<i64, sqlx::Error> = match locked {
+                Err(error) => Err(error),
+                Ok(_) => {
+                    sqlx::query_scalar(
+                        "insert into bookings (ticket_id, technician_id, slot)
                  values ($1, $2, tstzrange($3, $4, '[)')) returning id",
-            )
-            .bind(ticket_id)
-            .bind(technician_id)
-            .bind(start_at)
-            .bind(end_at)
-            .fetch_one(self.connection())
-            .await;
+                    )
+                    .bind(ticket_id)
+                    .bind(technician_id)
+                    .bind(start_at)
+                    .bind(end_at)
+                    .fetch_one(self.connection())
+                    .await
+                }
+            };
             let code = match &inserted {
                 Err(sqlx::Error::Database(error)) => error.code().map(|c| c.into_owned()),
                 _ => None,
@@ -245,11 +298,6 @@ impl StoreTx {
         sqlx::query("release savepoint book")
             .execute(self.connection())
             .await?;
-        let from: String =
-            sqlx::query_scalar("select status from tickets where id = $1 for update")
-                .bind(ticket_id)
-                .fetch_one(self.connection())
-                .await?;
         sqlx::query(
             "update tickets set status = 'booked', technician_id = $2, updated_at = now()
              where id = $1",
@@ -260,9 +308,9 @@ impl StoreTx {
         .await?;
         self.ticket_event(
             ticket_id,
-            start,
+            at,
             actor,
-            Some(&from),
+            Some("open"),
             "booked",
             &format!("technician {technician_id} booked"),
         )
@@ -281,16 +329,9 @@ impl Store {
     }
 
     /// [`StoreTx::book`] in a transaction of its own.
-    pub async fn book(
-        &self,
-        ticket_id: i64,
-        technician_id: i32,
-        start: EpochMicros,
-        end: EpochMicros,
-        actor: &str,
-    ) -> Result<Booked, StoreError> {
+    pub async fn book(&self, request: &BookingRequest<'_>) -> Result<Booked, StoreError> {
         let mut tx = self.begin().await?;
-        let booked = tx.book(ticket_id, technician_id, start, end, actor).await?;
+        let booked = tx.book(request).await?;
         tx.commit().await?;
         Ok(booked)
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use forewarn::config::StorageConfig;
 use forewarn::store::{
-    Booked, ComponentRecord, DeadLetterRow, EventRow, MIGRATION_LOCK_KEY, MigrationReport, Opened,
-    Store, TelemetryColumns, TicketKind, TicketSignal, WriteBatch,
+    Booked, BookingRequest, ComponentRecord, DeadLetterRow, EventRow, MIGRATION_LOCK_KEY,
+    MigrationReport, Opened, Store, TelemetryColumns, TicketKind, TicketSignal, WriteBatch,
 };
 use sqlx::{Connection, Row};
 
@@ -1263,13 +1263,14 @@ async fn a_technician_cannot_be_double_booked() {
                 let offset = idx as i64 * HOUR / 2;
                 tokio::spawn(async move {
                     store
-                        .book(
+                        .book(&BookingRequest {
                             ticket_id,
-                            technician,
-                            start + offset,
-                            start + offset + HOUR,
-                            "dispatch",
-                        )
+                            technician_id: technician,
+                            start: start + offset,
+                            end: start + offset + HOUR,
+                            at: round * HOUR,
+                            actor: "dispatch",
+                        })
                         .await
                         .unwrap()
                 })
@@ -1314,22 +1315,182 @@ async fn a_technician_cannot_be_double_booked() {
     else {
         panic!("new ticket expected");
     };
-    let rebooked = db
+    let request = BookingRequest {
+        ticket_id,
+        technician_id: technician,
+        start: 1_000 * HOUR,
+        end: 1_001 * HOUR,
+        at: 0,
+        actor: "dispatch",
+    };
+    let rebooked = db.store.book(&request).await.unwrap();
+    assert!(matches!(rebooked, Booked::Booked { .. }));
+    // A ticket is booked once: a second booking of it is refused, whatever the slot.
+    let again = BookingRequest {
+        start: 2_000 * HOUR,
+        end: 2_001 * HOUR,
+        ..request
+    };
+    assert_eq!(db.store.book(&again).await.unwrap(), Booked::NotBookable);
+    // A signal on the booked ticket is an occurrence on it, not a second ticket.
+    let merged = db
         .store
-        .book(
-            ticket_id,
-            technician,
-            1_000 * HOUR,
-            1_001 * HOUR,
-            "dispatch",
-        )
+        .open_or_merge_ticket(&signal(device_id, HOUR, 2, 0.85))
         .await
         .unwrap();
-    assert!(matches!(rebooked, Booked::Booked { .. }));
+    assert_eq!(
+        merged,
+        Opened::Merged {
+            ticket_id,
+            escalated_from: None
+        }
+    );
     let status: String = sqlx::query_scalar("select status from tickets where id = $1")
         .bind(ticket_id)
         .fetch_one(&pool)
         .await
         .unwrap();
     assert_eq!(status, "booked");
+}
+
+/// Signals that escalate, racing: each escalation is reported once, from the priority the
+/// ticket really had (a stale read would report two escalations from the same priority).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_escalations_are_each_reported_once() {
+    let db = TestDb::new().await;
+    let pool = db.store_pool().clone();
+    for round in 0..10 {
+        let device_id = db
+            .store
+            .resolve_devices(&[unique("escalate-")], true)
+            .await
+            .unwrap()[0]
+            .1;
+        db.store
+            .open_or_merge_ticket(&signal(device_id, 0, 4, 0.5))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|task| {
+                let store = db.store.clone();
+                tokio::spawn(async move {
+                    let mut escalations = Vec::new();
+                    for (n, priority) in [3u8, 2, 1].into_iter().enumerate() {
+                        let at = (1 + task * 3 + n as i64) * HOUR;
+                        let risk = 1.0 - f64::from(priority) * 0.1;
+                        if let Opened::Merged {
+                            escalated_from: Some(from),
+                            ..
+                        } = store
+                            .open_or_merge_ticket(&signal(device_id, at, priority, risk))
+                            .await
+                            .unwrap()
+                        {
+                            escalations.push((from, priority));
+                        }
+                    }
+                    escalations
+                })
+            })
+            .collect();
+        let mut escalations = Vec::new();
+        for task in tasks {
+            escalations.extend(task.await.unwrap());
+        }
+        // The escalations chain from 4 down to 1 without repeating a step.
+        escalations.sort_unstable_by(|a, b| b.cmp(a));
+        let mut expected_from = 4;
+        for (from, to) in &escalations {
+            assert_eq!(*from, expected_from, "round {round}: {escalations:?}");
+            assert!(*to < *from);
+            expected_from = *to;
+        }
+        assert_eq!(expected_from, 1, "round {round}: ends at priority 1");
+        let priority: i16 = sqlx::query_scalar("select priority from tickets where device_id = $1")
+            .bind(device_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(priority, 1);
+    }
+}
+
+/// One dispatcher transaction tries candidates in turn: a technician whose slot is taken
+/// leaves the transaction usable, the next one is booked, and the commit keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_slot_leaves_the_transaction_usable_for_the_next_candidate() {
+    let db = TestDb::new().await;
+    let pool = db.store_pool().clone();
+    let mut technicians = Vec::new();
+    for name in ["Ada", "Ben"] {
+        let id: i32 = sqlx::query_scalar(
+            "insert into technicians (external_id, name, home_latitude, home_longitude)
+             values ($1, $2, 50.06, 19.94) returning id",
+        )
+        .bind(unique("tech-"))
+        .bind(name)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        technicians.push(id);
+    }
+    let mut tickets = Vec::new();
+    for _ in 0..2 {
+        let device_id = db
+            .store
+            .resolve_devices(&[unique("candidate-")], true)
+            .await
+            .unwrap()[0]
+            .1;
+        let Opened::Created { ticket_id } = db
+            .store
+            .open_or_merge_ticket(&signal(device_id, 0, 2, 0.8))
+            .await
+            .unwrap()
+        else {
+            panic!("new ticket expected");
+        };
+        tickets.push(ticket_id);
+    }
+    let request = |ticket_id, technician_id| BookingRequest {
+        ticket_id,
+        technician_id,
+        start: 100 * HOUR,
+        end: 101 * HOUR,
+        at: HOUR,
+        actor: "dispatch",
+    };
+    // Ada is booked for the first ticket.
+    let first = db
+        .store
+        .book(&request(tickets[0], technicians[0]))
+        .await
+        .unwrap();
+    assert!(matches!(first, Booked::Booked { .. }));
+    // The second ticket tries Ada, then Ben, in one transaction.
+    let mut tx = db.store.begin().await.unwrap();
+    assert_eq!(
+        tx.book(&request(tickets[1], technicians[0])).await.unwrap(),
+        Booked::SlotTaken
+    );
+    assert!(matches!(
+        tx.book(&request(tickets[1], technicians[1])).await.unwrap(),
+        Booked::Booked { .. }
+    ));
+    tx.commit().await.unwrap();
+    let (technician, status): (i32, String) =
+        sqlx::query_as("select technician_id, status from tickets where id = $1")
+            .bind(tickets[1])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((technician, status.as_str()), (technicians[1], "booked"));
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from bookings where cancelled_at is null"
+        )
+        .await,
+        2
+    );
 }

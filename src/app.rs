@@ -155,8 +155,7 @@ impl App {
                     }
                     let mut mqtt = config.mqtt.clone();
                     if config.mqtt.url.is_none() {
-                        // The embedded broker (rumqttd) serves MQTT 3.1.1.
-                        mqtt.protocol = crate::config::MqttProtocol::V311;
+                        mqtt.protocol = crate::embedded::broker::PROTOCOL;
                     }
                     let settings = IngestSettings {
                         mqtt_url: mqtt_url.to_string(),

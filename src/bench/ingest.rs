@@ -265,11 +265,8 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
     Ok(())
 }
 
-fn protocol_label(protocol: MqttProtocol) -> &'static str {
-    match protocol {
-        MqttProtocol::V5 => "v5",
-        MqttProtocol::V311 => "v3.1.1",
-    }
+fn protocol_label(protocol: MqttProtocol) -> String {
+    format!("v{}", protocol.as_str())
 }
 
 fn window_label(window: Option<u16>) -> String {

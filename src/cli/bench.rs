@@ -90,7 +90,7 @@ pub struct IngestArgs {
     sessions: Vec<usize>,
     /// MQTT versions of ingest to measure beside the configuration's own (`mqtt.protocol`),
     /// each with the configuration's session count: `5`, `3.1.1`.
-    #[arg(long, value_delimiter = ',', default_value = "3.1.1", value_parser = parse_protocol)]
+    #[arg(long, value_delimiter = ',', default_value = "3.1.1", value_parser = str::parse::<forewarn::config::MqttProtocol>)]
     protocols: Vec<forewarn::config::MqttProtocol>,
     /// Loads to measure: `flood` (as fast as the broker takes them), `backlog` (the
     /// same queued while ingest is stopped, then ingest started), `sustained`
@@ -272,14 +272,6 @@ async fn run_cmapss(args: CmapssArgs, config: &Config) -> anyhow::Result<()> {
     );
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
-}
-
-fn parse_protocol(text: &str) -> Result<forewarn::config::MqttProtocol, String> {
-    match text {
-        "5" => Ok(forewarn::config::MqttProtocol::V5),
-        "3.1.1" => Ok(forewarn::config::MqttProtocol::V311),
-        other => Err(format!("`{other}`: the MQTT versions are 5 and 3.1.1")),
-    }
 }
 
 async fn run_ingest(args: IngestArgs, config: &Config) -> anyhow::Result<()> {

@@ -28,6 +28,10 @@ pub enum BrokerError {
     NotListening(SocketAddr),
 }
 
+/// The MQTT version ingest speaks to the embedded broker: it runs rumqttd's 3.1.1
+/// listener only.
+pub const PROTOCOL: crate::config::MqttProtocol = crate::config::MqttProtocol::V311;
+
 /// User name of ingest's credential.
 pub const INGEST_USER: &str = "forewarn-ingest";
 /// User name of the devices' credential.

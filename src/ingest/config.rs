@@ -23,6 +23,27 @@ pub enum MqttProtocol {
     V311,
 }
 
+impl MqttProtocol {
+    /// The version's name, as configured (`mqtt.protocol`) and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MqttProtocol::V5 => "5",
+            MqttProtocol::V311 => "3.1.1",
+        }
+    }
+}
+
+impl std::str::FromStr for MqttProtocol {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<MqttProtocol, String> {
+        [MqttProtocol::V5, MqttProtocol::V311]
+            .into_iter()
+            .find(|protocol| protocol.as_str() == text)
+            .ok_or_else(|| format!("`{text}`: the MQTT versions are 5 and 3.1.1"))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {

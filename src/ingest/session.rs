@@ -380,10 +380,7 @@ impl Poller {
                         return;
                     }
                 }
-                Wake::Incoming(Err(error)) => {
-                    self.on_connection_error(&error);
-                    self.drop_link();
-                }
+                Wake::Incoming(Err(error)) => self.failed(&error),
             }
         }
     }
@@ -436,8 +433,7 @@ impl Poller {
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    self.on_connection_error(&error);
-                    self.drop_link();
+                    self.failed(&error);
                     break;
                 }
             }
@@ -559,6 +555,12 @@ impl Poller {
     fn lost(&mut self, why: &str) {
         tracing::warn!(client_id = self.client_id, why, "mqtt connection lost");
         self.deps.metrics.ingest.mqtt_connection_errors.inc();
+        self.drop_link();
+    }
+
+    /// The connection failed while reading: say why, drop it, reconnect after the backoff.
+    fn failed(&mut self, error: &LinkError) {
+        self.on_connection_error(error);
         self.drop_link();
     }
 

@@ -1151,6 +1151,37 @@ fn signal(device_id: i32, at: i64, priority: u8, risk: f64) -> TicketSignal {
     }
 }
 
+/// A device of this test's own and the ticket its first signal (priority 2) opens.
+async fn new_ticket(db: &TestDb, device_prefix: &str, at: i64) -> (i32, i64) {
+    let device_id = db
+        .store
+        .resolve_devices(&[unique(device_prefix)], true)
+        .await
+        .unwrap()[0]
+        .1;
+    let Opened::Created { ticket_id } = db
+        .store
+        .open_or_merge_ticket(&signal(device_id, at, 2, 0.8))
+        .await
+        .unwrap()
+    else {
+        panic!("a new device's first signal creates its ticket");
+    };
+    (device_id, ticket_id)
+}
+
+async fn new_technician(pool: &sqlx::PgPool, name: &str) -> i32 {
+    sqlx::query_scalar(
+        "insert into technicians (external_id, name, home_latitude, home_longitude)
+         values ($1, $2, 52.23, 21.01) returning id",
+    )
+    .bind(unique("tech-"))
+    .bind(name)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// Dispatch replicas racing on the same signals: one open ticket per (device, failure
 /// mode), every signal kept as an occurrence on it, one `created` audit row; a later
 /// higher risk escalates it. Run many times over (rounds × tasks).
@@ -1230,28 +1261,11 @@ async fn racing_signals_open_one_ticket_and_keep_every_occurrence() {
 async fn a_technician_cannot_be_double_booked() {
     let db = TestDb::new().await;
     let pool = db.store_pool().clone();
-    let technician: i32 = sqlx::query_scalar(
-        "insert into technicians (external_id, name, home_latitude, home_longitude)
-         values ($1, 'Ada', 52.23, 21.01) returning id",
-    )
-    .bind(unique("tech-"))
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let technician = new_technician(&pool, "Ada").await;
     for round in 0..30i64 {
         let mut tickets = Vec::new();
         for _ in 0..2 {
-            let device = unique("booked-");
-            let device_id = db.store.resolve_devices(&[device], true).await.unwrap()[0].1;
-            let Opened::Created { ticket_id } = db
-                .store
-                .open_or_merge_ticket(&signal(device_id, round * HOUR, 2, 0.8))
-                .await
-                .unwrap()
-            else {
-                panic!("a new device's first signal creates its ticket");
-            };
-            tickets.push(ticket_id);
+            tickets.push(new_ticket(&db, "booked-", round * HOUR).await.1);
         }
         // Two replicas book the same technician for overlapping slots at once.
         let start = (1_000 + round * 10) * HOUR;
@@ -1301,20 +1315,7 @@ async fn a_technician_cannot_be_double_booked() {
         .execute(&pool)
         .await
         .unwrap();
-    let device_id = db
-        .store
-        .resolve_devices(&[unique("freed-")], true)
-        .await
-        .unwrap()[0]
-        .1;
-    let Opened::Created { ticket_id } = db
-        .store
-        .open_or_merge_ticket(&signal(device_id, 0, 2, 0.8))
-        .await
-        .unwrap()
-    else {
-        panic!("new ticket expected");
-    };
+    let (device_id, ticket_id) = new_ticket(&db, "freed-", 0).await;
     let request = BookingRequest {
         ticket_id,
         technician_id: technician,
@@ -1421,37 +1422,14 @@ async fn racing_escalations_are_each_reported_once() {
 async fn a_taken_slot_leaves_the_transaction_usable_for_the_next_candidate() {
     let db = TestDb::new().await;
     let pool = db.store_pool().clone();
-    let mut technicians = Vec::new();
-    for name in ["Ada", "Ben"] {
-        let id: i32 = sqlx::query_scalar(
-            "insert into technicians (external_id, name, home_latitude, home_longitude)
-             values ($1, $2, 50.06, 19.94) returning id",
-        )
-        .bind(unique("tech-"))
-        .bind(name)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        technicians.push(id);
-    }
-    let mut tickets = Vec::new();
-    for _ in 0..2 {
-        let device_id = db
-            .store
-            .resolve_devices(&[unique("candidate-")], true)
-            .await
-            .unwrap()[0]
-            .1;
-        let Opened::Created { ticket_id } = db
-            .store
-            .open_or_merge_ticket(&signal(device_id, 0, 2, 0.8))
-            .await
-            .unwrap()
-        else {
-            panic!("new ticket expected");
-        };
-        tickets.push(ticket_id);
-    }
+    let technicians = [
+        new_technician(&pool, "Ada").await,
+        new_technician(&pool, "Ben").await,
+    ];
+    let tickets = [
+        new_ticket(&db, "candidate-", 0).await.1,
+        new_ticket(&db, "candidate-", 0).await.1,
+    ];
     let request = |ticket_id, technician_id| BookingRequest {
         ticket_id,
         technician_id,

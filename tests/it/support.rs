@@ -261,7 +261,7 @@ pub fn ingest_settings(broker: &TestBroker, prefix: &str) -> IngestSettings {
             keep_alive: Duration::from_secs(5),
             // The embedded broker (rumqttd) serves MQTT 3.1.1; Mosquitto gets the default (5).
             protocol: match broker {
-                TestBroker::Embedded(_) => forewarn::config::MqttProtocol::V311,
+                TestBroker::Embedded(_) => forewarn::embedded::broker::PROTOCOL,
                 _ => config.mqtt.protocol,
             },
             ..config.mqtt

@@ -81,19 +81,16 @@ impl Pending {
     /// Parses a message and charges its parsed form to its cost (`PARSED_READING_BYTES`
     /// per reading beyond the raw bytes).
     pub(in crate::ingest) fn parse(
-        mut received: Received,
+        received: Received,
         prefix: &str,
         limits: &ValidationLimits,
     ) -> Pending {
         let parsed = parse(prefix, &received.publish, received.received_at, limits);
-        if let Parsed::Telemetry { message, .. } = &parsed {
-            received.cost += PARSED_READING_BYTES * message.readings.len();
-        }
-        Pending { received, parsed }
+        Pending::parsed(received, parsed)
     }
 
-    /// A message already parsed (Sparkplug B, by the session's host state), charged like
-    /// [`Pending::parse`].
+    /// A message already parsed (by [`Pending::parse`], or a Sparkplug B message by the
+    /// session's host state), charged for its parsed readings.
     pub(in crate::ingest) fn parsed(mut received: Received, parsed: Parsed) -> Pending {
         if let Parsed::Telemetry { message, .. } = &parsed {
             received.cost += PARSED_READING_BYTES * message.readings.len();

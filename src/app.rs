@@ -12,6 +12,7 @@ use crate::embedded::postgres::{ClusterOptions, PostgresError, PrivateCluster};
 use crate::ingest::IngestSettings;
 use crate::maintenance::MaintenanceSettings;
 use crate::observability::Metrics;
+use crate::dispatch::DispatchSettings;
 use crate::predict::PredictSettings;
 use crate::shutdown::Shutdown;
 use crate::stage::{StageDeps, StageError, StageTask};
@@ -93,6 +94,8 @@ pub enum StageKind {
     Predict,
     /// Scheduled retraining every `train.interval` (`training::retrain`).
     Retrain,
+    /// Tickets, incidents and bookings every `dispatch.interval` (`dispatch`).
+    Dispatch,
 }
 
 impl StageKind {
@@ -102,6 +105,7 @@ impl StageKind {
         StageKind::Maintenance,
         StageKind::Predict,
         StageKind::Retrain,
+        StageKind::Dispatch,
     ];
     /// `forewarn ingest`.
     pub const INGEST: &'static [StageKind] = &[StageKind::Ingest];
@@ -113,6 +117,8 @@ impl StageKind {
         StageKind::Retrain,
         StageKind::Maintenance,
     ];
+    /// `forewarn dispatch`.
+    pub const DISPATCH: &'static [StageKind] = &[StageKind::Dispatch];
 }
 
 /// A running forewarn: its stages and HTTP server, until `shutdown`.
@@ -177,6 +183,15 @@ impl App {
                             top_factors: config.predict.top_factors,
                             default_model: Some(config.predict.default_model.clone())
                                 .filter(|p| !p.as_os_str().is_empty()),
+                        };
+                        tasks.push(StageTask::new(settings, deps.clone(), shutdown.clone()));
+                    }
+                }
+                StageKind::Dispatch => {
+                    if let Some(interval) = config.dispatch.interval {
+                        let settings = DispatchSettings {
+                            config: config.dispatch.clone(),
+                            interval,
                         };
                         tasks.push(StageTask::new(settings, deps.clone(), shutdown.clone()));
                     }

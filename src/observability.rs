@@ -98,6 +98,18 @@ pub struct PredictMetrics {
     pub model_info: Family<KindLabels, Gauge>,
 }
 
+/// The dispatch stage's metrics.
+#[derive(Debug)]
+pub struct DispatchMetrics {
+    /// What passes did, by action (`signal`, `opened`, `merged`, `escalated`, `cancelled`,
+    /// `incident`, `held`, `released`, `booked`, `slot_taken`, `unbookable`, `message`).
+    pub actions: Family<KindLabels, Counter>,
+    /// Passes by outcome (`ok`, `failed`).
+    pub passes: Family<Labels, Counter>,
+    /// Seconds per pass.
+    pub pass_seconds: Histogram,
+}
+
 /// The retraining stage's metrics (`train.interval`).
 #[derive(Debug)]
 pub struct TrainMetrics {
@@ -116,6 +128,7 @@ pub struct Metrics {
     pub ingest: IngestMetrics,
     pub predict: PredictMetrics,
     pub train: TrainMetrics,
+    pub dispatch: DispatchMetrics,
     /// Sessions the ingest stage opens (0: this process does not ingest).
     mqtt_sessions_expected: AtomicI64,
     /// Why ingest's writes are failing right now (`None` when they are not).
@@ -319,6 +332,27 @@ impl Metrics {
             "1 for the model version scoring each failure mode",
             predict.model_info.clone(),
         );
+        let dispatch = DispatchMetrics {
+            actions: Family::default(),
+            passes: Family::default(),
+            pass_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+        };
+        let sub = registry.sub_registry_with_prefix("dispatch");
+        sub.register(
+            "actions",
+            "What dispatch passes did, by action",
+            dispatch.actions.clone(),
+        );
+        sub.register(
+            "passes",
+            "Dispatch passes by outcome",
+            dispatch.passes.clone(),
+        );
+        sub.register(
+            "pass_seconds",
+            "Seconds per dispatch pass",
+            dispatch.pass_seconds.clone(),
+        );
         let train = TrainMetrics {
             runs: Family::default(),
             last_seconds: Gauge::default(),
@@ -341,6 +375,7 @@ impl Metrics {
             ingest,
             predict,
             train,
+            dispatch,
             mqtt_sessions_expected: AtomicI64::new(0),
             ingest_failure: Mutex::new(None),
         })

@@ -3,6 +3,7 @@
 //! where the baseline can be run here.
 
 pub mod cmapss;
+pub mod dispatch;
 mod ingest;
 pub mod model;
 pub mod predict;

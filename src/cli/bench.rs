@@ -27,6 +27,31 @@ pub enum BenchCommand {
     Cmapss(CmapssArgs),
     /// End-to-end ingest through a real broker, and the database's COPY ceiling.
     Ingest(IngestArgs),
+    /// A day of risk signals for a fleet through the dispatch stage against PostgreSQL
+    /// (a scratch database): signals/s, and for the bookings made, total travel km, SLA
+    /// misses and the share of proactive visits inside the predicted window — ours
+    /// (cheapest insertion into the technicians' day routes) against the naive baseline
+    /// (nearest free technician, first come first served) on the same signals, and a
+    /// run with two dispatchers at once (duplicate tickets, double bookings).
+    Dispatch(DispatchArgs),
+}
+
+#[derive(clap::Args)]
+pub struct DispatchArgs {
+    #[arg(long, default_value_t = 5_000)]
+    devices: usize,
+    #[arg(long, default_value_t = 200)]
+    technicians: usize,
+    #[arg(long, default_value_t = 10_000)]
+    signals: usize,
+    /// Runs of ours; the median signals/s is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print only the report, as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -116,7 +141,59 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Predict(args) => run_predict(args).await,
         BenchCommand::Cmapss(args) => run_cmapss(args, config).await,
         BenchCommand::Ingest(args) => run_ingest(args, config).await,
+        BenchCommand::Dispatch(args) => run_dispatch(args, config).await,
     }
+}
+
+/// `bench dispatch`: ours against the baseline on the same day of signals.
+async fn run_dispatch(args: DispatchArgs, config: &Config) -> anyhow::Result<()> {
+    let (url, _cluster) = app::resolve_database(config).await?;
+    let bench = forewarn::bench::dispatch::DispatchBench {
+        devices: args.devices,
+        technicians: args.technicians,
+        signals: args.signals,
+        repeat: args.repeat,
+        seed: args.seed,
+    };
+    let report = forewarn::bench::dispatch::run_dispatch_bench(config, &url, &bench)
+        .await
+        .context("bench dispatch")?;
+    if !args.json {
+        println!(
+            "bench dispatch: {} signals, {} devices, {} technicians; {:.0} signals/s (median of {:?}; target ≥ 1,000); two replicas {:.0} signals/s",
+            report.signals,
+            report.devices,
+            report.technicians,
+            report.signals_per_s,
+            report
+                .signals_per_s_runs
+                .iter()
+                .map(|r| r.round())
+                .collect::<Vec<_>>(),
+            report.two_replicas.signals_per_s
+        );
+        for (name, run) in [("ours (insertion)", &report.ours), ("baseline (nearest free)", &report.baseline)] {
+            println!(
+                "bench dispatch: {name}: {} tickets, {} bookings, travel {:.0} km, SLA misses {}, inside the predicted window {:.1} %",
+                run.tickets,
+                run.bookings,
+                run.travel_km,
+                run.sla_misses,
+                100.0 * run.booked_inside_window
+            );
+        }
+        println!(
+            "bench dispatch: travel {:.1} % below the baseline (target ≥ 20 %), SLA misses {} vs {} (target: no more), inside the window {:.1} % (target ≥ 95 %); duplicate tickets {}, double bookings {} (one and two replicas)",
+            100.0 * report.travel_saving,
+            report.sla_misses,
+            report.baseline_sla_misses,
+            100.0 * report.booked_inside_window,
+            report.duplicate_tickets,
+            report.double_bookings
+        );
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 /// `bench predict --cycle`: the whole live cycle against the database.

@@ -40,6 +40,10 @@ pub enum Command {
     /// Run live scoring and scheduled retraining only (plus /metrics, /healthz, /readyz),
     /// for a deployment that scales them apart from ingest.
     Predict,
+    /// Run the dispatch stage only (plus /metrics, /healthz, /readyz): predictions,
+    /// critical events and silent devices become tickets, surges become incidents,
+    /// technicians are booked inside the predicted window, customers' messages queued.
+    Dispatch,
     /// Run every stage built so far.
     Serve,
     /// Everything on one machine: private database, embedded broker (unless the URLs are
@@ -104,6 +108,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Migrate => migrate::run(&config).await,
         Command::Ingest => serve::run_ingest(config).await,
         Command::Predict => serve::run_predict(config).await,
+        Command::Dispatch => serve::run_dispatch(config).await,
         Command::Serve => serve::run_serve(config).await,
         Command::Demo(args) => serve::run_demo(args, config).await,
         Command::Train(args) => train::run(args, &config).await,

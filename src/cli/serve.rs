@@ -37,6 +37,10 @@ pub async fn run_predict(config: Config) -> anyhow::Result<()> {
     serve(config, StageKind::PREDICT, None).await
 }
 
+pub async fn run_dispatch(config: Config) -> anyhow::Result<()> {
+    serve(config, StageKind::DISPATCH, None).await
+}
+
 pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     serve(config, StageKind::SERVE, None).await
 }

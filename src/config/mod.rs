@@ -25,6 +25,7 @@ pub use crate::api::config::HttpConfig;
 pub use crate::embedded::config::EmbeddedConfig;
 pub use crate::ingest::config::{AUTO_SESSIONS, IngestConfig, MqttConfig, MqttProtocol};
 pub use crate::observability::{LogConfig, LogFormat};
+pub use crate::dispatch::config::DispatchConfig;
 pub use crate::predict::config::PredictConfig;
 pub use crate::store::config::{DatabaseConfig, StorageConfig, TimescaleMode};
 pub use crate::training::config::{FailureModeConfig, TrainConfig};
@@ -69,6 +70,7 @@ pub struct Config {
     pub log: LogConfig,
     pub train: TrainConfig,
     pub predict: PredictConfig,
+    pub dispatch: DispatchConfig,
     /// Variables with the `FOREWARN_` prefix that name no key ([`env::is_ignored`]).
     #[serde(skip)]
     pub ignored_env: Vec<String>,
@@ -211,6 +213,7 @@ impl Config {
         self.log.validate()?;
         self.train.validate()?;
         self.predict.validate()?;
+        self.dispatch.validate()?;
         Ok(())
     }
 }

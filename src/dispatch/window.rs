@@ -67,7 +67,8 @@ impl WindowPolicy {
 }
 
 /// How urgent the device is in itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Criticality {
     /// A failure is a safety matter or strands someone (a car on the road).
     High,
@@ -82,6 +83,17 @@ pub enum Tier {
     Premium,
     Standard,
     Basic,
+}
+
+impl Tier {
+    /// `customers.tier`; anything else (`""`, a tier of another scheme) is standard.
+    pub fn parse(text: &str) -> Tier {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "premium" | "gold" | "platinum" => Tier::Premium,
+            "basic" | "bronze" => Tier::Basic,
+            _ => Tier::Standard,
+        }
+    }
 }
 
 /// The expected time left before the failure, given how long risk has been above

@@ -11,7 +11,10 @@
 //!   written (`failures`, `maintenance`);
 //! - `models`: the model registry and its promotions;
 //! - `predictions`: `predictions` and the device summaries live scoring reads;
-//! - `service`: where tickets, bookings and the outbox will go;
+//! - `tickets`: tickets with their audit, bookings, the lifecycle and its labels, the
+//!   `outreach` outbox rows;
+//! - `dispatch`: what the dispatch stage reads and locks (signals, streaks, triage,
+//!   bookable tickets, calendars, unavailability);
 //! - `transaction`: [`StoreTx`], how a caller writes several families in one transaction;
 //! - `admin`: creating and dropping databases, URL helpers, statistics, row counts;
 //! - `migrate`: migrations and TimescaleDB policies.
@@ -22,6 +25,7 @@
 mod admin;
 pub mod config;
 mod copy;
+mod dispatch;
 mod history;
 mod migrate;
 mod models;
@@ -41,6 +45,11 @@ use sqlx::{ConnectOptions, PgPool};
 use crate::config::{DatabaseConfig, StorageConfig};
 
 pub use admin::{CountedTable, create_database, drop_database, url_with_database};
+pub use dispatch::{
+    BookableTicket, CalendarRow, CriticalEvent, DeviceContext, DispatchFigures, ModeFacts, NewIncident,
+    OpenIncident, OpenTicketRow, PredictionSignal, SilentDevice, StreakRow, TechnicianPlanRow,
+    TriageTicket,
+};
 pub use history::ComponentRecord;
 pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};
 pub use models::{ModelRow, PromotionOutcome};
@@ -53,7 +62,10 @@ pub use registry::{
 pub use telemetry::{
     DeadLetterRow, EventRow, StatusRow, TelemetryColumns, WriteBatch, WriteReport,
 };
-pub use tickets::{Booked, BookingRequest, Opened, TicketKind, TicketSignal};
+pub use tickets::{
+    Booked, BookingRequest, Message, MessageType, NOT_COMPONENTS, Opened, Outcome, TicketKind,
+    TicketSignal, Transition, Transitioned,
+};
 pub use transaction::StoreTx;
 
 /// Errors of the storage layer, classified so that callers know whether to retry.

@@ -3,6 +3,7 @@
 mod api;
 mod cmapss;
 mod config;
+mod dispatch;
 mod embedded;
 mod import;
 mod ingest;

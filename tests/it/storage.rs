@@ -1142,10 +1142,14 @@ fn signal(device_id: i32, at: i64, priority: u8, risk: f64) -> TicketSignal {
         device_id,
         failure_mode: "washer/drum_bearing".into(),
         at,
+        first_at: at,
+        occurrences: 1,
         priority,
         risk: Some(risk),
         model_version: Some("test".into()),
         top_factors: serde_json::json!(["drum vibration 3.1σ above this machine's baseline"]),
+        expected_failure_at: None,
+        due_at: None,
         actor: "dispatch".into(),
         reason: "risk above threshold for 2 scores".into(),
     }
@@ -1282,6 +1286,7 @@ async fn a_technician_cannot_be_double_booked() {
                             technician_id: technician,
                             start: start + offset,
                             end: start + offset + HOUR,
+                            site: None,
                             at: round * HOUR,
                             actor: "dispatch",
                         })
@@ -1321,6 +1326,7 @@ async fn a_technician_cannot_be_double_booked() {
         technician_id: technician,
         start: 1_000 * HOUR,
         end: 1_001 * HOUR,
+        site: None,
         at: 0,
         actor: "dispatch",
     };
@@ -1330,6 +1336,7 @@ async fn a_technician_cannot_be_double_booked() {
     let again = BookingRequest {
         start: 2_000 * HOUR,
         end: 2_001 * HOUR,
+        site: None,
         ..request
     };
     assert_eq!(db.store.book(&again).await.unwrap(), Booked::NotBookable);
@@ -1435,6 +1442,7 @@ async fn a_taken_slot_leaves_the_transaction_usable_for_the_next_candidate() {
         technician_id,
         start: 100 * HOUR,
         end: 101 * HOUR,
+        site: None,
         at: HOUR,
         actor: "dispatch",
     };
@@ -1471,4 +1479,83 @@ async fn a_taken_slot_leaves_the_transaction_usable_for_the_next_candidate() {
         .await,
         2
     );
+}
+
+/// A dispatch pass on this storage flavour: two scores above threshold open a proactive
+/// ticket, it settles, is booked with a technician, and its customer's message is queued
+/// in the same transaction (`outreach`).
+#[tokio::test]
+async fn a_dispatch_pass_opens_books_and_queues_the_message() {
+    use forewarn::dispatch::{DispatchConfig, Dispatcher};
+    use forewarn::store::PredictionRow;
+    let db = TestDb::new().await;
+    let pool = db.store_pool().clone();
+    // A failure mode of this test's own: the lane shares one database between tests.
+    let mode = format!("washer/{}", unique("lane_"));
+    sqlx::query(
+        "insert into models (version, failure_mode, algorithm, horizon_hours, features,
+                             metrics, threshold, artifact_path, data_from, data_to, active)
+         values ('lane', $1, 'logistic', 168, '[]',
+                 '{\"events\": {\"lead_times_hours\": [96, 96, 96, 96, 96]}}', 0.5, '', now(),
+                 now(), true)",
+    )
+    .bind(&mode)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let customer: i64 = sqlx::query_scalar(
+        "insert into customers (external_id, language) values ($1, 'pl') returning id",
+    )
+    .bind(unique("lane-customer-"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let device: i32 = sqlx::query_scalar(
+        "insert into devices (external_id, kind, customer_id, latitude, longitude)
+         values ($1, 'washer', $2, 52.23, 21.01) returning id",
+    )
+    .bind(unique("lane-washer-"))
+    .bind(customer)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let technician = new_technician(&pool, "Lane Tech").await;
+    sqlx::query("update technicians set skills = '{washer/*}' where id = $1")
+        .bind(technician)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Monday 2 March 2026, 06:00 UTC.
+    let monday = 1_772_431_200_000_000i64;
+    let rows: Vec<PredictionRow> = [0.7, 0.8]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PredictionRow {
+            time: chrono::DateTime::from_timestamp_micros(monday + i as i64 * HOUR).unwrap(),
+            device_id: device,
+            failure_mode: mode.clone(),
+            probability: *p,
+            horizon_hours: 168.0,
+            model_version: "lane".into(),
+            above_threshold: true,
+            top_factors: serde_json::json!(["drum vibration 3.1σ above this machine's baseline"]),
+        })
+        .collect();
+    db.store.insert_predictions(&rows).await.unwrap();
+    let mut dispatcher = Dispatcher::new(db.store.clone(), DispatchConfig::default());
+    dispatcher.pass(Some(monday + 2 * HOUR)).await.unwrap();
+    let (status, booked_with, message): (String, Option<i32>, Option<String>) = sqlx::query_as(
+        "select t.status, b.technician_id, o.message_type
+         from tickets t
+         left join bookings b on b.ticket_id = t.id and b.cancelled_at is null
+         left join outreach o on o.ticket_id = t.id
+         where t.device_id = $1",
+    )
+    .bind(device)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "booked");
+    assert!(booked_with.is_some());
+    assert_eq!(message.as_deref(), Some("booking_proposed"));
 }

@@ -1,0 +1,254 @@
+//! Booking released tickets: most urgent first, claimed with `FOR UPDATE SKIP LOCKED`
+//! (replicas book different tickets), the technician and slot [`plan`] offers best first,
+//! the next candidate when the database refuses a slot another replica took (the
+//! exclusion constraint is the last word), and the customer's message in the same
+//! transaction. A ticket nobody can take is planned again after `dispatch.replan_after`,
+//! and its customer is told once what was found.
+
+use std::collections::HashMap;
+
+use super::plan::{self, Calendar, Job, Point, Stop, Technician};
+use super::window::Criticality;
+use super::{DispatchError, Dispatcher, PassReport};
+use crate::contract::EpochMicros;
+use crate::store::{
+    BookableTicket, Booked, BookingRequest, Message, MessageType, NOT_COMPONENTS, StoreTx,
+    TechnicianPlanRow,
+};
+
+const DAY_MICROS: EpochMicros = 86_400_000_000;
+/// Tickets claimed per transaction.
+const CLAIM_BATCH: i64 = 64;
+
+/// The planning view of a technician row; `None` (logged) when its time zone is unknown.
+pub(crate) fn technician(row: &TechnicianPlanRow) -> Option<Technician> {
+    let Ok(timezone) = row.timezone.parse::<chrono_tz::Tz>() else {
+        tracing::warn!(technician = row.id, timezone = %row.timezone, "technician's time zone is unknown: not planned");
+        return None;
+    };
+    Some(Technician {
+        id: row.id,
+        home: Point {
+            latitude: row.home.0,
+            longitude: row.home.1,
+        },
+        max_travel_km: row.max_travel_km,
+        skills: row.skills.clone(),
+        timezone,
+        shift_days: row
+            .shift_days
+            .iter()
+            .filter_map(|d| u8::try_from(*d).ok())
+            .collect(),
+        shift_start: row.shift_start,
+        shift_end: row.shift_end,
+    })
+}
+
+/// The component a technician must be able to repair: a silence or a critical event
+/// names none, so any skill of the kind will do.
+pub(crate) fn job_component(failure_mode: &str) -> String {
+    let component = failure_mode
+        .split_once('/')
+        .map_or(failure_mode, |(_, c)| c);
+    if NOT_COMPONENTS.contains(&component) || component == "unknown" {
+        "*".to_string()
+    } else {
+        component.to_string()
+    }
+}
+
+impl Dispatcher {
+    pub(super) async fn book(
+        &mut self,
+        clock: EpochMicros,
+        report: &mut PassReport,
+    ) -> Result<(), DispatchError> {
+        let rows = self.store.technicians_for_planning().await?;
+        let names: HashMap<i32, String> = rows
+            .iter()
+            .map(|r| {
+                let first = r.name.split_whitespace().next().unwrap_or("").to_string();
+                (r.id, first)
+            })
+            .collect();
+        let technicians: Vec<Technician> = rows.iter().filter_map(technician).collect();
+        let horizon = i64::from(self.config.plan.horizon_days) + 2;
+        let mut calendar = Calendar::default();
+        for row in self
+            .store
+            .calendar(clock - DAY_MICROS, clock + horizon * DAY_MICROS)
+            .await?
+        {
+            calendar.add(
+                row.technician_id,
+                Stop {
+                    start: row.start,
+                    end: row.end,
+                    site: row.site.map(|(latitude, longitude)| Point {
+                        latitude,
+                        longitude,
+                    }),
+                },
+            );
+        }
+        let mut booked_this_pass = 0usize;
+        while booked_this_pass < self.config.bookings_per_pass {
+            let mut tx = self.store.begin().await?;
+            let claimed = tx.claim_bookable(clock, CLAIM_BATCH).await?;
+            if claimed.is_empty() {
+                break;
+            }
+            // A car is visited where its last position reading puts it.
+            let cars: Vec<i32> = claimed
+                .iter()
+                .filter(|t| t.device_kind == "car")
+                .map(|t| t.device_id)
+                .collect();
+            let positions = if cars.is_empty() {
+                HashMap::new()
+            } else {
+                tx.reported_positions(&cars, clock - 7 * DAY_MICROS).await?
+            };
+            for ticket in &claimed {
+                let site = positions.get(&ticket.device_id).copied().or(ticket.position);
+                let booked = self
+                    .book_one(&mut tx, ticket, site, clock, &technicians, &names, &mut calendar, report)
+                    .await?;
+                booked_this_pass += usize::from(booked);
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Books one ticket, or plans it again later. Returns whether it was booked.
+    #[allow(clippy::too_many_arguments)]
+    async fn book_one(
+        &self,
+        tx: &mut StoreTx,
+        ticket: &BookableTicket,
+        site: Option<(f64, f64)>,
+        clock: EpochMicros,
+        technicians: &[Technician],
+        names: &HashMap<i32, String>,
+        calendar: &mut Calendar,
+        report: &mut PassReport,
+    ) -> Result<bool, DispatchError> {
+        let sla = i64::try_from(self.config.window.sla(ticket.priority).as_micros())
+            .unwrap_or(i64::MAX);
+        let due = ticket
+            .due_at
+            .unwrap_or_else(|| ticket.opened_at.saturating_add(sla));
+        let duration = i64::try_from(self.config.visit_duration.as_micros()).unwrap_or(i64::MAX);
+        let mut why_not = "it has no location";
+        if let Some((latitude, longitude)) = site {
+            let job = Job {
+                site: Point {
+                    latitude,
+                    longitude,
+                },
+                kind: ticket.device_kind.clone(),
+                component: job_component(&ticket.failure_mode),
+                duration_micros: duration,
+                earliest: clock,
+                due,
+            };
+            let candidates = plan::candidates(
+                &job,
+                technicians,
+                calendar,
+                &self.config.plan,
+                self.config.strategy,
+            );
+            why_not = "no technician with the skill, in range and on shift has a free slot";
+            for candidate in candidates {
+                let booked = tx
+                    .book(&BookingRequest {
+                        ticket_id: ticket.id,
+                        technician_id: candidate.technician_id,
+                        start: candidate.start,
+                        end: candidate.end,
+                        site: Some((latitude, longitude)),
+                        at: clock,
+                        actor: &self.actor,
+                    })
+                    .await?;
+                match booked {
+                    Booked::Booked { booking_id } => {
+                        calendar.add(
+                            candidate.technician_id,
+                            Stop {
+                                start: candidate.start,
+                                end: candidate.end,
+                                site: Some(job.site),
+                            },
+                        );
+                        report.booked += 1;
+                        let message_type = if ticket.rebooking {
+                            MessageType::Rescheduled
+                        } else {
+                            MessageType::BookingProposed
+                        };
+                        let urgent = ticket.priority == 1
+                            && self.config.criticality_of(&ticket.device_kind)
+                                == Criticality::High;
+                        let queued = tx
+                            .queue_ticket_message(
+                                ticket.id,
+                                &Message {
+                                    idempotency_key: format!(
+                                        "ticket:{}:booking:{booking_id}",
+                                        ticket.id
+                                    ),
+                                    message_type,
+                                    urgent,
+                                    payload: serde_json::json!({
+                                        "booking_id": booking_id,
+                                        "slot_start": chrono::DateTime::from_timestamp_micros(candidate.start),
+                                        "slot_end": chrono::DateTime::from_timestamp_micros(candidate.end),
+                                        "technician": names.get(&candidate.technician_id),
+                                        "inside_window": candidate.end <= due,
+                                    }),
+                                    at: clock,
+                                },
+                            )
+                            .await?;
+                        report.messages += u64::from(queued);
+                        return Ok(true);
+                    }
+                    Booked::SlotTaken => report.slot_taken += 1,
+                    Booked::NotBookable => return Ok(false),
+                }
+            }
+        }
+        report.unbookable += 1;
+        let retry = i64::try_from(self.config.replan_after.as_micros()).unwrap_or(i64::MAX);
+        tx.plan_later(ticket.id, clock.saturating_add(retry)).await?;
+        if !ticket.planned_before {
+            tx.ticket_event(
+                ticket.id,
+                clock,
+                &self.actor,
+                Some("open"),
+                "open",
+                &format!("not booked yet: {why_not}"),
+            )
+            .await?;
+            let queued = tx
+                .queue_ticket_message(
+                    ticket.id,
+                    &Message {
+                        idempotency_key: format!("ticket:{}:notice", ticket.id),
+                        message_type: MessageType::ProactiveNotice,
+                        urgent: false,
+                        payload: serde_json::json!({}),
+                        at: clock,
+                    },
+                )
+                .await?;
+            report.messages += u64::from(queued);
+        }
+        Ok(false)
+    }
+}

@@ -7,12 +7,12 @@ use tokio::task::JoinSet;
 
 use crate::api::{ApiError, HttpServer};
 use crate::config::Config;
+use crate::dispatch::DispatchSettings;
 use crate::embedded::broker::{BrokerError, EmbeddedBroker};
 use crate::embedded::postgres::{ClusterOptions, PostgresError, PrivateCluster};
 use crate::ingest::IngestSettings;
 use crate::maintenance::MaintenanceSettings;
 use crate::observability::Metrics;
-use crate::dispatch::DispatchSettings;
 use crate::predict::PredictSettings;
 use crate::shutdown::Shutdown;
 use crate::stage::{StageDeps, StageError, StageTask};

@@ -284,7 +284,9 @@ async fn seed(store: &Store, bench: &DispatchBench, day: EpochMicros) -> Result<
                 horizon_hours: 240.0,
                 model_version: "bench".into(),
                 above_threshold: probability >= 0.5,
-                top_factors: serde_json::json!(["vibration 24h mean 3.1σ above this machine's baseline"]),
+                top_factors: serde_json::json!([
+                    "vibration 24h mean 3.1σ above this machine's baseline"
+                ]),
             });
         }
         device += 1;
@@ -335,7 +337,10 @@ async fn run(
         .filter_map(crate::dispatch::booking::technician)
         .collect();
     let mut calendar = Calendar::default();
-    for row in store.calendar(day - 24 * HOUR, horizon_end + 24 * HOUR).await? {
+    for row in store
+        .calendar(day - 24 * HOUR, horizon_end + 24 * HOUR)
+        .await?
+    {
         if let Some((latitude, longitude)) = row.site {
             calendar.add(
                 row.technician_id,

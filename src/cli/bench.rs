@@ -157,7 +157,7 @@ async fn run_dispatch(args: DispatchArgs, config: &Config) -> anyhow::Result<()>
     };
     let report = forewarn::bench::dispatch::run_dispatch_bench(config, &url, &bench)
         .await
-        .context("bench dispatch")?;
+        .map_err(|e| anyhow::anyhow!("bench dispatch: {e}"))?;
     if !args.json {
         println!(
             "bench dispatch: {} signals, {} devices, {} technicians; {:.0} signals/s (median of {:?}; target ≥ 1,000); two replicas {:.0} signals/s",
@@ -172,7 +172,10 @@ async fn run_dispatch(args: DispatchArgs, config: &Config) -> anyhow::Result<()>
                 .collect::<Vec<_>>(),
             report.two_replicas.signals_per_s
         );
-        for (name, run) in [("ours (insertion)", &report.ours), ("baseline (nearest free)", &report.baseline)] {
+        for (name, run) in [
+            ("ours (insertion)", &report.ours),
+            ("baseline (nearest free)", &report.baseline),
+        ] {
             println!(
                 "bench dispatch: {name}: {} tickets, {} bookings, travel {:.0} km, SLA misses {}, inside the predicted window {:.1} %",
                 run.tickets,

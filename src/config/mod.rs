@@ -22,10 +22,10 @@ pub(crate) use durations::{auto_duration, optional_duration};
 use env::env_value;
 
 pub use crate::api::config::HttpConfig;
+pub use crate::dispatch::config::DispatchConfig;
 pub use crate::embedded::config::EmbeddedConfig;
 pub use crate::ingest::config::{AUTO_SESSIONS, IngestConfig, MqttConfig, MqttProtocol};
 pub use crate::observability::{LogConfig, LogFormat};
-pub use crate::dispatch::config::DispatchConfig;
 pub use crate::predict::config::PredictConfig;
 pub use crate::store::config::{DatabaseConfig, StorageConfig, TimescaleMode};
 pub use crate::training::config::{FailureModeConfig, TrainConfig};

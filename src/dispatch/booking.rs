@@ -2,7 +2,8 @@
 //! (replicas book different tickets), the technician and slot [`plan`] offers best first,
 //! the next candidate when the database refuses a slot another replica took (the
 //! exclusion constraint is the last word), and the customer's message in the same
-//! transaction. A ticket nobody can take is planned again after `dispatch.replan_after`,
+//! transaction; one ticket per transaction (it holds one technician's lock). A ticket
+//! nobody can take is planned again after `dispatch.replan_after`,
 //! and its customer is told once what was found.
 
 use std::collections::HashMap;
@@ -17,8 +18,10 @@ use crate::store::{
 };
 
 const DAY_MICROS: EpochMicros = 86_400_000_000;
-/// Tickets claimed per transaction.
-const CLAIM_BATCH: i64 = 64;
+/// One ticket per transaction: a booking holds its technician's advisory lock until
+/// commit, so a transaction booking several tickets would hold several technicians' locks
+/// and two replicas could each wait for the other's (seen: `bench dispatch`, two replicas).
+const CLAIM_BATCH: i64 = 1;
 
 /// The planning view of a technician row; `None` (logged) when its time zone is unknown.
 pub(crate) fn technician(row: &TechnicianPlanRow) -> Option<Technician> {
@@ -111,9 +114,21 @@ impl Dispatcher {
                 tx.reported_positions(&cars, clock - 7 * DAY_MICROS).await?
             };
             for ticket in &claimed {
-                let site = positions.get(&ticket.device_id).copied().or(ticket.position);
+                let site = positions
+                    .get(&ticket.device_id)
+                    .copied()
+                    .or(ticket.position);
                 let booked = self
-                    .book_one(&mut tx, ticket, site, clock, &technicians, &names, &mut calendar, report)
+                    .book_one(
+                        &mut tx,
+                        ticket,
+                        site,
+                        clock,
+                        &technicians,
+                        &names,
+                        &mut calendar,
+                        report,
+                    )
                     .await?;
                 booked_this_pass += usize::from(booked);
             }
@@ -135,8 +150,8 @@ impl Dispatcher {
         calendar: &mut Calendar,
         report: &mut PassReport,
     ) -> Result<bool, DispatchError> {
-        let sla = i64::try_from(self.config.window.sla(ticket.priority).as_micros())
-            .unwrap_or(i64::MAX);
+        let sla =
+            i64::try_from(self.config.window.sla(ticket.priority).as_micros()).unwrap_or(i64::MAX);
         let due = ticket
             .due_at
             .unwrap_or_else(|| ticket.opened_at.saturating_add(sla));
@@ -191,8 +206,7 @@ impl Dispatcher {
                             MessageType::BookingProposed
                         };
                         let urgent = ticket.priority == 1
-                            && self.config.criticality_of(&ticket.device_kind)
-                                == Criticality::High;
+                            && self.config.criticality_of(&ticket.device_kind) == Criticality::High;
                         let queued = tx
                             .queue_ticket_message(
                                 ticket.id,
@@ -224,7 +238,8 @@ impl Dispatcher {
         }
         report.unbookable += 1;
         let retry = i64::try_from(self.config.replan_after.as_micros()).unwrap_or(i64::MAX);
-        tx.plan_later(ticket.id, clock.saturating_add(retry)).await?;
+        tx.plan_later(ticket.id, clock.saturating_add(retry))
+            .await?;
         if !ticket.planned_before {
             tx.ticket_event(
                 ticket.id,

@@ -112,7 +112,9 @@ impl DispatchConfig {
                 .validate()
                 .map_err(|e| invalid(&format!("dispatch.modes.\"{mode}\""), e))?;
         }
-        self.plan.validate().map_err(|e| invalid("dispatch.plan", e))?;
+        self.plan
+            .validate()
+            .map_err(|e| invalid("dispatch.plan", e))?;
         self.surge
             .validate()
             .map_err(|e| invalid("dispatch.surge", e))?;

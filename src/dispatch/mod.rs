@@ -133,12 +133,15 @@ impl ModeBook {
 
     /// The facts of the model version that scored.
     pub(crate) fn facts(&self, version: &str, mode: &str) -> Option<&ModeFacts> {
-        self.by_version.get(&(version.to_string(), mode.to_string()))
+        self.by_version
+            .get(&(version.to_string(), mode.to_string()))
     }
 
     /// The facts of the mode's active model.
     pub(crate) fn active(&self, mode: &str) -> Option<&ModeFacts> {
-        self.active.get(mode).and_then(|key| self.by_version.get(key))
+        self.active
+            .get(mode)
+            .and_then(|key| self.by_version.get(key))
     }
 
     /// The components trained models know for a kind.
@@ -212,39 +215,50 @@ impl Stage for DispatchSettings {
         deps: StageDeps,
         shutdown: Shutdown,
     ) -> impl std::future::Future<Output = Result<(), DispatchError>> + Send + 'static {
-        async move {
-            let metrics: Arc<Metrics> = deps.metrics.clone();
-            let mut dispatcher = Dispatcher::new(deps.store, self.config);
-            let mut ticks = Periodic::new(self.interval, FirstTick::Immediately, shutdown);
-            while ticks.next().await {
-                let started = Instant::now();
-                match dispatcher.pass(None).await {
-                    Ok(report) => {
-                        report.count(&metrics);
-                        metrics
-                            .dispatch
-                            .passes
-                            .get_or_create(&vec![("outcome", "ok")])
-                            .inc();
-                        if !report.is_idle() {
-                            tracing::info!(?report, seconds = started.elapsed().as_secs_f64(), "dispatch pass");
-                        }
-                    }
-                    Err(error) => {
-                        metrics
-                            .dispatch
-                            .passes
-                            .get_or_create(&vec![("outcome", "failed")])
-                            .inc();
-                        tracing::warn!(%error, "dispatch pass failed; retried on the next tick");
-                    }
-                }
+        run(self, deps, shutdown)
+    }
+}
+
+/// The stage's life: a pass every tick, a failed pass logged and retried on the next.
+async fn run(
+    settings: DispatchSettings,
+    deps: StageDeps,
+    shutdown: Shutdown,
+) -> Result<(), DispatchError> {
+    let metrics: Arc<Metrics> = deps.metrics.clone();
+    let mut dispatcher = Dispatcher::new(deps.store, settings.config);
+    let mut ticks = Periodic::new(settings.interval, FirstTick::Immediately, shutdown);
+    while ticks.next().await {
+        let started = Instant::now();
+        match dispatcher.pass(None).await {
+            Ok(report) => {
+                report.count(&metrics);
                 metrics
                     .dispatch
-                    .pass_seconds
-                    .observe(started.elapsed().as_secs_f64());
+                    .passes
+                    .get_or_create(&vec![("outcome", "ok")])
+                    .inc();
+                if !report.is_idle() {
+                    tracing::info!(
+                        ?report,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "dispatch pass"
+                    );
+                }
             }
-            Ok(())
+            Err(error) => {
+                metrics
+                    .dispatch
+                    .passes
+                    .get_or_create(&vec![("outcome", "failed")])
+                    .inc();
+                tracing::warn!(%error, "dispatch pass failed; retried on the next tick");
+            }
         }
+        metrics
+            .dispatch
+            .pass_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
+    Ok(())
 }

@@ -103,9 +103,15 @@ impl Dispatcher {
         let mut pairs: Vec<(i32, String)> = chunk.iter().map(|(k, _)| k.clone()).collect();
         pairs.sort();
         let device_ids: Vec<i32> = pairs.iter().map(|p| p.0).collect();
+        // Kind, tier and (for the few cars) a position of the last week.
+        let oldest = chunk
+            .iter()
+            .flat_map(|(_, signals)| signals.iter().map(|s| s.time))
+            .min()
+            .unwrap_or_default();
         let contexts = self
             .store
-            .device_contexts(&device_ids, EpochMicros::MIN / 2)
+            .device_contexts(&device_ids, oldest.saturating_sub(7 * 86_400_000_000))
             .await?;
         let mut tx = self.store.begin().await?;
         let locked = tx.lock_streaks(&pairs).await?;
@@ -362,19 +368,17 @@ impl Dispatcher {
                 Duration::from_secs_f64((f.horizon_hours * 3600.0).clamp(3600.0, 3.2e9)),
             )
         });
-        let elapsed = streak
-            .above_since
-            .map_or(Duration::ZERO, |since| micros_to_duration(signal.time - since));
+        let elapsed = streak.above_since.map_or(Duration::ZERO, |since| {
+            micros_to_duration(signal.time - since)
+        });
         let remaining = window::expected_remaining(leads, horizon, elapsed, &self.config.window);
-        let (criticality, tier) = context.map_or(
-            (window::Criticality::Normal, window::Tier::Standard),
-            |c| {
+        let (criticality, tier) =
+            context.map_or((window::Criticality::Normal, window::Tier::Standard), |c| {
                 (
                     self.config.criticality_of(&c.kind),
                     window::Tier::parse(&c.tier),
                 )
-            },
-        );
+            });
         let priority = window::priority(risk_priority, criticality, tier, remaining);
         let due = window::due(signal.time, priority, remaining, &self.config.window);
         TicketSignal {

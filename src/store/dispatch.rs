@@ -3,6 +3,9 @@
 //! the streaks of the ticket policy, the triage of new tickets into incidents, the tickets
 //! to book, the technicians and their calendars (`migrations/0008`, `0009`).
 
+// Rows are read as tuples and named in the struct they become, beside the query.
+#![allow(clippy::type_complexity)]
+
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveTime, Utc};
@@ -222,9 +225,16 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<PredictionSignal>, StoreError> {
         let since = since.map(timestamp).transpose()?;
-        let rows: Vec<(i32, String, DateTime<Utc>, f64, String, serde_json::Value, DateTime<Utc>)> =
-            sqlx::query_as(
-                "select p.device_id, p.failure_mode, p.time, p.probability, p.model_version,
+        let rows: Vec<(
+            i32,
+            String,
+            DateTime<Utc>,
+            f64,
+            String,
+            serde_json::Value,
+            DateTime<Utc>,
+        )> = sqlx::query_as(
+            "select p.device_id, p.failure_mode, p.time, p.probability, p.model_version,
                         p.top_factors, p.written_at
                  from predictions p
                  left join dispatch_streaks s
@@ -233,15 +243,23 @@ impl Store {
                    and (s.last_time is null or p.time > s.last_time)
                  order by p.written_at, p.device_id, p.failure_mode, p.time
                  limit $2",
-            )
-            .bind(since)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(
-                |(device_id, failure_mode, time, probability, model_version, top_factors, written)| {
+                |(
+                    device_id,
+                    failure_mode,
+                    time,
+                    probability,
+                    model_version,
+                    top_factors,
+                    written,
+                )| {
                     PredictionSignal {
                         device_id,
                         failure_mode,
@@ -260,11 +278,10 @@ impl Store {
     pub async fn dispatch_progress(
         &self,
     ) -> Result<(Option<EpochMicros>, Option<EpochMicros>), StoreError> {
-        let row: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "select predictions_written_at, events_time from dispatch_progress",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+            sqlx::query_as("select predictions_written_at, events_time from dispatch_progress")
+                .fetch_optional(&self.pool)
+                .await?;
         let (p, e) = row.unwrap_or((None, None));
         Ok((p.map(micros), e.map(micros)))
     }
@@ -356,21 +373,24 @@ impl Store {
         device_ids: &[i32],
         positions_since: EpochMicros,
     ) -> Result<HashMap<i32, DeviceContext>, StoreError> {
-        let rows: Vec<(i32, String, Option<String>, Option<i64>, String, Option<f64>, Option<f64>)> =
-            sqlx::query_as(
-                "select d.id, d.kind, d.model, d.customer_id, coalesce(c.tier, 'standard'),
+        let rows: Vec<(
+            i32,
+            String,
+            Option<String>,
+            Option<i64>,
+            String,
+            Option<f64>,
+            Option<f64>,
+        )> = sqlx::query_as(
+            "select d.id, d.kind, d.model, d.customer_id, coalesce(c.tier, 'standard'),
                         d.latitude, d.longitude
                  from devices d left join customers c on c.id = d.customer_id
                  where d.id = any($1)",
-            )
-            .bind(device_ids)
-            .fetch_all(&self.pool)
-            .await?;
-        let moving: Vec<i32> = rows
-            .iter()
-            .filter(|r| r.1 == "car")
-            .map(|r| r.0)
-            .collect();
+        )
+        .bind(device_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let moving: Vec<i32> = rows.iter().filter(|r| r.1 == "car").map(|r| r.0).collect();
         let readings = if moving.is_empty() {
             HashMap::new()
         } else {
@@ -398,14 +418,24 @@ impl Store {
 
     /// Active technicians.
     pub async fn technicians_for_planning(&self) -> Result<Vec<TechnicianPlanRow>, StoreError> {
-        let rows: Vec<(i32, String, f64, f64, f64, Vec<String>, String, Vec<i16>, NaiveTime, NaiveTime)> =
-            sqlx::query_as(
-                "select id, name, home_latitude, home_longitude, max_travel_km, skills,
+        let rows: Vec<(
+            i32,
+            String,
+            f64,
+            f64,
+            f64,
+            Vec<String>,
+            String,
+            Vec<i16>,
+            NaiveTime,
+            NaiveTime,
+        )> = sqlx::query_as(
+            "select id, name, home_latitude, home_longitude, max_travel_km, skills,
                         timezone, shift_days, shift_start, shift_end
                  from technicians where active order by id",
-            )
-            .fetch_all(&self.pool)
-            .await?;
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -580,20 +610,26 @@ impl StoreTx {
         .bind(&modes)
         .execute(self.connection())
         .await?;
-        let rows: Vec<(i32, String, i32, bool, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
-            sqlx::query_as(
-                "select s.device_id, s.failure_mode, s.count, s.closing, s.above_since,
+        let rows: Vec<(
+            i32,
+            String,
+            i32,
+            bool,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        )> = sqlx::query_as(
+            "select s.device_id, s.failure_mode, s.count, s.closing, s.above_since,
                         s.last_time
                  from dispatch_streaks s
                  join unnest($1::int[], $2::text[]) k (device_id, failure_mode)
                    on k.device_id = s.device_id and k.failure_mode = s.failure_mode
                  order by s.device_id, s.failure_mode
                  for update of s skip locked",
-            )
-            .bind(&devices)
-            .bind(&modes)
-            .fetch_all(self.connection())
-            .await?;
+        )
+        .bind(&devices)
+        .bind(&modes)
+        .fetch_all(self.connection())
+        .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -751,27 +787,49 @@ impl StoreTx {
             .await?)
     }
 
-    /// Open tickets not yet released nor in an incident, oldest first.
+    /// Open tickets not yet released nor in an incident, oldest first, locked; those
+    /// another transaction holds (a score being applied to them) are skipped.
     pub async fn tickets_to_triage(&mut self, limit: i64) -> Result<Vec<TriageTicket>, StoreError> {
-        #[allow(clippy::type_complexity)]
-        let rows: Vec<(i64, i32, String, String, DateTime<Utc>, DateTime<Utc>, Option<String>, Option<i64>, Option<f64>, Option<f64>)> =
-            sqlx::query_as(
-                "select t.id, t.device_id, d.kind, t.failure_mode, t.opened_at, t.first_seen_at,
+        let rows: Vec<(
+            i64,
+            i32,
+            String,
+            String,
+            DateTime<Utc>,
+            DateTime<Utc>,
+            Option<String>,
+            Option<i64>,
+            Option<f64>,
+            Option<f64>,
+        )> = sqlx::query_as(
+            "select t.id, t.device_id, d.kind, t.failure_mode, t.opened_at, t.first_seen_at,
                         d.model, d.customer_id,
                         coalesce(t.site_latitude, d.latitude),
                         coalesce(t.site_longitude, d.longitude)
                  from tickets t join devices d on d.id = t.device_id
                  where t.status = 'open' and t.released_at is null and t.incident_id is null
                  order by t.opened_at, t.id
-                 limit $1",
-            )
-            .bind(limit)
-            .fetch_all(self.connection())
-            .await?;
+                 limit $1
+                 for update of t skip locked",
+        )
+        .bind(limit)
+        .fetch_all(self.connection())
+        .await?;
         Ok(rows
             .into_iter()
             .map(
-                |(id, device_id, device_kind, failure_mode, opened, first, model, customer_id, lat, lon)| {
+                |(
+                    id,
+                    device_id,
+                    device_kind,
+                    failure_mode,
+                    opened,
+                    first,
+                    model,
+                    customer_id,
+                    lat,
+                    lon,
+                )| {
                     TriageTicket {
                         id,
                         device_id,
@@ -788,16 +846,33 @@ impl StoreTx {
             .collect())
     }
 
+    /// How many tickets wait for triage, locked or not.
+    pub async fn tickets_waiting_for_triage(&mut self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "select count(*) from tickets
+             where status = 'open' and released_at is null and incident_id is null",
+        )
+        .fetch_one(self.connection())
+        .await?)
+    }
+
     /// Incidents no dispatcher has triaged yet.
     pub async fn open_incidents(&mut self) -> Result<Vec<OpenIncident>, StoreError> {
-        let rows: Vec<(i64, String, Option<String>, Option<f64>, Option<f64>, Option<f64>, Option<DateTime<Utc>>)> =
-            sqlx::query_as(
-                "select id, failure_mode, model, center_latitude, center_longitude, radius_km,
+        let rows: Vec<(
+            i64,
+            String,
+            Option<String>,
+            Option<f64>,
+            Option<f64>,
+            Option<f64>,
+            Option<DateTime<Utc>>,
+        )> = sqlx::query_as(
+            "select id, failure_mode, model, center_latitude, center_longitude, radius_km,
                         last_at
                  from incidents where status = 'open' order by id",
-            )
-            .fetch_all(self.connection())
-            .await?;
+        )
+        .fetch_all(self.connection())
+        .await?;
         Ok(rows
             .into_iter()
             .map(
@@ -901,10 +976,22 @@ impl StoreTx {
         now: EpochMicros,
         limit: i64,
     ) -> Result<Vec<BookableTicket>, StoreError> {
-        #[allow(clippy::type_complexity)]
-        let rows: Vec<(i64, i32, String, String, String, i16, DateTime<Utc>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<f64>, Option<f64>, bool, bool)> =
-            sqlx::query_as(
-                "select t.id, t.device_id, d.kind, t.failure_mode, t.kind, t.priority,
+        let rows: Vec<(
+            i64,
+            i32,
+            String,
+            String,
+            String,
+            i16,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+            Option<f64>,
+            Option<f64>,
+            bool,
+            bool,
+        )> = sqlx::query_as(
+            "select t.id, t.device_id, d.kind, t.failure_mode, t.kind, t.priority,
                         t.opened_at, t.due_at, t.expected_failure_at,
                         coalesce(t.site_latitude, d.latitude),
                         coalesce(t.site_longitude, d.longitude),
@@ -919,11 +1006,11 @@ impl StoreTx {
                  order by t.priority, t.due_at nulls last, t.id
                  limit $2
                  for update of t skip locked",
-            )
-            .bind(timestamp(now)?)
-            .bind(limit)
-            .fetch_all(self.connection())
-            .await?;
+        )
+        .bind(timestamp(now)?)
+        .bind(limit)
+        .fetch_all(self.connection())
+        .await?;
         Ok(rows
             .into_iter()
             .map(|r| BookableTicket {
@@ -1060,9 +1147,11 @@ impl Store {
         )
         .execute(&self.pool)
         .await?;
-        sqlx::query("update dispatch_progress set predictions_written_at = null, events_time = null")
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "update dispatch_progress set predictions_written_at = null, events_time = null",
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

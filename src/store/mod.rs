@@ -46,9 +46,9 @@ use crate::config::{DatabaseConfig, StorageConfig};
 
 pub use admin::{CountedTable, create_database, drop_database, url_with_database};
 pub use dispatch::{
-    BookableTicket, CalendarRow, CriticalEvent, DeviceContext, DispatchFigures, ModeFacts, NewIncident,
-    OpenIncident, OpenTicketRow, PredictionSignal, SilentDevice, StreakRow, TechnicianPlanRow,
-    TriageTicket,
+    BookableTicket, CalendarRow, CriticalEvent, DeviceContext, DispatchFigures, ModeFacts,
+    NewIncident, OpenIncident, OpenTicketRow, PredictionSignal, SilentDevice, StreakRow,
+    TechnicianPlanRow, TriageTicket,
 };
 pub use history::ComponentRecord;
 pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};

@@ -142,7 +142,9 @@ async fn scores(store: &Store, device_id: i32, mode: &str, from: i64, probabilit
             horizon_hours: 168.0,
             model_version: "v1".into(),
             above_threshold: *p >= 0.5,
-            top_factors: serde_json::json!(["drum vibration 24h mean 3.1σ above this machine's baseline"]),
+            top_factors: serde_json::json!([
+                "drum vibration 24h mean 3.1σ above this machine's baseline"
+            ]),
         })
         .collect();
     store.insert_predictions(&rows).await.unwrap();
@@ -169,22 +171,40 @@ async fn scores_open_one_ticket_keep_its_repeats_escalate_and_cancel() {
     let noisy = device(&pool, "washer", "W1", owner, WARSAW).await;
     let rising = device(&pool, "washer", "W1", owner, WARSAW).await;
     let mode = "washer/drum_bearing";
-    scores(&db.store, noisy, mode, t0(), &[0.2, 0.8, 0.2, 0.7, 0.1, 0.9]).await;
+    scores(
+        &db.store,
+        noisy,
+        mode,
+        t0(),
+        &[0.2, 0.8, 0.2, 0.7, 0.1, 0.9],
+    )
+    .await;
     scores(&db.store, rising, mode, t0(), &[0.3, 0.6, 0.6, 0.8, 0.95]).await;
     let report = pass(&db.store, &config, t0() + 5 * HOUR).await;
     assert_eq!(report.signals, 11, "{report:?}");
     assert_eq!(report.opened, 1, "{report:?}");
-    let noisy_tickets = scalar(&pool, "select count(*) from tickets where device_id = $1", noisy.into()).await;
+    let noisy_tickets = scalar(
+        &pool,
+        "select count(*) from tickets where device_id = $1",
+        noisy.into(),
+    )
+    .await;
     assert_eq!(noisy_tickets, 0);
-    let (ticket_id, occurrences, highest, priority, factors, status): (i64, i32, f64, i16, serde_json::Value, String) =
-        sqlx::query_as(
-            "select id, occurrences, highest_risk, priority, top_factors, status
+    let (ticket_id, occurrences, highest, priority, factors, status): (
+        i64,
+        i32,
+        f64,
+        i16,
+        serde_json::Value,
+        String,
+    ) = sqlx::query_as(
+        "select id, occurrences, highest_risk, priority, top_factors, status
              from tickets where device_id = $1",
-        )
-        .bind(rising)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    )
+    .bind(rising)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     // Opened by the second 0.6; 0.8 and 0.95 are its repeats.
     assert_eq!((occurrences, highest, status.as_str()), (3, 0.95, "open"));
     assert_eq!(priority, 1, "0.95 is risk priority 1");
@@ -199,10 +219,21 @@ async fn scores_open_one_ticket_keep_its_repeats_escalate_and_cancel() {
     // The same scores again (a replay, another model version at the same times) change
     // nothing.
     let again = pass(&db.store, &config, t0() + 5 * HOUR).await;
-    assert_eq!((again.signals, again.opened, again.merged), (0, 0, 0), "{again:?}");
+    assert_eq!(
+        (again.signals, again.opened, again.merged),
+        (0, 0, 0),
+        "{again:?}"
+    );
     // Flapping between the thresholds (close: 0.3) keeps the ticket; three low scores
     // cancel it (no technician exists, so it was never booked).
-    scores(&db.store, rising, mode, t0() + 5 * HOUR, &[0.45, 0.55, 0.35, 0.4]).await;
+    scores(
+        &db.store,
+        rising,
+        mode,
+        t0() + 5 * HOUR,
+        &[0.45, 0.55, 0.35, 0.4],
+    )
+    .await;
     pass(&db.store, &config, t0() + 9 * HOUR).await;
     let status: String = sqlx::query_scalar("select status from tickets where id = $1")
         .bind(ticket_id)
@@ -213,13 +244,12 @@ async fn scores_open_one_ticket_keep_its_repeats_escalate_and_cancel() {
     scores(&db.store, rising, mode, t0() + 9 * HOUR, &[0.1, 0.2, 0.1]).await;
     let report = pass(&db.store, &config, t0() + 12 * HOUR).await;
     assert_eq!(report.cancelled, 1, "{report:?}");
-    let (status, tickets): (String, i64) = sqlx::query_as(
-        "select max(status), count(*) from tickets where device_id = $1",
-    )
-    .bind(rising)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (status, tickets): (String, i64) =
+        sqlx::query_as("select max(status), count(*) from tickets where device_id = $1")
+            .bind(rising)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!((status.as_str(), tickets), ("cancelled", 1));
 }
 
@@ -237,11 +267,12 @@ async fn after_no_fault_found_the_cooldown_holds_unless_risk_rises() {
     let mode = "washer/drum_bearing";
     scores(&db.store, washer, mode, t0(), &[0.7, 0.7]).await;
     pass(&db.store, &config, t0() + 2 * HOUR).await;
-    let ticket_id: i64 = sqlx::query_scalar("select id from tickets where device_id = $1 and status = 'booked'")
-        .bind(washer)
-        .fetch_one(&pool)
-        .await
-        .expect("booked");
+    let ticket_id: i64 =
+        sqlx::query_scalar("select id from tickets where device_id = $1 and status = 'booked'")
+            .bind(washer)
+            .fetch_one(&pool)
+            .await
+            .expect("booked");
     let visit = t0() + 6 * HOUR;
     for step in [
         Transition::OnSite,
@@ -251,7 +282,11 @@ async fn after_no_fault_found_the_cooldown_holds_unless_risk_rises() {
             action: None,
         },
     ] {
-        let done = db.store.transition(ticket_id, &step, visit, "technician:1", "visit").await.unwrap();
+        let done = db
+            .store
+            .transition(ticket_id, &step, visit, "technician:1", "visit")
+            .await
+            .unwrap();
         assert!(matches!(done, Transitioned::Done { .. }), "{done:?}");
     }
     scores(&db.store, washer, mode, visit + HOUR, &[0.7, 0.72, 0.7]).await;
@@ -272,7 +307,14 @@ async fn two_dispatchers_racing_open_one_ticket_per_device_and_never_double_book
     let config = config();
     model(&pool, "washer/drum_bearing", 168.0, &[96.0; 10]).await;
     for name in ["Ada A", "Ben B", "Cy C"] {
-        technician(&pool, Tech { name, ..Tech::default() }).await;
+        technician(
+            &pool,
+            Tech {
+                name,
+                ..Tech::default()
+            },
+        )
+        .await;
     }
     let owner = customer(&pool, "en", "standard").await;
     for round in 0..10i64 {
@@ -281,7 +323,14 @@ async fn two_dispatchers_racing_open_one_ticket_per_device_and_never_double_book
         for i in 0..12 {
             let spot = (WARSAW.0 + 0.01 * i as f64, WARSAW.1 - 0.01 * round as f64);
             let d = device(&pool, "washer", "W1", owner, spot).await;
-            scores(&db.store, d, "washer/drum_bearing", start, &[0.7, 0.8, 0.85]).await;
+            scores(
+                &db.store,
+                d,
+                "washer/drum_bearing",
+                start,
+                &[0.7, 0.8, 0.85],
+            )
+            .await;
             devices.push(d);
         }
         let now = start + 3 * HOUR;
@@ -309,7 +358,11 @@ async fn two_dispatchers_racing_open_one_ticket_per_device_and_never_double_book
         .unwrap();
         assert_eq!(per_device.len(), 12, "round {round}");
         for (device_id, tickets, occurrences) in per_device {
-            assert_eq!((tickets, occurrences), (1, 2), "round {round}, device {device_id}");
+            assert_eq!(
+                (tickets, occurrences),
+                (1, 2),
+                "round {round}, device {device_id}"
+            );
         }
     }
     let double: i64 = sqlx::query_scalar(
@@ -343,10 +396,42 @@ async fn booking_respects_skills_range_and_shift_and_lands_inside_the_window() {
     let pool = db.store_pool().clone();
     let config = config();
     // The card's lead times: failures came 48–120 h after the first flag.
-    model(&pool, "washer/drum_bearing", 168.0, &[48.0, 60.0, 72.0, 84.0, 96.0, 108.0, 120.0]).await;
-    technician(&pool, Tech { name: "Far Away", skills: &["washer/*"], home: KRAKOW, ..Tech::default() }).await;
-    technician(&pool, Tech { name: "Sunday Only", skills: &["washer/drum_bearing"], days: &[7], ..Tech::default() }).await;
-    technician(&pool, Tech { name: "Fridge Person", skills: &["fridge/compressor"], ..Tech::default() }).await;
+    model(
+        &pool,
+        "washer/drum_bearing",
+        168.0,
+        &[48.0, 60.0, 72.0, 84.0, 96.0, 108.0, 120.0],
+    )
+    .await;
+    technician(
+        &pool,
+        Tech {
+            name: "Far Away",
+            skills: &["washer/*"],
+            home: KRAKOW,
+            ..Tech::default()
+        },
+    )
+    .await;
+    technician(
+        &pool,
+        Tech {
+            name: "Sunday Only",
+            skills: &["washer/drum_bearing"],
+            days: &[7],
+            ..Tech::default()
+        },
+    )
+    .await;
+    technician(
+        &pool,
+        Tech {
+            name: "Fridge Person",
+            skills: &["fridge/compressor"],
+            ..Tech::default()
+        },
+    )
+    .await;
     let cid = technician(
         &pool,
         Tech {
@@ -364,26 +449,40 @@ async fn booking_respects_skills_range_and_shift_and_lands_inside_the_window() {
     let now = t0() + 2 * HOUR;
     let report = pass(&db.store, &config, now).await;
     assert_eq!(report.booked, 1, "{report:?}");
-    let (technician_id, start, end, due, expected): (i32, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>) =
-        sqlx::query_as(
-            "select b.technician_id, lower(b.slot), upper(b.slot), t.due_at, t.expected_failure_at
+    let (technician_id, start, end, due, expected): (
+        i32,
+        DateTime<Utc>,
+        DateTime<Utc>,
+        DateTime<Utc>,
+        DateTime<Utc>,
+    ) = sqlx::query_as(
+        "select b.technician_id, lower(b.slot), upper(b.slot), t.due_at, t.expected_failure_at
              from bookings b join tickets t on t.id = b.ticket_id where t.device_id = $1",
-        )
-        .bind(washer)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    )
+    .bind(washer)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(technician_id, cid);
     // Expected failure: the early fifth of 48…120 h after the flag (rank round(0.2 × 6) = 1:
     // 60 h less the hour already elapsed), due 12 h before it.
     assert_eq!(expected, at(t0() + HOUR + 59 * HOUR));
-    assert!(end <= due && due <= expected - chrono::Duration::hours(12), "{end} {due} {expected}");
+    assert!(
+        end <= due && due <= expected - chrono::Duration::hours(12),
+        "{end} {due} {expected}"
+    );
     assert!(start >= at(now));
     // On Cid's shift, 08:00–16:00 in Warsaw (UTC+1 in March).
     let local = start.with_timezone(&chrono_tz::Europe::Warsaw);
     let local_end = end.with_timezone(&chrono_tz::Europe::Warsaw);
-    assert!(local.time() >= chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap(), "{local}");
-    assert!(local_end.time() <= chrono::NaiveTime::from_hms_opt(16, 0, 0).unwrap(), "{local_end}");
+    assert!(
+        local.time() >= chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap(),
+        "{local}"
+    );
+    assert!(
+        local_end.time() <= chrono::NaiveTime::from_hms_opt(16, 0, 0).unwrap(),
+        "{local_end}"
+    );
     let (kind, payload, language): (String, serde_json::Value, String) = sqlx::query_as(
         "select message_type, payload, language from outreach where customer_id = $1",
     )
@@ -391,9 +490,16 @@ async fn booking_respects_skills_range_and_shift_and_lands_inside_the_window() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((kind.as_str(), language.as_str()), ("booking_proposed", "pl"));
+    assert_eq!(
+        (kind.as_str(), language.as_str()),
+        ("booking_proposed", "pl")
+    );
     assert_eq!(payload["technician"], "Cid");
-    assert!(payload["top_factors"].to_string().contains("drum vibration"));
+    assert!(
+        payload["top_factors"]
+            .to_string()
+            .contains("drum vibration")
+    );
 }
 
 /// A technician off sick: their bookings are re-planned with another, and each customer
@@ -404,38 +510,70 @@ async fn a_technician_off_sick_has_their_visits_re_planned_and_customers_told() 
     let pool = db.store_pool().clone();
     let config = config();
     model(&pool, "washer/drum_bearing", 168.0, &[96.0; 10]).await;
-    let near = technician(&pool, Tech { name: "Near N", ..Tech::default() }).await;
-    let other = technician(&pool, Tech { name: "Other O", home: (WARSAW.0 + 0.3, WARSAW.1), ..Tech::default() }).await;
+    let near = technician(
+        &pool,
+        Tech {
+            name: "Near N",
+            ..Tech::default()
+        },
+    )
+    .await;
+    let other = technician(
+        &pool,
+        Tech {
+            name: "Other O",
+            home: (WARSAW.0 + 0.3, WARSAW.1),
+            ..Tech::default()
+        },
+    )
+    .await;
     let owner = customer(&pool, "uk", "standard").await;
     for i in 0..3 {
-        let d = device(&pool, "washer", "W1", owner, (WARSAW.0 + 0.001 * f64::from(i), WARSAW.1)).await;
+        let d = device(
+            &pool,
+            "washer",
+            "W1",
+            owner,
+            (WARSAW.0 + 0.001 * f64::from(i), WARSAW.1),
+        )
+        .await;
         scores(&db.store, d, "washer/drum_bearing", t0(), &[0.7, 0.7]).await;
     }
     let now = t0() + 2 * HOUR;
     assert_eq!(pass(&db.store, &config, now).await.booked, 3);
-    let with_near: i64 = sqlx::query_scalar("select count(*) from bookings where technician_id = $1")
-        .bind(near)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let with_near: i64 =
+        sqlx::query_scalar("select count(*) from bookings where technician_id = $1")
+            .bind(near)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(with_near, 3, "the nearest technician takes the cluster");
     let replanned = db
         .store
-        .mark_unavailable(near, now, Some(now + 30 * 24 * HOUR), "sick", now, "api:dispatcher")
+        .mark_unavailable(
+            near,
+            now,
+            Some(now + 30 * 24 * HOUR),
+            "sick",
+            now,
+            "api:dispatcher",
+        )
         .await
         .unwrap();
     assert_eq!(replanned.len(), 3);
     let report = pass(&db.store, &config, now + MINUTE).await;
     assert_eq!(report.booked, 3, "{report:?}");
-    let live: Vec<i32> = sqlx::query_scalar("select technician_id from bookings where cancelled_at is null")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let live: Vec<i32> =
+        sqlx::query_scalar("select technician_id from bookings where cancelled_at is null")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(live, vec![other; 3]);
-    let told: i64 = sqlx::query_scalar("select count(*) from outreach where message_type = 'rescheduled'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let told: i64 =
+        sqlx::query_scalar("select count(*) from outreach where message_type = 'rescheduled'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(told, 3);
 }
 
@@ -443,26 +581,48 @@ async fn a_technician_off_sick_has_their_visits_re_planned_and_customers_told() 
 /// one incident, no silence ticket booked, one notice per customer; 3 silent fridges in
 /// other cities are 3 ordinary tickets, booked.
 #[tokio::test]
-async fn three_hundred_silent_fridges_in_one_city_are_one_incident_and_three_elsewhere_are_tickets() {
+async fn three_hundred_silent_fridges_in_one_city_are_one_incident_and_three_elsewhere_are_tickets()
+{
     let db = TestDb::new().await;
     let pool = db.store_pool().clone();
     let config = config();
     let elsewhere = [(54.352, 18.6466), (51.1079, 17.0385), (52.4064, 16.9252)];
     for home in elsewhere.iter().copied().chain([KRAKOW]) {
-        technician(&pool, Tech { skills: &["fridge/*"], home, ..Tech::default() }).await;
+        technician(
+            &pool,
+            Tech {
+                skills: &["fridge/*"],
+                home,
+                ..Tech::default()
+            },
+        )
+        .await;
     }
     let mut state = 7u64;
     let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 11) as f64 / (1u64 << 53) as f64
     };
     let silent_at = t0() - 2 * HOUR;
     let mut city = Vec::new();
     for i in 0..300 {
         // 150 customers with two fridges each (a shop, a home), within ~3 km.
-        let owner = if i % 2 == 0 { customer(&pool, "sk", "standard").await } else { 0 };
-        let owner = if owner == 0 { *city.last().map(|(_, o)| o).unwrap() } else { owner };
-        let spot = (KRAKOW.0 + (next() - 0.5) * 0.05, KRAKOW.1 + (next() - 0.5) * 0.07);
+        let owner = if i % 2 == 0 {
+            customer(&pool, "sk", "standard").await
+        } else {
+            0
+        };
+        let owner = if owner == 0 {
+            *city.last().map(|(_, o)| o).unwrap()
+        } else {
+            owner
+        };
+        let spot = (
+            KRAKOW.0 + (next() - 0.5) * 0.05,
+            KRAKOW.1 + (next() - 0.5) * 0.07,
+        );
         let d = device(&pool, "fridge", "F1", owner, spot).await;
         city.push((d, owner));
     }
@@ -491,7 +651,11 @@ async fn three_hundred_silent_fridges_in_one_city_are_one_incident_and_three_els
     assert_eq!((report.incidents, report.held), (1, 300), "{report:?}");
     // Settled: the three elsewhere are released and booked; the city stays held.
     let again = pass(&db.store, &config, t0() + 40 * MINUTE).await;
-    assert_eq!((again.silent_devices, again.incidents, again.booked), (0, 0, 3), "{again:?}");
+    assert_eq!(
+        (again.silent_devices, again.incidents, again.booked),
+        (0, 0, 3),
+        "{again:?}"
+    );
     let (incidents, devices): (i64, i64) =
         sqlx::query_as("select count(*), sum(device_count)::bigint from incidents")
             .fetch_one(&pool)
@@ -524,7 +688,11 @@ async fn three_hundred_silent_fridges_in_one_city_are_one_incident_and_three_els
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((notices, customers), (150, 150), "one notice per customer, not per fridge");
+    assert_eq!(
+        (notices, customers),
+        (150, 150),
+        "one notice per customer, not per fridge"
+    );
     let ordinary: Vec<(String, Option<i64>, String)> = sqlx::query_as(
         "select status, incident_id, failure_mode from tickets where device_id = any($1)",
     )
@@ -534,11 +702,23 @@ async fn three_hundred_silent_fridges_in_one_city_are_one_incident_and_three_els
     .unwrap();
     assert_eq!(ordinary.len(), 3);
     for (status, incident, mode) in ordinary {
-        assert_eq!((status.as_str(), incident, mode.as_str()), ("booked", None, "fridge/silence"));
+        assert_eq!(
+            (status.as_str(), incident, mode.as_str()),
+            ("booked", None, "fridge/silence")
+        );
     }
     // The dispatcher triages: the held tickets are released and booked.
-    let incident_id: i64 = sqlx::query_scalar("select id from incidents").fetch_one(&pool).await.unwrap();
-    assert_eq!(db.store.triage_incident(incident_id, t0() + HOUR, "api:dispatcher").await.unwrap(), 300);
+    let incident_id: i64 = sqlx::query_scalar("select id from incidents")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store
+            .triage_incident(incident_id, t0() + HOUR, "api:dispatcher")
+            .await
+            .unwrap(),
+        300
+    );
     let after = pass(&db.store, &config, t0() + HOUR).await;
     assert!(after.booked > 0, "{after:?}");
 }
@@ -579,9 +759,19 @@ async fn critical_events_calls_and_silence_open_reactive_tickets_that_merge() {
     .await
     .unwrap();
     assert!(matches!(merged, Opened::Merged { .. }), "{merged:?}");
-    scores(&db.store, washer, "washer/drum_bearing", t0() + 3 * MINUTE, &[0.9]).await;
+    scores(
+        &db.store,
+        washer,
+        "washer/drum_bearing",
+        t0() + 3 * MINUTE,
+        &[0.9],
+    )
+    .await;
     // Read again (a second replica, a restart): the event acts once.
-    sqlx::query("update dispatch_progress set events_time = null").execute(&pool).await.unwrap();
+    sqlx::query("update dispatch_progress set events_time = null")
+        .execute(&pool)
+        .await
+        .unwrap();
     pass(&db.store, &config, t0() + 5 * MINUTE).await;
     let (kind, mode, occurrences): (String, String, i32) =
         sqlx::query_as("select kind, failure_mode, occurrences from tickets where device_id = $1")
@@ -589,7 +779,10 @@ async fn critical_events_calls_and_silence_open_reactive_tickets_that_merge() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!((kind.as_str(), mode.as_str(), occurrences), ("reactive", "washer/drum_bearing", 3));
+    assert_eq!(
+        (kind.as_str(), mode.as_str(), occurrences),
+        ("reactive", "washer/drum_bearing", 3)
+    );
     sqlx::query("update devices set stale_since = $2 where id = $1")
         .bind(washer)
         .bind(at(t0() + 10 * MINUTE))
@@ -599,12 +792,13 @@ async fn critical_events_calls_and_silence_open_reactive_tickets_that_merge() {
     for minutes in [30, 45] {
         pass(&db.store, &config, t0() + minutes * MINUTE).await;
     }
-    let silence: Vec<i32> =
-        sqlx::query_scalar("select occurrences from tickets where device_id = $1 and failure_mode = 'washer/silence'")
-            .bind(washer)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let silence: Vec<i32> = sqlx::query_scalar(
+        "select occurrences from tickets where device_id = $1 and failure_mode = 'washer/silence'",
+    )
+    .bind(washer)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(silence, vec![1]);
 }
 
@@ -628,8 +822,23 @@ async fn a_confirmed_fault_becomes_a_label_the_next_training_reads() {
         .await
         .unwrap();
     let visit = t0() + 8 * HOUR;
-    let refused = db.store.transition(ticket_id, &Transition::Close, visit, "technician:1", "early").await.unwrap();
-    assert_eq!(refused, Transitioned::Refused { from: "booked".into() });
+    let refused = db
+        .store
+        .transition(
+            ticket_id,
+            &Transition::Close,
+            visit,
+            "technician:1",
+            "early",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Transitioned::Refused {
+            from: "booked".into()
+        }
+    );
     for step in [
         Transition::EnRoute,
         Transition::OnSite,
@@ -640,29 +849,52 @@ async fn a_confirmed_fault_becomes_a_label_the_next_training_reads() {
         },
         Transition::Close,
     ] {
-        let done = db.store.transition(ticket_id, &step, visit, "technician:1", "visit").await.unwrap();
-        assert!(matches!(done, Transitioned::Done { .. }), "{step:?}: {done:?}");
+        let done = db
+            .store
+            .transition(ticket_id, &step, visit, "technician:1", "visit")
+            .await
+            .unwrap();
+        assert!(
+            matches!(done, Transitioned::Done { .. }),
+            "{step:?}: {done:?}"
+        );
     }
-    let statuses: Vec<String> = sqlx::query_scalar("select to_status from ticket_events where ticket_id = $1 order by id")
-        .bind(ticket_id)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert_eq!(statuses, ["open", "booked", "en_route", "on_site", "resolved", "closed"]);
+    let statuses: Vec<String> =
+        sqlx::query_scalar("select to_status from ticket_events where ticket_id = $1 order by id")
+            .bind(ticket_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        statuses,
+        [
+            "open", "booked", "en_route", "on_site", "resolved", "closed"
+        ]
+    );
     let (_, failures) = db
         .store
         .component_history(&[washer], at(visit + HOUR))
         .await
         .unwrap();
-    assert_eq!(failures.get(&(washer, "drum_bearing".to_string())), Some(&vec![visit]));
+    assert_eq!(
+        failures.get(&(washer, "drum_bearing".to_string())),
+        Some(&vec![visit])
+    );
     let seen = db.store.failure_modes_seen(at(visit + HOUR)).await.unwrap();
-    assert!(seen.contains(&("washer".into(), "drum_bearing".into(), 1)), "{seen:?}");
-    let messages: Vec<String> = sqlx::query_scalar("select message_type from outreach where ticket_id = $1 order by id")
-        .bind(ticket_id)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert_eq!(messages, ["booking_proposed", "technician_en_route", "resolved"]);
+    assert!(
+        seen.contains(&("washer".into(), "drum_bearing".into(), 1)),
+        "{seen:?}"
+    );
+    let messages: Vec<String> =
+        sqlx::query_scalar("select message_type from outreach where ticket_id = $1 order by id")
+            .bind(ticket_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        messages,
+        ["booking_proposed", "technician_en_route", "resolved"]
+    );
     // A silence confirmed as a fault names what failed.
     sqlx::query("update devices set stale_since = $2 where id = $1")
         .bind(washer)
@@ -673,23 +905,46 @@ async fn a_confirmed_fault_becomes_a_label_the_next_training_reads() {
     for minutes in [180, 200] {
         pass(&db.store, &config, visit + minutes * MINUTE).await;
     }
-    let silence: i64 = sqlx::query_scalar("select id from tickets where failure_mode = 'washer/silence'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let silence: i64 =
+        sqlx::query_scalar("select id from tickets where failure_mode = 'washer/silence'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     let resolve = |component: Option<&str>| Transition::Resolve {
         outcome: Outcome::FaultConfirmed,
         component: component.map(str::to_string),
         action: None,
     };
-    let status: String = sqlx::query_scalar("select status from tickets where id = $1").bind(silence).fetch_one(&pool).await.unwrap();
+    let status: String = sqlx::query_scalar("select status from tickets where id = $1")
+        .bind(silence)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(status, "booked");
     assert_eq!(
-        db.store.transition(silence, &resolve(None), visit + 4 * HOUR, "technician:1", "visit").await.unwrap(),
+        db.store
+            .transition(
+                silence,
+                &resolve(None),
+                visit + 4 * HOUR,
+                "technician:1",
+                "visit"
+            )
+            .await
+            .unwrap(),
         Transitioned::ComponentRequired
     );
     assert!(matches!(
-        db.store.transition(silence, &resolve(Some("power_supply")), visit + 4 * HOUR, "technician:1", "visit").await.unwrap(),
+        db.store
+            .transition(
+                silence,
+                &resolve(Some("power_supply")),
+                visit + 4 * HOUR,
+                "technician:1",
+                "visit"
+            )
+            .await
+            .unwrap(),
         Transitioned::Done { .. }
     ));
     let _ = Strategy::Insertion;
@@ -710,7 +965,10 @@ async fn a_silence_ticket_is_cancelled_when_telemetry_returns() {
         .execute(&pool)
         .await
         .unwrap();
-    assert_eq!(pass(&db.store, &config, t0() + MINUTE).await.silent_devices, 1);
+    assert_eq!(
+        pass(&db.store, &config, t0() + MINUTE).await.silent_devices,
+        1
+    );
     sqlx::query("update devices set stale_since = null where id = $1")
         .bind(camera)
         .execute(&pool)
@@ -726,5 +984,8 @@ async fn a_silence_ticket_is_cancelled_when_telemetry_returns() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!((status.as_str(), reason.as_str()), ("cancelled", "telemetry returned"));
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("cancelled", "telemetry returned")
+    );
 }

@@ -609,39 +609,3 @@ mod tests {
         }
     }
 }
-#[cfg(test)]
-mod worst_case_probe {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn probe() {
-        let mut s = 1u64;
-        let mut next = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (s >> 11) as f64 / (1u64 << 53) as f64
-        };
-        for (n, spread) in [(5000, 0.03), (5000, 0.1), (5000, 6.0), (20000, 0.03)] {
-            let members: Vec<Member> = (0..n)
-                .map(|id| Member {
-                    device_id: id,
-                    model: None,
-                    position: Some(Point {
-                        latitude: 52.2 + spread * (next() - 0.5),
-                        longitude: 21.0 + spread * (next() - 0.5),
-                    }),
-                    at: 0,
-                })
-                .collect();
-            let t = std::time::Instant::now();
-            let surges = find_surges(&members, &SurgeSettings::default());
-            println!(
-                "n {n} spread {spread}°: {} surges, {} members in first, {:?}",
-                surges.len(),
-                surges.first().map_or(0, |s| s.members.len()),
-                t.elapsed()
-            );
-        }
-    }
-}

@@ -11,10 +11,10 @@
 //!   written (`failures`, `maintenance`);
 //! - `models`: the model registry and its promotions;
 //! - `predictions`: `predictions` and the device summaries live scoring reads;
-//! - `tickets`: tickets with their audit, bookings, the lifecycle and its labels, the
-//!   `outreach` outbox rows;
-//! - `dispatch`: what the dispatch stage reads and locks (signals, streaks, triage,
-//!   bookable tickets, calendars, unavailability);
+//! - `tickets`: opening or merging tickets with their audit, bookings; `lifecycle`: the
+//!   later steps, their labels and the `outreach` outbox rows;
+//! - `dispatch`: what the dispatch stage reads and locks to turn signals into tickets;
+//!   `planning`: triage, incidents, bookable tickets, calendars, unavailability;
 //! - `transaction`: [`StoreTx`], how a caller writes several families in one transaction;
 //! - `admin`: creating and dropping databases, URL helpers, statistics, row counts;
 //! - `migrate`: migrations and TimescaleDB policies.
@@ -27,8 +27,10 @@ pub mod config;
 mod copy;
 mod dispatch;
 mod history;
+mod lifecycle;
 mod migrate;
 mod models;
+mod planning;
 mod predictions;
 mod registry;
 mod telemetry;
@@ -46,13 +48,17 @@ use crate::config::{DatabaseConfig, StorageConfig};
 
 pub use admin::{CountedTable, create_database, drop_database, url_with_database};
 pub use dispatch::{
-    BookableTicket, CalendarRow, CriticalEvent, DeviceContext, DispatchFigures, ModeFacts,
-    NewIncident, OpenIncident, OpenTicketRow, PredictionSignal, SilentDevice, StreakRow,
-    TechnicianPlanRow, TriageTicket,
+    CriticalEvent, DeviceContext, ModeFacts, OpenTicketRow, PredictionSignal, SilentDevice,
+    StreakRow,
 };
 pub use history::ComponentRecord;
+pub use lifecycle::{Message, MessageType, NOT_COMPONENTS, Outcome, Transition, Transitioned};
 pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};
 pub use models::{ModelRow, PromotionOutcome};
+pub use planning::{
+    BookableTicket, CalendarRow, DispatchFigures, NewIncident, OpenIncident, TechnicianPlanRow,
+    TriageTicket,
+};
 pub use predictions::{DeviceSummary, PredictionRow};
 pub(crate) use registry::missing_names;
 pub use registry::{
@@ -62,10 +68,7 @@ pub use registry::{
 pub use telemetry::{
     DeadLetterRow, EventRow, StatusRow, TelemetryColumns, WriteBatch, WriteReport,
 };
-pub use tickets::{
-    Booked, BookingRequest, Message, MessageType, NOT_COMPONENTS, Opened, Outcome, TicketKind,
-    TicketSignal, Transition, Transitioned,
-};
+pub use tickets::{Booked, BookingRequest, Opened, TicketKind, TicketSignal};
 pub use transaction::StoreTx;
 
 /// Errors of the storage layer, classified so that callers know whether to retry.

@@ -5,8 +5,8 @@
 //!
 //! The fleet: `--devices` devices of four kinds around five Polish cities, a customer for
 //! every two, `--technicians` technicians based in the same cities (two kinds each,
-//! Europe/Warsaw shifts), an active model per kind whose card measured lead times of
-//! 1–10 days. The signals: `--signals` scores over one simulated day (each device scored
+//! Europe/Warsaw shifts), an active model per kind whose card measured its own lead
+//! times (half a day to 10 days). The signals: `--signals` scores over one simulated day (each device scored
 //! at two consecutive hours), one device in eight degrading (scores above threshold).
 //! The dispatcher passes once per simulated hour; the figures are from the bookings it
 //! made.
@@ -232,8 +232,11 @@ async fn seed(store: &Store, bench: &DispatchBench, day: EpochMicros) -> Result<
     store.upsert_technicians(&technicians).await?;
     let from = DateTime::from_timestamp_micros(day - 400 * 24 * HOUR).unwrap_or_default();
     let to = DateTime::from_timestamp_micros(day).unwrap_or_default();
-    for (kind, component) in MODES {
-        let leads: Vec<f64> = (0..20).map(|i| 24.0 + 12.0 * f64::from(i)).collect();
+    // Lead times differ by mode, as cards measure them: a car's battery gives 12–88 h of
+    // warning (its window is under a day), a fridge's compressor 36–188 h.
+    for (k, (kind, component)) in MODES.into_iter().enumerate() {
+        let (first, step) = [(24.0, 12.0), (36.0, 8.0), (12.0, 4.0), (24.0, 6.0)][k];
+        let leads: Vec<f64> = (0..20).map(|i| first + step * f64::from(i)).collect();
         let mode = format!("{kind}/{component}");
         store
             .insert_models(&[ModelRow {

@@ -183,11 +183,11 @@ impl Dispatcher {
         let mut report = PassReport::default();
         self.modes = ModeBook::new(self.store.mode_facts().await?);
         self.apply_predictions(&mut report).await?;
-        self.critical_events(&mut report).await?;
         let clock = match now {
             Some(now) => Some(now),
             None => self.store.fleet_clock().await?,
         };
+        self.critical_events(clock, &mut report).await?;
         let Some(clock) = clock else {
             // No device has reported: nothing is silent, nothing to book.
             return Ok(report);

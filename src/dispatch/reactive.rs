@@ -10,8 +10,8 @@ use crate::store::{
 };
 
 /// Critical events are read again this far (event time) behind the newest seen: events
-/// of a device that was offline arrive late.
-const EVENT_LATENESS_MICROS: EpochMicros = 3_600_000_000;
+/// of a device that was offline arrive late (those handled are skipped in the query).
+const EVENT_LATENESS_MICROS: EpochMicros = 86_400_000_000;
 /// Events and silent devices read per query.
 const REACTIVE_BATCH: i64 = 2_000;
 
@@ -70,18 +70,29 @@ impl Dispatcher {
             )
     }
 
-    /// Critical device events since the last pass: a reactive ticket each.
+    /// Critical device events not handled yet: a reactive ticket each. Read from a day
+    /// (event time) behind the newest seen, so a device that was offline and sends its
+    /// buffered events late is still heard; the mark never runs more than an hour ahead of
+    /// the fleet's clock (one device with its clock in the future hides nobody's events).
     pub(super) async fn critical_events(
         &mut self,
+        clock: Option<EpochMicros>,
         report: &mut PassReport,
     ) -> Result<(), DispatchError> {
         let (_, mark) = self.store.dispatch_progress().await?;
-        let mut after = mark.map(|m| m.saturating_sub(EVENT_LATENESS_MICROS));
+        let since = mark.map(|m| m.saturating_sub(EVENT_LATENESS_MICROS));
+        let mut after: Option<(EpochMicros, i32, String)> = None;
+        let mut newest = None;
         loop {
-            let events = self.store.critical_events(after, REACTIVE_BATCH).await?;
-            let Some(last) = events.last().map(|e| e.time) else {
+            let events = self
+                .store
+                .critical_events(since, after.clone(), REACTIVE_BATCH)
+                .await?;
+            let Some(last) = events.last() else {
                 break;
             };
+            after = Some((last.time, last.device_id, last.code.clone()));
+            newest = newest.max(Some(last.time));
             for event in &events {
                 let mut tx = self.store.begin().await?;
                 if !tx
@@ -110,11 +121,17 @@ impl Dispatcher {
                 tx.commit().await?;
                 report.critical_events += 1;
             }
-            self.store.set_dispatch_progress(None, Some(last)).await?;
-            if (events.len() as i64) < REACTIVE_BATCH || Some(last) == after {
+            if (events.len() as i64) < REACTIVE_BATCH {
                 break;
             }
-            after = Some(last);
+        }
+        let cap = clock.map(|c| c.saturating_add(3_600_000_000));
+        let mark = match (newest, cap) {
+            (Some(newest), Some(cap)) => Some(newest.min(cap)),
+            (newest, _) => newest,
+        };
+        if mark.is_some() {
+            self.store.set_dispatch_progress(None, mark).await?;
         }
         Ok(())
     }

@@ -231,14 +231,17 @@ impl Dispatcher {
                             ticket_id
                         }
                     };
+                    // Merged: a customer's call or a critical event opened it since this
+                    // batch read the open tickets — not the model's to cancel.
+                    let proactive = matches!(opened, Opened::Created { .. });
                     tickets.insert(
                         key.clone(),
                         (
                             ticket_id,
                             OpenTicket {
                                 highest_risk: signal.probability,
-                                booked: false,
-                                proactive: true,
+                                booked: !proactive,
+                                proactive,
                             },
                         ),
                     );
@@ -365,7 +368,9 @@ impl Dispatcher {
         let (leads, horizon) = facts.map_or((&[][..], Duration::from_secs(7 * 86_400)), |f| {
             (
                 &f.lead_times_hours[..],
-                Duration::from_secs_f64((f.horizon_hours * 3600.0).clamp(3600.0, 3.2e9)),
+                // A horizon that is not a number is a week, not a panic.
+                Duration::try_from_secs_f64((f.horizon_hours * 3600.0).clamp(3600.0, 3.2e9))
+                    .unwrap_or(Duration::from_secs(7 * 86_400)),
             )
         });
         let elapsed = streak.above_since.map_or(Duration::ZERO, |since| {

@@ -51,9 +51,6 @@ impl Dispatcher {
         if tickets.is_empty() {
             return Ok(());
         }
-        // Tickets held by a score being applied were skipped: a surge they belong to may
-        // look too small now, so nothing is released until triage sees them all.
-        let complete = tickets.len() as i64 >= tx.tickets_waiting_for_triage().await?;
         let incidents = tx.open_incidents().await?;
         let mut groups: BTreeMap<String, Vec<TriageTicket>> = BTreeMap::new();
         for ticket in tickets {
@@ -129,9 +126,7 @@ impl Dispatcher {
                     .map(|t| t.id),
             );
         }
-        if complete {
-            report.released += tx.release_tickets(&release, clock).await?;
-        }
+        report.released += tx.release_tickets(&release, clock).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -116,7 +116,8 @@ pub fn expected_remaining(
     }
     beyond.sort_by(f64::total_cmp);
     let rank = (policy.quantile.clamp(0.0, 1.0) * (beyond.len() - 1) as f64).round() as usize;
-    Duration::from_secs_f64(beyond[rank] * 3600.0)
+    // A lead time beyond a century (a corrupt card) is a century, not a panic.
+    Duration::try_from_secs_f64((beyond[rank] * 3600.0).min(3.2e9)).unwrap_or(Duration::ZERO)
 }
 
 /// The priority from risk, adjusted: one step more urgent for a critical device, for a

@@ -229,20 +229,33 @@ impl Store {
         Ok(newest.map(micros))
     }
 
-    /// Critical events after `after` (event time), oldest first.
+    /// Critical events not handled yet, at or after `since` (event time) and after the
+    /// key `after` (time, device, code: the last of the previous page), oldest first.
     pub async fn critical_events(
         &self,
-        after: Option<EpochMicros>,
+        since: Option<EpochMicros>,
+        after: Option<(EpochMicros, i32, String)>,
         limit: i64,
     ) -> Result<Vec<CriticalEvent>, StoreError> {
+        let (after_time, after_device, after_code) = match after {
+            Some((time, device, code)) => (Some(timestamp(time)?), Some(device), Some(code)),
+            None => (None, None, None),
+        };
         let rows: Vec<(i32, String, DateTime<Utc>, String, String)> = sqlx::query_as(
             "select e.device_id, d.kind, e.time, e.code, e.message
              from device_events e join devices d on d.id = e.device_id
-             where e.severity = 'critical' and ($1::timestamptz is null or e.time > $1)
+             where e.severity = 'critical' and ($1::timestamptz is null or e.time >= $1)
+               and ($2::timestamptz is null or (e.time, e.device_id, e.code) > ($2, $3, $4))
+               and not exists (select 1 from dispatch_handled h
+                               where h.source = 'critical_event' and h.device_id = e.device_id
+                                 and h.at = e.time and h.key = e.code)
              order by e.time, e.device_id, e.code
-             limit $2",
+             limit $5",
         )
-        .bind(after.map(timestamp).transpose()?)
+        .bind(since.map(timestamp).transpose()?)
+        .bind(after_time)
+        .bind(after_device)
+        .bind(after_code)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;

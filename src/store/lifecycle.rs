@@ -114,7 +114,7 @@ impl Transition {
             Transition::Resolve {
                 outcome: Outcome::CustomerDeclined,
                 ..
-            } => &["open", "booked"],
+            } => &["open", "booked", "en_route", "on_site"],
             Transition::Resolve { .. } => &["booked", "en_route", "on_site"],
             Transition::Close => &["resolved"],
             Transition::Cancel => &["open", "booked", "en_route"],
@@ -131,7 +131,7 @@ impl Transition {
 
 /// Components a failure mode names that are not components: a ticket of such a mode
 /// confirmed as a fault must say what failed.
-pub const NOT_COMPONENTS: &[&str] = &["silence", "critical"];
+pub const NOT_COMPONENTS: &[&str] = &["silence", "critical", "unknown"];
 
 /// What a transition did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,13 +289,20 @@ impl StoreTx {
         let frees_slot = to == "cancelled" || outcome == Some(Outcome::CustomerDeclined);
         if frees_slot {
             sqlx::query(
-                "update bookings set cancelled_at = now()
+                "update bookings set cancelled_at = $2
                  where ticket_id = $1 and cancelled_at is null",
             )
             .bind(ticket_id)
+            .bind(at_time)
             .execute(self.connection())
             .await?;
         }
+        // The customer heard of a visit (one was ever booked): they hear it is off.
+        let was_booked: bool =
+            sqlx::query_scalar("select exists (select 1 from bookings where ticket_id = $1)")
+                .bind(ticket_id)
+                .fetch_one(self.connection())
+                .await?;
         let detail = match (&outcome, &component) {
             (Some(outcome), Some(component)) => serde_json::json!({
                 "outcome": outcome.as_str(),
@@ -306,7 +313,9 @@ impl StoreTx {
         };
         self.ticket_event_with(ticket_id, at, actor, Some(&from), to, reason, detail)
             .await?;
-        if let (Some(outcome), Some(component)) = (outcome, &component) {
+        // A component that is no component (a silence found harmless) is no label.
+        let labelled = component.as_deref().filter(|c| !NOT_COMPONENTS.contains(c));
+        if let (Some(outcome), Some(component)) = (outcome, labelled) {
             let action = match outcome {
                 Outcome::FaultConfirmed => Some(action.as_deref().unwrap_or("replaced")),
                 Outcome::NoFaultFound => Some("inspected"),
@@ -344,7 +353,7 @@ impl StoreTx {
             ("en_route", _) => Some(MessageType::TechnicianEnRoute),
             ("resolved", Some(Outcome::CustomerDeclined)) => None,
             ("resolved", _) => Some(MessageType::Resolved),
-            ("cancelled", _) if from != "open" => Some(MessageType::Cancelled),
+            ("cancelled", _) if was_booked => Some(MessageType::Cancelled),
             _ => None,
         };
         if let Some(message_type) = message {

@@ -205,6 +205,13 @@ impl Store {
     ) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.begin().await?;
         let (start, end) = (timestamp(start)?, end.map(timestamp).transpose()?);
+        // The technician's booking lock: no booking of theirs commits in between, and
+        // `book` sees the unavailability once it has the lock.
+        sqlx::query("select pg_advisory_xact_lock($1, $2)")
+            .bind(super::tickets::BOOKING_LOCK_KEY)
+            .bind(technician_id)
+            .execute(tx.connection())
+            .await?;
         sqlx::query(
             "insert into technician_unavailability (technician_id, period, reason)
              values ($1, tstzrange($2, $3, '[)'), $4)",
@@ -215,21 +222,36 @@ impl Store {
         .bind(reason)
         .execute(tx.connection())
         .await?;
+        // Only visits not started are re-planned (a technician already on the way finishes
+        // or hands over through the lifecycle); tickets are locked first, in id order, as a
+        // cancellation locks its ticket before its booking.
         let tickets: Vec<i64> = sqlx::query_scalar(
-            "with cancelled as (
-                 update bookings set cancelled_at = now()
-                 where technician_id = $1 and cancelled_at is null
-                   and slot && tstzrange($2, $3, '[)')
-                 returning ticket_id)
-             update tickets t set status = 'open', technician_id = null, plan_after = null,
-                                  updated_at = now()
-             from cancelled c where t.id = c.ticket_id and t.status = 'booked'
-             returning t.id",
+            "select t.id from tickets t join bookings b on b.ticket_id = t.id
+             where b.technician_id = $1 and b.cancelled_at is null
+               and b.slot && tstzrange($2, $3, '[)') and t.status = 'booked'
+             order by t.id
+             for update of t",
         )
         .bind(technician_id)
         .bind(start)
         .bind(end)
         .fetch_all(tx.connection())
+        .await?;
+        sqlx::query(
+            "update bookings set cancelled_at = $2
+             where ticket_id = any($1) and cancelled_at is null",
+        )
+        .bind(&tickets)
+        .bind(timestamp(at)?)
+        .execute(tx.connection())
+        .await?;
+        sqlx::query(
+            "update tickets set status = 'open', technician_id = null, plan_after = null,
+                                updated_at = now()
+             where id = any($1)",
+        )
+        .bind(&tickets)
+        .execute(tx.connection())
         .await?;
         for ticket_id in &tickets {
             tx.ticket_event(
@@ -347,8 +369,8 @@ impl StoreTx {
             .await?)
     }
 
-    /// Open tickets not yet released nor in an incident, oldest first, locked; those
-    /// another transaction holds (a score being applied to them) are skipped.
+    /// Open tickets not yet released nor in an incident, locked in id order (as a score
+    /// being applied locks them, so the two wait for each other without a cycle).
     pub async fn tickets_to_triage(&mut self, limit: i64) -> Result<Vec<TriageTicket>, StoreError> {
         let rows: Vec<(
             i64,
@@ -368,9 +390,9 @@ impl StoreTx {
                         coalesce(t.site_longitude, d.longitude)
                  from tickets t join devices d on d.id = t.device_id
                  where t.status = 'open' and t.released_at is null and t.incident_id is null
-                 order by t.opened_at, t.id
+                 order by t.id
                  limit $1
-                 for update of t skip locked",
+                 for update of t",
         )
         .bind(limit)
         .fetch_all(self.connection())
@@ -404,16 +426,6 @@ impl StoreTx {
                 },
             )
             .collect())
-    }
-
-    /// How many tickets wait for triage, locked or not.
-    pub async fn tickets_waiting_for_triage(&mut self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(
-            "select count(*) from tickets
-             where status = 'open' and released_at is null and incident_id is null",
-        )
-        .fetch_one(self.connection())
-        .await?)
     }
 
     /// Incidents no dispatcher has triaged yet.
@@ -474,11 +486,22 @@ impl StoreTx {
         at: EpochMicros,
         actor: &str,
     ) -> Result<Vec<i64>, StoreError> {
+        // A dispatcher may have triaged it meanwhile: then nothing joins it (the tickets
+        // stay waiting and are triaged again).
+        let open: Option<String> = sqlx::query_scalar(
+            "select status from incidents where id = $1 and status = 'open' for update",
+        )
+        .bind(incident_id)
+        .fetch_optional(self.connection())
+        .await?;
+        if open.is_none() {
+            return Ok(Vec::new());
+        }
         let linked: Vec<(i64, Option<i64>, DateTime<Utc>)> = sqlx::query_as(
             "update tickets t set incident_id = $1, updated_at = now()
              from devices d
              where t.id = any($2) and d.id = t.device_id and t.incident_id is null
-             returning t.id, d.customer_id, t.opened_at",
+             returning t.id, d.customer_id, t.first_seen_at",
         )
         .bind(incident_id)
         .bind(ticket_ids)

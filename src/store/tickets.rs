@@ -12,7 +12,7 @@ use crate::contract::EpochMicros;
 /// Times a booking is retried after PostgreSQL broke a deadlock by failing it.
 const MAX_DEADLOCK_RETRIES: u32 = 5;
 /// First key of the advisory lock a booking takes on its technician (the second).
-const BOOKING_LOCK_KEY: i32 = 0x0B00_C1D0;
+pub(super) const BOOKING_LOCK_KEY: i32 = 0x0B00_C1D0;
 
 /// Where a ticket comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,8 @@ pub enum Booked {
     Booked {
         booking_id: i64,
     },
-    /// The technician has an overlapping booking (the exclusion constraint said no).
+    /// The technician has an overlapping booking (the exclusion constraint said no), or
+    /// is unavailable then.
     SlotTaken,
     /// The ticket is not open (already booked, cancelled, resolved) or does not exist.
     NotBookable,
@@ -321,7 +322,30 @@ impl StoreTx {
                 .bind(technician_id)
                 .execute(self.connection())
                 .await;
-            let inserted: Result<i64, sqlx::Error> = match locked {
+            // With the lock held, an unavailability recorded before is seen (one recorded
+            // after waits for this commit and then re-plans the booking).
+            let off: Result<bool, sqlx::Error> = match locked {
+                Err(error) => Err(error),
+                Ok(_) => {
+                    sqlx::query_scalar(
+                        "select exists (select 1 from technician_unavailability
+                                        where technician_id = $1
+                                          and period && tstzrange($2, $3, '[)'))",
+                    )
+                    .bind(technician_id)
+                    .bind(start_at)
+                    .bind(end_at)
+                    .fetch_one(self.connection())
+                    .await
+                }
+            };
+            if matches!(off, Ok(true)) {
+                sqlx::query("rollback to savepoint book")
+                    .execute(self.connection())
+                    .await?;
+                return Ok(Booked::SlotTaken);
+            }
+            let inserted: Result<i64, sqlx::Error> = match off {
                 Err(error) => Err(error),
                 Ok(_) => {
                     sqlx::query_scalar(

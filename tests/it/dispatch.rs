@@ -216,14 +216,35 @@ async fn scores_open_one_ticket_keep_its_repeats_escalate_and_cancel() {
     )
     .await;
     assert_eq!(escalations, 1, "one merge of two repeats escalating 3 → 1");
-    // The same scores again (a replay, another model version at the same times) change
-    // nothing.
+    // The same times scored again by another model version are replays: nothing changes.
+    let replayed: Vec<PredictionRow> = [0.3, 0.6, 0.6, 0.8, 0.95]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PredictionRow {
+            time: at(t0() + i as i64 * HOUR),
+            device_id: rising,
+            failure_mode: mode.to_string(),
+            probability: *p,
+            horizon_hours: 168.0,
+            model_version: "v2".into(),
+            above_threshold: *p >= 0.5,
+            top_factors: serde_json::json!([]),
+        })
+        .collect();
+    db.store.insert_predictions(&replayed).await.unwrap();
     let again = pass(&db.store, &config, t0() + 5 * HOUR).await;
     assert_eq!(
-        (again.signals, again.opened, again.merged),
+        (again.opened, again.merged, again.escalated),
         (0, 0, 0),
         "{again:?}"
     );
+    let occurrences_after: i32 =
+        sqlx::query_scalar("select occurrences from tickets where id = $1")
+            .bind(ticket_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(occurrences_after, 3);
     // Flapping between the thresholds (close: 0.3) keeps the ticket; three low scores
     // cancel it (no technician exists, so it was never booked).
     scores(
@@ -740,6 +761,19 @@ async fn critical_events_calls_and_silence_open_reactive_tickets_that_merge() {
     )
     .bind(at(t0()))
     .bind(washer)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let report = pass(&db.store, &config, t0() + MINUTE).await;
+    assert_eq!(report.critical_events, 1, "{report:?}");
+    // A device that was offline sends its critical event five hours late: still heard.
+    let late = device(&pool, "washer", "W1", owner, WARSAW).await;
+    sqlx::query(
+        "insert into device_events (time, device_id, code, severity, message)
+         values ($1, $2, 'FAIL', 'critical', 'drum_bearing failure')",
+    )
+    .bind(at(t0() - 5 * HOUR))
+    .bind(late)
     .execute(&pool)
     .await
     .unwrap();

@@ -79,8 +79,8 @@ impl Dispatcher {
         clock: Option<EpochMicros>,
         report: &mut PassReport,
     ) -> Result<(), DispatchError> {
-        let (_, mark) = self.store.dispatch_progress().await?;
-        let since = mark.map(|m| m.saturating_sub(EVENT_LATENESS_MICROS));
+        let (_, previous) = self.store.dispatch_progress().await?;
+        let since = previous.map(|m| m.saturating_sub(EVENT_LATENESS_MICROS));
         let mut after: Option<(EpochMicros, i32, String)> = None;
         let mut newest = None;
         loop {
@@ -133,6 +133,12 @@ impl Dispatcher {
         if mark.is_some() {
             self.store.set_dispatch_progress(None, mark).await?;
         }
+        // What can no longer be read again need not be remembered: `dispatch_handled`
+        // stays the size of a day of events and the current silences.
+        let before = mark
+            .or(previous)
+            .map(|m| m.saturating_sub(2 * EVENT_LATENESS_MICROS));
+        self.store.prune_handled(before).await?;
         Ok(())
     }
 

@@ -271,6 +271,36 @@ impl Store {
             .collect())
     }
 
+    /// Forgets handled signals that can no longer be read again: critical events older
+    /// than `events_before` (behind the read window; `None`: none yet), and silences whose device is no
+    /// longer stale since that time (a new silence has a new `stale_since`). Returns the
+    /// rows deleted.
+    pub async fn prune_handled(
+        &self,
+        events_before: Option<EpochMicros>,
+    ) -> Result<u64, StoreError> {
+        let events = match events_before {
+            Some(before) => sqlx::query(
+                "delete from dispatch_handled where source = 'critical_event' and at < $1",
+            )
+            .bind(timestamp(before)?)
+            .execute(&self.pool)
+            .await?
+            .rows_affected(),
+            None => 0,
+        };
+        let silences = sqlx::query(
+            "delete from dispatch_handled h
+             where h.source = 'silence'
+               and not exists (select 1 from devices d
+                               where d.id = h.device_id and d.stale_since = h.at)",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(events + silences)
+    }
+
     /// Devices marked stale whose silence has not been acted on.
     pub async fn silent_devices(&self, limit: i64) -> Result<Vec<SilentDevice>, StoreError> {
         let rows: Vec<(i32, String, DateTime<Utc>)> = sqlx::query_as(

@@ -1022,4 +1022,13 @@ async fn a_silence_ticket_is_cancelled_when_telemetry_returns() {
         (status.as_str(), reason.as_str()),
         ("cancelled", "telemetry returned")
     );
+    // The silence is no longer remembered as handled: a new one will act again.
+    let remembered: i64 = sqlx::query_scalar(
+        "select count(*) from dispatch_handled where source = 'silence' and device_id = $1",
+    )
+    .bind(camera)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(remembered, 0);
 }

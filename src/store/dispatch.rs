@@ -10,17 +10,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError, StoreTx};
+use super::{Store, StoreError, StoreTx, micros, timestamp};
 use crate::contract::EpochMicros;
-
-pub(super) fn micros(time: DateTime<Utc>) -> EpochMicros {
-    time.timestamp_micros()
-}
-
-pub(super) fn timestamp(micros: EpochMicros) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_micros(micros)
-        .ok_or(StoreError::Unsupported("a time outside chrono's range"))
-}
 
 /// What dispatch needs of a trained mode (`models`): its alert threshold, horizon and the
 /// lead times its card measured.

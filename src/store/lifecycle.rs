@@ -3,8 +3,7 @@
 //! `booked → en_route → on_site → resolved → closed` (or `cancelled`) with its audit, and
 //! the labels an outcome writes (`failures`, `maintenance`) for the next training.
 
-use super::tickets::timestamp;
-use super::{Store, StoreError, StoreTx};
+use super::{Store, StoreError, StoreTx, timestamp};
 use crate::contract::EpochMicros;
 
 /// A message to a customer (`outreach`, the outbox): written in the transaction of the

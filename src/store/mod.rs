@@ -289,7 +289,13 @@ fn interval_literal(duration: Duration) -> String {
     format!("{} seconds", duration.as_secs())
 }
 
-/// Microseconds since the Unix epoch, the time unit of `features`.
+/// Microseconds since the Unix epoch, the time unit of `features` and `dispatch`.
 fn micros(time: DateTime<Utc>) -> i64 {
     time.timestamp_micros()
+}
+
+/// The time of `micros` (since the Unix epoch), or an error for one outside chrono's range.
+fn timestamp(micros: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or(StoreError::Unsupported("a time outside chrono's range"))
 }

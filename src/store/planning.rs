@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, NaiveTime, Utc};
 
-use super::dispatch::{micros, position, timestamp};
-use super::{Store, StoreError, StoreTx};
+use super::dispatch::position;
+use super::{Store, StoreError, StoreTx, micros, timestamp};
 use crate::contract::EpochMicros;
 
 /// First key of the advisory lock one triage at a time holds (across replicas).

@@ -4,9 +4,7 @@
 //! on the two invariants replicas could race on: one open ticket per (device, failure
 //! mode) (a partial unique index) and no double booking (an exclusion constraint).
 
-use chrono::{DateTime, Utc};
-
-use super::{Store, StoreError, StoreTx};
+use super::{Store, StoreError, StoreTx, timestamp};
 use crate::contract::EpochMicros;
 
 /// Times a booking is retried after PostgreSQL broke a deadlock by failing it.
@@ -98,11 +96,6 @@ pub enum Booked {
     SlotTaken,
     /// The ticket is not open (already booked, cancelled, resolved) or does not exist.
     NotBookable,
-}
-
-pub(super) fn timestamp(micros: EpochMicros) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_micros(micros)
-        .ok_or(StoreError::Unsupported("a time outside chrono's range"))
 }
 
 impl StoreTx {

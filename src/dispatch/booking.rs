@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use super::plan::{self, Calendar, Job, Point, Stop, Technician};
+use super::proposals::{PlanView, Proposal, proposal_message};
 use super::window::Criticality;
 use super::{DispatchError, Dispatcher, PassReport};
 use crate::contract::EpochMicros;
@@ -17,7 +18,7 @@ use crate::store::{
     TechnicianPlanRow,
 };
 
-const DAY_MICROS: EpochMicros = 86_400_000_000;
+pub(super) const DAY_MICROS: EpochMicros = 86_400_000_000;
 /// One ticket per transaction: a booking holds its technician's advisory lock until
 /// commit, so a transaction booking several tickets would hold several technicians' locks
 /// and two replicas could each wait for the other's (seen: `bench dispatch`, two replicas).
@@ -67,34 +68,11 @@ impl Dispatcher {
         clock: EpochMicros,
         report: &mut PassReport,
     ) -> Result<(), DispatchError> {
-        let rows = self.store.technicians_for_planning().await?;
-        let names: HashMap<i32, String> = rows
-            .iter()
-            .map(|r| {
-                let first = r.name.split_whitespace().next().unwrap_or("").to_string();
-                (r.id, first)
-            })
-            .collect();
-        let technicians: Vec<Technician> = rows.iter().filter_map(technician).collect();
-        let horizon = i64::from(self.config.plan.horizon_days) + 2;
-        let mut calendar = Calendar::default();
-        for row in self
-            .store
-            .calendar(clock - DAY_MICROS, clock + horizon * DAY_MICROS)
-            .await?
-        {
-            calendar.add(
-                row.technician_id,
-                Stop {
-                    start: row.start,
-                    end: row.end,
-                    site: row.site.map(|(latitude, longitude)| Point {
-                        latitude,
-                        longitude,
-                    }),
-                },
-            );
-        }
+        let PlanView {
+            technicians,
+            names,
+            mut calendar,
+        } = self.plan_view(clock).await?;
         let mut booked_this_pass = 0usize;
         while booked_this_pass < self.config.bookings_per_pass {
             let mut tx = self.store.begin().await?;
@@ -177,7 +155,10 @@ impl Dispatcher {
                 self.config.strategy,
             );
             why_not = "no technician with the skill, in range and on shift has a free slot";
+            let urgent = ticket.priority == 1
+                && self.config.criticality_of(&ticket.device_kind) == Criticality::High;
             for candidate in candidates {
+                let hold_until = self.hold_until(clock, candidate.start, urgent, ticket.rebooking);
                 let booked = tx
                     .book(&BookingRequest {
                         ticket_id: ticket.id,
@@ -187,6 +168,7 @@ impl Dispatcher {
                         site: Some((latitude, longitude)),
                         at: clock,
                         actor: &self.actor,
+                        hold_until,
                     })
                     .await?;
                 match booked {
@@ -200,35 +182,24 @@ impl Dispatcher {
                             },
                         );
                         report.booked += 1;
-                        let message_type = if ticket.rebooking {
-                            MessageType::Rescheduled
-                        } else {
-                            MessageType::BookingProposed
-                        };
-                        let urgent = ticket.priority == 1
-                            && self.config.criticality_of(&ticket.device_kind) == Criticality::High;
-                        let queued = tx
-                            .queue_ticket_message(
-                                ticket.id,
-                                &Message {
-                                    idempotency_key: format!(
-                                        "ticket:{}:booking:{booking_id}",
-                                        ticket.id
-                                    ),
-                                    message_type,
+                        // The customer is told now, or once the hold is over.
+                        if hold_until.is_none() {
+                            let message = proposal_message(
+                                &Proposal {
+                                    ticket_id: ticket.id,
+                                    booking_id,
+                                    start: candidate.start,
+                                    end: candidate.end,
+                                    technician: names.get(&candidate.technician_id),
+                                    due,
                                     urgent,
-                                    payload: serde_json::json!({
-                                        "booking_id": booking_id,
-                                        "slot_start": chrono::DateTime::from_timestamp_micros(candidate.start),
-                                        "slot_end": chrono::DateTime::from_timestamp_micros(candidate.end),
-                                        "technician": names.get(&candidate.technician_id),
-                                        "inside_window": candidate.end <= due,
-                                    }),
-                                    at: clock,
                                 },
-                            )
-                            .await?;
-                        report.messages += u64::from(queued);
+                                ticket.rebooking,
+                                clock,
+                            );
+                            report.messages +=
+                                u64::from(tx.queue_ticket_message(ticket.id, &message).await?);
+                        }
                         return Ok(true);
                     }
                     Booked::SlotTaken => report.slot_taken += 1,

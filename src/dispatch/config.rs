@@ -46,6 +46,7 @@ pub struct DispatchConfig {
     pub modes: BTreeMap<String, TicketPolicy>,
     pub window: WindowPolicy,
     pub plan: PlanSettings,
+    pub proposal: ProposalSettings,
     pub surge: SurgeSettings,
     /// Per device kind: `high` (a car on the road, a fridge), `normal`, `low` (a camera).
     pub criticality: BTreeMap<String, Criticality>,
@@ -79,6 +80,7 @@ impl Default for DispatchConfig {
             modes: BTreeMap::new(),
             window: WindowPolicy::default(),
             plan: PlanSettings::default(),
+            proposal: ProposalSettings::default(),
             surge: SurgeSettings::default(),
             criticality,
             critical_codes: BTreeMap::new(),
@@ -115,6 +117,18 @@ impl DispatchConfig {
         self.plan
             .validate()
             .map_err(|e| invalid("dispatch.plan", e))?;
+        rule(
+            self.proposal.min_gain_km.is_finite() && self.proposal.min_gain_km > 0.0,
+            "dispatch.proposal.min_gain_km",
+            self.proposal.min_gain_km,
+            "it must be finite and above 0 (or visits could move back and forth)",
+        )?;
+        rule(
+            self.proposal.improve_evaluations <= 1_000_000,
+            "dispatch.proposal.improve_evaluations",
+            self.proposal.improve_evaluations,
+            "it must be at most 1000000",
+        )?;
         self.surge
             .validate()
             .map_err(|e| invalid("dispatch.surge", e))?;
@@ -163,5 +177,32 @@ impl DispatchConfig {
             "quantile and fallback_fraction must be within 0..1",
         )?;
         Ok(())
+    }
+}
+
+/// When a booking is told to its customer (`dispatch.proposal`). A booking is made as soon
+/// as its ticket is released, and held — nobody told — for `hold`, while later bookings
+/// may show a better place for it (`improve_evaluations` visits re-placed per pass, each
+/// move saving at least `min_gain_km` of the planning cost). A visit less than
+/// `min_notice` away, an urgent one and a rescheduled one are told at once.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProposalSettings {
+    #[serde(with = "humantime_serde")]
+    pub hold: Duration,
+    #[serde(with = "humantime_serde")]
+    pub min_notice: Duration,
+    pub min_gain_km: f64,
+    pub improve_evaluations: usize,
+}
+
+impl Default for ProposalSettings {
+    fn default() -> Self {
+        ProposalSettings {
+            hold: Duration::from_secs(12 * 3600),
+            min_notice: Duration::from_secs(12 * 3600),
+            min_gain_km: 1.0,
+            improve_evaluations: 1_000,
+        }
     }
 }

@@ -12,8 +12,11 @@
 //!    kilometres) — becomes one incident holding its tickets, with one notice per
 //!    customer; the rest are released (`triage.rs`);
 //! 4. books released tickets: the technician and slot [`plan`] chooses, the database's
-//!    exclusion constraint the last word, the customer told through the outbox in the
-//!    same transaction (`booking.rs`).
+//!    exclusion constraint the last word (`booking.rs`);
+//! 5. tells customers of their visit through the outbox, in the transaction that decides
+//!    it: at once when urgent, soon or rescheduled, else once the booking's hold is over;
+//!    until then each pass moves held visits to cheaper places as later tickets are
+//!    booked around them (`proposals.rs`, [`plan::improve`]).
 //!
 //! Every write goes through `store` with its `ticket_events` row; replicas share the work
 //! through row locks (`FOR UPDATE SKIP LOCKED`), an advisory lock for triage and the
@@ -26,6 +29,7 @@ pub mod surge;
 pub mod window;
 
 pub(crate) mod booking;
+mod proposals;
 mod reactive;
 mod signals;
 mod triage;
@@ -48,6 +52,8 @@ use crate::store::{ModeFacts, Store, StoreError};
 pub enum DispatchError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the planning task failed: {0}")]
+    Planning(String),
 }
 
 /// What one pass did.
@@ -73,6 +79,12 @@ pub struct PassReport {
     pub slot_taken: u64,
     /// Tickets no technician could take (planned again later).
     pub unbookable: u64,
+    /// Held bookings whose customers were told (their hold over).
+    pub proposed: u64,
+    /// Held bookings moved to a cheaper place before anyone was told.
+    pub improved: u64,
+    /// Planned moves refused at write time (the booking or slot changed meanwhile).
+    pub improve_refused: u64,
     pub messages: u64,
 }
 
@@ -92,6 +104,9 @@ impl PassReport {
             ("booked", self.booked),
             ("slot_taken", self.slot_taken),
             ("unbookable", self.unbookable),
+            ("proposed", self.proposed),
+            ("improved", self.improved),
+            ("improve_refused", self.improve_refused),
             ("message", self.messages),
         ];
         for (action, n) in actions {
@@ -195,6 +210,9 @@ impl Dispatcher {
         self.silent_devices(clock, &mut report).await?;
         self.triage(clock, &mut report).await?;
         self.book(clock, &mut report).await?;
+        let view = self.plan_view(clock).await?;
+        self.propose(clock, &view.names, &mut report).await?;
+        self.improve(clock, view, &mut report).await?;
         Ok(report)
     }
 }

@@ -296,9 +296,10 @@ impl StoreTx {
             .execute(self.connection())
             .await?;
         }
-        // The customer heard of a visit (one was ever booked): they hear it is off.
-        let was_booked: bool =
-            sqlx::query_scalar("select exists (select 1 from bookings where ticket_id = $1)")
+        // The customer heard of a visit (one was ever proposed): they hear it is off.
+        let was_booked: bool = sqlx::query_scalar(
+            "select exists (select 1 from bookings where ticket_id = $1 and proposed_at is not null)",
+        )
                 .bind(ticket_id)
                 .fetch_one(self.connection())
                 .await?;

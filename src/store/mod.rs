@@ -32,6 +32,7 @@ mod migrate;
 mod models;
 mod planning;
 mod predictions;
+mod proposals;
 mod registry;
 mod telemetry;
 pub mod testing;
@@ -60,6 +61,7 @@ pub use planning::{
     TriageTicket,
 };
 pub use predictions::{DeviceSummary, PredictionRow};
+pub use proposals::{BookingMove, HeldBooking};
 pub(crate) use registry::missing_names;
 pub use registry::{
     CustomerRow, DeviceRecord, DeviceRow, ExistingDevices, MetricRow, PLACEHOLDER_KINDS,
@@ -101,6 +103,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The bookings exclusion constraint refused a slot (exclusion_violation).
+    pub fn is_double_booking(&self) -> bool {
+        match self {
+            StoreError::Rejected(sqlx::Error::Database(db)) => {
+                db.code().as_deref() == Some("23P01")
+            }
+            _ => false,
+        }
+    }
+
     /// A failure of the connection or the server (connection lost, server restarting,
     /// pool exhausted): the same write may succeed later.
     pub fn is_transient(&self) -> bool {

@@ -65,8 +65,8 @@ pub struct BookableTicket {
     pub due_at: Option<EpochMicros>,
     pub expected_failure_at: Option<EpochMicros>,
     pub position: Option<(f64, f64)>,
-    /// A booking of it was cancelled before (re-planning: the customer hears
-    /// "rescheduled").
+    /// A booking of it proposed to its customer was cancelled (re-planning: the customer
+    /// hears "rescheduled"; a booking still held was never heard of).
     pub rebooking: bool,
     /// The customer was told of it before (no second notice).
     pub planned_before: bool,
@@ -578,7 +578,8 @@ impl StoreTx {
                         t.opened_at, t.due_at, t.expected_failure_at,
                         coalesce(t.site_latitude, d.latitude),
                         coalesce(t.site_longitude, d.longitude),
-                        exists (select 1 from bookings b where b.ticket_id = t.id),
+                        exists (select 1 from bookings b
+                                where b.ticket_id = t.id and b.proposed_at is not null),
                         t.plan_after is not null
                  from tickets t
                  join devices d on d.id = t.device_id

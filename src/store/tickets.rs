@@ -83,6 +83,9 @@ pub struct BookingRequest<'a> {
     /// Event time of the decision (the audit row's time).
     pub at: EpochMicros,
     pub actor: &'a str,
+    /// Held until then (event time) before its customer is told, while the plan may move
+    /// it; `None`: told now (the caller queues the message in the same transaction).
+    pub hold_until: Option<EpochMicros>,
 }
 
 /// What booking a slot did.
@@ -289,7 +292,9 @@ impl StoreTx {
             site,
             at,
             actor,
+            hold_until,
         } = *request;
+        let hold_until = hold_until.map(timestamp).transpose()?;
         let (start_at, end_at) = (timestamp(start)?, timestamp(end)?);
         // Only an open ticket is booked, once: locked, so a racing booking or cancellation
         // waits and then sees the new status.
@@ -340,18 +345,20 @@ impl StoreTx {
             }
             let inserted: Result<i64, sqlx::Error> = match off {
                 Err(error) => Err(error),
-                Ok(_) => {
-                    sqlx::query_scalar(
-                        "insert into bookings (ticket_id, technician_id, slot)
-                 values ($1, $2, tstzrange($3, $4, '[)')) returning id",
-                    )
-                    .bind(ticket_id)
-                    .bind(technician_id)
-                    .bind(start_at)
-                    .bind(end_at)
-                    .fetch_one(self.connection())
-                    .await
-                }
+                Ok(_) => sqlx::query_scalar(
+                    "insert into bookings (ticket_id, technician_id, slot, hold_until, proposed_at)
+                 values ($1, $2, tstzrange($3, $4, '[)'), $5,
+                         case when $5::timestamptz is null then $6::timestamptz end)
+                 returning id",
+                )
+                .bind(ticket_id)
+                .bind(technician_id)
+                .bind(start_at)
+                .bind(end_at)
+                .bind(hold_until)
+                .bind(timestamp(at)?)
+                .fetch_one(self.connection())
+                .await,
             };
             let code = match &inserted {
                 Err(sqlx::Error::Database(error)) => error.code().map(|c| c.into_owned()),

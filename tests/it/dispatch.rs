@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use forewarn::dispatch::config::ProposalSettings;
 use forewarn::dispatch::plan::Strategy;
 use forewarn::dispatch::{CustomerCall, DispatchConfig, Dispatcher, PassReport, customer_call};
 use forewarn::store::{Opened, Outcome, PredictionRow, Store, Transition, Transitioned};
@@ -26,9 +27,14 @@ fn at(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap()
 }
 
+/// Customers told at once: the tests of held proposals set their own hold.
 fn config() -> DispatchConfig {
     DispatchConfig {
         settle: Duration::from_secs(15 * 60),
+        proposal: ProposalSettings {
+            hold: Duration::ZERO,
+            ..ProposalSettings::default()
+        },
         ..DispatchConfig::default()
     }
 }
@@ -1031,4 +1037,99 @@ async fn a_silence_ticket_is_cancelled_when_telemetry_returns() {
     .await
     .unwrap();
     assert_eq!(remembered, 0);
+}
+
+/// A booking is held before its customer is told: a technician who joins nearby meanwhile
+/// takes the visit, nobody hears of the move, and once the hold is over the customer is
+/// told once, of where the visit ended up.
+#[tokio::test]
+async fn a_held_booking_moves_to_a_nearer_technician_and_its_customer_is_told_once() {
+    let db = TestDb::new().await;
+    let pool = db.store_pool().clone();
+    let config = DispatchConfig {
+        proposal: ProposalSettings {
+            hold: Duration::from_secs(6 * 3600),
+            min_notice: Duration::from_secs(12 * 3600),
+            ..ProposalSettings::default()
+        },
+        ..config()
+    };
+    model(&pool, "washer/drum_bearing", 168.0, &[96.0; 10]).await;
+    let far = technician(
+        &pool,
+        Tech {
+            name: "Far F",
+            home: (WARSAW.0 + 0.5, WARSAW.1),
+            ..Tech::default()
+        },
+    )
+    .await;
+    let owner = customer(&pool, "sk", "standard").await;
+    let washer = device(&pool, "washer", "W1", owner, WARSAW).await;
+    scores(&db.store, washer, "washer/drum_bearing", t0(), &[0.7, 0.7]).await;
+    // 16:00 UTC: today's shift is over, so the visit is tomorrow, more than the minimum
+    // notice away: held (until 12 h before it, at most 6 h).
+    let now = t0() + 9 * HOUR;
+    let report = pass(&db.store, &config, now).await;
+    assert_eq!((report.booked, report.messages), (1, 0), "{report:?}");
+    let outreach = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>("select count(*) from outreach")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let near = technician(
+        &pool,
+        Tech {
+            name: "Nina Near",
+            home: WARSAW,
+            ..Tech::default()
+        },
+    )
+    .await;
+    let report = pass(&db.store, &config, now + HOUR).await;
+    assert_eq!(report.improved, 1, "{report:?}");
+    let (booked_with, ticket_with, booking_id): (i32, i32, i64) = sqlx::query_as(
+        "select b.technician_id, t.technician_id, b.id from bookings b
+         join tickets t on t.id = b.ticket_id where b.cancelled_at is null",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((booked_with, ticket_with), (near, near), "far was {far}");
+    assert_eq!(outreach(pool.clone()).await, 0, "nobody hears of a move");
+    // The hold is over: told once, of the nearer technician.
+    let report = pass(&db.store, &config, now + 6 * HOUR + MINUTE).await;
+    assert_eq!(report.proposed, 1, "{report:?}");
+    pass(&db.store, &config, now + 7 * HOUR).await;
+    let (kind, payload): (String, serde_json::Value) =
+        sqlx::query_as("select message_type, payload from outreach where customer_id = $1")
+            .bind(owner)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "booking_proposed");
+    assert_eq!(payload["technician"], "Nina");
+    assert_eq!(payload["booking_id"], booking_id);
+    let audited = scalar(
+        &pool,
+        "select count(*) from ticket_events e join bookings b on b.ticket_id = e.ticket_id
+         where b.id = $1 and e.reason like 're-planned before proposing%'",
+        booking_id,
+    )
+    .await;
+    assert_eq!(audited, 1);
+    // Told, it no longer moves: a third technician at the door changes nothing.
+    technician(
+        &pool,
+        Tech {
+            name: "Late L",
+            home: WARSAW,
+            ..Tech::default()
+        },
+    )
+    .await;
+    let report = pass(&db.store, &config, now + 8 * HOUR).await;
+    assert_eq!(report.improved, 0, "{report:?}");
+    assert_eq!(outreach(pool.clone()).await, 1);
 }

@@ -1289,6 +1289,7 @@ async fn a_technician_cannot_be_double_booked() {
                             site: None,
                             at: round * HOUR,
                             actor: "dispatch",
+                            hold_until: None,
                         })
                         .await
                         .unwrap()
@@ -1329,6 +1330,7 @@ async fn a_technician_cannot_be_double_booked() {
         site: None,
         at: 0,
         actor: "dispatch",
+        hold_until: None,
     };
     let rebooked = db.store.book(&request).await.unwrap();
     assert!(matches!(rebooked, Booked::Booked { .. }));
@@ -1445,6 +1447,7 @@ async fn a_taken_slot_leaves_the_transaction_usable_for_the_next_candidate() {
         site: None,
         at: HOUR,
         actor: "dispatch",
+        hold_until: None,
     };
     // Ada is booked for the first ticket.
     let first = db

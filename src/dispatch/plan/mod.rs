@@ -7,9 +7,9 @@
 //!
 //! How much insertion saves, measured (seeded metro scenarios, 20 technicians, 150 jobs in
 //! random order, 12 seeds): 16–17 % fewer km than the nearest free technician on average
-//! (single seeds 8–30 %), never later. Slots are promised as jobs arrive and never move,
-//! so which jobs share a technician's day is fixed by arrival order; even the best order
-//! within each day would only save another ~7 %. Tried and not kept (each within ±2 % or
+//! (single seeds 8–30 %), never later. Placed as jobs arrive, visits are then moved by
+//! [`improve`] while they are not yet announced; the best order within each day alone
+//! would only save another ~7 %. Tried and not kept (each within ±2 % or
 //! worse): times of day from a site's bearing from home, slack left between visits,
 //! per-day sectors of a territory, a discount for opening a new day.
 
@@ -690,6 +690,9 @@ fn earliest_slot(
         })
         .map(|slot| candidate(technician.id, job, &slot, slot.added_km))
 }
+
+mod improve;
+pub use improve::{Effort, Moved, Placed, improve};
 
 #[cfg(test)]
 mod tests;

@@ -314,41 +314,15 @@ impl Calendar {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{NaiveTime, TimeZone};
-    use chrono_tz::Europe::Warsaw;
-
     use super::*;
+    use crate::dispatch::plan::tests::{job, point, technician, warsaw};
     use crate::dispatch::plan::travel_km;
 
     const HOUR: i64 = 3_600_000_000;
 
-    /// 08:00–16:00 in Warsaw on Tuesday 3 March 2026.
+    /// Tuesday 3 March 2026, local time in Warsaw.
     fn tuesday(h: u32, m: u32) -> EpochMicros {
-        Warsaw
-            .with_ymd_and_hms(2026, 3, 3, h, m, 0)
-            .single()
-            .expect("unambiguous")
-            .timestamp_micros()
-    }
-
-    fn point(latitude: f64, longitude: f64) -> Point {
-        Point {
-            latitude,
-            longitude,
-        }
-    }
-
-    fn technician(id: i32, home: Point) -> Technician {
-        Technician {
-            id,
-            home,
-            max_travel_km: 100.0,
-            skills: vec!["washer/*".to_owned()],
-            timezone: Warsaw,
-            shift_days: vec![1, 2, 3, 4, 5],
-            shift_start: NaiveTime::from_hms_opt(8, 0, 0).expect("time"),
-            shift_end: NaiveTime::from_hms_opt(16, 0, 0).expect("time"),
-        }
+        warsaw(3, 3, h, m)
     }
 
     fn placed(id: i64, technician_id: i32, start: EpochMicros, site: Point) -> Placed {
@@ -357,14 +331,7 @@ mod tests {
             technician_id,
             start,
             end: start + HOUR,
-            job: Job {
-                site,
-                kind: "washer".to_owned(),
-                component: "drum_bearing".to_owned(),
-                duration_micros: HOUR,
-                earliest: tuesday(7, 0),
-                due: tuesday(16, 0),
-            },
+            job: job(site, tuesday(7, 0), tuesday(16, 0)),
         }
     }
 
@@ -381,6 +348,29 @@ mod tests {
             );
         }
         calendar
+    }
+
+    /// [`reorder_days`] alone, from the visits' places.
+    fn reorder(
+        visits: &[Placed],
+        technicians: &[Technician],
+        calendar: &mut Calendar,
+    ) -> Vec<Moved> {
+        let mut now_at: Vec<_> = visits
+            .iter()
+            .map(|v| (v.technician_id, v.start, v.end))
+            .collect();
+        let mut moves = Vec::new();
+        reorder_days(
+            visits,
+            &mut now_at,
+            technicians,
+            calendar,
+            &PlanSettings::default(),
+            EFFORT,
+            &mut moves,
+        );
+        moves
     }
 
     const EFFORT: Effort = Effort {
@@ -441,20 +431,7 @@ mod tests {
         ];
         let mut calendar = calendar_of(&visits);
         let before = travel_km(&technicians, &calendar);
-        let mut now_at: Vec<_> = visits
-            .iter()
-            .map(|v| (v.technician_id, v.start, v.end))
-            .collect();
-        let mut moves = Vec::new();
-        reorder_days(
-            &visits,
-            &mut now_at,
-            &technicians,
-            &mut calendar,
-            &PlanSettings::default(),
-            EFFORT,
-            &mut moves,
-        );
+        let moves = reorder(&visits, &technicians, &mut calendar);
         let after = travel_km(&technicians, &calendar);
         assert!(after < before - 10.0, "{before} → {after}");
         assert!(!moves.is_empty());
@@ -489,20 +466,7 @@ mod tests {
                 site: Some(point(52.0, 21.3)),
             },
         );
-        let mut now_at: Vec<_> = visits
-            .iter()
-            .map(|v| (v.technician_id, v.start, v.end))
-            .collect();
-        let mut moves = Vec::new();
-        reorder_days(
-            &visits,
-            &mut now_at,
-            &technicians,
-            &mut calendar,
-            &PlanSettings::default(),
-            EFFORT,
-            &mut moves,
-        );
+        let moves = reorder(&visits, &technicians, &mut calendar);
         assert!(moves.is_empty(), "{moves:?}");
     }
 }

@@ -12,7 +12,7 @@ fn at(timezone: chrono_tz::Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> Epoc
         .timestamp_micros()
 }
 
-fn warsaw(mo: u32, d: u32, h: u32, mi: u32) -> EpochMicros {
+pub(super) fn warsaw(mo: u32, d: u32, h: u32, mi: u32) -> EpochMicros {
     at(Warsaw, 2026, mo, d, h, mi)
 }
 
@@ -20,7 +20,7 @@ fn utc(mo: u32, d: u32, h: u32, mi: u32) -> EpochMicros {
     at(chrono_tz::UTC, 2026, mo, d, h, mi)
 }
 
-fn point(latitude: f64, longitude: f64) -> Point {
+pub(super) fn point(latitude: f64, longitude: f64) -> Point {
     Point {
         latitude,
         longitude,
@@ -32,7 +32,7 @@ fn hhmm(h: u32, m: u32) -> NaiveTime {
 }
 
 /// Monday to Friday, 08:00–16:00 in Warsaw, every HVAC component, 50 km of reach.
-fn technician(id: i32, home: Point) -> Technician {
+pub(super) fn technician(id: i32, home: Point) -> Technician {
     Technician {
         id,
         home,
@@ -45,7 +45,7 @@ fn technician(id: i32, home: Point) -> Technician {
     }
 }
 
-fn job(site: Point, earliest: EpochMicros, due: EpochMicros) -> Job {
+pub(super) fn job(site: Point, earliest: EpochMicros, due: EpochMicros) -> Job {
     Job {
         site,
         kind: "hvac".to_owned(),

@@ -7,7 +7,7 @@
 //! every two, `--technicians` technicians based in the same cities (two kinds each,
 //! Europe/Warsaw shifts, a third of them 12:00–20:00), an active model per kind whose card measured its own lead
 //! times (half a day to 10 days). The signals: `--signals` scores over one simulated day (each device scored
-//! at two consecutive hours), one device in eight degrading (scores above threshold).
+//! at two consecutive hours), `--degrading` of the devices (one in eight) degrading (scores above threshold).
 //! The dispatcher passes once per simulated hour until every booking's hold is over; the
 //! figures are from the bookings its customers were told of.
 
@@ -48,6 +48,8 @@ pub struct DispatchBench {
     /// Runs of ours (medians of signals/s); the baseline and the two-replica run once.
     pub repeat: usize,
     pub seed: u64,
+    /// The share of devices degrading (scores above threshold).
+    pub degrading: f64,
 }
 
 /// One run's figures.
@@ -76,6 +78,7 @@ pub struct RunFigures {
 /// The report: ours (the median run), the baseline, and two replicas of ours.
 #[derive(Debug, Clone, Serialize)]
 pub struct DispatchBenchReport {
+    pub degrading: f64,
     pub devices: usize,
     pub technicians: usize,
     pub signals: usize,
@@ -108,6 +111,12 @@ pub async fn run_dispatch_bench(
     admin_url: &str,
     bench: &DispatchBench,
 ) -> Result<DispatchBenchReport, BenchError> {
+    if !(0.0..=1.0).contains(&bench.degrading) {
+        return Err(BenchError::Invalid(format!(
+            "--degrading must be a share between 0 and 1, got {}",
+            bench.degrading
+        )));
+    }
     crate::store::drop_database(admin_url, DATABASE).await?;
     crate::store::create_database(admin_url, DATABASE).await?;
     let url = crate::store::url_with_database(admin_url, DATABASE)?;
@@ -144,6 +153,7 @@ pub async fn run_dispatch_bench(
     store.close().await;
     crate::store::drop_database(admin_url, DATABASE).await?;
     Ok(DispatchBenchReport {
+        degrading: bench.degrading,
         devices: bench.devices,
         technicians: bench.technicians,
         signals: bench.signals,
@@ -278,7 +288,7 @@ async fn seed(store: &Store, bench: &DispatchBench, day: EpochMicros) -> Result<
             .and_then(|n| n.parse().ok())
             .unwrap_or(device);
         let (kind, component) = MODES[index % MODES.len()];
-        let degrading = uniform(&mut noise) < 0.125;
+        let degrading = uniform(&mut noise) < bench.degrading;
         let hour = (uniform(&mut noise) * 22.0) as i64;
         for step in 0..2 {
             if rows.len() >= bench.signals {

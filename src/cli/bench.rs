@@ -49,6 +49,9 @@ pub struct DispatchArgs {
     repeat: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// The share of devices whose scores are high (degrading): the load on technicians.
+    #[arg(long, default_value_t = 0.125)]
+    degrading: f64,
     /// Print only the report, as one JSON object.
     #[arg(long)]
     json: bool,
@@ -154,6 +157,7 @@ async fn run_dispatch(args: DispatchArgs, config: &Config) -> anyhow::Result<()>
         signals: args.signals,
         repeat: args.repeat,
         seed: args.seed,
+        degrading: args.degrading,
     };
     let report = forewarn::bench::dispatch::run_dispatch_bench(config, &url, &bench)
         .await

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::booking::DAY_MICROS;
 use super::policy::{self, Cooldown, Decision, OpenTicket, Score, Streak};
 use super::window;
 use super::{DispatchError, Dispatcher, PassReport};
@@ -111,7 +112,7 @@ impl Dispatcher {
             .unwrap_or_default();
         let contexts = self
             .store
-            .device_contexts(&device_ids, oldest.saturating_sub(7 * 86_400_000_000))
+            .device_contexts(&device_ids, oldest.saturating_sub(7 * DAY_MICROS))
             .await?;
         let mut tx = self.store.begin().await?;
         let locked = tx.lock_streaks(&pairs).await?;

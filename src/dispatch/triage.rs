@@ -89,7 +89,12 @@ impl Dispatcher {
                 })
                 .collect();
             let mut in_surge = std::collections::HashSet::new();
-            for surge in find_surges(&candidates, &self.config.surge) {
+            // DBSCAN over thousands of devices is seconds of CPU: off the async workers.
+            let settings = self.config.surge.clone();
+            let surges = tokio::task::spawn_blocking(move || find_surges(&candidates, &settings))
+                .await
+                .map_err(|e| DispatchError::Planning(e.to_string()))?;
+            for surge in surges {
                 let (center, radius_km, model) = match &surge.scope {
                     Scope::Area { center, radius_km } => (
                         Some((center.latitude, center.longitude)),

@@ -1133,3 +1133,63 @@ async fn a_held_booking_moves_to_a_nearer_technician_and_its_customer_is_told_on
     assert_eq!(report.improved, 0, "{report:?}");
     assert_eq!(outreach(pool.clone()).await, 1);
 }
+
+/// The database stops between passes: the pass fails with an error (no panic, nothing
+/// half-written), and once it is back the next passes give what one pass without the
+/// outage gives — one ticket, one booking and one message per device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_fails_a_pass_and_loses_or_doubles_nothing() {
+    if std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1") {
+        return; // the outage needs a cluster this test owns
+    }
+    let owned = OwnedCluster::start().await;
+    let cluster = owned.cluster.clone();
+    let db = TestDb::on(&cluster.url("postgres"), false).await;
+    let pool = db.store_pool().clone();
+    let config = config();
+    model(&pool, "washer/drum_bearing", 168.0, &[96.0; 10]).await;
+    technician(&pool, Tech::default()).await;
+    let owner = customer(&pool, "pl", "standard").await;
+    let mut devices = Vec::new();
+    for i in 0..5 {
+        let d = device(
+            &pool,
+            "washer",
+            "W1",
+            owner,
+            (WARSAW.0 + 0.01 * f64::from(i), WARSAW.1),
+        )
+        .await;
+        scores(&db.store, d, "washer/drum_bearing", t0(), &[0.7, 0.7]).await;
+        devices.push(d);
+    }
+    let stopping = cluster.clone();
+    tokio::task::spawn_blocking(move || stopping.stop().unwrap())
+        .await
+        .unwrap();
+    let failed = Dispatcher::new(db.store.clone(), config.clone())
+        .pass(Some(t0() + 2 * HOUR))
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    let restart = cluster.clone();
+    tokio::task::spawn_blocking(move || restart.restart().unwrap())
+        .await
+        .unwrap();
+    let mut booked = 0;
+    for minute in 1..=3 {
+        booked += pass(&db.store, &config, t0() + 2 * HOUR + minute * MINUTE)
+            .await
+            .booked;
+    }
+    assert_eq!(booked, 5);
+    let counts: (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from tickets), (select count(*) from bookings),
+                (select count(*) from outreach where message_type = 'booking_proposed')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, (5, 5, 5));
+    db.store.close().await;
+    drop(owned);
+}

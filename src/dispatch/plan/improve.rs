@@ -188,10 +188,10 @@ fn reorder_days(
         for &k in &order {
             let index = members[k];
             let (job, (_, start_was, end_was)) = (&placed[index].job, now_at[index]);
-            let arrive =
-                ready.saturating_add(settings.travel_micros(haversine_km(previous, job.site)));
-            let Some(start) = round_up(arrive.max(job.earliest), settings.slot_step_micros())
-            else {
+            let arrive = ready
+                .max(job.earliest)
+                .saturating_add(settings.travel_micros(haversine_km(previous, job.site)));
+            let Some(start) = round_up(arrive, settings.slot_step_micros()) else {
                 break;
             };
             let end = start.saturating_add(end_was - start_was);

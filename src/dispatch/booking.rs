@@ -72,6 +72,7 @@ impl Dispatcher {
             technicians,
             names,
             mut calendar,
+            ..
         } = self.plan_view(clock).await?;
         let mut booked_this_pass = 0usize;
         while booked_this_pass < self.config.bookings_per_pass {

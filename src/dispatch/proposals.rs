@@ -16,7 +16,7 @@ use super::booking::{DAY_MICROS, job_component, technician};
 use super::plan::{self, Calendar, Effort, Job, Placed, Point, Stop, Technician};
 use super::{DispatchError, Dispatcher, PassReport};
 use crate::contract::EpochMicros;
-use crate::store::{BookingMove, HeldBooking, Message, MessageType};
+use crate::store::{BookingMove, CalendarRow, HeldBooking, Message, MessageType};
 
 /// At most this many held bookings are considered by one improvement (the soonest told).
 const MAX_MOVABLE: i64 = 5_000;
@@ -29,6 +29,9 @@ pub(super) struct PlanView {
     pub technicians: Vec<Technician>,
     pub names: HashMap<i32, String>,
     pub calendar: Calendar,
+    /// The period the calendar was read over, `[from, to)`.
+    pub from: EpochMicros,
+    pub to: EpochMicros,
 }
 
 /// A booking as its customer hears of it.
@@ -84,28 +87,13 @@ impl Dispatcher {
             .collect();
         let technicians = rows.iter().filter_map(technician).collect();
         let horizon = i64::from(self.config.plan.horizon_days) + 2;
-        let mut calendar = Calendar::default();
-        for row in self
-            .store
-            .calendar(clock - DAY_MICROS, clock + horizon * DAY_MICROS)
-            .await?
-        {
-            calendar.add(
-                row.technician_id,
-                Stop {
-                    start: row.start,
-                    end: row.end,
-                    site: row.site.map(|(latitude, longitude)| Point {
-                        latitude,
-                        longitude,
-                    }),
-                },
-            );
-        }
+        let (from, to) = (clock - DAY_MICROS, clock + horizon * DAY_MICROS);
         Ok(PlanView {
             technicians,
             names,
-            calendar,
+            calendar: calendar_of(&self.store.calendar(from, to).await?),
+            from,
+            to,
         })
     }
 
@@ -208,7 +196,9 @@ impl Dispatcher {
                         kind: booking.device_kind.clone(),
                         component: job_component(&booking.failure_mode),
                         duration_micros: booking.end - booking.start,
-                        earliest: clock,
+                        // A held visit stays at least the notice away, so that it is still
+                        // held (and told in its own time) wherever it moves.
+                        earliest: clock.saturating_add(micros(settings.min_notice)),
                         due: self.due_of(booking),
                     },
                 })
@@ -225,8 +215,11 @@ impl Dispatcher {
         let PlanView {
             technicians,
             mut calendar,
+            from,
+            to,
             ..
         } = view;
+        let planned_on = calendar.clone();
         // Each evaluation searches every eligible technician's days: CPU work, off the
         // async workers.
         let moves = tokio::task::spawn_blocking(move || {
@@ -261,6 +254,16 @@ impl Dispatcher {
             .collect();
         let tickets: Vec<i64> = changes.iter().map(|c| c.ticket_id).collect();
         tx.lock_technicians(&technicians).await?;
+        // With their locks held, their calendars must be the ones planned on: a booking
+        // made meanwhile (another replica) would be overlapped or left without travel time.
+        let now = calendar_of(&tx.calendar_of(&technicians, from, to).await?);
+        if technicians
+            .iter()
+            .any(|&t| !same_stops(now.stops(t), planned_on.stops(t)))
+        {
+            report.improve_refused += changes.len() as u64;
+            return Ok(());
+        }
         tx.lock_tickets(&tickets).await?;
         tx.defer_double_booking_check().await?;
         let (mut improved, mut refused) = (0, 0);
@@ -287,6 +290,39 @@ impl Dispatcher {
             Err(error) => Err(error.into()),
         }
     }
+}
+
+fn calendar_of(rows: &[CalendarRow]) -> Calendar {
+    let mut calendar = Calendar::default();
+    for row in rows {
+        calendar.add(
+            row.technician_id,
+            Stop {
+                start: row.start,
+                end: row.end,
+                site: row.site.map(|(latitude, longitude)| Point {
+                    latitude,
+                    longitude,
+                }),
+            },
+        );
+    }
+    calendar
+}
+
+/// The same stops, whatever the order of stops that start together.
+fn same_stops(a: &[Stop], b: &[Stop]) -> bool {
+    let key = |s: &Stop| {
+        let site = s
+            .site
+            .map(|p| (p.latitude.to_bits(), p.longitude.to_bits()));
+        (s.start, s.end, site)
+    };
+    let mut a: Vec<_> = a.iter().map(key).collect();
+    let mut b: Vec<_> = b.iter().map(key).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
 }
 
 fn micros(duration: std::time::Duration) -> EpochMicros {

@@ -153,45 +153,20 @@ impl Store {
             .collect())
     }
 
-    /// Live bookings (at their sites) and unavailability overlapping `[from, to)`.
+    /// Live bookings (at their sites) and unavailability overlapping `[from, to)` (an
+    /// open-ended unavailability ends at `to`).
     pub async fn calendar(
         &self,
         from: EpochMicros,
         to: EpochMicros,
     ) -> Result<Vec<CalendarRow>, StoreError> {
-        let rows: Vec<(i32, DateTime<Utc>, DateTime<Utc>, Option<f64>, Option<f64>)> =
-            sqlx::query_as(
-                "select b.technician_id, lower(b.slot), upper(b.slot),
-                        t.site_latitude, t.site_longitude
-                 from bookings b join tickets t on t.id = b.ticket_id
-                 where b.cancelled_at is null and b.slot && tstzrange($1, $2)
-                 union all
-                 select technician_id, lower(period), upper(period), null, null
-                 from technician_unavailability
-                 where period && tstzrange($1, $2) and not upper_inf(period)
-                 union all
-                 select technician_id, lower(period), $2, null, null
-                 from technician_unavailability
-                 where period && tstzrange($1, $2) and upper_inf(period)",
-            )
-            .bind(timestamp(from)?)
-            .bind(timestamp(to)?)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(technician_id, start, end, lat, lon)| CalendarRow {
-                technician_id,
-                start: micros(start),
-                end: micros(end),
-                site: position(lat, lon),
-            })
-            .collect())
+        calendar_rows(&self.pool, from, to, None).await
     }
 
     /// A technician is unavailable over `[start, end)` (`end` None: until further
     /// notice): recorded, and every live booking it overlaps cancelled and its ticket
-    /// opened again for re-planning (the next booking tells the customer "rescheduled").
+    /// opened again for re-planning (the next booking tells the customer "rescheduled" if
+    /// they had been told of the cancelled one; a held booking was told to nobody).
     /// Returns the tickets to re-plan.
     #[allow(clippy::too_many_arguments)]
     pub async fn mark_unavailable(
@@ -357,6 +332,44 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// The calendar of every technician, or of `technicians` only.
+pub(super) async fn calendar_rows<'e, E>(
+    executor: E,
+    from: EpochMicros,
+    to: EpochMicros,
+    technicians: Option<&[i32]>,
+) -> Result<Vec<CalendarRow>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let rows: Vec<(i32, DateTime<Utc>, DateTime<Utc>, Option<f64>, Option<f64>)> = sqlx::query_as(
+        "select b.technician_id, lower(b.slot), upper(b.slot),
+                    t.site_latitude, t.site_longitude
+             from bookings b join tickets t on t.id = b.ticket_id
+             where b.cancelled_at is null and b.slot && tstzrange($1, $2)
+               and ($3::int[] is null or b.technician_id = any($3))
+             union all
+             select technician_id, lower(period), coalesce(upper(period), $2), null, null
+             from technician_unavailability
+             where period && tstzrange($1, $2)
+               and ($3::int[] is null or technician_id = any($3))",
+    )
+    .bind(timestamp(from)?)
+    .bind(timestamp(to)?)
+    .bind(technicians)
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(technician_id, start, end, lat, lon)| CalendarRow {
+            technician_id,
+            start: micros(start),
+            end: micros(end),
+            site: position(lat, lon),
+        })
+        .collect())
 }
 
 impl StoreTx {

@@ -1,10 +1,13 @@
 //! Bookings held before their customer is told (`migrations/0010`): which may still move,
 //! moving one, and telling the customer once its hold is over.
 //!
-//! Lock order, shared with booking and re-planning so no two wait on each other in a
-//! cycle: technicians' booking locks (in id order), then tickets (in id order), then
-//! bookings. A move re-checks under those locks that the booking is still held and where
-//! it was planned from, and the exclusion constraint has the last word on its new slot.
+//! Lock order of a move: technicians' booking locks (in id order), then the tickets that
+//! are still booked (in id order; a re-opened ticket, which a booking transaction may hold
+//! while it waits for a technician's lock, is not waited for), then bookings. Re-planning
+//! (`mark_unavailable`) takes one technician's lock, then its booked tickets. A move
+//! re-checks under those locks that the booking is still held where it was planned from;
+//! the caller checks that the technicians' calendars are those it planned on, and the
+//! exclusion constraint has the last word.
 
 // Rows are read as tuples and named in the struct they become, beside the query.
 #![allow(clippy::type_complexity)]
@@ -12,6 +15,7 @@
 use chrono::{DateTime, Utc};
 
 use super::dispatch::position;
+use super::planning::CalendarRow;
 use super::tickets::BOOKING_LOCK_KEY;
 use super::{StoreError, StoreTx, micros, timestamp};
 use crate::contract::EpochMicros;
@@ -155,8 +159,8 @@ impl StoreTx {
 
     /// Moves a held booking, once the caller holds both technicians' locks and the
     /// ticket's. False, changing nothing, when it is no longer held where it was planned
-    /// from, its ticket is no longer booked, the new technician is off then, or the
-    /// slot was taken meanwhile.
+    /// from, its ticket is no longer booked, or the new technician is off then (an overlap
+    /// is refused here, or at commit when the check is deferred).
     pub async fn move_held_booking(
         &mut self,
         change: &BookingMove,
@@ -230,12 +234,28 @@ impl StoreTx {
         Ok(true)
     }
 
-    /// Locks these tickets in id order (before their bookings change).
+    /// The calendar of these technicians, read in this transaction (after their locks, so
+    /// nothing of theirs changes until commit).
+    pub async fn calendar_of(
+        &mut self,
+        technicians: &[i32],
+        from: EpochMicros,
+        to: EpochMicros,
+    ) -> Result<Vec<CalendarRow>, StoreError> {
+        super::planning::calendar_rows(self.connection(), from, to, Some(technicians)).await
+    }
+
+    /// Locks those of these tickets that are still booked, in id order (before their
+    /// bookings change). A ticket no longer booked is not waited for: one re-opened may be
+    /// held by a booking transaction that waits for a technician lock this one holds.
     pub async fn lock_tickets(&mut self, ticket_ids: &[i64]) -> Result<(), StoreError> {
-        sqlx::query("select id from tickets where id = any($1) order by id for update")
-            .bind(ticket_ids)
-            .fetch_all(self.connection())
-            .await?;
+        sqlx::query(
+            "select id from tickets where id = any($1) and status = 'booked' order by id
+             for update",
+        )
+        .bind(ticket_ids)
+        .fetch_all(self.connection())
+        .await?;
         Ok(())
     }
 
@@ -250,6 +270,7 @@ impl StoreTx {
         let tickets: Vec<i64> = sqlx::query_scalar(
             "select t.id from tickets t join bookings b on b.ticket_id = t.id
              where b.proposed_at is null and b.cancelled_at is null and b.hold_until <= $1
+               and t.status = 'booked'
              order by t.id
              limit $2
              for update of t skip locked",
@@ -263,7 +284,7 @@ impl StoreTx {
         }
         let rows: Vec<HeldRow> = sqlx::query_as(select_held!(
             "where b.ticket_id = any($1) and b.proposed_at is null and b.cancelled_at is null
-               and b.hold_until <= $2
+               and b.hold_until <= $2 and t.status = 'booked'
              order by t.id"
         ))
         .bind(&tickets)

@@ -266,7 +266,7 @@ fn two_opt(home: Point, sites: &[Point]) -> Vec<usize> {
 
 /// What the visit costs where it is, by the insertion cost [`candidates`] uses: the detour
 /// it adds between the route stops around it, the day's load and its delay. `None` when
-/// its day is not a working day of the technician (then any place is better).
+/// the day's shift cannot be placed in time (a DST gap): then the visit stays.
 fn cost_in_place(
     job: &Job,
     technician: &Technician,

@@ -9,16 +9,41 @@
 use std::collections::HashMap;
 
 use super::plan::{self, Calendar, Job, Point, Stop, Technician};
-use super::proposals::{PlanView, Proposal, proposal_message};
+use super::proposals::{PlanView, Proposal, proposal_message, stop_of};
 use super::window::Criticality;
 use super::{DispatchError, Dispatcher, PassReport};
 use crate::contract::EpochMicros;
 use crate::store::{
-    BookableTicket, Booked, BookingRequest, Message, MessageType, NOT_COMPONENTS, StoreTx,
-    TechnicianPlanRow,
+    BookableTicket, Booked, BookingRequest, Message, MessageType, NOT_COMPONENTS, PlannedOn,
+    StoreTx, TechnicianPlanRow,
 };
 
 pub(super) const DAY_MICROS: EpochMicros = 86_400_000_000;
+/// How often one ticket is planned again after finding its technician's visits changed:
+/// each time another replica booked that technician in between, so a few per concurrent
+/// replica's bookings (seen: with 3, two replicas booking 12 tickets onto 3 technicians
+/// left one unbooked for an hour).
+const MAX_STALE_REPLANS: usize = 16;
+
+/// What the planner saw of the candidate's technician over the day around the slot: their
+/// routed visits, checked under their booking lock.
+fn planned_on(calendar: &Calendar, candidate: &plan::Candidate) -> PlannedOn {
+    let (from, to) = (
+        candidate.start.saturating_sub(DAY_MICROS),
+        candidate.end.saturating_add(DAY_MICROS),
+    );
+    PlannedOn {
+        from,
+        to,
+        visits: calendar
+            .stops(candidate.technician_id)
+            .iter()
+            .filter(|stop| stop.site.is_some() && stop.end > from && stop.start < to)
+            .map(|stop| (stop.start, stop.end))
+            .collect(),
+    }
+}
+
 /// One ticket per transaction: a booking holds its technician's advisory lock until
 /// commit, so a transaction booking several tickets would hold several technicians' locks
 /// and two replicas could each wait for the other's (seen: `bench dispatch`, two replicas).
@@ -68,12 +93,7 @@ impl Dispatcher {
         clock: EpochMicros,
         report: &mut PassReport,
     ) -> Result<(), DispatchError> {
-        let PlanView {
-            technicians,
-            names,
-            mut calendar,
-            ..
-        } = self.plan_view(clock).await?;
+        let mut view = self.plan_view(clock).await?;
         let mut booked_this_pass = 0usize;
         while booked_this_pass < self.config.bookings_per_pass {
             let mut tx = self.store.begin().await?;
@@ -98,16 +118,7 @@ impl Dispatcher {
                     .copied()
                     .or(ticket.position);
                 let booked = self
-                    .book_one(
-                        &mut tx,
-                        ticket,
-                        site,
-                        clock,
-                        &technicians,
-                        &names,
-                        &mut calendar,
-                        report,
-                    )
+                    .book_one(&mut tx, ticket, site, clock, &mut view, report)
                     .await?;
                 booked_this_pass += usize::from(booked);
             }
@@ -117,16 +128,13 @@ impl Dispatcher {
     }
 
     /// Books one ticket, or plans it again later. Returns whether it was booked.
-    #[allow(clippy::too_many_arguments)]
     async fn book_one(
         &self,
         tx: &mut StoreTx,
         ticket: &BookableTicket,
         site: Option<(f64, f64)>,
         clock: EpochMicros,
-        technicians: &[Technician],
-        names: &HashMap<i32, String>,
-        calendar: &mut Calendar,
+        view: &mut PlanView,
         report: &mut PassReport,
     ) -> Result<bool, DispatchError> {
         let sla =
@@ -148,64 +156,82 @@ impl Dispatcher {
                 earliest: clock,
                 due,
             };
-            let candidates = plan::candidates(
-                &job,
-                technicians,
-                calendar,
-                &self.config.plan,
-                self.config.strategy,
-            );
             why_not = "no technician with the skill, in range and on shift has a free slot";
             let urgent = ticket.priority == 1
                 && self.config.criticality_of(&ticket.device_kind) == Criticality::High;
-            for candidate in candidates {
-                let hold_until = self.hold_until(clock, candidate.start, urgent, ticket.rebooking);
-                let booked = tx
-                    .book(&BookingRequest {
-                        ticket_id: ticket.id,
-                        technician_id: candidate.technician_id,
-                        start: candidate.start,
-                        end: candidate.end,
-                        site: Some((latitude, longitude)),
-                        at: clock,
-                        actor: &self.actor,
-                        hold_until,
-                    })
-                    .await?;
-                match booked {
-                    Booked::Booked { booking_id } => {
-                        calendar.add(
-                            candidate.technician_id,
-                            Stop {
-                                start: candidate.start,
-                                end: candidate.end,
-                                site: Some(job.site),
-                            },
-                        );
-                        report.booked += 1;
-                        // The customer is told now, or once the hold is over.
-                        if hold_until.is_none() {
-                            let message = proposal_message(
-                                &Proposal {
-                                    ticket_id: ticket.id,
-                                    booking_id,
+            // A technician whose visits changed since the plan was read (another replica
+            // booked them) is read again and the ticket planned again; past the limit it is
+            // planned again after `replan_after`, like a ticket nobody can take.
+            'plan: for _ in 0..=MAX_STALE_REPLANS {
+                let candidates = plan::candidates(
+                    &job,
+                    &view.technicians,
+                    &view.calendar,
+                    &self.config.plan,
+                    self.config.strategy,
+                );
+                for candidate in candidates {
+                    let hold_until =
+                        self.hold_until(clock, candidate.start, urgent, ticket.rebooking);
+                    let planned_on = planned_on(&view.calendar, &candidate);
+                    let booked = tx
+                        .book(&BookingRequest {
+                            ticket_id: ticket.id,
+                            technician_id: candidate.technician_id,
+                            start: candidate.start,
+                            end: candidate.end,
+                            site: Some((latitude, longitude)),
+                            at: clock,
+                            actor: &self.actor,
+                            hold_until,
+                            planned_on: Some(&planned_on),
+                        })
+                        .await?;
+                    match booked {
+                        Booked::Booked { booking_id } => {
+                            view.calendar.add(
+                                candidate.technician_id,
+                                Stop {
                                     start: candidate.start,
                                     end: candidate.end,
-                                    technician: names.get(&candidate.technician_id),
-                                    due,
-                                    urgent,
+                                    site: Some(job.site),
                                 },
-                                ticket.rebooking,
-                                clock,
                             );
-                            report.messages +=
-                                u64::from(tx.queue_ticket_message(ticket.id, &message).await?);
+                            report.booked += 1;
+                            // The customer is told now, or once the hold is over.
+                            if hold_until.is_none() {
+                                let message = proposal_message(
+                                    &Proposal {
+                                        ticket_id: ticket.id,
+                                        booking_id,
+                                        start: candidate.start,
+                                        end: candidate.end,
+                                        technician: view.names.get(&candidate.technician_id),
+                                        due,
+                                        urgent,
+                                    },
+                                    ticket.rebooking,
+                                    clock,
+                                );
+                                report.messages +=
+                                    u64::from(tx.queue_ticket_message(ticket.id, &message).await?);
+                            }
+                            return Ok(true);
                         }
-                        return Ok(true);
+                        Booked::SlotTaken => report.slot_taken += 1,
+                        Booked::Stale => {
+                            report.slot_taken += 1;
+                            let rows = tx
+                                .calendar_of(&[candidate.technician_id], view.from, view.to)
+                                .await?;
+                            view.calendar
+                                .replace(candidate.technician_id, rows.iter().map(stop_of));
+                            continue 'plan;
+                        }
+                        Booked::NotBookable => return Ok(false),
                     }
-                    Booked::SlotTaken => report.slot_taken += 1,
-                    Booked::NotBookable => return Ok(false),
                 }
+                break;
             }
         }
         report.unbookable += 1;

@@ -295,19 +295,21 @@ impl Dispatcher {
 fn calendar_of(rows: &[CalendarRow]) -> Calendar {
     let mut calendar = Calendar::default();
     for row in rows {
-        calendar.add(
-            row.technician_id,
-            Stop {
-                start: row.start,
-                end: row.end,
-                site: row.site.map(|(latitude, longitude)| Point {
-                    latitude,
-                    longitude,
-                }),
-            },
-        );
+        calendar.add(row.technician_id, stop_of(row));
     }
     calendar
+}
+
+/// A calendar row as the planner sees it.
+pub(super) fn stop_of(row: &CalendarRow) -> Stop {
+    Stop {
+        start: row.start,
+        end: row.end,
+        site: row.site.map(|(latitude, longitude)| Point {
+            latitude,
+            longitude,
+        }),
+    }
 }
 
 /// The same stops, whatever the order of stops that start together.

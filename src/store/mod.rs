@@ -70,7 +70,7 @@ pub use registry::{
 pub use telemetry::{
     DeadLetterRow, EventRow, StatusRow, TelemetryColumns, WriteBatch, WriteReport,
 };
-pub use tickets::{Booked, BookingRequest, Opened, TicketKind, TicketSignal};
+pub use tickets::{Booked, BookingRequest, Opened, PlannedOn, TicketKind, TicketSignal};
 pub use transaction::StoreTx;
 
 /// Errors of the storage layer, classified so that callers know whether to retry.

@@ -4,7 +4,9 @@
 //! on the two invariants replicas could race on: one open ticket per (device, failure
 //! mode) (a partial unique index) and no double booking (an exclusion constraint).
 
-use super::{Store, StoreError, StoreTx, timestamp};
+use chrono::{DateTime, Utc};
+
+use super::{Store, StoreError, StoreTx, micros, timestamp};
 use crate::contract::EpochMicros;
 
 /// Times a booking is retried after PostgreSQL broke a deadlock by failing it.
@@ -86,6 +88,18 @@ pub struct BookingRequest<'a> {
     /// Held until then (event time) before its customer is told, while the plan may move
     /// it; `None`: told now (the caller queues the message in the same transaction).
     pub hold_until: Option<EpochMicros>,
+    /// What the planner saw of the technician around the slot, checked under their lock.
+    pub planned_on: Option<&'a PlannedOn>,
+}
+
+/// The technician's routed visits (those with a site) the planner saw in `[from, to)`, by
+/// start and end. A visit another replica booked meanwhile changes the drive to or from
+/// the slot, which the exclusion constraint cannot see: then [`Booked::Stale`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedOn {
+    pub from: EpochMicros,
+    pub to: EpochMicros,
+    pub visits: Vec<(EpochMicros, EpochMicros)>,
 }
 
 /// What booking a slot did.
@@ -99,9 +113,39 @@ pub enum Booked {
     SlotTaken,
     /// The ticket is not open (already booked, cancelled, resolved) or does not exist.
     NotBookable,
+    /// The technician's visits around the slot are not those it was planned on.
+    Stale,
 }
 
 impl StoreTx {
+    /// Whether the technician's routed visits in the window are those planned on.
+    async fn visits_are(
+        &mut self,
+        technician_id: i32,
+        planned: &PlannedOn,
+    ) -> Result<bool, StoreError> {
+        let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "select lower(b.slot), upper(b.slot)
+             from bookings b join tickets t on t.id = b.ticket_id
+             where b.technician_id = $1 and b.cancelled_at is null
+               and b.slot && tstzrange($2, $3)
+               and t.site_latitude is not null and t.site_longitude is not null",
+        )
+        .bind(technician_id)
+        .bind(timestamp(planned.from)?)
+        .bind(timestamp(planned.to)?)
+        .fetch_all(self.connection())
+        .await?;
+        let mut now: Vec<(EpochMicros, EpochMicros)> = rows
+            .into_iter()
+            .map(|(a, b)| (micros(a), micros(b)))
+            .collect();
+        let mut seen = planned.visits.clone();
+        now.sort_unstable();
+        seen.sort_unstable();
+        Ok(now == seen)
+    }
+
     /// Opens a ticket for the signal, or — when one is open for its device and failure
     /// mode — adds the signal to it as an occurrence (count, first/last seen, highest
     /// risk; a more urgent priority escalates it). Either way a `ticket_events` row records
@@ -293,6 +337,7 @@ impl StoreTx {
             at,
             actor,
             hold_until,
+            planned_on,
         } = *request;
         let hold_until = hold_until.map(timestamp).transpose()?;
         let (start_at, end_at) = (timestamp(start)?, timestamp(end)?);
@@ -342,6 +387,14 @@ impl StoreTx {
                     .execute(self.connection())
                     .await?;
                 return Ok(Booked::SlotTaken);
+            }
+            if let (Ok(false), Some(planned)) = (&off, planned_on)
+                && !self.visits_are(technician_id, planned).await?
+            {
+                sqlx::query("rollback to savepoint book")
+                    .execute(self.connection())
+                    .await?;
+                return Ok(Booked::Stale);
             }
             let inserted: Result<i64, sqlx::Error> = match off {
                 Err(error) => Err(error),

@@ -7,7 +7,8 @@ use std::time::Duration;
 use forewarn::config::StorageConfig;
 use forewarn::store::{
     Booked, BookingRequest, ComponentRecord, DeadLetterRow, EventRow, MIGRATION_LOCK_KEY,
-    MigrationReport, Opened, Store, TelemetryColumns, TicketKind, TicketSignal, WriteBatch,
+    MigrationReport, Opened, PlannedOn, Store, TelemetryColumns, TicketKind, TicketSignal,
+    WriteBatch,
 };
 use sqlx::{Connection, Row};
 
@@ -1290,6 +1291,7 @@ async fn a_technician_cannot_be_double_booked() {
                             at: round * HOUR,
                             actor: "dispatch",
                             hold_until: None,
+                            planned_on: None,
                         })
                         .await
                         .unwrap()
@@ -1331,6 +1333,7 @@ async fn a_technician_cannot_be_double_booked() {
         at: 0,
         actor: "dispatch",
         hold_until: None,
+        planned_on: None,
     };
     let rebooked = db.store.book(&request).await.unwrap();
     assert!(matches!(rebooked, Booked::Booked { .. }));
@@ -1361,6 +1364,41 @@ async fn a_technician_cannot_be_double_booked() {
         .await
         .unwrap();
     assert_eq!(status, "booked");
+    // A booking planned on a calendar without the visit another replica made meanwhile
+    // (the drive to or from it unknown) is refused as stale, and nothing is written.
+    let (_, first) = new_ticket(&db, "routed-", 0).await;
+    let (_, second) = new_ticket(&db, "stale-", 0).await;
+    let visit = |ticket_id, start| BookingRequest {
+        ticket_id,
+        start,
+        end: start + HOUR,
+        site: Some((52.2, 21.0)),
+        ..request
+    };
+    let routed = db.store.book(&visit(first, 3_000 * HOUR)).await.unwrap();
+    assert!(matches!(routed, Booked::Booked { .. }), "{routed:?}");
+    let blind = PlannedOn {
+        from: 2_990 * HOUR,
+        to: 3_010 * HOUR,
+        visits: vec![],
+    };
+    let stale = BookingRequest {
+        planned_on: Some(&blind),
+        ..visit(second, 3_002 * HOUR)
+    };
+    assert_eq!(db.store.book(&stale).await.unwrap(), Booked::Stale);
+    let seeing = PlannedOn {
+        visits: vec![(3_000 * HOUR, 3_001 * HOUR)],
+        ..blind.clone()
+    };
+    let fresh = BookingRequest {
+        planned_on: Some(&seeing),
+        ..visit(second, 3_002 * HOUR)
+    };
+    assert!(matches!(
+        db.store.book(&fresh).await.unwrap(),
+        Booked::Booked { .. }
+    ));
 }
 
 /// Signals that escalate, racing: each escalation is reported once, from the priority the
@@ -1448,6 +1486,7 @@ async fn a_taken_slot_leaves_the_transaction_usable_for_the_next_candidate() {
         at: HOUR,
         actor: "dispatch",
         hold_until: None,
+        planned_on: None,
     };
     // Ada is booked for the first ticket.
     let first = db

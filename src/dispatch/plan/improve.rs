@@ -297,6 +297,14 @@ fn cost_in_place(
 }
 
 impl Calendar {
+    /// The technician's stops are these from now on (read again from the database).
+    pub fn replace(&mut self, technician_id: i32, stops: impl IntoIterator<Item = Stop>) {
+        self.stops_by_technician.remove(&technician_id);
+        for stop in stops {
+            self.add(technician_id, stop);
+        }
+    }
+
     /// Takes one stop equal to `stop` out of the technician's calendar; false if none.
     pub fn remove(&mut self, technician_id: i32, stop: &Stop) -> bool {
         let Some(stops) = self.stops_by_technician.get_mut(&technician_id) else {

@@ -137,6 +137,11 @@ pub fn format_timestamp(time: EpochMicros) -> String {
         .unwrap_or_else(|| time.to_string())
 }
 
+/// A duration in microseconds, saturating (a duration past 292,000 years is `i64::MAX`).
+pub fn duration_micros(duration: std::time::Duration) -> EpochMicros {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
 pub fn micros_to_datetime(time: EpochMicros) -> Option<DateTime<Utc>> {
     Utc.timestamp_micros(time).single()
 }

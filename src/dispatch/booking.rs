@@ -12,7 +12,7 @@ use super::plan::{self, Calendar, Job, Point, Stop, Technician};
 use super::proposals::{PlanView, Proposal, proposal_message, stop_of};
 use super::window::Criticality;
 use super::{DispatchError, Dispatcher, PassReport};
-use crate::contract::EpochMicros;
+use crate::contract::{EpochMicros, duration_micros};
 use crate::store::{
     BookableTicket, Booked, BookingRequest, Message, MessageType, NOT_COMPONENTS, PlannedOn,
     StoreTx, TechnicianPlanRow,
@@ -137,12 +137,11 @@ impl Dispatcher {
         view: &mut PlanView,
         report: &mut PassReport,
     ) -> Result<bool, DispatchError> {
-        let sla =
-            i64::try_from(self.config.window.sla(ticket.priority).as_micros()).unwrap_or(i64::MAX);
+        let sla = duration_micros(self.config.window.sla(ticket.priority));
         let due = ticket
             .due_at
             .unwrap_or_else(|| ticket.opened_at.saturating_add(sla));
-        let duration = i64::try_from(self.config.visit_duration.as_micros()).unwrap_or(i64::MAX);
+        let duration = duration_micros(self.config.visit_duration);
         let mut why_not = "it has no location";
         if let Some((latitude, longitude)) = site {
             let job = Job {
@@ -235,7 +234,7 @@ impl Dispatcher {
             }
         }
         report.unbookable += 1;
-        let retry = i64::try_from(self.config.replan_after.as_micros()).unwrap_or(i64::MAX);
+        let retry = duration_micros(self.config.replan_after);
         tx.plan_later(ticket.id, clock.saturating_add(retry))
             .await?;
         if !ticket.planned_before {

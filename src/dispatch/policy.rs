@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use crate::contract::EpochMicros;
+use crate::contract::{EpochMicros, duration_micros};
 
 /// Ticket priority: 1 is the most urgent.
 pub type Priority = u8;
@@ -226,7 +226,7 @@ pub fn decide(
             let cooling = cooldown.is_some_and(|cooldown| {
                 let until = cooldown
                     .resolved_at
-                    .saturating_add(i64::try_from(policy.cooldown.as_micros()).unwrap_or(i64::MAX));
+                    .saturating_add(duration_micros(policy.cooldown));
                 score.time < until && score.probability < policy.cooldown_limit(cooldown)
             });
             if cooling {

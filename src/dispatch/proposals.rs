@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use super::booking::{DAY_MICROS, job_component, technician};
 use super::plan::{self, Calendar, Effort, Job, Placed, Point, Stop, Technician};
 use super::{DispatchError, Dispatcher, PassReport};
-use crate::contract::EpochMicros;
+use crate::contract::{EpochMicros, duration_micros};
 use crate::store::{BookingMove, CalendarRow, HeldBooking, Message, MessageType};
 
 /// At most this many held bookings are considered by one improvement (the soonest told).
@@ -110,8 +110,8 @@ impl Dispatcher {
             return None;
         }
         let until = clock
-            .saturating_add(micros(proposal.hold))
-            .min(start.saturating_sub(micros(proposal.min_notice)));
+            .saturating_add(duration_micros(proposal.hold))
+            .min(start.saturating_sub(duration_micros(proposal.min_notice)));
         (until > clock).then_some(until)
     }
 
@@ -120,7 +120,7 @@ impl Dispatcher {
         booking.due_at.unwrap_or_else(|| {
             booking
                 .opened_at
-                .saturating_add(micros(self.config.window.sla(booking.priority)))
+                .saturating_add(duration_micros(self.config.window.sla(booking.priority)))
         })
     }
 
@@ -198,7 +198,7 @@ impl Dispatcher {
                         duration_micros: booking.end - booking.start,
                         // A held visit stays at least the notice away, so that it is still
                         // held (and told in its own time) wherever it moves.
-                        earliest: clock.saturating_add(micros(settings.min_notice)),
+                        earliest: clock.saturating_add(duration_micros(settings.min_notice)),
                         due: self.due_of(booking),
                     },
                 })
@@ -230,7 +230,7 @@ impl Dispatcher {
         if moves.is_empty() {
             return Ok(());
         }
-        let notice = micros(settings.min_notice);
+        let notice = duration_micros(settings.min_notice);
         let changes: Vec<BookingMove> = moves
             .iter()
             .filter_map(|moved| {
@@ -325,8 +325,4 @@ fn same_stops(a: &[Stop], b: &[Stop]) -> bool {
     a.sort_unstable();
     b.sort_unstable();
     a == b
-}
-
-fn micros(duration: std::time::Duration) -> EpochMicros {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }

@@ -10,7 +10,7 @@ use super::booking::DAY_MICROS;
 use super::policy::{self, Cooldown, Decision, OpenTicket, Score, Streak};
 use super::window;
 use super::{DispatchError, Dispatcher, PassReport};
-use crate::contract::EpochMicros;
+use crate::contract::{EpochMicros, duration_micros};
 use crate::store::{
     DeviceContext, Opened, PredictionSignal, StoreTx, StreakRow, TicketKind, TicketSignal,
     Transition,
@@ -41,7 +41,7 @@ impl Dispatcher {
         report: &mut PassReport,
     ) -> Result<(), DispatchError> {
         let (mark, _) = self.store.dispatch_progress().await?;
-        let margin = i64::try_from(self.config.read_margin.as_micros()).unwrap_or(i64::MAX);
+        let margin = duration_micros(self.config.read_margin);
         let since = mark.map(|m| m.saturating_sub(margin));
         let limit = self.config.signals_per_batch as i64;
         let mut newest: Option<EpochMicros> = None;

@@ -14,7 +14,7 @@ use super::plan::{Point, haversine_km};
 use super::surge::{Member, Scope, find_surges};
 use super::window::Criticality;
 use super::{DispatchError, Dispatcher, PassReport};
-use crate::contract::EpochMicros;
+use crate::contract::{EpochMicros, duration_micros};
 use crate::store::{Message, MessageType, NewIncident, OpenIncident, StoreTx, TriageTicket};
 
 /// Tickets read per triage.
@@ -59,8 +59,8 @@ impl Dispatcher {
                 .or_default()
                 .push(ticket);
         }
-        let settle = i64::try_from(self.config.settle.as_micros()).unwrap_or(i64::MAX);
-        let window = i64::try_from(self.config.surge.window.as_micros()).unwrap_or(i64::MAX);
+        let settle = duration_micros(self.config.settle);
+        let window = duration_micros(self.config.surge.window);
         let mut release = Vec::new();
         for (key, members) in groups {
             // Late members of an incident still open join it.

@@ -18,12 +18,11 @@ pub mod tls;
 mod writer;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::config::{IngestConfig, MqttConfig};
-use crate::contract::ValidationLimits;
+use crate::contract::{ValidationLimits, duration_micros};
 use crate::observability::Metrics;
 use crate::shutdown::Shutdown;
 use crate::stage::{Stage, StageDeps};
@@ -52,8 +51,8 @@ impl IngestSettings {
     fn limits(&self) -> ValidationLimits {
         ValidationLimits {
             max_payload_bytes: self.ingest.max_payload_bytes,
-            max_future_skew_micros: micros(self.ingest.max_future_skew),
-            max_age_micros: self.ingest.max_age.map(micros),
+            max_future_skew_micros: duration_micros(self.ingest.max_future_skew),
+            max_age_micros: self.ingest.max_age.map(duration_micros),
             max_abs_value: self.ingest.max_abs_value,
         }
     }
@@ -96,10 +95,6 @@ impl IngestSettings {
             })
             .collect()
     }
-}
-
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// What a committed batch carried, for benchmarks and tests that measure ingest from

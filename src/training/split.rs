@@ -2,9 +2,8 @@
 //! folds: calibration, thresholds and the winner are chosen on it), then a test window that
 //! nothing is fitted or chosen on. Windows scale with the history.
 
-use std::time::Duration;
-
 use crate::config::TrainConfig;
+use crate::contract::duration_micros;
 use crate::features::{DAY_MICROS, HOUR_MICROS};
 
 use super::TrainingError;
@@ -29,10 +28,6 @@ pub struct Split {
     pub folds: usize,
 }
 
-fn to_micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
 fn days(micros: i64) -> f64 {
     micros as f64 / DAY_MICROS as f64
 }
@@ -55,7 +50,7 @@ impl Split {
             .max(longest_horizon * 3 / 2)
             .div_euclid(HOUR_MICROS)
             * HOUR_MICROS;
-        let test = config.test_window.map_or(auto, to_micros);
+        let test = config.test_window.map_or(auto, duration_micros);
         // Rolling origin: the tuning window takes half of the time before the test window
         // (90 days at most), so that its folds see enough failures to calibrate on, while
         // each fold's model still trains on everything before it.
@@ -67,7 +62,7 @@ impl Split {
                     .div_euclid(HOUR_MICROS)
                     * HOUR_MICROS
             },
-            to_micros,
+            duration_micros,
         );
         let test_from = until - test;
         let tune_from = test_from - tuning;

@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::{BenchError, Noise};
 use crate::config::Config;
 use crate::contract::EpochMicros;
-use crate::dispatch::plan::{self, Calendar, Point, Stop, Strategy};
+use crate::dispatch::plan::{self, Strategy};
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::store::{CustomerRow, DeviceRow, ModelRow, PredictionRow, Store, TechnicianRow};
 
@@ -367,25 +367,12 @@ async fn run(
         .iter()
         .filter_map(crate::dispatch::booking::technician)
         .collect();
-    let mut calendar = Calendar::default();
-    for row in store
-        .calendar(day - 24 * HOUR, horizon_end + 24 * HOUR)
-        .await?
-    {
-        if let Some((latitude, longitude)) = row.site {
-            calendar.add(
-                row.technician_id,
-                Stop {
-                    start: row.start,
-                    end: row.end,
-                    site: Some(Point {
-                        latitude,
-                        longitude,
-                    }),
-                },
-            );
-        }
-    }
+    // Unavailability (no site) is in the calendar too; it adds no travel.
+    let calendar = crate::dispatch::booking::calendar_of(
+        &store
+            .calendar(day - 24 * HOUR, horizon_end + 24 * HOUR)
+            .await?,
+    );
     Ok(RunFigures {
         strategy,
         replicas,

@@ -9,13 +9,13 @@
 use std::collections::HashMap;
 
 use super::plan::{self, Calendar, Job, Point, Stop, Technician};
-use super::proposals::{PlanView, Proposal, proposal_message, stop_of};
+use super::proposals::{PlanView, Proposal, proposal_message};
 use super::window::Criticality;
 use super::{DispatchError, Dispatcher, PassReport};
 use crate::contract::{EpochMicros, duration_micros};
 use crate::store::{
-    BookableTicket, Booked, BookingRequest, Message, MessageType, NOT_COMPONENTS, PlannedOn,
-    StoreTx, TechnicianPlanRow,
+    BookableTicket, Booked, BookingRequest, CalendarRow, Message, MessageType, NOT_COMPONENTS,
+    PlannedOn, StoreTx, TechnicianPlanRow,
 };
 
 pub(super) const DAY_MICROS: EpochMicros = 86_400_000_000;
@@ -72,6 +72,27 @@ pub(crate) fn technician(row: &TechnicianPlanRow) -> Option<Technician> {
         shift_start: row.shift_start,
         shift_end: row.shift_end,
     })
+}
+
+/// The planner's calendar of calendar rows (bookings at their sites, unavailability).
+pub(crate) fn calendar_of(rows: &[CalendarRow]) -> Calendar {
+    let mut calendar = Calendar::default();
+    for row in rows {
+        calendar.add(row.technician_id, stop_of(row));
+    }
+    calendar
+}
+
+/// A calendar row as the planner sees it.
+pub(crate) fn stop_of(row: &CalendarRow) -> Stop {
+    Stop {
+        start: row.start,
+        end: row.end,
+        site: row.site.map(|(latitude, longitude)| Point {
+            latitude,
+            longitude,
+        }),
+    }
 }
 
 /// The component a technician must be able to repair: a silence or a critical event
@@ -137,10 +158,7 @@ impl Dispatcher {
         view: &mut PlanView,
         report: &mut PassReport,
     ) -> Result<bool, DispatchError> {
-        let sla = duration_micros(self.config.window.sla(ticket.priority));
-        let due = ticket
-            .due_at
-            .unwrap_or_else(|| ticket.opened_at.saturating_add(sla));
+        let due = self.due(ticket.due_at, ticket.opened_at, ticket.priority);
         let duration = duration_micros(self.config.visit_duration);
         let mut why_not = "it has no location";
         if let Some((latitude, longitude)) = site {

@@ -12,11 +12,11 @@
 
 use std::collections::HashMap;
 
-use super::booking::{DAY_MICROS, job_component, technician};
+use super::booking::{DAY_MICROS, calendar_of, job_component, technician};
 use super::plan::{self, Calendar, Effort, Job, Placed, Point, Stop, Technician};
 use super::{DispatchError, Dispatcher, PassReport};
 use crate::contract::{EpochMicros, duration_micros};
-use crate::store::{BookingMove, CalendarRow, HeldBooking, Message, MessageType};
+use crate::store::{BookingMove, HeldBooking, Message, MessageType};
 
 /// At most this many held bookings are considered by one improvement (the soonest told).
 const MAX_MOVABLE: i64 = 5_000;
@@ -115,12 +115,16 @@ impl Dispatcher {
         (until > clock).then_some(until)
     }
 
-    /// The due time a held booking was planned against (as [`Dispatcher::book`] computes it).
-    fn due_of(&self, booking: &HeldBooking) -> EpochMicros {
-        booking.due_at.unwrap_or_else(|| {
-            booking
-                .opened_at
-                .saturating_add(duration_micros(self.config.window.sla(booking.priority)))
+    /// When a visit is due: the ticket's due time, else its priority's SLA from opening
+    /// (one rule for booking and for moving a held booking).
+    pub(super) fn due(
+        &self,
+        due_at: Option<EpochMicros>,
+        opened_at: EpochMicros,
+        priority: u8,
+    ) -> EpochMicros {
+        due_at.unwrap_or_else(|| {
+            opened_at.saturating_add(duration_micros(self.config.window.sla(priority)))
         })
     }
 
@@ -145,7 +149,7 @@ impl Dispatcher {
                         start: booking.start,
                         end: booking.end,
                         technician: names.get(&booking.technician_id),
-                        due: self.due_of(booking),
+                        due: self.due(booking.due_at, booking.opened_at, booking.priority),
                         urgent: false,
                     },
                     false,
@@ -199,7 +203,7 @@ impl Dispatcher {
                         // A held visit stays at least the notice away, so that it is still
                         // held (and told in its own time) wherever it moves.
                         earliest: clock.saturating_add(duration_micros(settings.min_notice)),
-                        due: self.due_of(booking),
+                        due: self.due(booking.due_at, booking.opened_at, booking.priority),
                     },
                 })
             })
@@ -289,26 +293,6 @@ impl Dispatcher {
             }
             Err(error) => Err(error.into()),
         }
-    }
-}
-
-fn calendar_of(rows: &[CalendarRow]) -> Calendar {
-    let mut calendar = Calendar::default();
-    for row in rows {
-        calendar.add(row.technician_id, stop_of(row));
-    }
-    calendar
-}
-
-/// A calendar row as the planner sees it.
-pub(super) fn stop_of(row: &CalendarRow) -> Stop {
-    Stop {
-        start: row.start,
-        end: row.end,
-        site: row.site.map(|(latitude, longitude)| Point {
-            latitude,
-            longitude,
-        }),
     }
 }
 

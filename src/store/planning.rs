@@ -182,11 +182,7 @@ impl Store {
         let (start, end) = (timestamp(start)?, end.map(timestamp).transpose()?);
         // The technician's booking lock: no booking of theirs commits in between, and
         // `book` sees the unavailability once it has the lock.
-        sqlx::query("select pg_advisory_xact_lock($1, $2)")
-            .bind(super::tickets::BOOKING_LOCK_KEY)
-            .bind(technician_id)
-            .execute(tx.connection())
-            .await?;
+        tx.lock_technicians(&[technician_id]).await?;
         sqlx::query(
             "insert into technician_unavailability (technician_id, period, reason)
              values ($1, tstzrange($2, $3, '[)'), $4)",

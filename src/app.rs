@@ -13,6 +13,7 @@ use crate::embedded::postgres::{ClusterOptions, PostgresError, PrivateCluster};
 use crate::ingest::IngestSettings;
 use crate::maintenance::MaintenanceSettings;
 use crate::observability::Metrics;
+use crate::outreach::OutreachSettings;
 use crate::predict::PredictSettings;
 use crate::shutdown::Shutdown;
 use crate::stage::{StageDeps, StageError, StageTask};
@@ -96,6 +97,8 @@ pub enum StageKind {
     Retrain,
     /// Tickets, incidents and bookings every `dispatch.interval` (`dispatch`).
     Dispatch,
+    /// The outbox delivered to customers (`outreach`).
+    Outreach,
 }
 
 impl StageKind {
@@ -106,6 +109,7 @@ impl StageKind {
         StageKind::Predict,
         StageKind::Retrain,
         StageKind::Dispatch,
+        StageKind::Outreach,
     ];
     /// `forewarn ingest`.
     pub const INGEST: &'static [StageKind] = &[StageKind::Ingest];
@@ -119,6 +123,8 @@ impl StageKind {
     ];
     /// `forewarn dispatch`.
     pub const DISPATCH: &'static [StageKind] = &[StageKind::Dispatch];
+    /// `forewarn outreach`.
+    pub const OUTREACH: &'static [StageKind] = &[StageKind::Outreach];
 }
 
 /// A running forewarn: its stages and HTTP server, until `shutdown`.
@@ -191,6 +197,15 @@ impl App {
                     if let Some(interval) = config.dispatch.interval {
                         let settings = DispatchSettings {
                             config: config.dispatch.clone(),
+                            interval,
+                        };
+                        tasks.push(StageTask::new(settings, deps.clone(), shutdown.clone()));
+                    }
+                }
+                StageKind::Outreach => {
+                    if let Some(interval) = config.outreach.interval {
+                        let settings = OutreachSettings {
+                            config: config.outreach.clone(),
                             interval,
                         };
                         tasks.push(StageTask::new(settings, deps.clone(), shutdown.clone()));

@@ -36,6 +36,9 @@ pub mod maintenance;
 pub mod model;
 /// Logging and Prometheus metrics.
 pub mod observability;
+/// The `outreach` stage: deliver the outbox to customers, in their language, on their
+/// channel.
+pub mod outreach;
 /// The live `predict` stage: score devices with new data, write predictions.
 pub mod predict;
 /// Shutdown signalling for stages.

@@ -110,6 +110,18 @@ pub struct DispatchMetrics {
     pub pass_seconds: Histogram,
 }
 
+/// The outreach stage's metrics.
+#[derive(Debug)]
+pub struct OutreachMetrics {
+    /// Attempts by outcome (`sent`, `retry`, `rejected`, `deferred`, `failed`) and channel.
+    pub attempts: Family<Labels, Counter>,
+    /// Outcomes a worker could not write because its claim had run out (another worker
+    /// took the message).
+    pub fenced: Counter,
+    /// Seconds per batch (claim, render, send, write).
+    pub batch_seconds: Histogram,
+}
+
 /// The retraining stage's metrics (`train.interval`).
 #[derive(Debug)]
 pub struct TrainMetrics {
@@ -129,6 +141,7 @@ pub struct Metrics {
     pub predict: PredictMetrics,
     pub train: TrainMetrics,
     pub dispatch: DispatchMetrics,
+    pub outreach: OutreachMetrics,
     /// Sessions the ingest stage opens (0: this process does not ingest).
     mqtt_sessions_expected: AtomicI64,
     /// Why ingest's writes are failing right now (`None` when they are not).
@@ -353,6 +366,27 @@ impl Metrics {
             "Seconds per dispatch pass",
             dispatch.pass_seconds.clone(),
         );
+        let outreach = OutreachMetrics {
+            attempts: Family::default(),
+            fenced: Counter::default(),
+            batch_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+        };
+        let sub = registry.sub_registry_with_prefix("outreach");
+        sub.register(
+            "attempts",
+            "Delivery attempts by outcome and channel",
+            outreach.attempts.clone(),
+        );
+        sub.register(
+            "fenced",
+            "Outcomes not written because the worker's claim had run out",
+            outreach.fenced.clone(),
+        );
+        sub.register(
+            "batch_seconds",
+            "Seconds per outreach batch",
+            outreach.batch_seconds.clone(),
+        );
         let train = TrainMetrics {
             runs: Family::default(),
             last_seconds: Gauge::default(),
@@ -376,6 +410,7 @@ impl Metrics {
             predict,
             train,
             dispatch,
+            outreach,
             mqtt_sessions_expected: AtomicI64::new(0),
             ingest_failure: Mutex::new(None),
         })

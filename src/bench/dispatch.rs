@@ -16,7 +16,7 @@ use std::time::Instant;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-use super::{BenchError, Noise};
+use super::{BenchError, Noise, median};
 use crate::config::Config;
 use crate::contract::EpochMicros;
 use crate::dispatch::plan::{self, Strategy};
@@ -97,12 +97,6 @@ pub struct DispatchBenchReport {
     pub ours: RunFigures,
     pub baseline: RunFigures,
     pub two_replicas: RunFigures,
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Runs the benchmark in a scratch database on the server of `admin_url`.

@@ -6,6 +6,7 @@ pub mod cmapss;
 pub mod dispatch;
 mod ingest;
 pub mod model;
+pub mod outreach;
 pub mod predict;
 
 pub use ingest::*;
@@ -29,6 +30,13 @@ pub enum BenchError {
     App(#[from] crate::app::AppError),
     #[error("{0}")]
     Invalid(String),
+}
+
+/// The median of `values` (the upper one of an even count); 0 for none.
+pub(crate) fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// A deterministic pseudo-random stream (no dependency for a benchmark's noise).

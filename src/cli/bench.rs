@@ -34,6 +34,29 @@ pub enum BenchCommand {
     /// (nearest free technician, first come first served) on the same signals, and a
     /// run with two dispatchers at once (duplicate tickets, double bookings).
     Dispatch(DispatchArgs),
+    /// An incident's burst of notices (one per customer, all due at once) drained by the
+    /// outreach workers through the SMS webhook channel to a local HTTP provider that
+    /// checks signatures and counts idempotency keys: messages/s with `--workers` workers
+    /// against one worker (same burst, same run), duplicates and lost messages.
+    Outreach(OutreachArgs),
+}
+
+#[derive(clap::Args)]
+pub struct OutreachArgs {
+    #[arg(long, default_value_t = 50_000)]
+    messages: usize,
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Runs with `--workers`; the median messages/s is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// How long the provider takes to answer each request (e.g. `50ms`; a real SMS
+    /// provider's API answers in tens of milliseconds).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    provider_latency: Duration,
+    /// Print only the report, as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -145,6 +168,7 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Cmapss(args) => run_cmapss(args, config).await,
         BenchCommand::Ingest(args) => run_ingest(args, config).await,
         BenchCommand::Dispatch(args) => run_dispatch(args, config).await,
+        BenchCommand::Outreach(args) => run_outreach(args, config).await,
     }
 }
 
@@ -375,4 +399,44 @@ async fn run_ingest(args: IngestArgs, config: &Config) -> anyhow::Result<()> {
     forewarn::bench::run_ingest(config, &bench)
         .await
         .context("bench ingest")
+}
+
+/// `bench outreach`: a burst of notices through the webhook channel, 4 workers against 1.
+async fn run_outreach(args: OutreachArgs, config: &Config) -> anyhow::Result<()> {
+    let (url, _cluster) = app::resolve_database(config).await?;
+    let bench = forewarn::bench::outreach::OutreachBench {
+        messages: args.messages,
+        workers: args.workers,
+        repeat: args.repeat,
+        latency: args.provider_latency,
+    };
+    let report = forewarn::bench::outreach::run_outreach_bench(config, &url, &bench)
+        .await
+        .map_err(|e| anyhow::anyhow!("bench outreach: {e}"))?;
+    if !args.json {
+        println!(
+            "bench outreach: {} messages through the SMS webhook (provider answers in {} ms; {} sends in flight per worker); {} workers {:.0} messages/s (median of {:?}; target ≥ 2,000), one worker {:.0} messages/s ({:.2}×)",
+            report.messages,
+            report.provider_latency_ms,
+            report.send_concurrency,
+            report.workers,
+            report.messages_per_s,
+            report
+                .messages_per_s_runs
+                .iter()
+                .map(|r| r.round())
+                .collect::<Vec<_>>(),
+            report.one_worker_messages_per_s,
+            report.speedup,
+        );
+        println!(
+            "bench outreach: sent {} per run; duplicates {}, lost {}, bad signatures {} (over every run)",
+            report.sent,
+            report.duplicates,
+            report.lost,
+            report.runs.iter().map(|r| r.bad_signatures).sum::<u64>(),
+        );
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }

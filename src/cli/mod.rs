@@ -44,6 +44,10 @@ pub enum Command {
     /// critical events and silent devices become tickets, surges become incidents,
     /// technicians are booked inside the predicted window, customers' messages queued.
     Dispatch,
+    /// Run the outreach stage only (plus /metrics, /healthz, /readyz): the outbox's
+    /// messages delivered to customers by email, SMS, push or webhook, with retries,
+    /// fallback to the next channel and quiet hours.
+    Outreach,
     /// Run every stage built so far.
     Serve,
     /// Everything on one machine: private database, embedded broker (unless the URLs are
@@ -109,6 +113,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Ingest => serve::run_ingest(config).await,
         Command::Predict => serve::run_predict(config).await,
         Command::Dispatch => serve::run_dispatch(config).await,
+        Command::Outreach => serve::run_outreach(config).await,
         Command::Serve => serve::run_serve(config).await,
         Command::Demo(args) => serve::run_demo(args, config).await,
         Command::Train(args) => train::run(args, &config).await,

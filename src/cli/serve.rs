@@ -41,11 +41,17 @@ pub async fn run_dispatch(config: Config) -> anyhow::Result<()> {
     serve(config, StageKind::DISPATCH, None).await
 }
 
+pub async fn run_outreach(config: Config) -> anyhow::Result<()> {
+    serve(config, StageKind::OUTREACH, None).await
+}
+
 pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     serve(config, StageKind::SERVE, None).await
 }
 
-pub async fn run_demo(args: DemoArgs, config: Config) -> anyhow::Result<()> {
+pub async fn run_demo(args: DemoArgs, mut config: Config) -> anyhow::Result<()> {
+    // Customers' messages reach the log when no channel of theirs is set up (SMTP, SMS…).
+    config.outreach.log_channel = true;
     let fleet = DemoFleet {
         devices: args.devices,
         speed: args.speed,

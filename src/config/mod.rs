@@ -26,6 +26,7 @@ pub use crate::dispatch::config::DispatchConfig;
 pub use crate::embedded::config::EmbeddedConfig;
 pub use crate::ingest::config::{AUTO_SESSIONS, IngestConfig, MqttConfig, MqttProtocol};
 pub use crate::observability::{LogConfig, LogFormat};
+pub use crate::outreach::config::OutreachConfig;
 pub use crate::predict::config::PredictConfig;
 pub use crate::store::config::{DatabaseConfig, StorageConfig, TimescaleMode};
 pub use crate::training::config::{FailureModeConfig, TrainConfig};
@@ -71,6 +72,7 @@ pub struct Config {
     pub train: TrainConfig,
     pub predict: PredictConfig,
     pub dispatch: DispatchConfig,
+    pub outreach: OutreachConfig,
     /// Variables with the `FOREWARN_` prefix that name no key ([`env::is_ignored`]).
     #[serde(skip)]
     pub ignored_env: Vec<String>,
@@ -214,6 +216,7 @@ impl Config {
         self.train.validate()?;
         self.predict.validate()?;
         self.dispatch.validate()?;
+        self.outreach.validate()?;
         Ok(())
     }
 }

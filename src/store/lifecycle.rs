@@ -166,11 +166,20 @@ impl StoreTx {
                         'model', d.model, 'failure_mode', t.failure_mode,
                         'priority', t.priority, 'top_factors', t.top_factors,
                         'expected_failure_at', t.expected_failure_at, 'due_at', t.due_at,
-                        'customer_name', c.name, 'timezone', c.timezone) || $5::jsonb,
+                        'customer_name', c.name, 'timezone', c.timezone,
+                        'slot_start', lower(b.slot), 'slot_end', upper(b.slot),
+                        'technician', split_part(tech.name, ' ', 1)) || $5::jsonb,
                     $6
              from tickets t
              join devices d on d.id = t.device_id
              join customers c on c.id = d.customer_id
+             -- The visit the message is about: the ticket's booking, the latest if several.
+             left join lateral (
+                 select b.slot, b.technician_id from bookings b
+                 where b.ticket_id = t.id and b.cancelled_at is null
+                 order by b.id desc limit 1
+             ) b on true
+             left join technicians tech on tech.id = b.technician_id
              where t.id = $1
              on conflict (idempotency_key) do nothing
              returning id",
@@ -363,7 +372,10 @@ impl StoreTx {
                     idempotency_key: format!("ticket:{ticket_id}:{}", message_type.as_str()),
                     message_type,
                     urgent: false,
-                    payload: serde_json::json!({ "reason": reason }),
+                    payload: serde_json::json!({
+                        "reason": reason,
+                        "outcome": outcome.map(|o| o.as_str()),
+                    }),
                     at,
                 },
             )

@@ -30,6 +30,7 @@ mod history;
 mod lifecycle;
 mod migrate;
 mod models;
+mod outreach;
 mod planning;
 mod predictions;
 mod proposals;
@@ -56,6 +57,7 @@ pub use history::ComponentRecord;
 pub use lifecycle::{Message, MessageType, NOT_COMPONENTS, Outcome, Transition, Transitioned};
 pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};
 pub use models::{ModelRow, PromotionOutcome};
+pub use outreach::{Attempt, AttemptOutcome, ClaimedMessage, OutboxCounts};
 pub use planning::{
     BookableTicket, CalendarRow, DispatchFigures, NewIncident, OpenIncident, TechnicianPlanRow,
     TriageTicket,

@@ -18,33 +18,7 @@ fn python() -> PathBuf {
     if let Ok(python) = std::env::var("FOREWARN_TEST_PYTHON") {
         return PathBuf::from(python);
     }
-    let venv = std::env::temp_dir().join("forewarn-test-pysparkplug-0.6.1");
-    let python = venv.join("bin/python");
-    let ready = venv.join(".ready");
-    if !ready.exists() {
-        let run = |command: &mut std::process::Command| {
-            let output = command.output().expect("python3 runs");
-            assert!(
-                output.status.success(),
-                "{command:?} failed (this test needs python3 with venv, and PyPI): {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        let _ = std::fs::remove_dir_all(&venv);
-        run(std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv));
-        run(std::process::Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            PYSPARKPLUG,
-        ]));
-        std::fs::write(&ready, PYSPARKPLUG).unwrap();
-    }
-    python
+    python_venv(PYSPARKPLUG)
 }
 
 fn peer(args: &[&str]) -> String {

@@ -473,3 +473,52 @@ pub fn sigterm(process: &std::process::Child) {
         .arg(process.id().to_string())
         .status();
 }
+
+/// A Python with `requirement` (`aiosmtpd==1.4.6`) installed from PyPI into a virtual
+/// environment made once under the system's temporary directory, named by it.
+pub fn python_venv(requirement: &str) -> std::path::PathBuf {
+    let name: String = requirement
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let venv = std::env::temp_dir().join(format!("forewarn-test-{name}"));
+    let python = venv.join("bin/python");
+    let ready = venv.join(".ready");
+    if !ready.exists() {
+        let run = |command: &mut std::process::Command| {
+            let output = command.output().expect("python3 runs");
+            assert!(
+                output.status.success(),
+                "{command:?} failed (this test needs python3 with venv, and PyPI): {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        // A unique scratch name, renamed into place: tests installing at once race safely.
+        let scratch = venv.with_extension(unique("tmp"));
+        run(std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&scratch));
+        run(
+            std::process::Command::new(scratch.join("bin/python")).args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                requirement,
+            ]),
+        );
+        std::fs::write(scratch.join(".ready"), requirement).unwrap();
+        if std::fs::rename(&scratch, &venv).is_err() {
+            // Another test made it first.
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+    }
+    python
+}

@@ -136,7 +136,9 @@ pub struct App {
 
 impl App {
     pub async fn new(config: &Config, store: Store) -> Result<App, AppError> {
-        let http = HttpServer::bind(config.http.addr).await?;
+        let http = HttpServer::bind(config.http.addr)
+            .await?
+            .with_inbound_secret(config.outreach.inbound_secret.clone());
         Ok(App {
             store,
             metrics: Metrics::new(),

@@ -122,7 +122,7 @@ rescheduled =
     .body = We had to change the planned visit. { $technician } will now visit you on { $slot }. We are sorry for the inconvenience.
 incident_notice =
     .subject = We know about a problem with your { $count ->
-        [one] device
+        [1] device
        *[other] devices
     }
     .body = { $mode ->

@@ -133,7 +133,7 @@ rescheduled =
     .body = Musieliśmy zmienić termin zaplanowanej wizyty. { $technician } przyjdzie do Ciebie w nowym terminie: { $slot }. Przepraszamy za utrudnienia.
 incident_notice =
     .subject = Wiemy o problemie z { $count ->
-        [one] Twoim urządzeniem
+        [1] Twoim urządzeniem
        *[other] Twoimi urządzeniami
     }
     .body = { $mode ->

@@ -127,7 +127,7 @@ booking_confirmed =
     .body = Ďakujeme. { $technician } vás navštívi v termíne: { $slot }.
 technician_en_route =
     .subject = { $technician } je na ceste
-    .body = { $technician } je práve na ceste k vám, aby skontroloval { $kind ->
+    .body = { $technician } je práve na ceste k vám a skontroluje { $kind ->
         [washer] vašu práčku
         [fridge] vašu chladničku
         [car] vaše auto
@@ -140,7 +140,7 @@ rescheduled =
     .body = Museli sme zmeniť termín plánovanej návštevy. { $technician } vás navštívi v novom termíne: { $slot }. Ospravedlňujeme sa za nepríjemnosti.
 incident_notice =
     .subject = Vieme o probléme s { $count ->
-        [one] vaším zariadením
+        [1] vaším zariadením
        *[other] vašimi zariadeniami
     }
     .body = { $mode ->

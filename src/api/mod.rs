@@ -8,6 +8,7 @@
 
 pub mod config;
 mod devices;
+pub mod inbound;
 mod ops;
 pub mod probe;
 pub mod problem;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 
 use crate::observability::Metrics;
+use crate::outreach::Secret;
 use crate::shutdown::Shutdown;
 use crate::stage::{Stage, StageDeps};
 use crate::store::{HealthCheck, Store};
@@ -43,6 +45,9 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// What the `/api/v1` modules read and write through.
     pub store: Store,
+    /// The key inbound-reply webhooks are signed with (`outreach.inbound_secret`); `None`:
+    /// replies are refused.
+    pub inbound_secret: Option<Secret>,
 }
 
 impl ApiState {
@@ -51,6 +56,7 @@ impl ApiState {
             health: deps.store.health_check(),
             metrics: deps.metrics,
             store: deps.store,
+            inbound_secret: None,
         }
     }
 }
@@ -59,6 +65,7 @@ impl ApiState {
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .merge(devices::router())
+        .merge(inbound::router())
         .method_not_allowed_fallback(problem::method_not_allowed);
     Router::new()
         .merge(ops::router())
@@ -70,6 +77,7 @@ pub fn router(state: ApiState) -> Router {
 /// A bound listener, so callers (tests) learn the port before serving.
 pub struct HttpServer {
     listener: tokio::net::TcpListener,
+    inbound_secret: Option<Secret>,
 }
 
 impl HttpServer {
@@ -77,7 +85,16 @@ impl HttpServer {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| ApiError::Bind { addr, source })?;
-        Ok(HttpServer { listener })
+        Ok(HttpServer {
+            listener,
+            inbound_secret: None,
+        })
+    }
+
+    /// Accepts inbound replies signed with `secret` (`outreach.inbound_secret`).
+    pub fn with_inbound_secret(mut self, secret: Option<Secret>) -> HttpServer {
+        self.inbound_secret = secret;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -104,6 +121,10 @@ impl Stage for HttpServer {
         deps: StageDeps,
         shutdown: Shutdown,
     ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send + 'static {
-        self.serve(ApiState::new(deps), shutdown)
+        let state = ApiState {
+            inbound_secret: self.inbound_secret.clone(),
+            ..ApiState::new(deps)
+        };
+        self.serve(state, shutdown)
     }
 }

@@ -33,6 +33,9 @@ pub enum HttpError {
     /// The request's input is not acceptable (422), naming the field.
     #[error("{field}: {detail}")]
     Rejected { field: String, detail: String },
+    /// The request is not signed, or not by whom it claims (401).
+    #[error("{detail}")]
+    Unauthorized { detail: String },
     /// The path exists, the method does not (405).
     #[error("method {method} not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
@@ -60,6 +63,7 @@ impl HttpError {
         match self {
             HttpError::NotFound { .. } => StatusCode::NOT_FOUND,
             HttpError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            HttpError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -74,6 +78,7 @@ impl HttpError {
             HttpError::Rejected { field, detail } => {
                 ("rejected-input", detail.clone(), Some(field.clone()))
             }
+            HttpError::Unauthorized { detail } => ("unauthorized", detail.clone(), None),
             HttpError::MethodNotAllowed { .. } => ("method-not-allowed", self.to_string(), None),
             HttpError::Unavailable(_) => (
                 "unavailable",

@@ -159,7 +159,7 @@ pub async fn run_outreach_bench(
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let outreach = OutreachConfig {
-        sms_url: Some(format!("http://{addr}/sms")),
+        sms_url: Some(Secret::new(format!("http://{addr}/sms"))),
         signing_secret: Some(Secret::new(SECRET)),
         smtp_url: None,
         push_url: None,

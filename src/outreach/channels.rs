@@ -99,9 +99,9 @@ pub struct Channels {
     smtp: Option<Arc<AsyncSmtpTransport<Tokio1Executor>>>,
     from: Mailbox,
     http: reqwest::Client,
-    sms_url: Option<String>,
-    push_url: Option<String>,
-    webhook_url: Option<String>,
+    sms_url: Option<Secret>,
+    push_url: Option<Secret>,
+    webhook_url: Option<Secret>,
     secret: Option<Secret>,
     log: bool,
 }
@@ -140,6 +140,8 @@ impl Channels {
             .connect_timeout(config.send_timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
+            // A redirect would turn the POST into a GET without the message: never follow.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ChannelSetupError::Http(e.to_string()))?;
         Ok(Channels {
@@ -169,9 +171,9 @@ impl Channels {
     pub async fn send(&self, message: &Outgoing<'_>) -> Result<String, SendError> {
         match message.channel {
             Channel::Email => self.email(message).await,
-            Channel::Sms => self.post(self.sms_url.as_deref(), message).await,
-            Channel::Push => self.post(self.push_url.as_deref(), message).await,
-            Channel::Webhook => self.post(self.webhook_url.as_deref(), message).await,
+            Channel::Sms => self.post(self.sms_url.as_ref(), message).await,
+            Channel::Push => self.post(self.push_url.as_ref(), message).await,
+            Channel::Webhook => self.post(self.webhook_url.as_ref(), message).await,
             Channel::Log => {
                 tracing::info!(
                     target: "forewarn::outreach::log",
@@ -222,13 +224,29 @@ impl Channels {
                 response.code(),
                 response.message().collect::<Vec<_>>().join(" ")
             )),
-            Err(error) if error.is_permanent() => Err(SendError::Permanent(error.to_string())),
+            // Refused for this message: a mailbox or address the server rejects. Other
+            // permanent codes (530/535: our authentication) are the channel's trouble.
+            Err(error)
+                if error.is_permanent()
+                    && error.status().is_some_and(|code| {
+                        matches!(
+                            code.to_string().as_str(),
+                            "550" | "551" | "553" | "501" | "552"
+                        )
+                    }) =>
+            {
+                Err(SendError::Permanent(error.to_string()))
+            }
             Err(error) => Err(SendError::Transient(error.to_string())),
         }
     }
 
-    async fn post(&self, url: Option<&str>, message: &Outgoing<'_>) -> Result<String, SendError> {
-        let url = url.ok_or_else(|| {
+    async fn post(
+        &self,
+        url: Option<&Secret>,
+        message: &Outgoing<'_>,
+    ) -> Result<String, SendError> {
+        let url = url.map(Secret::expose).ok_or_else(|| {
             SendError::Permanent(format!(
                 "no {} provider configured",
                 message.channel.as_str()
@@ -263,21 +281,27 @@ impl Channels {
         }
         let response = request.body(body).send().await.map_err(|e| {
             // No answer (refused, reset, timed out): the provider may have it or not; the
-            // idempotency key makes the retry safe.
-            SendError::Transient(format!("{}: {}", message.channel.as_str(), error_chain(&e)))
+            // idempotency key makes the retry safe. The URL (it may hold a token) is left
+            // out of what is logged and stored.
+            SendError::Transient(format!(
+                "{}: {}",
+                message.channel.as_str(),
+                error_chain(&e.without_url())
+            ))
         })?;
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
+        let text = read_prefix(response, 4096).await;
         let answer = format!("{} {}", status.as_u16(), truncate(&text, 500));
         if status.is_success() {
             Ok(answer)
-        } else if status.is_server_error()
-            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-        {
-            Err(SendError::Transient(answer))
-        } else {
+        } else if matches!(status.as_u16(), 400 | 413 | 422) {
+            // This message is refused (its content, its recipient): another channel may
+            // carry it. Anything else — a bad key (401/403), a wrong URL or a deploy
+            // (404/410), the same key still in flight (409), a redirect, 5xx — is the
+            // channel's trouble, not the message's: retried.
             Err(SendError::Permanent(answer))
+        } else {
+            Err(SendError::Transient(answer))
         }
     }
 }
@@ -315,6 +339,21 @@ pub fn hex(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02x}");
         out
     })
+}
+
+/// The first `max` bytes of a response's body (a provider's answer is kept for the record,
+/// not read whole whatever its size).
+async fn read_prefix(mut response: reqwest::Response, max: usize) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                bytes.extend_from_slice(&chunk[..chunk.len().min(max - bytes.len())])
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn truncate(text: &str, max: usize) -> &str {

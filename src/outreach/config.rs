@@ -77,12 +77,16 @@ pub struct OutreachConfig {
     pub email_from: String,
     /// SMS, push and the integrations' webhook: each a URL the message is POSTed to as JSON
     /// with an HMAC-SHA256 signature of the body (`signing_secret`). Unset: no such channel.
-    pub sms_url: Option<String>,
-    pub push_url: Option<String>,
-    pub webhook_url: Option<String>,
+    /// Secrets: a provider's URL often carries its API key.
+    pub sms_url: Option<Secret>,
+    pub push_url: Option<Secret>,
+    pub webhook_url: Option<Secret>,
     /// The key of the `Forewarn-Signature` HMAC on webhook bodies. Required when a webhook
     /// channel is set.
     pub signing_secret: Option<Secret>,
+    /// The key the providers' inbound webhooks (`POST /api/v1/inbound/sms|email`: customers'
+    /// replies) sign their bodies with. Unset: replies are refused (401).
+    pub inbound_secret: Option<Secret>,
 }
 
 impl Default for OutreachConfig {
@@ -105,6 +109,7 @@ impl Default for OutreachConfig {
             push_url: None,
             webhook_url: None,
             signing_secret: None,
+            inbound_secret: None,
         }
     }
 }
@@ -132,11 +137,19 @@ impl OutreachConfig {
             "it must be between 1 and 1000",
         )?;
         rule(
-            self.lease > self.send_timeout * 2,
+            self.send_timeout <= Duration::from_secs(600),
+            "outreach.send_timeout",
+            show(self.send_timeout),
+            "it must be at most 10m",
+        )?;
+        // A message is sent only while its claim has `send_timeout + 5 s` left (else it is
+        // handed back unsent): the lease must leave room for that and a send.
+        rule(
+            self.lease >= (self.send_timeout + Duration::from_secs(5)) * 2
+                && self.lease <= Duration::from_secs(86_400),
             "outreach.lease",
             show(self.lease),
-            "it must be more than twice outreach.send_timeout, or a slow send is claimed again \
-             while it runs",
+            "it must be at least twice outreach.send_timeout + 5s, and at most 1d",
         )?;
         rule(
             (1..=100).contains(&self.max_attempts),
@@ -157,6 +170,18 @@ impl OutreachConfig {
             "it must be positive and at most outreach.backoff_max",
         )?;
         rule(
+            self.backoff_max <= Duration::from_secs(7 * 86_400),
+            "outreach.backoff_max",
+            show(self.backoff_max),
+            "it must be at most 7d",
+        )?;
+        rule(
+            self.email_from.parse::<lettre::message::Mailbox>().is_ok(),
+            "outreach.email_from",
+            &self.email_from,
+            "it must be an address such as \"forewarn <service@example.com>\"",
+        )?;
+        rule(
             !self.send_timeout.is_zero(),
             "outreach.send_timeout",
             show(self.send_timeout),
@@ -170,26 +195,43 @@ impl OutreachConfig {
                 crate::config::redact_url(url.expose()),
                 "it must be smtp://host:port or smtps://host:port",
             )?;
+            let parsed = url::Url::parse(url.expose()).ok();
+            let has_credentials = parsed
+                .as_ref()
+                .is_some_and(|u| !u.username().is_empty() || u.password().is_some());
+            let encrypted = scheme == Some("smtps")
+                || parsed
+                    .as_ref()
+                    .is_some_and(|u| u.query_pairs().any(|(k, v)| k == "tls" && v == "required"));
             rule(
-                self.email_from.parse::<lettre::message::Mailbox>().is_ok(),
-                "outreach.email_from",
-                &self.email_from,
-                "it must be an address such as \"forewarn <service@example.com>\"",
+                !has_credentials || encrypted,
+                "outreach.smtp_url",
+                crate::config::redact_url(url.expose()),
+                "credentials over plain smtp:// would cross the network readable: use smtps:// \
+                 or smtp://…?tls=required",
             )?;
         }
+        rule(
+            self.inbound_secret
+                .as_ref()
+                .is_none_or(|s| s.expose().len() >= 16),
+            "outreach.inbound_secret",
+            "(short)",
+            "it must be at least 16 characters",
+        )?;
         for (key, url) in [
             ("outreach.sms_url", &self.sms_url),
             ("outreach.push_url", &self.push_url),
             ("outreach.webhook_url", &self.webhook_url),
         ] {
             if let Some(url) = url {
-                let parsed = url::Url::parse(url);
+                let parsed = url::Url::parse(url.expose());
                 rule(
                     parsed
                         .as_ref()
                         .is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
                     key,
-                    url,
+                    crate::config::redact_url(url.expose()),
                     "it must be an http:// or https:// URL",
                 )?;
                 rule(

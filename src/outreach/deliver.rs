@@ -41,7 +41,8 @@ pub fn address(message: &ClaimedMessage, channel: Channel) -> Option<&str> {
         Channel::Email => present(&message.email),
         Channel::Sms => present(&message.phone),
         // Push and integrations address the customer by their id in the customer's system.
-        Channel::Push | Channel::Webhook | Channel::Log => {
+        Channel::Push | Channel::Webhook => present(&message.customer_external_id),
+        Channel::Log => {
             Some(present(&message.customer_external_id).unwrap_or(message.customer_name.as_str()))
         }
     }
@@ -86,11 +87,24 @@ pub fn quiet_until(
     if time >= end {
         day = day.succ_opt()?;
     }
-    // The first instant at or after `end` that exists in the zone (a DST gap moves it on).
+    // The first instant at or after `end` that exists in the zone and is still ahead: a
+    // DST gap moves it on; of a repeated hour, the occurrence not yet past.
     let mut naive = day.and_time(end);
+    let at_least = now + chrono::Duration::minutes(1);
     for _ in 0..4 {
-        if let Some(at) = zone.from_local_datetime(&naive).earliest() {
-            return Some(at.with_timezone(&Utc));
+        let at = match zone.from_local_datetime(&naive) {
+            chrono::LocalResult::Single(at) => Some(at),
+            chrono::LocalResult::Ambiguous(first, second) => {
+                Some(if first.with_timezone(&Utc) > now {
+                    first
+                } else {
+                    second
+                })
+            }
+            chrono::LocalResult::None => None,
+        };
+        if let Some(at) = at {
+            return Some(at.with_timezone(&Utc).max(at_least));
         }
         naive += chrono::Duration::minutes(30);
     }
@@ -116,18 +130,40 @@ pub fn after_failure(
     jitter: f64,
 ) -> AttemptOutcome {
     let attempts = u32::try_from(message.attempts).unwrap_or(0);
-    let on_channel = u32::try_from(message.channel_attempts).unwrap_or(0) + 1;
+    // Failures counted on the row belong to the row's channel, not to another one this
+    // attempt moved to.
+    let on_channel = if channel.as_str() == message.channel {
+        u32::try_from(message.channel_attempts).unwrap_or(0) + 1
+    } else {
+        1
+    };
     let rejected = matches!(error, SendError::Permanent(_));
     let mut tried = message.channels_tried.clone();
-    let give_up_channel = rejected || on_channel >= config.fallback_after;
-    if give_up_channel && !tried.iter().any(|t| t == channel.as_str()) {
-        tried.push(channel.as_str().to_string());
-    }
-    let next = if give_up_channel {
+    let is_tried = |tried: &[String], c: Channel| tried.iter().any(|t| t == c.as_str());
+    let next_untried = |tried: &[String]| {
         order
             .iter()
             .copied()
-            .find(|c| !tried.iter().any(|t| t == c.as_str()))
+            .find(|c| *c != channel && !is_tried(tried, *c))
+    };
+    let next = if rejected {
+        // Refused for good here: this channel is given up on.
+        if !is_tried(&tried, channel) {
+            tried.push(channel.as_str().to_string());
+        }
+        next_untried(&tried)
+    } else if on_channel >= config.fallback_after {
+        // Keeps failing: the next channel, if there is one; else this one again (a passing
+        // outage must not fail the message before `max_attempts`).
+        match next_untried(&tried) {
+            Some(next) => {
+                if !is_tried(&tried, channel) {
+                    tried.push(channel.as_str().to_string());
+                }
+                Some(next)
+            }
+            None => Some(channel),
+        }
     } else {
         Some(channel)
     };
@@ -142,7 +178,10 @@ pub fn after_failure(
                 backoff(attempts, config.backoff_base, config.backoff_max, jitter)
             };
             AttemptOutcome::Retry {
-                at: now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero()),
+                at: chrono::Duration::from_std(wait)
+                    .ok()
+                    .and_then(|wait| now.checked_add_signed(wait))
+                    .unwrap_or(now),
                 channel: next.as_str().to_string(),
                 channel_attempts: if switched {
                     0
@@ -316,6 +355,16 @@ mod tests {
             matches!(outcome, AttemptOutcome::Failed { .. }),
             "{outcome:?}"
         );
+        // Transient failures on the only channel: retried there until the attempt limit.
+        let mut m = message();
+        m.attempts = 3;
+        m.channel_attempts = 2;
+        let AttemptOutcome::Retry { channel, .. } =
+            after_failure(&m, Channel::Sms, &[Channel::Sms], &error, &config, now, 0.0)
+        else {
+            panic!()
+        };
+        assert_eq!(channel, "sms");
         // The attempt limit.
         let mut m = message();
         m.attempts = 5;

@@ -48,6 +48,8 @@ pub enum OutreachError {
     Templates(#[from] render::RenderError),
     #[error(transparent)]
     Channels(#[from] channels::ChannelSetupError),
+    #[error("no random claim token: {0}")]
+    Random(String),
 }
 
 /// What one batch did.
@@ -109,10 +111,22 @@ impl Outreach {
     /// Claims one batch, delivers it and writes the outcomes.
     pub async fn batch(&self) -> Result<BatchReport, OutreachError> {
         let started = Instant::now();
-        let claim_token = i64::from_ne_bytes(getrandom::u64().unwrap_or(0).to_ne_bytes());
+        // The claim's fence: a token no other claim has (a failing random source would give
+        // every worker the same one, so it fails the batch instead).
+        let claim_token = i64::from_ne_bytes(
+            getrandom::u64()
+                .map_err(|e| OutreachError::Random(e.to_string()))?
+                .to_ne_bytes(),
+        );
+        let lease_over = Instant::now() + self.config.lease;
         let claimed = self
             .store
-            .claim_outreach(self.config.batch, self.config.lease, claim_token)
+            .claim_outreach(
+                self.config.batch,
+                self.config.lease,
+                self.config.max_attempts,
+                claim_token,
+            )
             .await?;
         if claimed.is_empty() {
             return Ok(BatchReport::default());
@@ -124,7 +138,7 @@ impl Outreach {
             let semaphore = semaphore.clone();
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await;
-                worker.attempt(message).await
+                worker.attempt(message, lease_over).await
             });
         }
         // Outcomes are written as they complete, a group at a time: a worker that dies
@@ -210,7 +224,7 @@ impl Outreach {
     }
 
     /// One attempt at one message: its outcome, to be written.
-    async fn attempt(&self, message: ClaimedMessage) -> Attempt {
+    async fn attempt(&self, message: ClaimedMessage, lease_over: Instant) -> Attempt {
         let now = Utc::now();
         let order = deliver::channel_order(&message, |c| self.channels.has(c));
         let done = |channel: &str, outcome| Attempt {
@@ -219,6 +233,44 @@ impl Outreach {
             channel: channel.to_string(),
             outcome,
         };
+        // Waited so long for a free sender that the claim could run out mid-send (and
+        // another worker send it too): handed back unsent, due at once.
+        let send_limit = self.config.send_timeout + Duration::from_secs(5);
+        if Instant::now() + send_limit > lease_over {
+            return done(
+                &message.channel,
+                AttemptOutcome::Deferred {
+                    until: now,
+                    reason: "handed back: its claim would run out during the send".to_string(),
+                },
+            );
+        }
+        // The customer has an address on a channel another process may have set up: not
+        // this process's to fail.
+        let reachable_elsewhere = Channel::ALL
+            .into_iter()
+            .filter(|c| *c != Channel::Log)
+            .any(|c| deliver::address(&message, c).is_some());
+        if order.is_empty() && reachable_elsewhere {
+            let error = SendError::Transient(format!(
+                "no channel set up in this process reaches this customer (set up here: {:?})",
+                self.channels
+            ));
+            let channel = Channel::parse(&message.channel).unwrap_or(Channel::Email);
+            let jitter = f64::from(getrandom::u32().unwrap_or(0)) / f64::from(u32::MAX);
+            return done(
+                &message.channel,
+                deliver::after_failure(
+                    &message,
+                    channel,
+                    &[channel],
+                    &error,
+                    &self.config,
+                    now,
+                    jitter,
+                ),
+            );
+        }
         let Some(channel) = deliver::current_channel(&message, &order) else {
             let mut tried = message.channels_tried.clone();
             tried.push(message.channel.clone());
@@ -262,7 +314,13 @@ impl Outreach {
                 message.quiet_hours_end,
             )
         {
-            return done(channel.as_str(), AttemptOutcome::Deferred { until });
+            return done(
+                channel.as_str(),
+                AttemptOutcome::Deferred {
+                    until,
+                    reason: "quiet hours".to_string(),
+                },
+            );
         }
         let reference = reference(&message);
         let rendered = match self.templates.render(&render::Facts {
@@ -375,6 +433,16 @@ async fn run(
     shutdown: Shutdown,
 ) -> Result<(), OutreachError> {
     let outreach = Outreach::new(deps.store, &settings.config, Some(deps.metrics))?;
+    if !Channel::ALL.into_iter().any(|c| outreach.channels.has(c)) {
+        // Claiming would fail every message for want of a channel: they wait instead.
+        tracing::warn!(
+            "outreach: no channel is set up (outreach.smtp_url, sms_url, push_url, webhook_url, \
+             log_channel); customers' messages wait in the outbox"
+        );
+        let mut shutdown = shutdown;
+        shutdown.wait().await;
+        return Ok(());
+    }
     tracing::info!(
         workers = settings.config.workers,
         channels = ?outreach.channels,

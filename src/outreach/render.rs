@@ -217,7 +217,9 @@ impl Templates {
             args.set("count", devices.len());
         }
         if let Some(expected) = time_of(payload, "expected_failure_at") {
-            let days = (expected - facts.now).num_days().max(0);
+            // Whole days, rounded up: "within 2 days" for 36 hours.
+            let seconds = (expected - facts.now).num_seconds().max(0);
+            let days = (seconds + 86_399) / 86_400;
             args.set("days", days);
         }
         if let Some((metric, trend)) = symptom(payload) {
@@ -444,7 +446,7 @@ mod tests {
             "{}",
             en.text
         );
-        assert!(en.text.contains("within 5 days"), "{}", en.text);
+        assert!(en.text.contains("within 6 days"), "{}", en.text);
         let sk = templates
             .render(&facts("booking_proposed", "sk", &p))
             .unwrap();
@@ -479,7 +481,7 @@ mod tests {
         let p = payload("proactive_notice", 1);
         let one_day = serde_json::json!({
             "kind": "car", "failure_mode": "car/battery",
-            "expected_failure_at": "2026-11-21T09:00:00Z", "top_factors": p["top_factors"],
+            "expected_failure_at": "2026-11-21T07:00:00Z", "top_factors": p["top_factors"],
         });
         let pl = templates
             .render(&facts("proactive_notice", "pl", &one_day))

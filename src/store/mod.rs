@@ -35,6 +35,7 @@ mod planning;
 mod predictions;
 mod proposals;
 mod registry;
+mod replies;
 mod telemetry;
 pub mod testing;
 mod tickets;
@@ -69,6 +70,7 @@ pub use registry::{
     CustomerRow, DeviceRecord, DeviceRow, ExistingDevices, MetricRow, PLACEHOLDER_KINDS,
     TechnicianRow,
 };
+pub use replies::{InboundReply, Reference, ReplyQueue, StoredReply};
 pub use telemetry::{
     DeadLetterRow, EventRow, StatusRow, TelemetryColumns, WriteBatch, WriteReport,
 };

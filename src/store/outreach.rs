@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveTime, Utc};
 
-use super::{Store, StoreError, interval_literal};
+use super::{Store, StoreError};
 
 /// A message claimed for delivery, with what its customer is reached by.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -54,8 +54,12 @@ pub enum AttemptOutcome {
         /// The provider refused it for good (this channel is given up on).
         rejected: bool,
     },
-    /// Quiet hours: not an attempt; due again at `until`.
-    Deferred { until: DateTime<Utc> },
+    /// Not an attempt (quiet hours; handed back before its claim could run out): due
+    /// again at `until`.
+    Deferred {
+        until: DateTime<Utc>,
+        reason: String,
+    },
     /// Given up on.
     Failed {
         reason: String,
@@ -89,15 +93,31 @@ impl Store {
         &self,
         limit: usize,
         lease: std::time::Duration,
+        max_attempts: u32,
         claim_token: i64,
     ) -> Result<Vec<ClaimedMessage>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // A worker that died left its rows `sending`: once the lease is over they are due
-        // again (they may have been sent: the idempotency key makes the retry harmless).
+        // again (they may have been sent: the idempotency key makes the retry harmless) —
+        // unless they were claimed `max_attempts` times already (a message that kills its
+        // worker must not be re-sent forever). Rows another worker is reclaiming are
+        // skipped.
         sqlx::query(
-            "update outreach set status = 'pending', claim_token = null, claimed_until = null
-             where status = 'sending' and claimed_until < now()",
+            "with expired as (
+                 select id from outreach
+                 where status = 'sending' and claimed_until < now()
+                 for update skip locked
+             )
+             update outreach o
+             set status = case when o.attempts >= $1 then 'failed' else 'pending' end,
+                 last_error = case when o.attempts >= $1
+                     then 'claimed ' || o.attempts || ' times without an outcome (its worker \
+                           stopped each time)'
+                     else 'its worker stopped before writing an outcome' end,
+                 claim_token = null, claimed_until = null
+             from expired where o.id = expired.id",
         )
+        .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
         .execute(&self.pool)
         .await?;
         let rows = sqlx::query_as::<_, ClaimedMessage>(
@@ -126,7 +146,7 @@ impl Store {
              limit $1",
         )
         .bind(limit)
-        .bind(interval_literal(lease))
+        .bind(format!("{} milliseconds", lease.as_millis()))
         .bind(claim_token)
         .fetch_all(&self.pool)
         .await?;
@@ -197,7 +217,7 @@ impl Store {
                     body.push(None);
                     error.push(Some(e.clone()));
                 }
-                AttemptOutcome::Deferred { until } => {
+                AttemptOutcome::Deferred { until, reason } => {
                     outcome.push("deferred");
                     status.push("pending");
                     next_at.push(Some(*until));
@@ -208,7 +228,7 @@ impl Store {
                     response.push(None);
                     subject.push(None);
                     body.push(None);
-                    error.push(Some("quiet hours".to_string()));
+                    error.push(Some(reason.clone()));
                 }
                 AttemptOutcome::Failed {
                     reason,
@@ -242,7 +262,9 @@ impl Store {
                      status = u.status,
                      next_attempt_at = coalesce(u.next_at, o.next_attempt_at),
                      channel = u.channel,
-                     channel_attempts = coalesce(u.channel_attempts, o.channel_attempts),
+                     channel_attempts = coalesce(u.channel_attempts,
+                                                 case when u.channel = o.channel
+                                                      then o.channel_attempts else 0 end),
                      channels_tried = coalesce(string_to_array(u.tried, ','), o.channels_tried),
                      attempts = o.attempts + u.attempt_delta,
                      provider_response = coalesce(u.response, o.provider_response),
@@ -326,7 +348,7 @@ impl Store {
 
 impl super::StoreTx {
     /// Queues one incident notice per customer (`external_id`, the devices of theirs it
-    /// affects) in one statement; the key is `incident:<id>:customer:<external id>`, so a
+    /// affects) in one statement; the key is `incident:<id>:customer:<id>` (as triage's), so a
     /// customer is told once whatever the number of their devices. Returns rows queued.
     pub async fn queue_incident_notices(
         &mut self,
@@ -341,7 +363,7 @@ impl super::StoreTx {
         let queued = sqlx::query(
             "insert into outreach (idempotency_key, customer_id, incident_id, message_type,
                                    channel, language, urgent, payload, event_at)
-             select 'incident:' || i.id || ':customer:' || c.external_id, c.id, i.id,
+             select 'incident:' || i.id || ':customer:' || c.id, c.id, i.id,
                     'incident_notice', c.preferred_channel, c.language, $3,
                     jsonb_build_object('incident_id', i.id, 'failure_mode', i.failure_mode,
                                        'customer_name', c.name, 'timezone', c.timezone,

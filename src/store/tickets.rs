@@ -72,6 +72,15 @@ pub enum Opened {
     },
 }
 
+impl Opened {
+    /// The ticket, new or merged into.
+    pub fn ticket_id(&self) -> i64 {
+        match self {
+            Opened::Created { ticket_id } | Opened::Merged { ticket_id, .. } => *ticket_id,
+        }
+    }
+}
+
 /// A visit to book.
 #[derive(Debug, Clone, Copy)]
 pub struct BookingRequest<'a> {

@@ -359,7 +359,7 @@ async fn a_failing_provider_is_retried_then_the_next_channel_delivers_and_a_refu
         db.store.clone(),
         &OutreachConfig {
             smtp_url: Some(Secret::new(format!("smtp://127.0.0.1:{}", sink.port))),
-            sms_url: Some(provider.url("sms")),
+            sms_url: Some(Secret::new(provider.url("sms"))),
             fallback_after: 3,
             ..config()
         },
@@ -462,7 +462,7 @@ async fn a_failing_provider_is_retried_then_the_next_channel_delivers_and_a_refu
     let sms_only = Outreach::new(
         db.store.clone(),
         &OutreachConfig {
-            sms_url: Some(provider.url("sms")),
+            sms_url: Some(Secret::new(provider.url("sms"))),
             ..config()
         },
         None,
@@ -513,7 +513,7 @@ async fn quiet_hours_hold_a_routine_message_but_not_a_safety_critical_one() {
     let outreach = Outreach::new(
         db.store.clone(),
         &OutreachConfig {
-            sms_url: Some(provider.url("sms")),
+            sms_url: Some(Secret::new(provider.url("sms"))),
             ..config()
         },
         None,
@@ -589,7 +589,7 @@ async fn a_worker_killed_between_send_and_commit_sends_every_message_once_under_
             .env("FOREWARN_OUTREACH__SIGNING_SECRET", SECRET)
             .env("FOREWARN_OUTREACH__INTERVAL", "50ms")
             .env("FOREWARN_OUTREACH__SEND_TIMEOUT", "1s")
-            .env("FOREWARN_OUTREACH__LEASE", "3s")
+            .env("FOREWARN_OUTREACH__LEASE", "12s")
             .env("FOREWARN_OUTREACH__BATCH", "20")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
@@ -617,9 +617,9 @@ async fn a_worker_killed_between_send_and_commit_sends_every_message_once_under_
         kills += 1;
     }
     assert!(kills >= 5, "only {kills} kills before everything was sent");
-    // Then one that may finish (the last leases run out after 3 s).
+    // Then one that may finish (the last leases run out after 12 s).
     let mut child = spawn();
-    wait_until("every message sent", Duration::from_secs(90), || {
+    wait_until("every message sent", Duration::from_secs(120), || {
         let pool = pool.clone();
         async move {
             count(&pool, "select count(*) from outreach where status = 'sent'").await
@@ -661,4 +661,286 @@ async fn a_worker_killed_between_send_and_commit_sends_every_message_once_under_
         0
     );
     assert_eq!(provider.state.lock().unwrap().bad_signatures, 0);
+}
+
+/// `forewarn`'s HTTP server with inbound replies accepted, on a free port.
+async fn serve_api(db: &TestDb, secret: &str) -> (SocketAddr, forewarn::shutdown::ShutdownTrigger) {
+    let http = forewarn::api::HttpServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .with_inbound_secret(Some(Secret::new(secret)));
+    let addr = http.local_addr();
+    let (trigger, shutdown) = forewarn::shutdown::Shutdown::new();
+    let state = forewarn::api::ApiState {
+        inbound_secret: Some(Secret::new(secret)),
+        ..forewarn::api::ApiState::new(forewarn::stage::StageDeps {
+            store: db.store.clone(),
+            metrics: forewarn::observability::Metrics::new(),
+        })
+    };
+    tokio::spawn(http.serve(state, shutdown));
+    (addr, trigger)
+}
+
+/// Posts a reply as a provider would, signed with `secret` at `t` (seconds).
+async fn post_reply(
+    addr: SocketAddr,
+    channel: &str,
+    body: &serde_json::Value,
+    secret: &str,
+    t: u64,
+) -> (u16, serde_json::Value) {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/inbound/{channel}"))
+        .header(SIGNATURE_HEADER, signature(secret, t, &bytes))
+        .header("content-type", "application/json")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_thread_onto_their_ticket_and_queue_by_language_and_area_and_none_is_dropped() {
+    let db = TestDb::new().await;
+    let mut anna = customer("anna", "pl-PL", "sms", "Europe/Warsaw");
+    anna.city = Some("Kraków".into());
+    let mut olena = customer("olena", "uk", "email", "Europe/Kyiv");
+    olena.phone = Some("+380 44 123 4567".into());
+    olena.city = Some("Lviv".into());
+    db.store.upsert_customers(&[anna, olena]).await.unwrap();
+    let devices = db
+        .store
+        .upsert_devices(&[
+            forewarn::store::DeviceRow {
+                external_id: "washer-anna".into(),
+                kind: "washer".into(),
+                model: None,
+                customer_external_id: Some("anna".into()),
+                latitude: None,
+                longitude: None,
+                installed_at: None,
+                metadata: serde_json::json!({}),
+            },
+            forewarn::store::DeviceRow {
+                external_id: "fridge-olena".into(),
+                kind: "fridge".into(),
+                model: None,
+                customer_external_id: Some("olena".into()),
+                latitude: None,
+                longitude: None,
+                installed_at: None,
+                metadata: serde_json::json!({}),
+            },
+        ])
+        .await
+        .unwrap();
+    let id_of = |name: &str| devices.iter().find(|(e, _)| e == name).unwrap().1;
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut tickets = Vec::new();
+    for device in ["washer-anna", "fridge-olena"] {
+        let opened = forewarn::dispatch::customer_call(
+            &db.store,
+            &forewarn::dispatch::CustomerCall {
+                device_id: id_of(device),
+                failure_mode: format!("{}/unknown", device.split('-').next().unwrap()),
+                at: now,
+                priority: 3,
+                actor: "test".into(),
+                note: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+        tickets.push(opened.ticket_id());
+    }
+    let (addr, _trigger) = serve_api(&db, SECRET).await;
+    let pool = db.query().await;
+
+    // An SMS quoting its reference: that ticket, Anna's queue.
+    let (status, reply) = post_reply(
+        addr,
+        "sms",
+        &serde_json::json!({"id": "SM1", "from": "+48 600 100 200",
+                            "text": format!("Wolę czwartek rano. FW-{}", tickets[0])}),
+        SECRET,
+        unix_now(),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["ticket_id"], tickets[0]);
+    assert_eq!(reply["threaded_by"], "reference");
+    assert_eq!(reply["queue"], "pl/kraków");
+    // The provider delivers it again: one reply.
+    let (status, again) = post_reply(
+        addr,
+        "sms",
+        &serde_json::json!({"id": "SM1", "from": "+48 600 100 200", "text": "Wolę czwartek rano."}),
+        SECRET,
+        unix_now(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["id"], reply["id"]);
+
+    // An email reply without its reference: threaded by the sender to their open ticket.
+    let (status, by_sender) = post_reply(
+        addr,
+        "email",
+        &serde_json::json!({"id": "<m1@mail>", "from": "Olena@Example.com",
+                            "subject": "Re: візит", "text": "Так, підходить."}),
+        SECRET,
+        unix_now(),
+    )
+    .await;
+    assert_eq!(status, 200, "{by_sender}");
+    assert_eq!(by_sender["ticket_id"], tickets[1]);
+    assert_eq!(by_sender["threaded_by"], "sender");
+    assert_eq!(by_sender["queue"], "uk/lviv");
+
+    // Someone nobody knows: kept, in the queue of the unknown.
+    let (status, stranger) = post_reply(
+        addr,
+        "sms",
+        &serde_json::json!({"id": "SM2", "from": "+1 555 0100", "text": "who is this?"}),
+        SECRET,
+        unix_now(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(stranger["ticket_id"], serde_json::Value::Null);
+    assert_eq!(stranger["queue"], "und/unknown");
+
+    // A reference to another customer's ticket from a known sender threads by sender.
+    let (_, crossed) = post_reply(
+        addr,
+        "email",
+        &serde_json::json!({"id": "<m2@mail>", "from": "olena@example.com",
+                            "text": format!("FW-{}", tickets[0])}),
+        SECRET,
+        unix_now(),
+    )
+    .await;
+    assert_eq!(crossed["ticket_id"], tickets[1], "{crossed}");
+
+    // Refused, and nothing stored: a forged signature, an old one, a missing field.
+    let body = serde_json::json!({"id": "SM3", "from": "+48600100200", "text": "x"});
+    let (status, problem) =
+        post_reply(addr, "sms", &body, "not-the-secret-at-all", unix_now()).await;
+    assert_eq!(status, 401, "{problem}");
+    assert_eq!(problem["status"], 401);
+    let (status, _) = post_reply(addr, "sms", &body, SECRET, unix_now() - 3600).await;
+    assert_eq!(status, 401);
+    let (status, problem) = post_reply(
+        addr,
+        "sms",
+        &serde_json::json!({"id": "SM4", "text": "x"}),
+        SECRET,
+        unix_now(),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (422, Some("from")),
+        "{problem}"
+    );
+    assert_eq!(
+        count(&pool, "select count(*) from customer_replies").await,
+        4
+    );
+
+    // The reply is in its ticket's audit.
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from ticket_events where ticket_id = $1 and reason = 'customer_reply'",
+    )
+    .bind(tickets[0])
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+
+    // A dispatcher answers: the time to first response is measured, once.
+    let reply_id = reply["id"].as_i64().unwrap();
+    let first = db
+        .store
+        .answer_reply(reply_id, "dispatcher-1")
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = db
+        .store
+        .answer_reply(reply_id, "dispatcher-2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, second);
+    let queues = db.store.reply_queues().await.unwrap();
+    let krakow = queues.iter().find(|q| q.queue == "pl/kraków").unwrap();
+    assert_eq!((krakow.waiting, krakow.answered), (0, 1));
+    assert!(krakow.median_first_response_s.is_some());
+    let lviv = queues.iter().find(|q| q.queue == "uk/lviv").unwrap();
+    assert_eq!(lviv.waiting, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_or_a_refused_key_is_retried_never_taken_as_delivered_or_as_a_bad_message() {
+    let db = TestDb::new().await;
+    let provider = Provider::start().await;
+    let mut only_sms = customer("only-sms", "en", "sms", "UTC");
+    only_sms.email = None;
+    db.store.upsert_customers(&[only_sms]).await.unwrap();
+    let pool = db.query().await;
+    let outreach = Outreach::new(
+        db.store.clone(),
+        &OutreachConfig {
+            sms_url: Some(Secret::new(provider.url("sms"))),
+            fallback_after: 1,
+            ..config()
+        },
+        None,
+    )
+    .unwrap();
+    for (status, key) in [(302, "redirected"), (401, "bad-key"), (409, "in-flight")] {
+        let so_far = provider.requests("sms").len();
+        provider
+            .state
+            .lock()
+            .unwrap()
+            .fail_first
+            .insert("sms".into(), (so_far + 2, status));
+        queue(
+            &pool,
+            key,
+            "only-sms",
+            "booking_confirmed",
+            false,
+            proposal(),
+        )
+        .await;
+        deliver_all(&outreach, &pool, Duration::from_secs(20)).await;
+        let tries = provider
+            .requests("sms")
+            .into_iter()
+            .filter(|(k, _)| k == key)
+            .count();
+        assert_eq!(tries, 3, "{status}: two refusals, then delivered");
+        let (state, attempts): (String, i32) =
+            sqlx::query_as("select status, attempts from outreach where idempotency_key = $1")
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!((state.as_str(), attempts), ("sent", 3), "{status}");
+    }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::ApiState;
 use super::problem::HttpError;
-use crate::outreach::channels::{SIGNATURE_HEADER, hex, hmac_sha256};
+use crate::outreach::channels::{SIGNATURE_HEADER, signature_hex, unix_seconds};
 use crate::store::{InboundReply, Reference, StoredReply};
 
 /// How far a signature's time may be from ours (a replayed body is refused after it).
@@ -79,15 +79,11 @@ async fn inbound(
                 .to_string(),
         });
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     verify(
         headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()),
         secret.expose(),
         &body,
-        now,
+        unix_seconds(),
     )?;
     let parsed: Body = serde_json::from_slice(&body)
         .map_err(|e| HttpError::rejected("body", format!("not a JSON object: {e}")))?;
@@ -146,10 +142,7 @@ pub fn verify(header: Option<&str>, secret: &str, body: &[u8], now: u64) -> Resu
             "the signature's time is more than 5 minutes from ours (a replay, or a clock off)",
         ));
     }
-    let expected = hex(&hmac_sha256(
-        secret.as_bytes(),
-        &[time.to_string().as_bytes(), b".", body],
-    ));
+    let expected = signature_hex(secret, time, body);
     // Constant time: every byte is compared whatever the first difference.
     let same = expected.len() == signature.len()
         && expected

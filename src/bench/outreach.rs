@@ -15,8 +15,9 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
 use super::BenchError;
+use crate::api::inbound::verify;
 use crate::config::Config;
-use crate::outreach::channels::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signature};
+use crate::outreach::channels::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, unix_seconds};
 use crate::outreach::{Outreach, OutreachConfig, Secret};
 use crate::store::{CustomerRow, NewIncident, Store};
 
@@ -87,19 +88,13 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let signed = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let t = v
-                .strip_prefix("t=")?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()?;
-            Some(signature(SECRET, t, &body) == v)
-        })
-        .unwrap_or(false);
+    let signed = verify(
+        headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()),
+        SECRET,
+        &body,
+        unix_seconds(),
+    )
+    .is_ok();
     let mut provider = provider.lock().unwrap_or_else(|e| e.into_inner());
     if !signed {
         provider.bad_signatures += 1;

@@ -273,11 +273,10 @@ impl Channels {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(IDEMPOTENCY_HEADER, message.idempotency_key);
         if let Some(secret) = &self.secret {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            request = request.header(SIGNATURE_HEADER, signature(secret.expose(), now, &body));
+            request = request.header(
+                SIGNATURE_HEADER,
+                signature(secret.expose(), unix_seconds(), &body),
+            );
         }
         let response = request.body(body).send().await.map_err(|e| {
             // No answer (refused, reset, timed out): the provider may have it or not; the
@@ -310,11 +309,24 @@ impl Channels {
 pub fn signature(secret: &str, unix_seconds: u64, body: &[u8]) -> String {
     format!(
         "t={unix_seconds},v1={}",
-        hex(&hmac_sha256(
-            secret.as_bytes(),
-            &[unix_seconds.to_string().as_bytes(), b".", body]
-        ))
+        signature_hex(secret, unix_seconds, body)
     )
+}
+
+/// The `v1` part of `Forewarn-Signature`: hex HMAC-SHA256 of `"<t>.<body>"`.
+pub fn signature_hex(secret: &str, unix_seconds: u64, body: &[u8]) -> String {
+    hex(&hmac_sha256(
+        secret.as_bytes(),
+        &[unix_seconds.to_string().as_bytes(), b".", body],
+    ))
+}
+
+/// Seconds since the Unix epoch now (the `t` of a signature).
+pub fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// HMAC-SHA256 of the concatenated `parts`.

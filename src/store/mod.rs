@@ -58,7 +58,7 @@ pub use history::ComponentRecord;
 pub use lifecycle::{Message, MessageType, NOT_COMPONENTS, Outcome, Transition, Transitioned};
 pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};
 pub use models::{ModelRow, PromotionOutcome};
-pub use outreach::{Attempt, AttemptOutcome, ClaimedMessage, OutboxCounts};
+pub use outreach::{Attempt, AttemptOutcome, ClaimedMessage};
 pub use planning::{
     BookableTicket, CalendarRow, DispatchFigures, NewIncident, OpenIncident, TechnicianPlanRow,
     TriageTicket,

@@ -77,15 +77,6 @@ pub struct Attempt {
     pub outcome: AttemptOutcome,
 }
 
-/// What the delivery stage reports about the outbox.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct OutboxCounts {
-    pub pending: i64,
-    pub sending: i64,
-    pub sent: i64,
-    pub failed: i64,
-}
-
 impl Store {
     /// Claims up to `limit` due messages for `lease`, oldest due first, skipping rows
     /// another worker holds. Each claim counts as an attempt.
@@ -304,25 +295,6 @@ impl Store {
         Ok(u64::try_from(written).unwrap_or(0))
     }
 
-    /// The outbox by status.
-    pub async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("select status, count(*) from outreach group by status")
-                .fetch_all(&self.pool)
-                .await?;
-        let mut counts = OutboxCounts::default();
-        for (status, n) in rows {
-            match status.as_str() {
-                "pending" => counts.pending = n,
-                "sending" => counts.sending = n,
-                "sent" => counts.sent = n,
-                "failed" => counts.failed = n,
-                _ => {}
-            }
-        }
-        Ok(counts)
-    }
-
     /// Messages of an incident written `sent`.
     pub async fn incident_outreach_sent(&self, incident_id: i64) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar(
@@ -332,17 +304,6 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    /// When the next pending message falls due (`None`: nothing pending).
-    pub async fn next_outreach_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(
-            sqlx::query_scalar(
-                "select min(next_attempt_at) from outreach where status = 'pending'",
-            )
-            .fetch_one(&self.pool)
-            .await?,
-        )
     }
 }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use forewarn::outreach::channels::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signature};
+use forewarn::api::inbound::verify;
+use forewarn::outreach::channels::{IDEMPOTENCY_HEADER, SIGNATURE_HEADER, signature, unix_seconds};
 use forewarn::outreach::{Outreach, OutreachConfig, Secret};
 use forewarn::store::CustomerRow;
 
@@ -133,19 +134,13 @@ async fn provider_receive(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let signed = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let t = v
-                .strip_prefix("t=")?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()?;
-            Some(signature(SECRET, t, &body) == v)
-        })
-        .unwrap_or(false);
+    let signed = verify(
+        headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()),
+        SECRET,
+        &body,
+        unix_seconds(),
+    )
+    .is_ok();
     let mut state = state.lock().unwrap();
     if !signed {
         state.bad_signatures += 1;
@@ -181,6 +176,20 @@ fn customer(id: &str, language: &str, channel: &str, zone: &str) -> CustomerRow 
         address: None,
         city: None,
         country: Some("PL".into()),
+    }
+}
+
+/// A device of `customer`, somewhere unknown.
+fn device(external_id: &str, kind: &str, customer: &str) -> forewarn::store::DeviceRow {
+    forewarn::store::DeviceRow {
+        external_id: external_id.into(),
+        kind: kind.into(),
+        model: None,
+        customer_external_id: Some(customer.into()),
+        latitude: None,
+        longitude: None,
+        installed_at: None,
+        metadata: serde_json::json!({}),
     }
 }
 
@@ -703,13 +712,6 @@ async fn post_reply(
     (status, response.json().await.unwrap_or_default())
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_thread_onto_their_ticket_and_queue_by_language_and_area_and_none_is_dropped() {
     let db = TestDb::new().await;
@@ -722,26 +724,8 @@ async fn replies_thread_onto_their_ticket_and_queue_by_language_and_area_and_non
     let devices = db
         .store
         .upsert_devices(&[
-            forewarn::store::DeviceRow {
-                external_id: "washer-anna".into(),
-                kind: "washer".into(),
-                model: None,
-                customer_external_id: Some("anna".into()),
-                latitude: None,
-                longitude: None,
-                installed_at: None,
-                metadata: serde_json::json!({}),
-            },
-            forewarn::store::DeviceRow {
-                external_id: "fridge-olena".into(),
-                kind: "fridge".into(),
-                model: None,
-                customer_external_id: Some("olena".into()),
-                latitude: None,
-                longitude: None,
-                installed_at: None,
-                metadata: serde_json::json!({}),
-            },
+            device("washer-anna", "washer", "anna"),
+            device("fridge-olena", "fridge", "olena"),
         ])
         .await
         .unwrap();
@@ -774,7 +758,7 @@ async fn replies_thread_onto_their_ticket_and_queue_by_language_and_area_and_non
         &serde_json::json!({"id": "SM1", "from": "+48 600 100 200",
                             "text": format!("Wolę czwartek rano. FW-{}", tickets[0])}),
         SECRET,
-        unix_now(),
+        unix_seconds(),
     )
     .await;
     assert_eq!(status, 200, "{reply}");
@@ -787,7 +771,7 @@ async fn replies_thread_onto_their_ticket_and_queue_by_language_and_area_and_non
         "sms",
         &serde_json::json!({"id": "SM1", "from": "+48 600 100 200", "text": "Wolę czwartek rano."}),
         SECRET,
-        unix_now(),
+        unix_seconds(),
     )
     .await;
     assert_eq!(status, 200);
@@ -800,7 +784,7 @@ async fn replies_thread_onto_their_ticket_and_queue_by_language_and_area_and_non
         &serde_json::json!({"id": "<m1@mail>", "from": "Olena@Example.com",
                             "subject": "Re: візит", "text": "Так, підходить."}),
         SECRET,
-        unix_now(),
+        unix_seconds(),
     )
     .await;
     assert_eq!(status, 200, "{by_sender}");
@@ -814,7 +798,7 @@ async fn replies_thread_onto_their_ticket_and_queue_by_language_and_area_and_non
         "sms",
         &serde_json::json!({"id": "SM2", "from": "+1 555 0100", "text": "who is this?"}),
         SECRET,
-        unix_now(),
+        unix_seconds(),
     )
     .await;
     assert_eq!(status, 200);
@@ -828,7 +812,7 @@ async fn replies_thread_onto_their_ticket_and_queue_by_language_and_area_and_non
         &serde_json::json!({"id": "<m2@mail>", "from": "olena@example.com",
                             "text": format!("FW-{}", tickets[0])}),
         SECRET,
-        unix_now(),
+        unix_seconds(),
     )
     .await;
     assert_eq!(crossed["ticket_id"], tickets[1], "{crossed}");
@@ -836,17 +820,17 @@ async fn replies_thread_onto_their_ticket_and_queue_by_language_and_area_and_non
     // Refused, and nothing stored: a forged signature, an old one, a missing field.
     let body = serde_json::json!({"id": "SM3", "from": "+48600100200", "text": "x"});
     let (status, problem) =
-        post_reply(addr, "sms", &body, "not-the-secret-at-all", unix_now()).await;
+        post_reply(addr, "sms", &body, "not-the-secret-at-all", unix_seconds()).await;
     assert_eq!(status, 401, "{problem}");
     assert_eq!(problem["status"], 401);
-    let (status, _) = post_reply(addr, "sms", &body, SECRET, unix_now() - 3600).await;
+    let (status, _) = post_reply(addr, "sms", &body, SECRET, unix_seconds() - 3600).await;
     assert_eq!(status, 401);
     let (status, problem) = post_reply(
         addr,
         "sms",
         &serde_json::json!({"id": "SM4", "text": "x"}),
         SECRET,
-        unix_now(),
+        unix_seconds(),
     )
     .await;
     assert_eq!(

@@ -138,7 +138,8 @@ impl App {
     pub async fn new(config: &Config, store: Store) -> Result<App, AppError> {
         let http = HttpServer::bind(config.http.addr)
             .await?
-            .with_inbound_secret(config.outreach.inbound_secret.clone());
+            .with_inbound_secret(config.outreach.inbound_secret.clone())
+            .with_links(config.outreach.clone(), config.dispatch.clone());
         Ok(App {
             store,
             metrics: Metrics::new(),

@@ -142,3 +142,33 @@ resolved =
 cancelled =
     .subject = Visit cancelled
     .body = The planned technician's visit for your { device } is no longer needed and has been cancelled. You do not need to do anything.
+
+## Signed links: their labels in a message, and the pages they open.
+answer-links = Choose below, or reply to this message keeping the reference { $reference }.
+link-confirm = Confirm this time
+link-reschedule = Choose another time
+link-decline = I do not want this visit
+page-title = Your technician's visit
+page-confirm-heading = Confirm your visit
+page-confirm-text = { $technician } will visit you on { $slot }.
+page-confirm-button = Confirm this time
+page-reschedule-heading = Choose another time
+page-reschedule-text = Your visit is now planned for { $slot }. These times are also free; choose the one that suits you:
+page-reschedule-option = { $slot } with { $technician }
+page-no-times = We have no other free time before the fault is expected. Please reply to our message with the times that suit you, keeping the reference { $reference }, and a dispatcher will arrange it.
+page-decline-heading = Decline the visit
+page-decline-text = If you decline, we will not visit you about this, and the device may break down without warning. You can still call us at any time.
+page-decline-button = Decline the visit
+page-confirmed = Thank you: your visit on { $slot } is confirmed. { $technician } will come then.
+page-moved = Done: { $technician } will visit you on { $slot } instead. We have sent you a confirmation.
+page-declined = We have cancelled the visit. If anything changes, reply to our message or call us.
+page-invalid = This link is not valid. Please open the whole link from our message, or reply to the message.
+page-expired = This link has expired. Please reply to our message or call us, and we will arrange a visit.
+page-used = This message has already been answered: { $action ->
+    [confirm] the visit was confirmed
+    [reschedule] another time was chosen
+   *[decline] the visit was declined
+}. Nothing was changed now.
+page-changed = Your visit has changed since this message was sent, so this link no longer applies. Please use our latest message.
+page-time-gone = Sorry, that time was taken a moment ago. Please choose another one:
+page-unavailable = We cannot answer right now. Please try again in a few minutes.

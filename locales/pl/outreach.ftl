@@ -154,3 +154,33 @@ resolved =
 cancelled =
     .subject = Wizyta odwołana
     .body = Zaplanowana wizyta technika w sprawie { device-genitive } nie jest już potrzebna i została odwołana. Nie musisz nic robić.
+
+## Podpisane linki: ich etykiety w wiadomości i strony, które otwierają.
+answer-links = Wybierz poniżej albo odpowiedz na tę wiadomość, zachowując numer { $reference }.
+link-confirm = Potwierdzam ten termin
+link-reschedule = Wybieram inny termin
+link-decline = Nie chcę tej wizyty
+page-title = Wizyta technika
+page-confirm-heading = Potwierdź wizytę
+page-confirm-text = { $technician } przyjdzie do Ciebie w terminie: { $slot }.
+page-confirm-button = Potwierdzam ten termin
+page-reschedule-heading = Wybierz inny termin
+page-reschedule-text = Wizyta jest teraz zaplanowana na: { $slot }. Wolne są też poniższe terminy; wybierz ten, który Ci odpowiada:
+page-reschedule-option = { $slot }, technik: { $technician }
+page-no-times = Nie mamy innego wolnego terminu przed spodziewaną awarią. Odpowiedz na naszą wiadomość, podając dogodne godziny i zachowując numer { $reference }, a dyspozytor ustali termin.
+page-decline-heading = Rezygnacja z wizyty
+page-decline-text = Jeśli zrezygnujesz, nie przyjedziemy w tej sprawie, a urządzenie może ulec awarii bez ostrzeżenia. Nadal możesz do nas zadzwonić w każdej chwili.
+page-decline-button = Rezygnuję z wizyty
+page-confirmed = Dziękujemy: wizyta w terminie { $slot } jest potwierdzona. { $technician } przyjdzie wtedy do Ciebie.
+page-moved = Gotowe: { $technician } przyjdzie do Ciebie w nowym terminie: { $slot }. Wysłaliśmy potwierdzenie.
+page-declined = Odwołaliśmy wizytę. Jeśli coś się zmieni, odpowiedz na naszą wiadomość lub zadzwoń do nas.
+page-invalid = Ten link jest nieprawidłowy. Otwórz cały link z naszej wiadomości albo odpowiedz na wiadomość.
+page-expired = Ten link wygasł. Odpowiedz na naszą wiadomość lub zadzwoń do nas, a ustalimy termin wizyty.
+page-used = Na tę wiadomość już odpowiedziano: { $action ->
+    [confirm] wizyta została potwierdzona
+    [reschedule] wybrano inny termin
+   *[decline] zrezygnowano z wizyty
+}. Niczego teraz nie zmieniliśmy.
+page-changed = Od wysłania tej wiadomości wizyta się zmieniła, więc ten link jest już nieaktualny. Skorzystaj z naszej najnowszej wiadomości.
+page-time-gone = Przepraszamy, ten termin został właśnie zajęty. Wybierz inny:
+page-unavailable = Nie możemy teraz odpowiedzieć. Spróbuj ponownie za kilka minut.

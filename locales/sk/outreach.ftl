@@ -167,3 +167,33 @@ cancelled =
         [pump] vášmu čerpadlu
        *[other] vášmu zariadeniu
     } už nie je potrebná a bola zrušená. Nemusíte nič robiť.
+
+## Podpísané odkazy: ich názvy v správe a stránky, ktoré otvárajú.
+answer-links = Vyberte nižšie alebo odpovedzte na túto správu a ponechajte číslo { $reference }.
+link-confirm = Potvrdzujem tento termín
+link-reschedule = Vybrať iný termín
+link-decline = Túto návštevu nechcem
+page-title = Návšteva technika
+page-confirm-heading = Potvrďte návštevu
+page-confirm-text = { $technician } k vám príde v termíne: { $slot }.
+page-confirm-button = Potvrdzujem tento termín
+page-reschedule-heading = Vyberte iný termín
+page-reschedule-text = Návšteva je teraz naplánovaná na: { $slot }. Voľné sú aj tieto termíny; vyberte si ten, ktorý vám vyhovuje:
+page-reschedule-option = { $slot }, technik: { $technician }
+page-no-times = Pred očakávanou poruchou nemáme iný voľný termín. Odpovedzte na našu správu, uveďte vhodné časy a ponechajte číslo { $reference }; dispečer termín dohodne.
+page-decline-heading = Odmietnutie návštevy
+page-decline-text = Ak návštevu odmietnete, v tejto veci neprídeme a zariadenie sa môže pokaziť bez varovania. Stále nám môžete kedykoľvek zavolať.
+page-decline-button = Odmietam návštevu
+page-confirmed = Ďakujeme: návšteva v termíne { $slot } je potvrdená. { $technician } k vám vtedy príde.
+page-moved = Hotovo: { $technician } k vám príde v novom termíne: { $slot }. Poslali sme vám potvrdenie.
+page-declined = Návštevu sme zrušili. Ak sa niečo zmení, odpovedzte na našu správu alebo nám zavolajte.
+page-invalid = Tento odkaz nie je platný. Otvorte celý odkaz z našej správy alebo na správu odpovedzte.
+page-expired = Platnosť tohto odkazu uplynula. Odpovedzte na našu správu alebo nám zavolajte a dohodneme návštevu.
+page-used = Na túto správu už bolo odpovedané: { $action ->
+    [confirm] návšteva bola potvrdená
+    [reschedule] bol vybraný iný termín
+   *[decline] návšteva bola odmietnutá
+}. Teraz sa nič nezmenilo.
+page-changed = Od odoslania tejto správy sa návšteva zmenila, preto tento odkaz už neplatí. Použite našu najnovšiu správu.
+page-time-gone = Prepáčte, tento termín bol práve obsadený. Vyberte si iný:
+page-unavailable = Momentálne nemôžeme odpovedať. Skúste to znova o niekoľko minút.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::ApiState;
 use super::problem::HttpError;
-use crate::outreach::channels::{SIGNATURE_HEADER, signature_hex, unix_seconds};
+use crate::outreach::channels::{SIGNATURE_HEADER, constant_time_eq, signature_hex, unix_seconds};
 use crate::store::{InboundReply, Reference, StoredReply};
 
 /// How far a signature's time may be from ours (a replayed body is refused after it).
@@ -143,14 +143,7 @@ pub fn verify(header: Option<&str>, secret: &str, body: &[u8], now: u64) -> Resu
         ));
     }
     let expected = signature_hex(secret, time, body);
-    // Constant time: every byte is compared whatever the first difference.
-    let same = expected.len() == signature.len()
-        && expected
-            .bytes()
-            .zip(signature.bytes())
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0;
-    if !same {
+    if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
         return Err(unauthorized("the signature does not match the body"));
     }
     Ok(())

@@ -4,11 +4,14 @@
 //! `application/problem+json` answer ([`problem::HttpError`]): rejected input 422 naming
 //! the field, not found 404, a transient store failure 503, anything else 500 without
 //! internals. A path no router knows is a problem+json 404 too.
+//! `links` serves the pages of customers' signed links (`/l/{token}`), outside `/api/v1`:
+//! HTML for people, not JSON.
 //! The server is a stage ([`HttpServer`] implements [`Stage`]): every process runs it.
 
 pub mod config;
 mod devices;
 pub mod inbound;
+pub mod links;
 mod ops;
 pub mod probe;
 pub mod problem;
@@ -18,8 +21,9 @@ use std::sync::Arc;
 
 use axum::Router;
 
+use crate::dispatch::DispatchConfig;
 use crate::observability::Metrics;
-use crate::outreach::Secret;
+use crate::outreach::{OutreachConfig, Secret};
 use crate::shutdown::Shutdown;
 use crate::stage::{Stage, StageDeps};
 use crate::store::{HealthCheck, Store};
@@ -35,6 +39,8 @@ pub enum ApiError {
     },
     #[error("http server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("link pages cannot start: {0}")]
+    Links(String),
 }
 
 #[derive(Clone)]
@@ -48,6 +54,8 @@ pub struct ApiState {
     /// The key inbound-reply webhooks are signed with (`outreach.inbound_secret`); `None`:
     /// replies are refused.
     pub inbound_secret: Option<Secret>,
+    /// The pages of customers' signed links (`/l/{token}`); `None`: not served.
+    pub links: Option<Arc<links::LinkPages>>,
 }
 
 impl ApiState {
@@ -57,6 +65,7 @@ impl ApiState {
             metrics: deps.metrics,
             store: deps.store,
             inbound_secret: None,
+            links: None,
         }
     }
 }
@@ -69,6 +78,7 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(problem::method_not_allowed);
     Router::new()
         .merge(ops::router())
+        .merge(links::router())
         .nest("/api/v1", v1)
         .fallback(problem::no_such_route)
         .with_state(state)
@@ -78,6 +88,7 @@ pub fn router(state: ApiState) -> Router {
 pub struct HttpServer {
     listener: tokio::net::TcpListener,
     inbound_secret: Option<Secret>,
+    links: Option<(OutreachConfig, DispatchConfig)>,
 }
 
 impl HttpServer {
@@ -88,6 +99,7 @@ impl HttpServer {
         Ok(HttpServer {
             listener,
             inbound_secret: None,
+            links: None,
         })
     }
 
@@ -95,6 +107,29 @@ impl HttpServer {
     pub fn with_inbound_secret(mut self, secret: Option<Secret>) -> HttpServer {
         self.inbound_secret = secret;
         self
+    }
+
+    /// Serves customers' signed links (`/l/{token}`): signed and answered by the rules of
+    /// these sections.
+    pub fn with_links(mut self, outreach: OutreachConfig, dispatch: DispatchConfig) -> HttpServer {
+        self.links = Some((outreach, dispatch));
+        self
+    }
+
+    /// The state its routes share, over `deps`.
+    pub fn state(&self, deps: StageDeps) -> Result<ApiState, ApiError> {
+        let links = match &self.links {
+            Some((outreach, dispatch)) => Some(Arc::new(
+                links::LinkPages::new(deps.store.clone(), outreach.clone(), dispatch.clone())
+                    .map_err(|e| ApiError::Links(e.to_string()))?,
+            )),
+            None => None,
+        };
+        Ok(ApiState {
+            inbound_secret: self.inbound_secret.clone(),
+            links,
+            ..ApiState::new(deps)
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -116,15 +151,8 @@ impl Stage for HttpServer {
     const NAME: &'static str = "http";
     type Error = ApiError;
 
-    fn run(
-        self,
-        deps: StageDeps,
-        shutdown: Shutdown,
-    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send + 'static {
-        let state = ApiState {
-            inbound_secret: self.inbound_secret.clone(),
-            ..ApiState::new(deps)
-        };
-        self.serve(state, shutdown)
+    async fn run(self, deps: StageDeps, shutdown: Shutdown) -> Result<(), ApiError> {
+        let state = self.state(deps)?;
+        self.serve(state, shutdown).await
     }
 }

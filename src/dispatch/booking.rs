@@ -27,7 +27,7 @@ const MAX_STALE_REPLANS: usize = 16;
 
 /// What the planner saw of the candidate's technician over the day around the slot: their
 /// routed visits, checked under their booking lock.
-fn planned_on(calendar: &Calendar, candidate: &plan::Candidate) -> PlannedOn {
+pub(super) fn planned_on(calendar: &Calendar, candidate: &plan::Candidate) -> PlannedOn {
     let (from, to) = (
         candidate.start.saturating_sub(DAY_MICROS),
         candidate.end.saturating_add(DAY_MICROS),

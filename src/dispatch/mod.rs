@@ -18,10 +18,14 @@
 //!    until then each pass moves held visits to cheaper places as later tickets are
 //!    booked around them (`proposals.rs`, [`plan::improve`]).
 //!
+//! Customers answer through signed links at any time ([`answers`]): confirm, take another
+//! time the planner offers, or decline, through the same rules and constraints.
+//!
 //! Every write goes through `store` with its `ticket_events` row; replicas share the work
 //! through row locks (`FOR UPDATE SKIP LOCKED`), an advisory lock for triage and the
 //! constraints, so two replicas give the result of one.
 
+pub mod answers;
 pub mod config;
 pub mod plan;
 pub mod policy;

@@ -87,6 +87,15 @@ pub struct OutreachConfig {
     /// The key the providers' inbound webhooks (`POST /api/v1/inbound/sms|email`: customers'
     /// replies) sign their bodies with. Unset: replies are refused (401).
     pub inbound_secret: Option<Secret>,
+    /// Where customers reach this server: the base of signed links (`<public_url>/l/…`).
+    pub public_url: String,
+    /// The key of signed links' HMAC. Unset: a random key made once in the database
+    /// (`signing_keys`), shared by every replica. Set it to move links between databases
+    /// or to rotate the key (links signed with the old one stop working).
+    pub link_secret: Option<Secret>,
+    /// How long a link works after its message is written.
+    #[serde(with = "humantime_serde")]
+    pub link_ttl: Duration,
 }
 
 impl Default for OutreachConfig {
@@ -110,6 +119,9 @@ impl Default for OutreachConfig {
             webhook_url: None,
             signing_secret: None,
             inbound_secret: None,
+            public_url: "http://127.0.0.1:8080".to_string(),
+            link_secret: None,
+            link_ttl: Duration::from_secs(14 * 86_400),
         }
     }
 }
@@ -218,6 +230,33 @@ impl OutreachConfig {
             "outreach.inbound_secret",
             "(short)",
             "it must be at least 16 characters",
+        )?;
+        rule(
+            self.link_secret
+                .as_ref()
+                .is_none_or(|s| s.expose().len() >= 32),
+            "outreach.link_secret",
+            "(short)",
+            "it must be at least 32 characters (or unset: a random key kept in the database)",
+        )?;
+        let public = url::Url::parse(&self.public_url);
+        rule(
+            public.as_ref().is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            }),
+            "outreach.public_url",
+            &self.public_url,
+            "it must be an http:// or https:// URL without query or fragment, where customers \
+             reach this server (links are <public_url>/l/…)",
+        )?;
+        rule(
+            self.link_ttl >= Duration::from_secs(3600)
+                && self.link_ttl <= Duration::from_secs(366 * 86_400),
+            "outreach.link_ttl",
+            show(self.link_ttl),
+            "it must be between 1h and 366d",
         )?;
         for (key, url) in [
             ("outreach.sms_url", &self.sms_url),

@@ -232,6 +232,7 @@ mod tests {
             timezone: "Europe/Warsaw".into(),
             quiet_hours_start: None,
             quiet_hours_end: None,
+            created_at: DateTime::UNIX_EPOCH,
         }
     }
 

@@ -23,6 +23,7 @@
 pub mod channels;
 pub mod config;
 pub mod deliver;
+pub mod links;
 pub mod render;
 
 use std::sync::Arc;
@@ -83,6 +84,9 @@ pub struct Outreach {
     channels: Channels,
     templates: Arc<Templates>,
     metrics: Option<Arc<Metrics>>,
+    /// Signs the links of the messages that offer answers: loaded with the first batch
+    /// (its key may live in the database, which may not answer at start).
+    links: Arc<tokio::sync::OnceCell<links::LinkSigner>>,
 }
 
 impl std::fmt::Debug for Outreach {
@@ -105,6 +109,7 @@ impl Outreach {
             channels: Channels::new(config)?,
             templates: Arc::new(Templates::load()?),
             metrics,
+            links: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -118,6 +123,9 @@ impl Outreach {
                 .map_err(|e| OutreachError::Random(e.to_string()))?
                 .to_ne_bytes(),
         );
+        self.links
+            .get_or_try_init(|| links::LinkSigner::load(&self.store, &self.config))
+            .await?;
         let lease_over = Instant::now() + self.config.lease;
         let claimed = self
             .store
@@ -323,6 +331,13 @@ impl Outreach {
             );
         }
         let reference = reference(&message);
+        // Links answer a visit: only a ticket's messages carry them.
+        let links = match (self.links.get(), message.ticket_id) {
+            (Some(signer), Some(_)) => {
+                signer.links_of(&message.message_type, message.id, message.created_at)
+            }
+            _ => Vec::new(),
+        };
         let rendered = match self.templates.render(&render::Facts {
             message_type: &message.message_type,
             language: &message.language,
@@ -331,6 +346,7 @@ impl Outreach {
             payload: &message.payload,
             reference: &reference,
             now,
+            links: &links,
         }) {
             Ok(rendered) => rendered,
             Err(error) => {

@@ -12,6 +12,8 @@ use fluent_bundle::concurrent::FluentBundle;
 use fluent_bundle::{FluentArgs, FluentResource};
 use unic_langid::LanguageIdentifier;
 
+use super::links::LinkAction;
+
 /// The languages messages are written in, with their templates. The first is the fallback
 /// for a customer whose language has none.
 pub const LANGUAGES: &[(&str, &str)] = &[
@@ -69,6 +71,9 @@ pub struct Facts<'a> {
     /// Threads an answer onto its ticket.
     pub reference: &'a str,
     pub now: DateTime<Utc>,
+    /// The signed links of the answers the message offers (none: the customer answers by
+    /// replying).
+    pub links: &'a [(LinkAction, String)],
 }
 
 /// The compiled templates of every language.
@@ -116,16 +121,66 @@ impl Templates {
     /// The language a customer's (BCP 47) tag is written in: `pl-PL` → `pl`; one with no
     /// templates → English.
     pub fn language_of(&self, tag: &str) -> &'static str {
-        let primary = tag
-            .split(['-', '_'])
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        LANGUAGES
-            .iter()
-            .map(|(language, _)| *language)
-            .find(|language| *language == primary)
+        ours(tag).unwrap_or(LANGUAGES[0].0)
+    }
+
+    /// The first of our languages an `Accept-Language` header names (weights ignored:
+    /// browsers list languages in order of preference), else the fallback.
+    pub fn language_accepted(&self, header: &str) -> &'static str {
+        header
+            .split(',')
+            .filter_map(|part| part.split(';').next())
+            .find_map(|tag| ours(tag.trim()))
             .unwrap_or(LANGUAGES[0].0)
+    }
+
+    /// One template (a link page's text) in `language`, with string variables.
+    pub fn text(
+        &self,
+        language: &str,
+        id: &str,
+        vars: &[(&str, String)],
+    ) -> Result<String, RenderError> {
+        let language = self.language_of(language);
+        let bundle = &self.bundles[language];
+        let missing = || RenderError::Missing {
+            language: language.to_string(),
+            message: id.to_string(),
+        };
+        let pattern = bundle
+            .get_message(id)
+            .and_then(|m| m.value())
+            .ok_or_else(missing)?;
+        let mut args = FluentArgs::new();
+        for (name, value) in vars {
+            args.set(*name, value.clone());
+        }
+        let mut errors = Vec::new();
+        let text = bundle.format_pattern(pattern, Some(&args), &mut errors);
+        if !errors.is_empty() {
+            return Err(RenderError::Format {
+                language: language.to_string(),
+                message: id.to_string(),
+                detail: format!("{errors:?}"),
+            });
+        }
+        Ok(text.into_owned())
+    }
+
+    /// A visit's time in `language`'s words, in `zone`.
+    pub fn slot_text(
+        &self,
+        language: &str,
+        zone: Tz,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<String, RenderError> {
+        let language = self.language_of(language);
+        slot(&self.bundles[language], zone, start, end).map_err(|detail| RenderError::Format {
+            language: language.to_string(),
+            message: "slot".to_string(),
+            detail,
+        })
     }
 
     /// Renders one message. Fails, naming what is missing, when the template needs a fact
@@ -174,14 +229,35 @@ impl Templates {
             body = format!("{body} {}", format("when-failure", None)?);
         }
         paragraphs.push(body);
-        if matches!(facts.message_type, "booking_proposed" | "rescheduled") {
-            paragraphs.push(format("answer", None)?);
+        let mut links = Vec::new();
+        if facts.links.is_empty() {
+            if matches!(facts.message_type, "booking_proposed" | "rescheduled") {
+                paragraphs.push(format("answer", None)?);
+            }
+        } else {
+            paragraphs.push(format("answer-links", None)?);
+            for (action, url) in facts.links {
+                links.push((
+                    format(&format!("link-{}", action.as_str()), None)?,
+                    url.as_str(),
+                ));
+            }
         }
-        paragraphs.push(format("signature", None)?);
-        let text = paragraphs.join("\n\n");
+        let signature = format("signature", None)?;
+        let mut text = paragraphs.join("\n\n");
+        if !links.is_empty() {
+            text.push_str("\n\n");
+            let lines: Vec<String> = links
+                .iter()
+                .map(|(label, url)| format!("{label}: {url}"))
+                .collect();
+            text.push_str(&lines.join("\n"));
+        }
+        text.push_str("\n\n");
+        text.push_str(&signature);
         Ok(Rendered {
             language,
-            html: html(language, &subject, &paragraphs),
+            html: html(language, &subject, &paragraphs, &links, &signature),
             subject,
             text,
         })
@@ -234,6 +310,19 @@ impl Templates {
         }
         Ok(args)
     }
+}
+
+/// Our language of a BCP 47 tag (`pl-PL` → `pl`), if we have its templates.
+fn ours(tag: &str) -> Option<&'static str> {
+    let primary = tag
+        .split(['-', '_'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    LANGUAGES
+        .iter()
+        .map(|(language, _)| *language)
+        .find(|language| *language == primary)
 }
 
 /// The visit's time in the customer's zone, in their language's `slot` pattern.
@@ -304,8 +393,14 @@ fn symptom(payload: &serde_json::Value) -> Option<(String, &'static str)> {
     ))
 }
 
-/// The HTML part: the same paragraphs, escaped.
-fn html(language: &str, subject: &str, paragraphs: &[String]) -> String {
+/// The HTML part: the same paragraphs, escaped, the links as buttons.
+fn html(
+    language: &str,
+    subject: &str,
+    paragraphs: &[String],
+    links: &[(String, &str)],
+    signature: &str,
+) -> String {
     let mut out = format!(
         "<!doctype html>\n<html lang=\"{language}\"><head><meta charset=\"utf-8\"><title>{}</title></head>\n\
          <body style=\"font-family: sans-serif; line-height: 1.5; max-width: 40em\">\n",
@@ -316,11 +411,26 @@ fn html(language: &str, subject: &str, paragraphs: &[String]) -> String {
         out.push_str(&escape(paragraph));
         out.push_str("</p>\n");
     }
-    out.push_str("</body></html>\n");
+    if !links.is_empty() {
+        out.push_str("<p>");
+        for (label, url) in links {
+            out.push_str(&format!(
+                "<a href=\"{}\" style=\"display: inline-block; margin: 0 0.5em 0.5em 0; \
+                 padding: 0.5em 1em; border-radius: 4px; background: #1f5fa8; color: #fff; \
+                 text-decoration: none\">{}</a>\n",
+                escape(url),
+                escape(label)
+            ));
+        }
+        out.push_str("</p>\n");
+    }
+    out.push_str("<p>");
+    out.push_str(&escape(signature));
+    out.push_str("</p>\n</body></html>\n");
     out
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -356,6 +466,7 @@ mod tests {
             now: DateTime::parse_from_rfc3339("2026-11-20T08:00:00Z")
                 .unwrap()
                 .with_timezone(&Utc),
+            links: &[],
         }
     }
 
@@ -386,11 +497,28 @@ mod tests {
         let templates = Templates::load().unwrap();
         for (language, _) in LANGUAGES {
             for message_type in MESSAGE_TYPES {
-                for devices in [1, 2, 5, 22] {
+                let links: Vec<(LinkAction, String)> =
+                    super::super::links::actions_of(message_type)
+                        .iter()
+                        .map(|a| (*a, format!("https://x.example/l/1-{}-2-ab", a.as_str())))
+                        .collect();
+                for (devices, with_links) in
+                    [(1, false), (1, true), (2, true), (5, false), (22, true)]
+                {
                     let p = payload(message_type, devices);
+                    let mut f = facts(message_type, language, &p);
+                    if with_links {
+                        f.links = &links;
+                    }
                     let rendered = templates
-                        .render(&facts(message_type, language, &p))
+                        .render(&f)
                         .unwrap_or_else(|e| panic!("{language} {message_type}: {e}"));
+                    if with_links {
+                        for (_, url) in &links {
+                            assert!(rendered.text.contains(url.as_str()), "{}", rendered.text);
+                            assert!(rendered.html.contains(&format!("href=\"{url}\"")));
+                        }
+                    }
                     assert_eq!(rendered.language, *language);
                     for part in [&rendered.subject, &rendered.text, &rendered.html] {
                         assert!(!part.contains('{') && !part.contains('}'), "{part}");

@@ -13,6 +13,7 @@
 //! - `predictions`: `predictions` and the device summaries live scoring reads;
 //! - `tickets`: opening or merging tickets with their audit, bookings; `lifecycle`: the
 //!   later steps, their labels and the `outreach` outbox rows;
+//! - `links`: signed links' key, what a link's message is about now, and an answer's writes;
 //! - `dispatch`: what the dispatch stage reads and locks to turn signals into tickets;
 //!   `planning`: triage, incidents, bookable tickets, calendars, unavailability;
 //! - `transaction`: [`StoreTx`], how a caller writes several families in one transaction;
@@ -28,6 +29,7 @@ mod copy;
 mod dispatch;
 mod history;
 mod lifecycle;
+mod links;
 mod migrate;
 mod models;
 mod outreach;
@@ -56,6 +58,7 @@ pub use dispatch::{
 };
 pub use history::ComponentRecord;
 pub use lifecycle::{Message, MessageType, NOT_COMPONENTS, Outcome, Transition, Transitioned};
+pub use links::{LinkAnswer, LinkContext, LinkTicket, LiveBooking};
 pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};
 pub use models::{ModelRow, PromotionOutcome};
 pub use outreach::{Attempt, AttemptOutcome, ClaimedMessage};

@@ -33,6 +33,8 @@ pub struct ClaimedMessage {
     pub timezone: String,
     pub quiet_hours_start: Option<NaiveTime>,
     pub quiet_hours_end: Option<NaiveTime>,
+    /// When it was queued (wall clock): its links' lifetime counts from here.
+    pub created_at: DateTime<Utc>,
 }
 
 /// What an attempt did to its message.
@@ -131,7 +133,7 @@ impl Store {
                     c.attempts, c.channel_attempts, c.channels_tried,
                     cu.external_id as customer_external_id, cu.name as customer_name,
                     cu.preferred_channel, cu.email, cu.phone, cu.timezone,
-                    cu.quiet_hours_start, cu.quiet_hours_end
+                    cu.quiet_hours_start, cu.quiet_hours_end, c.created_at
              from claimed c join customers cu on cu.id = c.customer_id
              order by c.id
              limit $1",

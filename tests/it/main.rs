@@ -8,6 +8,7 @@ mod embedded;
 mod import;
 mod ingest;
 mod ingest_hardening;
+mod links;
 mod outreach;
 mod predict;
 mod sparkplug;

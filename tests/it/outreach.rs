@@ -19,17 +19,17 @@ use forewarn::store::CustomerRow;
 
 use crate::support::*;
 
-const SECRET: &str = "outreach-test-secret-0123456789";
+pub(crate) const SECRET: &str = "outreach-test-secret-0123456789";
 
 /// An SMTP server in its own process, writing what it accepts to a JSON-lines file.
-struct SmtpSink {
-    port: u16,
+pub(crate) struct SmtpSink {
+    pub(crate) port: u16,
     out: std::path::PathBuf,
     child: std::process::Child,
 }
 
 impl SmtpSink {
-    fn start() -> SmtpSink {
+    pub(crate) fn start() -> SmtpSink {
         let python = python_venv("aiosmtpd==1.4.6");
         let port = free_port();
         let out = std::env::temp_dir()
@@ -52,7 +52,7 @@ impl SmtpSink {
         SmtpSink { port, out, child }
     }
 
-    fn received(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn received(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.out)
             .unwrap_or_default()
             .lines()
@@ -230,7 +230,22 @@ fn proposal() -> serde_json::Value {
     })
 }
 
-fn config() -> OutreachConfig {
+/// One proposal per customer: key `k<i>` for customer `c<i>`.
+async fn one_proposal_per_customer(pool: &sqlx::PgPool) {
+    sqlx::query(
+        "insert into outreach (idempotency_key, customer_id, message_type, channel, language,
+                               payload, event_at)
+         select 'k' || substr(c.external_id, 2), c.id, 'booking_proposed', c.preferred_channel,
+                c.language, $1, now()
+         from customers c",
+    )
+    .bind(proposal())
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+pub(crate) fn config() -> OutreachConfig {
     OutreachConfig {
         backoff_base: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
@@ -242,7 +257,7 @@ fn config() -> OutreachConfig {
 }
 
 /// Runs batches until nothing is pending or `timeout` passes.
-async fn deliver_all(outreach: &Outreach, pool: &sqlx::PgPool, timeout: Duration) {
+pub(crate) async fn deliver_all(outreach: &Outreach, pool: &sqlx::PgPool, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         outreach.drain().await.unwrap();
@@ -577,18 +592,7 @@ async fn a_worker_killed_between_send_and_commit_sends_every_message_once_under_
         .collect();
     db.store.upsert_customers(&customers).await.unwrap();
     let pool = db.query().await;
-    // One message per customer: key k<i> for customer c<i>.
-    sqlx::query(
-        "insert into outreach (idempotency_key, customer_id, message_type, channel, language,
-                               payload, event_at)
-         select 'k' || substr(c.external_id, 2), c.id, 'booking_proposed', c.preferred_channel,
-                c.language, $1, now()
-         from customers c",
-    )
-    .bind(proposal())
-    .execute(&pool)
-    .await
-    .unwrap();
+    one_proposal_per_customer(&pool).await;
     let spawn = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_forewarn"))
             .arg("outreach")
@@ -927,4 +931,96 @@ async fn a_redirect_or_a_refused_key_is_retried_never_taken_as_delivered_or_as_a
                 .unwrap();
         assert_eq!((state.as_str(), attempts), ("sent", 3), "{status}");
     }
+}
+
+/// A database outage in the middle of delivering: claims and writes fail while it lasts,
+/// the worker process keeps going, and afterwards every message is sent and written
+/// `sent` — what was sent but not written is sent again under its own key (which the
+/// provider dedupes on), nothing under another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_mid_delivery_delays_messages_and_loses_none() {
+    if std::env::var("TEST_SHARED_DATABASE").is_ok_and(|v| v == "1") {
+        return; // the outage needs a cluster this test owns
+    }
+    let owned = OwnedCluster::start().await;
+    let cluster = owned.cluster.clone();
+    let db = TestDb::on(&cluster.url("postgres"), false).await;
+    let provider = Provider::start().await;
+    provider.state.lock().unwrap().delay = Duration::from_millis(50);
+    const MESSAGES: usize = 600;
+    let customers: Vec<CustomerRow> = (0..MESSAGES)
+        .map(|i| customer(&format!("c{i}"), "pl", "sms", "Europe/Warsaw"))
+        .collect();
+    db.store.upsert_customers(&customers).await.unwrap();
+    let pool = db.store_pool().clone();
+    one_proposal_per_customer(&pool).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_forewarn"))
+        .arg("outreach")
+        .env("DATABASE_URL", &db.url)
+        .env("FOREWARN_HTTP_ADDR", "127.0.0.1:0")
+        .env("FOREWARN_OUTREACH__SMS_URL", provider.url("sms"))
+        .env("FOREWARN_OUTREACH__SIGNING_SECRET", SECRET)
+        .env("FOREWARN_OUTREACH__INTERVAL", "100ms")
+        .env("FOREWARN_OUTREACH__SEND_TIMEOUT", "1s")
+        .env("FOREWARN_OUTREACH__LEASE", "12s")
+        .env("FOREWARN_OUTREACH__BATCH", "20")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let requests = |provider: &Provider| provider.state.lock().unwrap().requests.len();
+    wait_until("a third sent", Duration::from_secs(60), || {
+        let provider = provider.clone();
+        async move { requests(&provider) >= MESSAGES / 3 }
+    })
+    .await;
+    let stopping = cluster.clone();
+    tokio::task::spawn_blocking(move || stopping.stop().unwrap())
+        .await
+        .unwrap();
+    let at_stop = requests(&provider);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during = requests(&provider) - at_stop;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the worker process survives the outage"
+    );
+    let restart = cluster.clone();
+    tokio::task::spawn_blocking(move || restart.restart().unwrap())
+        .await
+        .unwrap();
+    wait_until("every message sent", Duration::from_secs(120), || {
+        let pool = pool.clone();
+        async move {
+            count(&pool, "select count(*) from outreach where status = 'sent'").await
+                == MESSAGES as i64
+        }
+    })
+    .await;
+    sigterm(&child);
+    child.wait().unwrap();
+
+    let mut per_key: HashMap<String, usize> = HashMap::new();
+    for (key, _) in provider.requests("sms") {
+        *per_key.entry(key).or_default() += 1;
+    }
+    let resent = per_key.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "outage after {at_stop} sends: {during} sent while down (already claimed), {resent} re-sent after it under their own key"
+    );
+    // Nothing new is claimed while the database is down: only what was in flight goes out.
+    assert!(during <= 4 * 20, "{during} sent during the outage");
+    assert_eq!(per_key.len(), MESSAGES);
+    assert!((0..MESSAGES).all(|i| per_key.contains_key(&format!("k{i}"))));
+    assert!(resent <= 4 * 20, "{resent} re-sent");
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from outreach where status <> 'sent'"
+        )
+        .await,
+        0
+    );
+    db.store.close().await;
+    drop(owned);
 }

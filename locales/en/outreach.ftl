@@ -170,5 +170,6 @@ page-used = This message has already been answered: { $action ->
    *[decline] the visit was declined
 }. Nothing was changed now.
 page-changed = Your visit has changed since this message was sent, so this link no longer applies. Please use our latest message.
+page-too-late = Your visit is about to begin, so it can no longer be changed here. Please call us if you cannot be there.
 page-time-gone = Sorry, that time was taken a moment ago. Please choose another one:
 page-unavailable = We cannot answer right now. Please try again in a few minutes.

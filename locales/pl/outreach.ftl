@@ -171,7 +171,7 @@ page-no-times = Nie mamy innego wolnego terminu przed spodziewaną awarią. Odpo
 page-decline-heading = Rezygnacja z wizyty
 page-decline-text = Jeśli zrezygnujesz, nie przyjedziemy w tej sprawie, a urządzenie może ulec awarii bez ostrzeżenia. Nadal możesz do nas zadzwonić w każdej chwili.
 page-decline-button = Rezygnuję z wizyty
-page-confirmed = Dziękujemy: wizyta w terminie { $slot } jest potwierdzona. { $technician } przyjdzie wtedy do Ciebie.
+page-confirmed = Dziękujemy: wizyta jest potwierdzona, termin: { $slot }. { $technician } przyjdzie wtedy do Ciebie.
 page-moved = Gotowe: { $technician } przyjdzie do Ciebie w nowym terminie: { $slot }. Wysłaliśmy potwierdzenie.
 page-declined = Odwołaliśmy wizytę. Jeśli coś się zmieni, odpowiedz na naszą wiadomość lub zadzwoń do nas.
 page-invalid = Ten link jest nieprawidłowy. Otwórz cały link z naszej wiadomości albo odpowiedz na wiadomość.
@@ -182,5 +182,6 @@ page-used = Na tę wiadomość już odpowiedziano: { $action ->
    *[decline] zrezygnowano z wizyty
 }. Niczego teraz nie zmieniliśmy.
 page-changed = Od wysłania tej wiadomości wizyta się zmieniła, więc ten link jest już nieaktualny. Skorzystaj z naszej najnowszej wiadomości.
+page-too-late = Wizyta zaraz się zaczyna, więc nie można jej już tutaj zmienić. Jeśli nie możesz być na miejscu, zadzwoń do nas.
 page-time-gone = Przepraszamy, ten termin został właśnie zajęty. Wybierz inny:
 page-unavailable = Nie możemy teraz odpowiedzieć. Spróbuj ponownie za kilka minut.

@@ -184,7 +184,7 @@ page-no-times = Pred očakávanou poruchou nemáme iný voľný termín. Odpoved
 page-decline-heading = Odmietnutie návštevy
 page-decline-text = Ak návštevu odmietnete, v tejto veci neprídeme a zariadenie sa môže pokaziť bez varovania. Stále nám môžete kedykoľvek zavolať.
 page-decline-button = Odmietam návštevu
-page-confirmed = Ďakujeme: návšteva v termíne { $slot } je potvrdená. { $technician } k vám vtedy príde.
+page-confirmed = Ďakujeme: návšteva je potvrdená, termín: { $slot }. { $technician } k vám vtedy príde.
 page-moved = Hotovo: { $technician } k vám príde v novom termíne: { $slot }. Poslali sme vám potvrdenie.
 page-declined = Návštevu sme zrušili. Ak sa niečo zmení, odpovedzte na našu správu alebo nám zavolajte.
 page-invalid = Tento odkaz nie je platný. Otvorte celý odkaz z našej správy alebo na správu odpovedzte.
@@ -195,5 +195,6 @@ page-used = Na túto správu už bolo odpovedané: { $action ->
    *[decline] návšteva bola odmietnutá
 }. Teraz sa nič nezmenilo.
 page-changed = Od odoslania tejto správy sa návšteva zmenila, preto tento odkaz už neplatí. Použite našu najnovšiu správu.
+page-too-late = Návšteva sa čoskoro začne, preto ju tu už nemožno zmeniť. Ak nemôžete byť doma, zavolajte nám.
 page-time-gone = Prepáčte, tento termín bol práve obsadený. Vyberte si iný:
 page-unavailable = Momentálne nemôžeme odpovedať. Skúste to znova o niekoľko minút.

@@ -45,6 +45,7 @@ pub const PAGE_TEXTS: &[&str] = &[
     "page-expired",
     "page-used",
     "page-changed",
+    "page-too-late",
     "page-time-gone",
     "page-unavailable",
 ];
@@ -120,7 +121,7 @@ impl Page<'_> {
             lang = self.templates.language_of(self.language),
             title = escape(&title),
         );
-        (
+        let mut response = (
             status,
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -134,7 +135,13 @@ impl Page<'_> {
             ],
             Html(html),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+        }
+        response
     }
 
     fn paragraph(&self, id: &str, vars: &[(&str, String)]) -> String {
@@ -221,15 +228,11 @@ async fn claim_of(
     };
     let unavailable = |error: &dyn std::fmt::Display| {
         tracing::warn!(%error, "link page: the store does not answer");
-        let mut response = browser.respond(
+        browser.respond(
             StatusCode::SERVICE_UNAVAILABLE,
             None,
             &browser.paragraph("page-unavailable", &[]),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
-        response
+        )
     };
     let signer = pages
         .signer(&state.store)
@@ -284,6 +287,11 @@ fn refused(page: &Page<'_>, standing: &Standing) -> Response {
             None,
             &page.paragraph("page-changed", &[]),
         ),
+        Standing::TooLate => page.respond(
+            StatusCode::CONFLICT,
+            None,
+            &page.paragraph("page-too-late", &[]),
+        ),
         Standing::Unknown | Standing::Open => page.respond(
             StatusCode::NOT_FOUND,
             None,
@@ -308,12 +316,23 @@ async fn show(
         Ok(claimed) => claimed,
         Err(page) => return page,
     };
-    let standing = standing(context.as_ref(), claim.action);
     let language = context.as_ref().map_or("en", |c| c.language.as_str());
     let page = Page {
         templates: &pages.templates,
         language,
     };
+    let now = match clock(&state.store).await {
+        Ok(now) => now,
+        Err(error) => {
+            tracing::warn!(%error, "link page: the store does not answer");
+            return page.respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                &page.paragraph("page-unavailable", &[]),
+            );
+        }
+    };
+    let standing = standing(context.as_ref(), claim.action, now);
     let (Standing::Open, Some(context)) = (&standing, context.as_ref()) else {
         return refused(&page, &standing);
     };
@@ -346,37 +365,31 @@ async fn show(
                 page.button("page-decline-button", &[], true)
             ),
         ),
-        LinkAction::Reschedule => {
-            let alternatives = match clock(&state.store).await {
-                Ok(now) => pages.dispatcher.alternatives(context, now).await,
-                Err(error) => Err(error.into()),
-            };
-            match alternatives {
-                Ok(alternatives) => {
-                    let body = choices(
-                        &page,
-                        &pages.templates,
-                        context,
-                        &alternatives,
-                        "page-reschedule-text",
-                        &current,
-                    );
-                    page.respond(
-                        StatusCode::OK,
-                        Some(&page.text("page-reschedule-heading", &[])),
-                        &body,
-                    )
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "link page: no alternatives");
-                    page.respond(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        None,
-                        &page.paragraph("page-unavailable", &[]),
-                    )
-                }
+        LinkAction::Reschedule => match pages.dispatcher.alternatives(context, now).await {
+            Ok(alternatives) => {
+                let body = choices(
+                    &page,
+                    &pages.templates,
+                    context,
+                    &alternatives,
+                    "page-reschedule-text",
+                    &current,
+                );
+                page.respond(
+                    StatusCode::OK,
+                    Some(&page.text("page-reschedule-heading", &[])),
+                    &body,
+                )
             }
-        }
+            Err(error) => {
+                tracing::warn!(%error, "link page: no alternatives");
+                page.respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    None,
+                    &page.paragraph("page-unavailable", &[]),
+                )
+            }
+        },
     }
 }
 
@@ -585,6 +598,7 @@ mod tests {
         assert_eq!(templates.language_accepted("pl-PL,pl;q=0.9,en;q=0.5"), "pl");
         assert_eq!(templates.language_accepted("de-DE, sk;q=0.8"), "sk");
         assert_eq!(templates.language_accepted("fr"), "en");
+        assert_eq!(templates.language_accepted("pl;q=0, uk;q=0.5"), "uk");
         assert_eq!(templates.language_accepted(""), "en");
     }
 }

@@ -1,15 +1,22 @@
 //! A customer's answer through a signed link ([`crate::outreach::links`]): confirm the
-//! visit, take another time, or decline. Each runs in one transaction under the ticket's
-//! row lock, after checking that the message's visit is still the ticket's live one; it
-//! uses up the message's links (`link_answers`: a second answer, even racing the first,
-//! changes nothing) and writes the change through the dispatch rules — a confirmation
-//! message, a booking by [`StoreTx::book`] (the exclusion constraint the last word), a
-//! resolution as `customer_declined` — each with its `ticket_events` row, actor `customer`.
+//! visit, take another time, or decline. Only while the ticket is booked on the very visit
+//! the message was about (else the customer is pointed to the latest message), and a move
+//! or a decline only until [`LAST_CHANGE_MICROS`] before it starts. Each runs in one
+//! transaction under the ticket's row lock (a move first takes the technicians' booking
+//! locks: the lock order of every booking writer, technicians then tickets), re-checks
+//! that standing, uses up the message's links (`link_answers`: a second answer, even
+//! racing the first, changes nothing) and writes the change through the dispatch rules — a
+//! confirmation message, a booking by [`StoreTx::book`] (the exclusion constraint the last
+//! word), a resolution as `customer_declined` — each with its `ticket_events` row, actor
+//! `customer`.
 //!
-//! Another time is one the planner would offer now: up to [`ALTERNATIVES`] slots on
-//! different days, inside the visit's window, no sooner than `proposal.min_notice`, with
-//! the customer's current visit taken out of the calendar. The one chosen is checked again
-//! when it is booked; taken meanwhile, the customer is offered the times free then.
+//! Another time is offered as the planner would offer it now: up to [`ALTERNATIVES`] slots
+//! on different days, inside the visit's window, no sooner than `proposal.min_notice`, with
+//! the customer's own visit taken out of the calendar. The one chosen must still fit by the
+//! planner's rules ([`plan::fits`]: skills, range, shift, travel from and to the visits
+//! around it, window) when it is answered, and is booked through the booking path (which
+//! refuses it if that technician's day changed meanwhile); refused, the customer is offered
+//! the times free then. Planning reads on connections of its own before any lock is taken.
 
 use std::collections::HashSet;
 
@@ -53,12 +60,20 @@ pub enum Standing {
     /// The visit it is about changed since (moved, started, done, cancelled): the
     /// customer is pointed to the latest message.
     Changed,
+    /// The visit is about to start: moving or declining it here could send a technician to
+    /// a door nobody opens; the customer is asked to call.
+    TooLate,
     /// No such message or ticket, or an answer its message never offered.
     Unknown,
 }
 
-/// Whether a link of `action` may still answer its message.
-pub fn standing(context: Option<&LinkContext>, action: LinkAction) -> Standing {
+/// How long before a visit starts it can still be moved or declined by link.
+pub const LAST_CHANGE_MICROS: EpochMicros = 2 * 3_600_000_000;
+
+/// Whether a link of `action` may still answer its message at `now` (event time): only
+/// while the ticket is booked on the very visit the message was about, and — to move or
+/// decline it — more than [`LAST_CHANGE_MICROS`] before it starts.
+pub fn standing(context: Option<&LinkContext>, action: LinkAction, now: EpochMicros) -> Standing {
     let Some(context) = context else {
         return Standing::Unknown;
     };
@@ -71,18 +86,17 @@ pub fn standing(context: Option<&LinkContext>, action: LinkAction) -> Standing {
     let Some(ticket) = &context.ticket else {
         return Standing::Unknown;
     };
-    let visit_unchanged = ticket.status == "booked"
-        && context.booking_id.is_some()
-        && ticket.live.as_ref().map(|b| b.id) == context.booking_id;
-    let allowed = match action {
-        LinkAction::Confirm | LinkAction::Reschedule => visit_unchanged,
-        // Declining is about the ticket: any visit not started yet may be declined.
-        LinkAction::Decline => matches!(ticket.status.as_str(), "open" | "booked"),
-    };
-    if allowed {
-        Standing::Open
-    } else {
-        Standing::Changed
+    let live = ticket
+        .live
+        .as_ref()
+        .filter(|b| ticket.status == "booked" && Some(b.id) == context.booking_id);
+    match (live, action) {
+        (None, _) => Standing::Changed,
+        (Some(_), LinkAction::Confirm) => Standing::Open,
+        (Some(visit), _) if visit.start.saturating_sub(LAST_CHANGE_MICROS) <= now => {
+            Standing::TooLate
+        }
+        (Some(_), _) => Standing::Open,
     }
 }
 
@@ -103,6 +117,13 @@ pub enum Answered {
     TimeGone(Vec<Alternative>),
 }
 
+/// What planning another time for a link's visit reads: the calendar without the
+/// customer's own visit (it frees its time for the others) and the visit as a job.
+struct Replan {
+    view: PlanView,
+    job: Job,
+}
+
 impl Dispatcher {
     /// Other times for the link's visit, as of `clock` (event time), soonest first.
     pub async fn alternatives(
@@ -110,23 +131,24 @@ impl Dispatcher {
         context: &LinkContext,
         clock: EpochMicros,
     ) -> Result<Vec<Alternative>, DispatchError> {
-        let (candidates, view) = self.alternative_candidates(context, clock).await?;
-        Ok(candidates.iter().map(|c| alternative(c, &view)).collect())
+        Ok(match self.replan(context, clock).await? {
+            Some(replan) => self.offer(context, &replan),
+            None => Vec::new(),
+        })
     }
 
-    async fn alternative_candidates(
+    async fn replan(
         &self,
         context: &LinkContext,
         clock: EpochMicros,
-    ) -> Result<(Vec<Candidate>, PlanView), DispatchError> {
-        let mut view = self.plan_view(clock).await?;
+    ) -> Result<Option<Replan>, DispatchError> {
         let Some(ticket) = &context.ticket else {
-            return Ok((Vec::new(), view));
+            return Ok(None);
         };
         let Some((latitude, longitude)) = ticket.site else {
-            return Ok((Vec::new(), view));
+            return Ok(None);
         };
-        // The customer's own visit frees its time for the others.
+        let mut view = self.plan_view(clock).await?;
         if let Some(live) = &ticket.live {
             let kept: Vec<plan::Stop> = view
                 .calendar
@@ -148,33 +170,42 @@ impl Dispatcher {
             earliest: clock.saturating_add(duration_micros(self.config.proposal.min_notice)),
             due: self.due(ticket.due_at, ticket.opened_at, ticket.priority),
         };
+        Ok(Some(Replan { view, job }))
+    }
+
+    /// Up to [`ALTERNATIVES`] times, the cheapest of each of the best days, inside the
+    /// window only (the visit is there to come before the failure), soonest first.
+    fn offer(&self, context: &LinkContext, replan: &Replan) -> Vec<Alternative> {
         let settings = plan::PlanSettings {
             max_candidates: SEARCHED,
             ..self.config.plan.clone()
         };
         let found = plan::candidates(
-            &job,
-            &view.technicians,
-            &view.calendar,
+            &replan.job,
+            &replan.view.technicians,
+            &replan.view.calendar,
             &settings,
             self.config.strategy,
         );
         let zone: Tz = context.timezone.parse().unwrap_or(Tz::UTC);
-        let current = ticket.live.as_ref().map(|b| (b.technician_id, b.start));
-        // Best first: the cheapest of each of the best days, inside the window only (the
-        // visit is there to come before the failure).
+        let current = context
+            .ticket
+            .as_ref()
+            .and_then(|t| t.live.as_ref())
+            .map(|b| (b.technician_id, b.start));
         let mut days = HashSet::new();
-        let mut chosen: Vec<Candidate> = found
-            .into_iter()
+        let mut chosen: Vec<Alternative> = found
+            .iter()
             .filter(|c| c.meets_due && Some((c.technician_id, c.start)) != current)
             .filter(|c| {
                 chrono::DateTime::from_timestamp_micros(c.start)
                     .is_some_and(|t| days.insert(t.with_timezone(&zone).date_naive()))
             })
             .take(ALTERNATIVES)
+            .map(|c| alternative(c.technician_id, c.start, c.end, &replan.view))
             .collect();
-        chosen.sort_by_key(|c| c.start);
-        Ok((chosen, view))
+        chosen.sort_by_key(|a| a.start);
+        chosen
     }
 
     /// Answers a link: `choice` is the (technician, start) of the other time chosen, for
@@ -186,24 +217,67 @@ impl Dispatcher {
         choice: Option<(i32, EpochMicros)>,
         clock: EpochMicros,
     ) -> Result<Answered, DispatchError> {
+        // Another time is planned before any lock is taken (planning reads on connections
+        // of its own), then booked under the lock order of every booking writer:
+        // technicians, then the ticket.
+        let mut moving = None;
+        if action == LinkAction::Reschedule {
+            let before = self.store.link_context(outreach_id).await?;
+            let judged = standing(before.as_ref(), action, clock);
+            let (Standing::Open, Some(before), Some((technician_id, start))) =
+                (&judged, before, choice)
+            else {
+                return Ok(Answered::Refused(match judged {
+                    Standing::Open => Standing::Unknown,
+                    other => other,
+                }));
+            };
+            let Some(replan) = self.replan(&before, clock).await? else {
+                return Ok(Answered::TimeGone(Vec::new()));
+            };
+            let fits = replan
+                .view
+                .technicians
+                .iter()
+                .find(|t| t.id == technician_id)
+                .is_some_and(|technician| {
+                    plan::fits(
+                        &replan.job,
+                        technician,
+                        &replan.view.calendar,
+                        &self.config.plan,
+                        start,
+                    )
+                });
+            let end = start.saturating_add(replan.job.duration_micros);
+            let live = before.ticket.as_ref().and_then(|t| t.live.as_ref());
+            if !fits || live.is_some_and(|b| (b.technician_id, b.start) == (technician_id, start)) {
+                return Ok(Answered::TimeGone(self.offer(&before, &replan)));
+            }
+            moving = Some((before, replan, technician_id, start, end));
+        }
         let mut tx = self.store.begin().await?;
+        if let Some((before, _, technician_id, _, _)) = &moving {
+            let live = before.ticket.as_ref().and_then(|t| t.live.as_ref());
+            let mut technicians = vec![*technician_id];
+            technicians.extend(live.map(|b| b.technician_id));
+            tx.lock_technicians(&technicians).await?;
+        }
         let context = tx.lock_link(outreach_id).await?;
-        let judged = standing(context.as_ref(), action);
+        let judged = standing(context.as_ref(), action, clock);
         if judged != Standing::Open {
             return Ok(Answered::Refused(judged));
         }
-        let Some(context) = context else {
+        let booking_id = context.as_ref().and_then(|c| c.booking_id);
+        let (Some(context), Some(booking_id)) = (context, booking_id) else {
             return Ok(Answered::Refused(Standing::Unknown));
         };
         let Some(ticket) = context.ticket.as_ref() else {
             return Ok(Answered::Refused(Standing::Unknown));
         };
         let ticket_id = ticket.id;
-        let answered = match action {
-            LinkAction::Confirm => {
-                let Some(booking_id) = context.booking_id else {
-                    return Ok(Answered::Refused(Standing::Unknown));
-                };
+        let answered = match (action, moving) {
+            (LinkAction::Confirm, _) => {
                 tx.confirm_booking(
                     ticket_id,
                     booking_id,
@@ -215,7 +289,7 @@ impl Dispatcher {
                 queue_confirmation(&mut tx, ticket_id, booking_id, clock).await?;
                 Answered::Confirmed { booking_id }
             }
-            LinkAction::Decline => {
+            (LinkAction::Decline, _) => {
                 let done = tx
                     .transition(
                         ticket_id,
@@ -234,37 +308,35 @@ impl Dispatcher {
                 }
                 Answered::Declined
             }
-            LinkAction::Reschedule => {
-                let (Some((technician_id, start)), Some(live)) = (choice, ticket.live.as_ref())
-                else {
-                    return Ok(Answered::Refused(Standing::Unknown));
-                };
-                // The times free now, with this ticket locked: the chosen one must be one.
-                let (candidates, view) = self.alternative_candidates(&context, clock).await?;
-                let Some(candidate) = candidates
-                    .iter()
-                    .find(|c| c.technician_id == technician_id && c.start == start)
-                else {
-                    drop(tx);
-                    return Ok(Answered::TimeGone(
-                        candidates.iter().map(|c| alternative(c, &view)).collect(),
-                    ));
-                };
+            (LinkAction::Reschedule, Some((before, replan, technician_id, start, end))) => {
+                // The visit planned from must be the one still booked.
+                let planned_from = before.ticket.as_ref().and_then(|t| t.live.clone());
+                if ticket.live != planned_from {
+                    return Ok(Answered::Refused(Standing::Changed));
+                }
                 tx.give_up_booking(
                     ticket_id,
-                    live.id,
+                    booking_id,
                     clock,
                     CUSTOMER,
                     &format!("customer chose another time (link of message {outreach_id})"),
                 )
                 .await?;
-                let planned = planned_on(&view.calendar, candidate);
+                let chosen = Candidate {
+                    technician_id,
+                    start,
+                    end,
+                    added_km: 0.0,
+                    cost: 0.0,
+                    meets_due: true,
+                };
+                let planned = planned_on(&replan.view.calendar, &chosen);
                 let booked = tx
                     .book(&BookingRequest {
                         ticket_id,
                         technician_id,
-                        start: candidate.start,
-                        end: candidate.end,
+                        start,
+                        end,
                         site: ticket.site,
                         at: clock,
                         actor: CUSTOMER,
@@ -272,26 +344,28 @@ impl Dispatcher {
                         planned_on: Some(&planned),
                     })
                     .await?;
-                let Booked::Booked { booking_id } = booked else {
-                    // Taken, or the technician's day changed, since the times were read.
+                let Booked::Booked { booking_id: moved } = booked else {
+                    // Taken, or the technician's day changed, since it was planned: nothing
+                    // written; the times free now.
                     drop(tx);
-                    let fresh = self.alternatives(&context, clock).await?;
+                    let fresh = self.alternatives(&before, clock).await?;
                     return Ok(Answered::TimeGone(fresh));
                 };
                 tx.confirm_booking(
                     ticket_id,
-                    booking_id,
+                    moved,
                     clock,
                     CUSTOMER,
                     "customer chose this time: confirmed",
                 )
                 .await?;
-                queue_confirmation(&mut tx, ticket_id, booking_id, clock).await?;
+                queue_confirmation(&mut tx, ticket_id, moved, clock).await?;
                 Answered::Moved {
-                    booking_id,
-                    to: alternative(candidate, &view),
+                    booking_id: moved,
+                    to: alternative(technician_id, start, end, &replan.view),
                 }
             }
+            (LinkAction::Reschedule, None) => return Ok(Answered::Refused(Standing::Unknown)),
         };
         let booking_id = match &answered {
             Answered::Confirmed { booking_id } | Answered::Moved { booking_id, .. } => {
@@ -307,7 +381,7 @@ impl Dispatcher {
         {
             drop(tx);
             let now = self.store.link_context(outreach_id).await?;
-            return Ok(Answered::Refused(standing(now.as_ref(), action)));
+            return Ok(Answered::Refused(standing(now.as_ref(), action, clock)));
         }
         tx.commit().await?;
         tracing::info!(
@@ -320,16 +394,17 @@ impl Dispatcher {
     }
 }
 
-fn alternative(candidate: &Candidate, view: &PlanView) -> Alternative {
+fn alternative(
+    technician_id: i32,
+    start: EpochMicros,
+    end: EpochMicros,
+    view: &PlanView,
+) -> Alternative {
     Alternative {
-        technician_id: candidate.technician_id,
-        technician: view
-            .names
-            .get(&candidate.technician_id)
-            .cloned()
-            .unwrap_or_default(),
-        start: candidate.start,
-        end: candidate.end,
+        technician_id,
+        technician: view.names.get(&technician_id).cloned().unwrap_or_default(),
+        start,
+        end,
     }
 }
 

@@ -459,6 +459,28 @@ async fn run(
         shutdown.wait().await;
         return Ok(());
     }
+    let loopback = url::Url::parse(&settings.config.public_url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| matches!(h, "127.0.0.1" | "localhost" | "[::1]"))
+        })
+        .unwrap_or(false);
+    let reaches_people = [
+        Channel::Email,
+        Channel::Sms,
+        Channel::Push,
+        Channel::Webhook,
+    ]
+    .into_iter()
+    .any(|c| outreach.channels.has(c));
+    if loopback && reaches_people {
+        tracing::warn!(
+            public_url = %settings.config.public_url,
+            "outreach.public_url is a loopback address: the links in customers' messages will \
+             not reach this server from their phones; set it to where customers reach it"
+        );
+    }
     tracing::info!(
         workers = settings.config.workers,
         channels = ?outreach.channels,

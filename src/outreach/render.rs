@@ -129,6 +129,14 @@ impl Templates {
     pub fn language_accepted(&self, header: &str) -> &'static str {
         header
             .split(',')
+            .filter(|part| {
+                // `q=0` says "not this one".
+                let q = part
+                    .split(';')
+                    .skip(1)
+                    .find_map(|p| p.trim().strip_prefix("q="));
+                q.is_none_or(|q| q.trim().parse::<f32>().map_or(true, |q| q > 0.0))
+            })
             .filter_map(|part| part.split(';').next())
             .find_map(|tag| ours(tag.trim()))
             .unwrap_or(LANGUAGES[0].0)

@@ -316,8 +316,9 @@ impl Store {
     /// Empties every table dispatch writes (a benchmark's next run on the same signals).
     pub async fn reset_dispatch_state(&self) -> Result<(), StoreError> {
         sqlx::query(
-            "truncate outreach, bookings, ticket_events, tickets, incidents, dispatch_streaks,
-                      dispatch_handled, technician_unavailability restart identity",
+            "truncate link_answers, outreach_attempts, customer_replies, outreach, bookings,
+                      ticket_events, tickets, incidents, dispatch_streaks, dispatch_handled,
+                      technician_unavailability restart identity",
         )
         .execute(&self.pool)
         .await?;

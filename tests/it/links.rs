@@ -38,11 +38,13 @@ fn dispatch_config() -> DispatchConfig {
     }
 }
 
+/// A washer technician in Warsaw on weekdays from 11:00 (the first visits are more than
+/// the two hours away within which a visit can no longer be moved by link).
 async fn technician(pool: &PgPool, name: &str, home: (f64, f64)) -> i32 {
     sqlx::query_scalar(
         "insert into technicians (external_id, name, skills, home_latitude, home_longitude,
                                   timezone, shift_start, shift_end)
-         values ($1, $2, '{washer/*}', $3, $4, 'Europe/Warsaw', '08:00', '16:00') returning id",
+         values ($1, $2, '{washer/*}', $3, $4, 'Europe/Warsaw', '11:00', '18:00') returning id",
     )
     .bind(unique("tech-"))
     .bind(name)
@@ -343,6 +345,23 @@ async fn a_customer_confirms_moves_and_declines_by_link_each_once_in_their_langu
     .await;
     assert_eq!(status, 409, "{page}");
     assert!(page.contains("został właśnie zajęty"), "{page}");
+    assert_eq!(choices(&page).len(), offered.len(), "{page}");
+    // Nor a time on the grid outside every shift (03:00 in Warsaw), or with a stranger.
+    let night = (start_choice.parse::<i64>().unwrap() / (86_400 * 1_000_000)) * 86_400 * 1_000_000
+        + 2 * 60 * MINUTE;
+    for (technician, start) in [
+        (technician_choice.clone(), night.to_string()),
+        ("999999".to_string(), start_choice.clone()),
+        ("x".to_string(), "y".to_string()),
+    ] {
+        let (status, page) =
+            post(reschedule, &[("technician", technician), ("start", start)]).await;
+        assert!(status == 409 || status == 200, "{page}");
+        if status == 200 {
+            // No choice parsed: the page to choose.
+            assert!(page.contains("Wybierz inny termin"), "{page}");
+        }
+    }
     assert_eq!(live_booking(&pool, ticket).await.unwrap().0, booking);
     // The offered one: the visit moves there, confirmed, and the old slot is free.
     let (status, page) = post(
@@ -421,9 +440,10 @@ async fn a_customer_confirms_moves_and_declines_by_link_each_once_in_their_langu
         "booked"
     );
 
-    // The old confirmation's decline link: that message's visit has moved.
+    // The old confirmation's decline link: that message was answered (by its other link).
     let (status, page) = get(decline, None).await;
     assert_eq!(status, 409, "{page}");
+    assert!(page.contains("już odpowiedziano"), "{page}");
     // The newest confirmation's decline: the ticket is resolved as declined, slot freed.
     deliver_all(&outreach, &pool, Duration::from_secs(20)).await;
     let mails = sink.received();
@@ -520,10 +540,143 @@ async fn racing_answers_change_a_ticket_once_and_an_outdated_link_changes_nothin
         );
     }
     let before = events_of(&pool, ticket).await;
-    let (status, _) = post(&signer.url(message, LinkAction::Confirm, created), &[]).await;
-    assert_eq!(status, 409);
+    for action in LinkAction::ALL {
+        let (status, page) = post(&signer.url(message, action, created), &[]).await;
+        assert_eq!(status, 409, "{page}");
+    }
     assert_eq!(events_of(&pool, ticket).await, before);
-    // Declining is still the customer's right while no visit has started.
-    let (status, page) = post(&signer.url(message, LinkAction::Decline, created), &[]).await;
+}
+
+/// A move racing the technician's sick note: either the move wins (the sick note then
+/// finds nothing of theirs to cancel, and the customer's new visit stands) or the sick note
+/// wins (the link's visit changed: nothing moved) — never a move the sick note undoes, and
+/// never a visit left with a technician who is off. A visit about to start can be
+/// confirmed but no longer moved or declined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_racing_a_sick_note_and_a_visit_about_to_start() {
+    let db = TestDb::new().await;
+    let pool = db.query().await;
+    technician(&pool, "Marek Zieliński", WARSAW).await;
+    technician(&pool, "Ewa Lis", (WARSAW.0 + 0.05, WARSAW.1)).await;
+    technician(&pool, "Olga Nowak", (WARSAW.0 - 0.05, WARSAW.1)).await;
+    let devices = customer_with_washers(&pool, "pl", 7).await;
+    book_calls(&db, &devices).await;
+    let config = outreach_config();
+    let (addr, _server) = serve_links(&db, &config).await;
+    let key = db.store.signing_key("links", &[0u8; 32]).await.unwrap();
+    let signer = LinkSigner::new(&key, &format!("http://{addr}"), Duration::from_secs(86_400));
+    let proposals: Vec<(i64, i64, chrono::DateTime<Utc>)> = sqlx::query_as(
+        "select id, ticket_id, created_at from outreach
+         where message_type = 'booking_proposed' order by ticket_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let (mut moved, mut refused) = (0, 0);
+    for (round, (message, ticket, created)) in proposals[..6].iter().enumerate() {
+        let Some((_, current, start, _)) = live_booking(&pool, *ticket).await else {
+            eprintln!("round {round}: re-planned by an earlier sick note");
+            continue;
+        };
+        let link = signer.url(*message, LinkAction::Reschedule, *created);
+        let (status, page) = get(&link, None).await;
+        assert_eq!(status, 200, "{page}");
+        // Another technician's time where one is offered (the case where a sick note that
+        // read the old booking could cancel the new one), else a time of the same
+        // technician away from the hour they fall ill.
+        let offered: Vec<(i32, i64)> = choices(&page)
+            .iter()
+            .map(|(t, s)| (t.parse::<i32>().unwrap(), s.parse::<i64>().unwrap()))
+            .filter(|(t, s)| *t != current || (*s - start).abs() >= 3 * 60 * MINUTE)
+            .collect();
+        let Some((technician, chosen_start)) = offered
+            .iter()
+            .find(|(t, _)| *t != current)
+            .or(offered.first())
+            .map(|(t, s)| (t.to_string(), s.to_string()))
+        else {
+            eprintln!("round {round}: no time offered away from the sick hour");
+            continue;
+        };
+        let store = db.store.clone();
+        // The move's head start varies, so the two meet at different points of the move
+        // (one round lets it finish first).
+        let head_start = Duration::from_millis([0, 300, 10, 25, 50, 100][round % 6]);
+        let sick = async move {
+            tokio::time::sleep(head_start).await;
+            store
+                .mark_unavailable(
+                    current,
+                    start,
+                    Some(start + 60 * MINUTE),
+                    "sick",
+                    t0() + 21 * MINUTE,
+                    "test",
+                )
+                .await
+                .unwrap()
+        };
+        let form = [
+            ("technician", technician.clone()),
+            ("start", chosen_start.clone()),
+        ];
+        let answer = async { post(&link, &form).await };
+        let (answered, replanned) = tokio::join!(answer, sick);
+        match answered.0 {
+            200 => {
+                moved += 1;
+                let live = live_booking(&pool, *ticket).await.unwrap();
+                assert_eq!(live.1.to_string(), technician, "{answered:?}");
+                assert_eq!(live.2.to_string(), chosen_start);
+                assert!(live.3, "confirmed");
+                assert!(!replanned.contains(ticket), "the sick note undid the move");
+            }
+            409 => {
+                refused += 1;
+                assert!(replanned.contains(ticket), "{answered:?}");
+            }
+            other => panic!("{other}: {}", answered.1),
+        }
+        // Nobody is booked while off, and no ticket has two live visits.
+        let off_and_booked = count(
+            &pool,
+            "select count(*) from bookings b join technician_unavailability u
+               on u.technician_id = b.technician_id and u.period && b.slot
+             where b.cancelled_at is null",
+        )
+        .await;
+        assert_eq!(off_and_booked, 0);
+        let doubled = count(
+            &pool,
+            "select count(*) from (select ticket_id from bookings where cancelled_at is null
+                                   group by ticket_id having count(*) > 1) d",
+        )
+        .await;
+        assert_eq!(doubled, 0);
+    }
+    eprintln!("move vs sick note: {moved} moves won, {refused} sick notes won");
+    assert!(moved + refused >= 3, "{moved} {refused}");
+    assert!(
+        moved >= 1,
+        "no move got ahead of its sick note: the race was not tested"
+    );
+
+    // The last visit is about to start (the fleet's clock an hour before it): it can be
+    // confirmed, but not moved or declined here.
+    let (message, ticket, created) = proposals[6];
+    let (_, _, start, _) = live_booking(&pool, ticket).await.unwrap();
+    sqlx::query("update devices set last_seen_at = $1")
+        .bind(chrono::DateTime::from_timestamp_micros(start - 60 * MINUTE).unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    for action in [LinkAction::Decline, LinkAction::Reschedule] {
+        let (status, page) = get(&signer.url(message, action, created), None).await;
+        assert_eq!(status, 409, "{page}");
+        assert!(page.contains("zaraz się zaczyna"), "{page}");
+    }
+    let (status, _) = post(&signer.url(message, LinkAction::Decline, created), &[]).await;
+    assert_eq!(status, 409);
+    let (status, page) = post(&signer.url(message, LinkAction::Confirm, created), &[]).await;
     assert_eq!(status, 200, "{page}");
 }

@@ -86,6 +86,9 @@ struct ProviderState {
     /// Per path: answer this status to the first `n` requests, then 202.
     fail_first: HashMap<String, (usize, u16)>,
     delay: Duration,
+    /// Up to this much more per request (spread by the request's key), so that sends of a
+    /// batch finish at different times.
+    jitter: Duration,
 }
 
 #[derive(Clone)]
@@ -127,8 +130,24 @@ async fn provider_receive(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> StatusCode {
-    let delay = state.lock().unwrap().delay;
-    tokio::time::sleep(delay).await;
+    let (delay, jitter) = {
+        let state = state.lock().unwrap();
+        (state.delay, state.jitter)
+    };
+    let spread = headers
+        .get(IDEMPOTENCY_HEADER)
+        .map(|k| {
+            k.as_bytes()
+                .iter()
+                .fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(*b))
+        })
+        .unwrap_or(0);
+    let extra = if jitter.is_zero() {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(spread % (jitter.as_millis() as u64 + 1))
+    };
+    tokio::time::sleep(delay + extra).await;
     let key = headers
         .get(IDEMPOTENCY_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -577,8 +596,13 @@ async fn quiet_hours_hold_a_routine_message_but_not_a_safety_critical_one() {
 async fn a_worker_killed_between_send_and_commit_sends_every_message_once_under_its_key() {
     let db = TestDb::new().await;
     let provider = Provider::start().await;
-    // A slow provider (100 ms an answer): every kill lands while batches are in flight.
-    provider.state.lock().unwrap().delay = Duration::from_millis(100);
+    // A slow provider (50–250 ms an answer, spread): every kill lands while batches are in
+    // flight, and with sends of a group finished but not yet written.
+    {
+        let mut state = provider.state.lock().unwrap();
+        state.delay = Duration::from_millis(50);
+        state.jitter = Duration::from_millis(200);
+    }
     const MESSAGES: usize = 2000;
     let customers: Vec<CustomerRow> = (0..MESSAGES)
         .map(|i| {

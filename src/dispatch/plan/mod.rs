@@ -450,54 +450,10 @@ struct Slot {
 /// The one feasibility rule both strategies share: every gap of the day (before the first
 /// booked stop, between two, after the last) where the job fits with its travel.
 fn feasible_slots(job: &Job, home: Point, day: &WorkDay, settings: &PlanSettings) -> Vec<Slot> {
-    let booked = &day.booked;
-    let next_visit = next_visit_indices(booked);
-    let mut previous_site = home;
-    let mut previous_end = i64::MIN;
-    let mut slots = Vec::new();
-    for gap in 0..=booked.len() {
-        if gap > 0 {
-            let before = booked[gap - 1];
-            previous_end = previous_end.max(before.end);
-            previous_site = before.route_site.unwrap_or(previous_site);
-        }
-        let gap_context = GapContext {
-            previous_site,
-            previous_end,
-            next_visit: next_visit[gap],
-            gap,
-        };
-        if let Some(slot) = slot_in_gap(job, home, day, &gap_context, settings) {
-            slots.push(slot);
-        }
-    }
-    slots
-}
-
-/// `result[g]` is the index of the first route visit at or after `g` (length `n + 1`), so
-/// each gap knows where the technician must go next without rescanning.
-fn next_visit_indices(booked: &[Booked]) -> Vec<Option<usize>> {
-    let mut result = vec![None; booked.len() + 1];
-    for index in (0..booked.len()).rev() {
-        result[index] = if booked[index].route_site.is_some() {
-            Some(index)
-        } else {
-            result[index + 1]
-        };
-    }
-    result
-}
-
-/// What a gap inherits from the stops before it and owes to the stops after it.
-struct GapContext {
-    /// The last visit site before the gap, else home (unavailability carries location).
-    previous_site: Point,
-    /// The latest end of anything before the gap (stops may overlap, so not just the last).
-    previous_end: EpochMicros,
-    /// Index of the first route visit after the gap, if any.
-    next_visit: Option<usize>,
-    /// Index of the first booked stop after the gap.
-    gap: usize,
+    gaps::contexts(home, &day.booked)
+        .iter()
+        .filter_map(|gap| slot_in_gap(job, home, day, gap, settings))
+        .collect()
 }
 
 fn slot_in_gap(
@@ -689,7 +645,10 @@ fn earliest_slot(
         .map(|slot| candidate(technician.id, job, &slot, slot.added_km))
 }
 
+mod gaps;
 mod improve;
+pub use gaps::fits;
+use gaps::{GapContext, next_visit_indices};
 pub use improve::{Effort, Moved, Placed, improve};
 
 #[cfg(test)]

@@ -139,7 +139,8 @@ impl App {
         let http = HttpServer::bind(config.http.addr)
             .await?
             .with_inbound_secret(config.outreach.inbound_secret.clone())
-            .with_links(config.outreach.clone(), config.dispatch.clone());
+            .with_links(config.outreach.clone(), config.dispatch.clone())
+            .with_rate_limit(config.http.rate_limit, config.http.rate_burst);
         Ok(App {
             store,
             metrics: Metrics::new(),

@@ -2,12 +2,13 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
+use super::auth::{Caller, Role};
 use super::problem::HttpError;
 
 pub fn router() -> Router<ApiState> {
@@ -26,6 +27,7 @@ pub struct DeviceView {
 
 async fn device(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(external_id): Path<String>,
 ) -> Result<Json<DeviceView>, HttpError> {
     if !crate::contract::is_valid_device_external_id(&external_id) {
@@ -34,13 +36,24 @@ async fn device(
             "a device id is 1-64 characters of [A-Za-z0-9_.:-]",
         ));
     }
+    let not_found = || HttpError::NotFound {
+        detail: format!("no device {external_id:?}"),
+    };
+    caller.allow(&Role::ALL, "read devices")?;
+    // A technician sees the devices of their jobs; any other is as if it did not exist.
+    if let Some(technician_id) = caller.technician_id
+        && !state
+            .store
+            .technician_sees_device(technician_id, &external_id)
+            .await?
+    {
+        return Err(not_found());
+    }
     let record = state
         .store
         .device(&external_id)
         .await?
-        .ok_or_else(|| HttpError::NotFound {
-            detail: format!("no device {external_id:?}"),
-        })?;
+        .ok_or_else(not_found)?;
     Ok(Json(DeviceView {
         external_id: record.external_id,
         kind: record.kind,

@@ -3,11 +3,14 @@
 //! those the API issue adds) answer JSON, and every error they give is one
 //! `application/problem+json` answer ([`problem::HttpError`]): rejected input 422 naming
 //! the field, not found 404, a transient store failure 503, anything else 500 without
-//! internals. A path no router knows is a problem+json 404 too.
+//! internals. A path no router knows is a problem+json 404 too. Every `/api/v1` route but
+//! the providers' signed inbound webhooks answers only to an API key ([`auth`]: 401 without
+//! one, 403 for a role the route does not serve, 429 past the key's rate).
 //! `links` serves the pages of customers' signed links (`/l/{token}`), outside `/api/v1`:
 //! HTML for people, not JSON.
 //! The server is a stage ([`HttpServer`] implements [`Stage`]): every process runs it.
 
+pub mod auth;
 pub mod config;
 mod devices;
 pub mod inbound;
@@ -56,6 +59,8 @@ pub struct ApiState {
     pub inbound_secret: Option<Secret>,
     /// The pages of customers' signed links (`/l/{token}`); `None`: not served.
     pub links: Option<Arc<links::LinkPages>>,
+    /// Each API key's rate limit.
+    pub limits: Arc<auth::Limits>,
 }
 
 impl ApiState {
@@ -66,14 +71,24 @@ impl ApiState {
             store: deps.store,
             inbound_secret: None,
             links: None,
+            limits: auth::Limits::new(100, 200),
         }
     }
 }
 
 /// Every route: `ops` at the root, one router per `/api/v1` module.
 pub fn router(state: ApiState) -> Router {
+    // Every `/api/v1` route answers only to an API key, except the providers' inbound
+    // webhooks, which are signed instead.
+    let keyed =
+        Router::new()
+            .merge(devices::router())
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::authenticate,
+            ));
     let v1 = Router::new()
-        .merge(devices::router())
+        .merge(keyed)
         .merge(inbound::router())
         .method_not_allowed_fallback(problem::method_not_allowed);
     Router::new()
@@ -89,6 +104,8 @@ pub struct HttpServer {
     listener: tokio::net::TcpListener,
     inbound_secret: Option<Secret>,
     links: Option<(OutreachConfig, DispatchConfig)>,
+    /// Requests a second and burst per API key.
+    rate: (u32, u32),
 }
 
 impl HttpServer {
@@ -100,6 +117,7 @@ impl HttpServer {
             listener,
             inbound_secret: None,
             links: None,
+            rate: (100, 200),
         })
     }
 
@@ -116,6 +134,12 @@ impl HttpServer {
         self
     }
 
+    /// Each API key's rate limit (`http.rate_limit`, `http.rate_burst`).
+    pub fn with_rate_limit(mut self, per_second: u32, burst: u32) -> HttpServer {
+        self.rate = (per_second, burst);
+        self
+    }
+
     /// The state its routes share, over `deps`.
     pub fn state(&self, deps: StageDeps) -> Result<ApiState, ApiError> {
         let links = match &self.links {
@@ -128,6 +152,7 @@ impl HttpServer {
         Ok(ApiState {
             inbound_secret: self.inbound_secret.clone(),
             links,
+            limits: auth::Limits::new(self.rate.0, self.rate.1),
             ..ApiState::new(deps)
         })
     }

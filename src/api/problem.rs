@@ -36,6 +36,12 @@ pub enum HttpError {
     /// The request is not signed, or not by whom it claims (401).
     #[error("{detail}")]
     Unauthorized { detail: String },
+    /// The caller's key may not do this (403).
+    #[error("{detail}")]
+    Forbidden { detail: String },
+    /// The caller's key is over its rate limit (429 with `Retry-After`).
+    #[error("over the rate limit of this key; retry in {retry_after_s} s")]
+    TooManyRequests { retry_after_s: u64 },
     /// The path exists, the method does not (405).
     #[error("method {method} not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
@@ -64,6 +70,8 @@ impl HttpError {
             HttpError::NotFound { .. } => StatusCode::NOT_FOUND,
             HttpError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             HttpError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            HttpError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -79,6 +87,8 @@ impl HttpError {
                 ("rejected-input", detail.clone(), Some(field.clone()))
             }
             HttpError::Unauthorized { detail } => ("unauthorized", detail.clone(), None),
+            HttpError::Forbidden { detail } => ("forbidden", detail.clone(), None),
+            HttpError::TooManyRequests { .. } => ("rate-limited", self.to_string(), None),
             HttpError::MethodNotAllowed { .. } => ("method-not-allowed", self.to_string(), None),
             HttpError::Unavailable(_) => (
                 "unavailable",
@@ -139,8 +149,20 @@ impl IntoResponse for HttpError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if matches!(self, HttpError::Unavailable(_)) {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        match &self {
+            HttpError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            HttpError::TooManyRequests { retry_after_s } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            }
+            HttpError::Unauthorized { .. } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"forewarn\""),
+                );
+            }
+            _ => {}
         }
         response
     }

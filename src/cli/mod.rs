@@ -4,6 +4,7 @@
 mod bench;
 mod evaluate;
 mod import;
+mod keys;
 mod migrate;
 mod serve;
 mod train;
@@ -99,6 +100,12 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
         timeout: std::time::Duration,
     },
+    /// API keys of `/api/v1`: `keys create --role admin` (the first key), `keys list`,
+    /// `keys revoke <id>`.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -120,6 +127,7 @@ pub async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Evaluate(args) => evaluate::run(args, &config).await,
         Command::Import { source } => import::run(*source, &config).await,
         Command::Bench { bench } => bench::run(bench, &config).await,
+        Command::Keys { command } => keys::run(command, &config).await,
         Command::Healthcheck { timeout } => {
             let addr = forewarn::api::probe::probe_address(config.http.addr);
             let body = forewarn::api::probe::probe_ready(addr, timeout).await?;

@@ -217,6 +217,7 @@ impl Config {
         self.predict.validate()?;
         self.dispatch.validate()?;
         self.outreach.validate()?;
+        self.http.validate()?;
         Ok(())
     }
 }

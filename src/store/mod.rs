@@ -13,6 +13,7 @@
 //! - `predictions`: `predictions` and the device summaries live scoring reads;
 //! - `tickets`: opening or merging tickets with their audit, bookings; `lifecycle`: the
 //!   later steps, their labels and the `outreach` outbox rows;
+//! - `keys`: API keys (only their hashes), and what a technician's key may see;
 //! - `links`: signed links' key, what a link's message is about now, and an answer's writes;
 //! - `dispatch`: what the dispatch stage reads and locks to turn signals into tickets;
 //!   `planning`: triage, incidents, bookable tickets, calendars, unavailability;
@@ -28,6 +29,7 @@ pub mod config;
 mod copy;
 mod dispatch;
 mod history;
+mod keys;
 mod lifecycle;
 mod links;
 mod migrate;
@@ -57,6 +59,7 @@ pub use dispatch::{
     StreakRow,
 };
 pub use history::ComponentRecord;
+pub use keys::{ApiKeyRow, NewApiKey};
 pub use lifecycle::{Message, MessageType, NOT_COMPONENTS, Outcome, Transition, Transitioned};
 pub use links::{LinkAnswer, LinkContext, LinkTicket, LiveBooking};
 pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};

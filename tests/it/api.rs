@@ -18,22 +18,29 @@ use crate::support::*;
 
 /// One HTTP/1.1 GET: the status code and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let (status, _headers, body) = get_with_headers(addr, path).await;
+    let (status, _headers, body) = request(addr, "GET", path, None).await;
     (status, body)
 }
 
-/// One HTTP/1.1 GET: the status code, the header lines (lowercased) and the body.
-async fn get_with_headers(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    request(addr, "GET", path).await
+/// One HTTP/1.1 GET with an API key: the status code, the header lines (lowercased) and the
+/// body.
+async fn get_as(addr: SocketAddr, path: &str, key: &str) -> (u16, String, String) {
+    request(addr, "GET", path, Some(&format!("Bearer {key}"))).await
 }
 
-/// One HTTP/1.1 request without a body: the status code, the header lines (lowercased) and
-/// the body.
-async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+/// One HTTP/1.1 request without a body, with this `Authorization` if any: the status code,
+/// the header lines (lowercased) and the body.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     stream
         .write_all(
-            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+            format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
                 .as_bytes(),
         )
         .await
@@ -199,9 +206,10 @@ async fn api_errors_are_problem_json_with_the_status_of_their_class() {
         metrics: Metrics::new(),
     });
     let serving = tokio::spawn(http.serve(state, shutdown));
+    let key = make_key(&db.store, "admin", None).await;
 
     let (status, headers, body) =
-        get_with_headers(addr, &format!("/api/v1/devices/{external_id}")).await;
+        get_as(addr, &format!("/api/v1/devices/{external_id}"), &key).await;
     assert_eq!(status, 200, "{body}");
     assert!(
         headers.contains("content-type: application/json"),
@@ -220,7 +228,7 @@ async fn api_errors_are_problem_json_with_the_status_of_their_class() {
         assert_eq!(problem.status, status, "{body}");
         problem
     };
-    let (status, headers, body) = get_with_headers(addr, "/api/v1/devices/NO-SUCH-DEVICE").await;
+    let (status, headers, body) = get_as(addr, "/api/v1/devices/NO-SUCH-DEVICE", &key).await;
     assert_eq!(status, 404);
     assert!(
         problem_of(status, &headers, &body)
@@ -228,25 +236,30 @@ async fn api_errors_are_problem_json_with_the_status_of_their_class() {
             .contains("NO-SUCH-DEVICE")
     );
 
-    let (status, headers, body) = get_with_headers(addr, "/api/v1/devices/bad%20id!").await;
+    let (status, headers, body) = get_as(addr, "/api/v1/devices/bad%20id!", &key).await;
     assert_eq!(status, 422);
     assert_eq!(
         problem_of(status, &headers, &body).field.as_deref(),
         Some("external_id")
     );
 
-    let (status, headers, body) = get_with_headers(addr, "/api/v1/no-such-route").await;
+    let (status, headers, body) = get_as(addr, "/api/v1/no-such-route", &key).await;
     assert_eq!(status, 404);
     problem_of(status, &headers, &body);
 
-    let (status, headers, body) =
-        request(addr, "DELETE", &format!("/api/v1/devices/{external_id}")).await;
+    let (status, headers, body) = request(
+        addr,
+        "DELETE",
+        &format!("/api/v1/devices/{external_id}"),
+        Some(&format!("Bearer {key}")),
+    )
+    .await;
     assert_eq!(status, 405, "{body}");
     problem_of(status, &headers, &body);
 
     api_store.close().await;
     let (status, headers, body) =
-        get_with_headers(addr, &format!("/api/v1/devices/{external_id}")).await;
+        get_as(addr, &format!("/api/v1/devices/{external_id}"), &key).await;
     assert_eq!(status, 503, "{body}");
     assert!(headers.contains("retry-after: 5"), "{headers}");
     problem_of(status, &headers, &body);
@@ -372,4 +385,246 @@ async fn forewarn_predict_runs_scoring_without_a_broker() {
         "{stderr}"
     );
     db.store.close().await;
+}
+
+/// A key of `role` (a technician key bound to `technician`), stored as `forewarn keys
+/// create` stores it; the key.
+async fn make_key(store: &Store, role: &str, technician: Option<i32>) -> String {
+    let key = forewarn::api::auth::new_key().unwrap();
+    store
+        .create_api_key(&forewarn::store::NewApiKey {
+            name: &unique(&format!("{role}-")),
+            role,
+            technician_id: technician,
+            prefix: &key.prefix,
+            hash: &key.hash,
+            created_by: "test",
+        })
+        .await
+        .unwrap();
+    key.key
+}
+
+async fn serve(
+    store: &Store,
+    rate: (u32, u32),
+) -> (SocketAddr, forewarn::shutdown::ShutdownTrigger) {
+    let http = HttpServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+        .with_rate_limit(rate.0, rate.1);
+    let addr = http.local_addr();
+    let (trigger, shutdown) = Shutdown::new();
+    let state = http
+        .state(StageDeps {
+            store: store.clone(),
+            metrics: Metrics::new(),
+        })
+        .unwrap();
+    tokio::spawn(http.serve(state, shutdown));
+    (addr, trigger)
+}
+
+/// Every keyed route × every role, and every way to be refused: no key, another scheme, an
+/// unknown key, a revoked one (401 problem+json with `WWW-Authenticate`); a technician's key
+/// sees the devices of their jobs and no other (404, as if it did not exist). The
+/// providers' inbound webhook needs no key (it is signed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_each_role_and_refuses_whoever_has_no_key() {
+    let db = TestDb::new().await;
+    let pool = db.query().await;
+    let (addr, _server) = serve(&db.store, (1000, 1000)).await;
+    let customer: i64 = sqlx::query_scalar(
+        "insert into customers (external_id, name) values ($1, 'C') returning id",
+    )
+    .bind(unique("c-"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let mut devices = Vec::new();
+    for _ in 0..2 {
+        let external_id = unique("DEV-");
+        let id: i32 = sqlx::query_scalar(
+            "insert into devices (external_id, kind, customer_id) values ($1, 'washer', $2)
+             returning id",
+        )
+        .bind(&external_id)
+        .bind(customer)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        devices.push((external_id, id));
+    }
+    let technician: i32 = sqlx::query_scalar(
+        "insert into technicians (external_id, name, home_latitude, home_longitude)
+         values ($1, 'Tom Tech', 52.2, 21.0) returning id",
+    )
+    .bind(unique("t-"))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // The technician's job: a ticket of the first device, assigned to them.
+    sqlx::query(
+        "insert into tickets (kind, priority, device_id, failure_mode, opened_at, first_seen_at,
+                              last_seen_at, technician_id, status)
+         values ('reactive', 3, $1, 'washer/unknown', now(), now(), now(), $2, 'booked')",
+    )
+    .bind(devices[0].1)
+    .bind(technician)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mine = format!("/api/v1/devices/{}", devices[0].0);
+    let theirs = format!("/api/v1/devices/{}", devices[1].0);
+
+    // route, role → status.
+    let mut keys = Vec::new();
+    for role in ["admin", "dispatcher", "integration"] {
+        keys.push((role, make_key(&db.store, role, None).await));
+    }
+    keys.push((
+        "technician",
+        make_key(&db.store, "technician", Some(technician)).await,
+    ));
+    for (role, key) in &keys {
+        for (path, expected) in [
+            (&mine, 200),
+            (&theirs, if *role == "technician" { 404 } else { 200 }),
+        ] {
+            let (status, headers, body) = get_as(addr, path, key).await;
+            assert_eq!(status, expected, "{role} {path}: {body}");
+            if status != 200 {
+                assert!(headers.contains("application/problem+json"), "{headers}");
+            }
+        }
+    }
+
+    // Refused: 401 problem+json naming what is wrong, with the scheme to use.
+    let revoked = make_key(&db.store, "admin", None).await;
+    let revoked_id: i64 = sqlx::query_scalar("select max(id) from api_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(get_as(addr, &mine, &revoked).await.0, 200);
+    assert!(db.store.revoke_api_key(revoked_id).await.unwrap());
+    assert!(!db.store.revoke_api_key(revoked_id).await.unwrap());
+    for authorization in [
+        None,
+        Some("Basic YWRtaW46YWRtaW4=".to_string()),
+        Some("Bearer ".to_string()),
+        Some(
+            "Bearer fwk_0000000000000000000000000000000000000000000000000000000000000000"
+                .to_string(),
+        ),
+        Some(format!("Bearer {}", "x".repeat(5000))),
+        Some(format!("Bearer {revoked}")),
+    ] {
+        let (status, headers, body) = request(addr, "GET", &mine, authorization.as_deref()).await;
+        assert_eq!(status, 401, "{authorization:?}: {body}");
+        assert!(headers.contains("www-authenticate: bearer"), "{headers}");
+        let problem: Problem = serde_json::from_str(&body).unwrap();
+        assert_eq!(problem.status, 401);
+    }
+    // The inbound webhook answers to its signature, not to a key (401 here: not signed).
+    let (status, _, body) = request(addr, "POST", "/api/v1/inbound/sms", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body.contains("inbound_secret") || body.contains("Forewarn-Signature"),
+        "{body}"
+    );
+
+    // Use is noted (at most once a minute).
+    wait_until("the key's use noted", Duration::from_secs(5), || {
+        let pool = pool.clone();
+        async move {
+            count(
+                &pool,
+                "select count(*) from api_keys where last_used_at is not null",
+            )
+            .await
+                >= 4
+        }
+    })
+    .await;
+}
+
+/// Each key has its own rate: past its burst a key gets 429 problem+json with
+/// `Retry-After`, while another key goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_rate_is_told_when_to_retry_and_others_are_not_held_back() {
+    let db = TestDb::new().await;
+    let (addr, _server) = serve(&db.store, (2, 5)).await;
+    db.store
+        .upsert_device("RATE-DEV", "washer", None)
+        .await
+        .unwrap();
+    let busy = make_key(&db.store, "integration", None).await;
+    let calm = make_key(&db.store, "dispatcher", None).await;
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..12 {
+        let (status, headers, body) = get_as(addr, "/api/v1/devices/RATE-DEV", &busy).await;
+        statuses.push(status);
+        if status == 429 && limited.is_none() {
+            limited = Some((headers, body));
+        }
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!((5..=7).contains(&ok), "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 12 - ok);
+    let (headers, body) = limited.unwrap();
+    assert!(headers.contains("retry-after: 1"), "{headers}");
+    let problem: Problem = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem.status, 429);
+    assert_eq!(get_as(addr, "/api/v1/devices/RATE-DEV", &calm).await.0, 200);
+}
+
+/// `forewarn keys`: a key made on the command line is printed once and works; listed, it
+/// shows no key material; revoked, it stops working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_made_listed_and_revoked_on_the_command_line() {
+    let db = TestDb::new().await;
+    let (addr, _server) = serve(&db.store, (1000, 1000)).await;
+    db.store
+        .upsert_device("CLI-DEV", "washer", None)
+        .await
+        .unwrap();
+    let forewarn = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_forewarn"))
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).trim().to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let (code, key, stderr) = forewarn(&["keys", "create", "--role", "admin", "--name", "ops"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(key.starts_with("fwk_") && key.len() == 68, "{key}");
+    assert_eq!(get_as(addr, "/api/v1/devices/CLI-DEV", &key).await.0, 200);
+    let (code, _, stderr) = forewarn(&["keys", "create", "--role", "root"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("not a role"), "{stderr}");
+    let (code, _, stderr) = forewarn(&["keys", "create", "--role", "technician"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--technician"), "{stderr}");
+    let (code, listed, _) = forewarn(&["keys", "list", "--json"]);
+    assert_eq!(code, Some(0));
+    let keys: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(keys[0]["name"], "ops");
+    assert_eq!(keys[0]["role"], "admin");
+    assert!(
+        !listed.contains(&key[12..]),
+        "the key itself is never listed"
+    );
+    let id = keys[0]["id"].as_i64().unwrap().to_string();
+    let (code, _, stderr) = forewarn(&["keys", "revoke", &id]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(get_as(addr, "/api/v1/devices/CLI-DEV", &key).await.0, 401);
+    let (code, _, _) = forewarn(&["keys", "revoke", &id]);
+    assert_eq!(code, Some(1));
 }

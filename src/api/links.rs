@@ -6,8 +6,6 @@
 //! (410), one whose message was answered already or whose visit has changed (409) gets a
 //! page saying so and changes nothing.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -144,6 +142,16 @@ impl Page<'_> {
         response
     }
 
+    /// The store did not answer (503, `Retry-After`): logged with `what` failed.
+    fn unavailable(&self, what: &str, error: &dyn std::fmt::Display) -> Response {
+        tracing::warn!(%error, "link page: {what}");
+        self.respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            &self.paragraph("page-unavailable", &[]),
+        )
+    }
+
     fn paragraph(&self, id: &str, vars: &[(&str, String)]) -> String {
         format!("<p>{}</p>\n", escape(&self.text(id, vars)))
     }
@@ -226,14 +234,8 @@ async fn claim_of(
         templates: &pages.templates,
         language: pages.templates.language_accepted(accepted),
     };
-    let unavailable = |error: &dyn std::fmt::Display| {
-        tracing::warn!(%error, "link page: the store does not answer");
-        browser.respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            &browser.paragraph("page-unavailable", &[]),
-        )
-    };
+    let unavailable =
+        |error: &dyn std::fmt::Display| browser.unavailable("the store does not answer", error);
     let signer = pages
         .signer(&state.store)
         .await
@@ -300,16 +302,12 @@ fn refused(page: &Page<'_>, standing: &Standing) -> Response {
     }
 }
 
-fn links_of(state: &ApiState) -> Option<Arc<LinkPages>> {
-    state.links.clone()
-}
-
 async fn show(
     State(state): State<ApiState>,
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(pages) = links_of(&state) else {
+    let Some(pages) = state.links.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let (claim, context) = match claim_of(&state, &pages, &token, &headers).await {
@@ -323,14 +321,7 @@ async fn show(
     };
     let now = match clock(&state.store).await {
         Ok(now) => now,
-        Err(error) => {
-            tracing::warn!(%error, "link page: the store does not answer");
-            return page.respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                None,
-                &page.paragraph("page-unavailable", &[]),
-            );
-        }
+        Err(error) => return page.unavailable("the store does not answer", &error),
     };
     let standing = standing(context.as_ref(), claim.action, now);
     let (Standing::Open, Some(context)) = (&standing, context.as_ref()) else {
@@ -381,14 +372,7 @@ async fn show(
                     &body,
                 )
             }
-            Err(error) => {
-                tracing::warn!(%error, "link page: no alternatives");
-                page.respond(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    None,
-                    &page.paragraph("page-unavailable", &[]),
-                )
-            }
+            Err(error) => page.unavailable("no alternatives", &error),
         },
     }
 }
@@ -440,7 +424,7 @@ async fn answer(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(pages) = links_of(&state) else {
+    let Some(pages) = state.links.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let (claim, context) = match claim_of(&state, &pages, &token, &headers).await {
@@ -473,14 +457,7 @@ async fn answer(
     } else {
         None
     };
-    let unavailable = |error: &dyn std::fmt::Display| {
-        tracing::warn!(%error, "link answer failed");
-        page.respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            &page.paragraph("page-unavailable", &[]),
-        )
-    };
+    let unavailable = |error: &dyn std::fmt::Display| page.unavailable("the answer failed", error);
     let now = match clock(&state.store).await {
         Ok(now) => now,
         Err(error) => return unavailable(&error),

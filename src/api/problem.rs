@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::StoreError;
 
 /// The body of every error answer of the `/api/v1` routes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem (`about:blank` style tags under `/problems/`).
     #[serde(rename = "type")]
@@ -36,6 +36,10 @@ pub enum HttpError {
     /// The request is not signed, or not by whom it claims (401).
     #[error("{detail}")]
     Unauthorized { detail: String },
+    /// The request is valid but the state of what it names refuses it (409): a ticket
+    /// not in a status that allows the step, a slot taken, an id already used.
+    #[error("{detail}")]
+    Conflict { detail: String },
     /// The caller's key may not do this (403).
     #[error("{detail}")]
     Forbidden { detail: String },
@@ -52,6 +56,33 @@ pub enum HttpError {
     /// Anything else (500); the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The refusals every keyed route may answer, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// No key, an unknown or a revoked one.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The key's role may not do this.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// Nothing of that id (or not visible to this key).
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// The state of what the request names refuses it.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
+    /// Input rejected: `field` names it.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Rejected(Problem),
+    /// Over the key's rate limit.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+    /// The database is unavailable for the moment.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
 }
 
 /// Seconds a client is asked to wait after a 503.
@@ -71,6 +102,7 @@ impl HttpError {
             HttpError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             HttpError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             HttpError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            HttpError::Conflict { .. } => StatusCode::CONFLICT,
             HttpError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -88,6 +120,7 @@ impl HttpError {
             }
             HttpError::Unauthorized { detail } => ("unauthorized", detail.clone(), None),
             HttpError::Forbidden { detail } => ("forbidden", detail.clone(), None),
+            HttpError::Conflict { detail } => ("conflict", detail.clone(), None),
             HttpError::TooManyRequests { .. } => ("rate-limited", self.to_string(), None),
             HttpError::MethodNotAllowed { .. } => ("method-not-allowed", self.to_string(), None),
             HttpError::Unavailable(_) => (

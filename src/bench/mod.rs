@@ -2,6 +2,7 @@
 //! repeated runs) next to the baseline it is judged against, measured in the same run
 //! where the baseline can be run here.
 
+pub mod api;
 pub mod cmapss;
 pub mod dispatch;
 mod ingest;

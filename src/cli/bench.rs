@@ -39,6 +39,38 @@ pub enum BenchCommand {
     /// checks signatures and counts idempotency keys: messages/s with `--workers` workers
     /// against one worker (same burst, same run), duplicates and lost messages.
     Outreach(OutreachArgs),
+    /// The HTTP API under load: a fleet loaded in a scratch database (1,000 devices × 30
+    /// days of readings, scores, thousands of tickets), the real server, `--concurrency`
+    /// clients asking for ticket pages and telemetry buckets; p50/p95/p99 per route
+    /// (medians of `--repeat` runs; target p99 < 100 ms).
+    Api(ApiArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ApiArgs {
+    #[arg(long, default_value_t = 1_000)]
+    devices: i32,
+    #[arg(long, default_value_t = 30)]
+    days: i32,
+    /// Metrics per device.
+    #[arg(long, default_value_t = 2)]
+    metrics: i32,
+    /// Minutes between readings of one metric.
+    #[arg(long, default_value_t = 15)]
+    step_minutes: i32,
+    #[arg(long, default_value_t = 20_000)]
+    tickets: i32,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Length of one run.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20s")]
+    duration: Duration,
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Print only the report, as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -169,6 +201,7 @@ pub async fn run(command: BenchCommand, config: &Config) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => run_ingest(args, config).await,
         BenchCommand::Dispatch(args) => run_dispatch(args, config).await,
         BenchCommand::Outreach(args) => run_outreach(args, config).await,
+        BenchCommand::Api(args) => run_api(args, config).await,
     }
 }
 
@@ -435,6 +468,72 @@ async fn run_outreach(args: OutreachArgs, config: &Config) -> anyhow::Result<()>
             report.duplicates,
             report.lost,
             report.runs.iter().map(|r| r.bad_signatures).sum::<u64>(),
+        );
+    }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// `bench api`: ticket pages and telemetry buckets under `--concurrency` clients.
+async fn run_api(args: ApiArgs, config: &Config) -> anyhow::Result<()> {
+    let (url, _cluster) = app::resolve_database(config).await?;
+    let bench = forewarn::bench::api::ApiBench {
+        devices: args.devices,
+        days: args.days,
+        step_minutes: args.step_minutes,
+        metrics: args.metrics,
+        tickets: args.tickets,
+        concurrency: args.concurrency,
+        duration: args.duration,
+        repeat: args.repeat,
+    };
+    let report = forewarn::bench::api::run_api_bench(config, &url, &bench)
+        .await
+        .map_err(|e| anyhow::anyhow!("bench api: {e}"))?;
+    if !args.json {
+        println!(
+            "bench api: {} devices, {} readings, {} tickets (loaded in {:.0} s); {} clients for {:.0} s × {} runs, pool of {}",
+            report.devices,
+            report.readings,
+            report.tickets,
+            report.load_seconds,
+            report.concurrency,
+            report.run_seconds,
+            report.runs.len(),
+            report.pool_size,
+        );
+        for (name, p50, p99, runs) in [
+            (
+                "ticket list",
+                report.ticket_list_p50_ms,
+                report.ticket_list_p99_ms,
+                report
+                    .runs
+                    .iter()
+                    .map(|r| r.ticket_list.p99_ms)
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "telemetry",
+                report.telemetry_p50_ms,
+                report.telemetry_p99_ms,
+                report
+                    .runs
+                    .iter()
+                    .map(|r| r.telemetry.p99_ms)
+                    .collect::<Vec<_>>(),
+            ),
+        ] {
+            println!(
+                "bench api: {name}: p50 {p50:.1} ms, p99 {p99:.1} ms (median of {:?}; target p99 < 100 ms)",
+                runs.iter()
+                    .map(|v| (v * 10.0).round() / 10.0)
+                    .collect::<Vec<_>>()
+            );
+        }
+        println!(
+            "bench api: {:.0} requests/s, {} errors",
+            report.requests_per_s, report.errors
         );
     }
     println!("{}", serde_json::to_string(&report)?);

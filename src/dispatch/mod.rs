@@ -19,7 +19,8 @@
 //!    booked around them (`proposals.rs`, [`plan::improve`]).
 //!
 //! Customers answer through signed links at any time ([`answers`]): confirm, take another
-//! time the planner offers, or decline, through the same rules and constraints.
+//! time the planner offers, or decline, through the same rules and constraints; a
+//! dispatcher books by hand through them too ([`manual`]).
 //!
 //! Every write goes through `store` with its `ticket_events` row; replicas share the work
 //! through row locks (`FOR UPDATE SKIP LOCKED`), an advisory lock for triage and the
@@ -27,6 +28,7 @@
 
 pub mod answers;
 pub mod config;
+pub mod manual;
 pub mod plan;
 pub mod policy;
 pub mod surge;

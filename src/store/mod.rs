@@ -13,6 +13,10 @@
 //! - `predictions`: `predictions` and the device summaries live scoring reads;
 //! - `tickets`: opening or merging tickets with their audit, bookings; `lifecycle`: the
 //!   later steps, their labels and the `outreach` outbox rows;
+//! - `views`, `board`, `people`, `insight`: what the HTTP API reads — devices with their
+//!   risk (`device_risk`), telemetry buckets, events and scores; tickets with their audit,
+//!   bookings, messages and replies, technicians' days; technicians (created, replaced),
+//!   customers, incidents; models, dead letters and the service KPIs;
 //! - `keys`: API keys (only their hashes), and what a technician's key may see;
 //! - `links`: signed links' key, what a link's message is about now, and an answer's writes;
 //! - `dispatch`: what the dispatch stage reads and locks to turn signals into tickets;
@@ -25,25 +29,31 @@
 //! (the integration tests' row checks get theirs from [`testing`]).
 
 mod admin;
+mod board;
+mod changes;
 pub mod config;
 mod copy;
 mod dispatch;
 mod history;
+mod insight;
 mod keys;
 mod lifecycle;
 mod links;
 mod migrate;
 mod models;
 mod outreach;
+mod people;
 mod planning;
 mod predictions;
 mod proposals;
 mod registry;
 mod replies;
+mod seed;
 mod telemetry;
 pub mod testing;
 mod tickets;
 mod transaction;
+mod views;
 
 use std::time::Duration;
 
@@ -54,17 +64,26 @@ use sqlx::{ConnectOptions, PgPool};
 use crate::config::{DatabaseConfig, StorageConfig};
 
 pub use admin::{CountedTable, create_database, drop_database, url_with_database};
+pub use board::{
+    BookingItem, OutreachItem, ReplyItem, RouteStop, TicketDetail, TicketEventItem, TicketFilter,
+    TicketItem,
+};
+pub use changes::{CHANGES_CHANNEL, ChangeListener};
 pub use dispatch::{
     CriticalEvent, DeviceContext, ModeFacts, OpenTicketRow, PredictionSignal, SilentDevice,
     StreakRow,
 };
 pub use history::ComponentRecord;
+pub use insight::{
+    DeadLetterItem, Kpis, ModelCard, ModelItem, PromotionItem, ReasonCount, TicketCounts,
+};
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use lifecycle::{Message, MessageType, NOT_COMPONENTS, Outcome, Transition, Transitioned};
 pub use links::{LinkAnswer, LinkContext, LinkTicket, LiveBooking};
 pub use migrate::{MIGRATION_LOCK_KEY, MigrationReport};
 pub use models::{ModelRow, PromotionOutcome};
 pub use outreach::{Attempt, AttemptOutcome, ClaimedMessage};
+pub use people::{CustomerItem, IncidentItem, TechnicianItem};
 pub use planning::{
     BookableTicket, CalendarRow, DispatchFigures, NewIncident, OpenIncident, TechnicianPlanRow,
     TriageTicket,
@@ -77,11 +96,16 @@ pub use registry::{
     TechnicianRow,
 };
 pub use replies::{InboundReply, Reference, ReplyQueue, StoredReply};
+pub use seed::Seeded;
 pub use telemetry::{
     DeadLetterRow, EventRow, StatusRow, TelemetryColumns, WriteBatch, WriteReport,
 };
 pub use tickets::{Booked, BookingRequest, Opened, PlannedOn, TicketKind, TicketSignal};
 pub use transaction::StoreTx;
+pub use views::{
+    Bucket, DeviceCursor, DeviceFilter, DeviceItem, DevicePut, DeviceSort, DeviceWritten,
+    EventItem, ModeRisk, PredictionItem, Risk, TelemetrySource,
+};
 
 /// Errors of the storage layer, classified so that callers know whether to retry.
 #[derive(Debug, thiserror::Error)]

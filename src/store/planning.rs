@@ -72,6 +72,69 @@ pub struct BookableTicket {
     pub planned_before: bool,
 }
 
+type BookableDbRow = (
+    i64,
+    i32,
+    String,
+    String,
+    String,
+    i16,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<f64>,
+    Option<f64>,
+    bool,
+    bool,
+);
+
+/// The columns of [`BookableDbRow`] and their joins (`t` the ticket).
+macro_rules! bookable_columns {
+    () => {
+        "t.id, t.device_id, d.kind, t.failure_mode, t.kind, t.priority,
+         t.opened_at, t.due_at, t.expected_failure_at,
+         coalesce(t.site_latitude, d.latitude), coalesce(t.site_longitude, d.longitude),
+         exists (select 1 from bookings b
+                 where b.ticket_id = t.id and b.proposed_at is not null),
+         t.plan_after is not null
+         from tickets t
+         join devices d on d.id = t.device_id
+         left join incidents i on i.id = t.incident_id"
+    };
+}
+
+fn bookable(r: BookableDbRow) -> BookableTicket {
+    BookableTicket {
+        id: r.0,
+        device_id: r.1,
+        device_kind: r.2,
+        failure_mode: r.3,
+        ticket_kind: r.4,
+        priority: u8::try_from(r.5.clamp(1, 4)).unwrap_or(4),
+        opened_at: micros(r.6),
+        due_at: r.7.map(micros),
+        expected_failure_at: r.8.map(micros),
+        position: position(r.9, r.10),
+        rebooking: r.11,
+        planned_before: r.12,
+    }
+}
+
+impl Store {
+    /// An open ticket as booking sees it (released or not), to book by hand.
+    pub async fn bookable_ticket(&self, id: i64) -> Result<Option<BookableTicket>, StoreError> {
+        let row: Option<BookableDbRow> = sqlx::query_as(concat!(
+            "select ",
+            bookable_columns!(),
+            " where t.id = $1 and t.status = 'open'"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(bookable))
+    }
+}
+
 /// A technician as planning sees them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TechnicianPlanRow {
@@ -569,59 +632,21 @@ impl StoreTx {
         now: EpochMicros,
         limit: i64,
     ) -> Result<Vec<BookableTicket>, StoreError> {
-        let rows: Vec<(
-            i64,
-            i32,
-            String,
-            String,
-            String,
-            i16,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Option<f64>,
-            Option<f64>,
-            bool,
-            bool,
-        )> = sqlx::query_as(
-            "select t.id, t.device_id, d.kind, t.failure_mode, t.kind, t.priority,
-                        t.opened_at, t.due_at, t.expected_failure_at,
-                        coalesce(t.site_latitude, d.latitude),
-                        coalesce(t.site_longitude, d.longitude),
-                        exists (select 1 from bookings b
-                                where b.ticket_id = t.id and b.proposed_at is not null),
-                        t.plan_after is not null
-                 from tickets t
-                 join devices d on d.id = t.device_id
-                 left join incidents i on i.id = t.incident_id
-                 where t.status = 'open' and t.released_at is not null
+        let rows: Vec<BookableDbRow> = sqlx::query_as(concat!(
+            "select ",
+            bookable_columns!(),
+            " where t.status = 'open' and t.released_at is not null
                    and (t.incident_id is null or i.status <> 'open')
                    and (t.plan_after is null or t.plan_after <= $1)
                  order by t.priority, t.due_at nulls last, t.id
                  limit $2
-                 for update of t skip locked",
-        )
+                 for update of t skip locked"
+        ))
         .bind(timestamp(now)?)
         .bind(limit)
         .fetch_all(self.connection())
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| BookableTicket {
-                id: r.0,
-                device_id: r.1,
-                device_kind: r.2,
-                failure_mode: r.3,
-                ticket_kind: r.4,
-                priority: r.5.clamp(1, 4) as u8,
-                opened_at: micros(r.6),
-                due_at: r.7.map(micros),
-                expected_failure_at: r.8.map(micros),
-                position: position(r.9, r.10),
-                rebooking: r.11,
-                planned_before: r.12,
-            })
-            .collect())
+        Ok(rows.into_iter().map(bookable).collect())
     }
 
     /// No technician can take the ticket now: planned again after `retry_at`.

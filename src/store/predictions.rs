@@ -87,6 +87,7 @@ impl Store {
             .await;
             match attempt {
                 Ok(n_rows) => {
+                    upsert_device_risk(&mut tx, rows).await?;
                     tx.commit().await?;
                     return Ok(n_rows);
                 }
@@ -96,6 +97,7 @@ impl Store {
                 Err(error) => return Err(error.into()),
             }
         }
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "insert into predictions (time, device_id, failure_mode, probability, horizon,
                  model_version, above_threshold, top_factors)
@@ -124,8 +126,10 @@ impl Store {
                 .map(|r| r.top_factors.clone())
                 .collect::<Vec<_>>(),
         )
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        upsert_device_risk(&mut tx, rows).await?;
+        tx.commit().await?;
         Ok(result.rows_affected())
     }
 
@@ -144,4 +148,69 @@ impl Store {
             .await?;
         Ok(count)
     }
+}
+
+/// Keeps `device_risk` (each device's newest score per failure mode, what the fleet-risk
+/// list reads) in the transaction of the scores, and announces them to live listeners
+/// (`forewarn_changes`, delivered at commit). A score older than the one kept changes
+/// nothing (a replica writing a late cycle).
+async fn upsert_device_risk(
+    connection: &mut sqlx::PgConnection,
+    rows: &[PredictionRow],
+) -> Result<(), StoreError> {
+    let mut newest: HashMap<(i32, &str), &PredictionRow> = HashMap::new();
+    for row in rows {
+        newest
+            .entry((row.device_id, row.failure_mode.as_str()))
+            .and_modify(|kept| {
+                if row.time >= kept.time {
+                    *kept = row;
+                }
+            })
+            .or_insert(row);
+    }
+    let mut newest: Vec<&PredictionRow> = newest.into_values().collect();
+    // One order for every writer: two replicas upserting the same devices cannot deadlock.
+    newest.sort_by(|a, b| (a.device_id, &a.failure_mode).cmp(&(b.device_id, &b.failure_mode)));
+    sqlx::query(
+        "insert into device_risk (device_id, failure_mode, time, probability, above_threshold,
+                                  model_version, top_factors)
+         select d, m, t, p, a, v, f
+         from unnest($1::int4[], $2::text[], $3::timestamptz[], $4::float8[], $5::bool[],
+                     $6::text[], $7::jsonb[]) as u (d, m, t, p, a, v, f)
+         on conflict (device_id, failure_mode) do update set
+             time = excluded.time, probability = excluded.probability,
+             above_threshold = excluded.above_threshold,
+             model_version = excluded.model_version, top_factors = excluded.top_factors
+         where device_risk.time <= excluded.time",
+    )
+    .bind(newest.iter().map(|r| r.device_id).collect::<Vec<_>>())
+    .bind(
+        newest
+            .iter()
+            .map(|r| r.failure_mode.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(newest.iter().map(|r| r.time).collect::<Vec<_>>())
+    .bind(newest.iter().map(|r| r.probability).collect::<Vec<_>>())
+    .bind(newest.iter().map(|r| r.above_threshold).collect::<Vec<_>>())
+    .bind(
+        newest
+            .iter()
+            .map(|r| r.model_version.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        newest
+            .iter()
+            .map(|r| r.top_factors.clone())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query("select pg_notify('forewarn_changes', $1)")
+        .bind(serde_json::json!({"type": "prediction", "count": rows.len()}).to_string())
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
 }

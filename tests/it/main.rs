@@ -1,6 +1,7 @@
 //! The integration suite: one binary, real PostgreSQL and a real MQTT broker.
 
 mod api;
+mod api_routes;
 mod cmapss;
 mod config;
 mod dispatch;

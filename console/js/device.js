@@ -67,7 +67,10 @@ export function mount(root, ctx) {
 
 	const range = () => {
 		const ms = RANGES.find((r) => r.value === prefs.range).ms;
-		const to = Date.now();
+		// The range ends at the device's newest data: a device offline for days (or a
+		// fleet on a simulated clock) still shows its last readings, not an empty week.
+		const seen = Date.parse(dev?.last_seen_at || '');
+		const to = Number.isFinite(seen) ? Math.min(Date.now(), seen + 60_000) : Date.now();
 		return { from: to - ms, to };
 	};
 	const iso = (t) => new Date(t).toISOString();

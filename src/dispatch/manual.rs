@@ -76,7 +76,8 @@ impl Dispatcher {
             kind: ticket.device_kind.clone(),
             component: job_component(&ticket.failure_mode),
             duration_micros: duration_micros(self.config.visit_duration),
-            earliest: clock,
+            // Nobody is booked for a visit about to start: as for a customer's own choice.
+            earliest: clock.saturating_add(duration_micros(self.config.proposal.min_notice)),
             due: self.due(ticket.due_at, ticket.opened_at, ticket.priority),
         };
         let view = self.plan_view(clock).await?;
@@ -143,8 +144,14 @@ impl Dispatcher {
         else {
             return Ok(unfit(&planned));
         };
+        // A dispatcher may book past the ticket's window (late beats never, as the planner
+        // itself offers): only the gap rules judge the time.
+        let unbounded = Job {
+            due: EpochMicros::MAX,
+            ..planned.job.clone()
+        };
         if !plan::fits(
-            &planned.job,
+            &unbounded,
             technician,
             &planned.view.calendar,
             &self.config.plan,

@@ -43,7 +43,7 @@ impl Store {
             "insert into metrics (name, unit)
              select 'bench_m' || k, 'u' from generate_series(1, $2) k on conflict do nothing",
             "insert into telemetry (time, device_id, metric_id, value)
-             select $5 - make_interval(mins => s * $4), d.id, m.id,
+             select $5 - make_interval(mins => (s * $4)::int), d.id, m.id,
                     50 + 10 * sin(s / 12.0 + d.id) + m.id
              from devices d
              cross join (select id from metrics where name like 'bench\\_m%') m
@@ -51,7 +51,7 @@ impl Store {
              where d.external_id like 'BENCH-%'
              on conflict do nothing",
             "insert into telemetry_hourly_dirty (bucket)
-             select date_bin(interval '1 hour', $5 - make_interval(hours => h),
+             select date_bin(interval '1 hour', $5 - make_interval(hours => (h)::int),
                              timestamptz '1970-01-01 00:00:00+00')
              from generate_series(0, $3 * 24) h",
             "insert into device_risk (device_id, failure_mode, time, probability,
@@ -69,22 +69,22 @@ impl Store {
              select (array['proactive', 'reactive', 'proactive', 'incident'])[1 + i % 4],
                     (array['resolved', 'closed', 'booked', 'cancelled', 'resolved', 'closed'])[1 + i % 6],
                     1 + i % 4, d.id, 'washer/pump',
-                    $5 - make_interval(mins => i * 7), $5 - make_interval(mins => i * 7),
-                    $5 - make_interval(mins => i * 7),
+                    $5 - make_interval(mins => (i * 7)::int), $5 - make_interval(mins => (i * 7)::int),
+                    $5 - make_interval(mins => (i * 7)::int),
                     (select id from technicians where external_id = 'bench-t-' || (1 + i % 20)),
-                    $5 - make_interval(mins => i * 7)
+                    $5 - make_interval(mins => (i * 7)::int)
              from generate_series(1, $6) i
              join devices d on d.external_id = 'BENCH-' || (1 + i % $1)
              on conflict do nothing",
+            // Tickets of one technician are 420 minutes apart (every 60th): hour-long
+            // visits two hours after opening never overlap.
             "insert into bookings (ticket_id, technician_id, slot, proposed_at)
              select t.id, t.technician_id,
-                    tstzrange(t.opened_at + make_interval(hours => 2 + (t.id % 1000) * 3),
-                              t.opened_at + make_interval(hours => 3 + (t.id % 1000) * 3)),
+                    tstzrange(t.opened_at + interval '2 hours', t.opened_at + interval '3 hours'),
                     t.opened_at
              from tickets t
              where t.status = 'booked' and t.technician_id is not null
-               and not exists (select 1 from bookings b where b.ticket_id = t.id)
-             on conflict do nothing",
+               and not exists (select 1 from bookings b where b.ticket_id = t.id)",
         ];
         for statement in statements {
             sqlx::query(statement)

@@ -20,6 +20,9 @@ const DIR = path.resolve(process.env.SCREENSHOT_DIR || 'screenshots');
 const WAIT_TICKET_MS = Number(process.env.WAIT_TICKET_MS || 120000);
 const STEP_MS = Number(process.env.STEP_TIMEOUT_MS || 30000);
 const EXE = process.env.CHROMIUM || '/usr/bin/chromium';
+// REQUIRE_LIVE=1 (CI): the ticket must arrive after sign-in (over the live stream, not in
+// the first load) and be open, so that the console books it.
+const REQUIRE_LIVE = process.env.REQUIRE_LIVE === '1';
 
 if (!BASE || !KEY) {
   console.error('e2e: set FOREWARN_URL (e.g. http://127.0.0.1:8080) and FOREWARN_KEY (a dispatcher API key); SCREENSHOT_DIR is optional');
@@ -110,21 +113,29 @@ await step('open the console and sign in', async () => {
   if (res !== 'ok') throw new Error(res);
 });
 
-await step(`wait up to ${WAIT_TICKET_MS} ms for a proactive ticket in the open or booked column`, async () => {
-  const sel = ['open', 'booked'].map((s) => `[data-status="${s}"] [data-ticket-id][data-kind="proactive"]`).join(', ');
+const columns = REQUIRE_LIVE ? ['open'] : ['open', 'booked'];
+let present = [];
+await step('note the proactive tickets on the board at sign-in', async () => {
+  present = await page.$$eval('[data-ticket-id][data-kind="proactive"]', (cards) => cards.map((c) => c.getAttribute('data-ticket-id')));
+  log(`  ${present.length} proactive ticket(s) on the board at sign-in`);
+});
+
+await step(`wait up to ${WAIT_TICKET_MS} ms for a proactive ticket in the ${columns.join(' or ')} column${REQUIRE_LIVE ? ', arriving live' : ''}`, async () => {
+  const fresh = (status) => `[data-status="${status}"] [data-ticket-id][data-kind="proactive"]${REQUIRE_LIVE ? present.map((id) => `:not([data-ticket-id="${id}"])`).join('') : ''}`;
+  const sel = columns.map(fresh).join(', ');
   try {
     await page.waitForSelector(sel, { timeout: WAIT_TICKET_MS });
   } catch (e) {
-    if (e.name === 'TimeoutError') throw new Error(`no proactive ticket appeared in the open or booked column within ${WAIT_TICKET_MS} ms`);
+    if (e.name === 'TimeoutError') throw new Error(`no proactive ticket appeared in the ${columns.join(' or ')} column within ${WAIT_TICKET_MS} ms`);
     throw e;
   }
-  const open = await page.$('[data-status="open"] [data-ticket-id][data-kind="proactive"]');
-  const card = open || (await page.$('[data-status="booked"] [data-ticket-id][data-kind="proactive"]'));
+  const open = await page.$(fresh('open'));
+  const card = open || (await page.$(fresh('booked')));
   wasOpen = Boolean(open);
   ticketId = await card.getAttribute('data-ticket-id');
   device = await card.getAttribute('data-device');
   if (!ticketId || !device) throw new Error('the card has no data-ticket-id or data-device');
-  log(`  ticket #${ticketId} on ${device} (${wasOpen ? 'open' : 'booked'})`);
+  log(`  ticket #${ticketId} on ${device} (${wasOpen ? 'open' : 'booked'}${present.includes(ticketId) ? '' : ', arrived live'})`);
   await shot('board.png');
 });
 

@@ -10,6 +10,9 @@ use anyhow::Context;
 use clap::Parser;
 use forewarn::config::Config;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     let config =

@@ -5,11 +5,13 @@
 //! 404, not 403), `integration` (machine clients) — and its own rate limit (a token
 //! bucket per key, `http.rate_limit` per second, bursts of `http.rate_burst`: 429 with
 //! `Retry-After` beyond). A missing, unknown or revoked key is a 401; a role a route does
-//! not serve, a 403. Customers never hold keys: they answer through signed links. Keys are
+//! not serve, a 403. A serving process remembers the keys it checked while it hears of
+//! revocations ([`known_keys`](super::known_keys)). Customers never hold keys: they answer through signed links. Keys are
 //! made with `forewarn keys create --role …` and shown once.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
@@ -19,6 +21,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::ApiState;
+use super::known_keys::Known;
 use super::problem::HttpError;
 use crate::outreach::channels::hex;
 
@@ -180,37 +183,56 @@ pub async fn authenticate(
             detail: "not a valid API key".to_string(),
         });
     }
-    let row = state
-        .store
-        .api_key_by_hash(&hash_key(key))
-        .await?
-        .ok_or_else(|| HttpError::Unauthorized {
-            detail: "not a valid API key (unknown or revoked)".to_string(),
-        })?;
-    let role = Role::parse(&row.role)
-        .ok_or_else(|| HttpError::Internal(format!("key {} has role {:?}", row.id, row.role)))?;
+    let hash = hash_key(key);
+    let known = match state.known_keys.get(&hash) {
+        Some(known) => known,
+        None => {
+            let epoch = state.known_keys.epoch();
+            let row = state.store.api_key_by_hash(&hash).await?.ok_or_else(|| {
+                HttpError::Unauthorized {
+                    detail: "not a valid API key (unknown or revoked)".to_string(),
+                }
+            })?;
+            let role = Role::parse(&row.role).ok_or_else(|| {
+                HttpError::Internal(format!("key {} has role {:?}", row.id, row.role))
+            })?;
+            let known = Known {
+                caller: Caller {
+                    key_id: row.id,
+                    name: row.name,
+                    role,
+                    technician_id: row.technician_id,
+                },
+                noted: Arc::new(AtomicI64::new(
+                    row.last_used_at.map_or(0, |at| at.timestamp()),
+                )),
+            };
+            state.known_keys.keep(hash, known.clone(), epoch);
+            known
+        }
+    };
     state
         .limits
-        .check(row.id)
+        .check(known.caller.key_id)
         .map_err(|retry_after_s| HttpError::TooManyRequests { retry_after_s })?;
-    let stale = row
-        .last_used_at
-        .is_none_or(|at| chrono::Utc::now() - at > chrono::Duration::minutes(1));
-    if stale {
+    // Its use noted at most once a minute, by one of the calls that find it stale.
+    let now = chrono::Utc::now().timestamp();
+    let noted = known.noted.load(Ordering::Relaxed);
+    if now - noted > 60
+        && known
+            .noted
+            .compare_exchange(noted, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
         let store = state.store.clone();
-        let id = row.id;
+        let id = known.caller.key_id;
         tokio::spawn(async move {
             if let Err(error) = store.touch_api_key(id).await {
                 tracing::debug!(%error, key = id, "could not note the key's use");
             }
         });
     }
-    request.extensions_mut().insert(Caller {
-        key_id: row.id,
-        name: row.name,
-        role,
-        technician_id: row.technician_id,
-    });
+    request.extensions_mut().insert(known.caller);
     Ok(next.run(request).await)
 }
 

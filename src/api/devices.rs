@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use super::auth::{Caller, Role};
 use super::params::{self, Body, Page, Params, PathOf};
 use super::problem::{HttpError, Refusals};
-use super::{ApiState, clock_time};
+use super::{ApiState, fleet_range};
 use crate::store::{
     Bucket, DeviceCursor, DeviceFilter, DeviceItem, DevicePut, DeviceSort, DeviceWritten,
     EventItem, ModeRisk, PredictionItem, TelemetrySource, TicketFilter, TicketItem,
@@ -133,6 +133,22 @@ pub(super) async fn visible_device(
         .await?
         .into_iter()
         .next()
+        .ok_or_else(|| HttpError::NotFound {
+            detail: format!("no device {external_id:?}"),
+        })
+}
+
+/// The id of a device the caller may see, or 404 (the cheap form of [`visible_device`]).
+pub(super) async fn visible_device_id(
+    state: &ApiState,
+    caller: &Caller,
+    external_id: &str,
+) -> Result<i32, HttpError> {
+    let external_id = params::device_id("external_id", external_id)?;
+    state
+        .store
+        .visible_device_id(&external_id, caller.technician_id)
+        .await?
         .ok_or_else(|| HttpError::NotFound {
             detail: format!("no device {external_id:?}"),
         })
@@ -298,14 +314,15 @@ async fn telemetry(
     Params(query): Params<TelemetryQuery>,
 ) -> Result<Json<Telemetry>, HttpError> {
     caller.allow(&Role::ALL, "read telemetry")?;
-    let device = visible_device(&state, &caller, &external_id).await?;
-    let (from, to) = params::range(
+    let external_id = params::device_id("external_id", &external_id)?;
+    let (from, to) = fleet_range(
+        &state,
         query.from.as_deref(),
         query.to.as_deref(),
-        clock_time(&state).await?,
         Duration::days(7),
         Duration::days(400),
-    )?;
+    )
+    .await?;
     let span = (to - from).num_seconds().max(1);
     let bucket = match params::bounded("bucket", query.bucket.as_deref(), 60, 28 * 86_400)? {
         Some(bucket) => bucket,
@@ -331,13 +348,24 @@ async fn telemetry(
         TelemetrySource::Raw
     };
     let metric = params::text("metric", &query.metric, 64)?;
-    let Some(metric_id) = state.store.metric_id(&metric).await? else {
-        return Err(HttpError::rejected("metric", "no metric of this name"));
-    };
     let points = state
         .store
-        .telemetry_buckets(device.id, metric_id, from, to, bucket, source)
+        .telemetry_buckets(
+            &external_id,
+            caller.technician_id,
+            &metric,
+            (from, to),
+            bucket,
+            source,
+        )
         .await?;
+    if points.is_empty() {
+        // Nothing: no such device (404), no such metric (422), or no readings then.
+        visible_device_id(&state, &caller, &external_id).await?;
+        if state.store.metric_id(&metric).await?.is_none() {
+            return Err(HttpError::rejected("metric", "no metric of this name"));
+        }
+    }
     Ok(Json(Telemetry {
         metric,
         bucket_seconds: bucket,
@@ -371,13 +399,14 @@ async fn range_of(
     state: &ApiState,
     query: &RangeQuery,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), HttpError> {
-    params::range(
+    fleet_range(
+        state,
         query.from.as_deref(),
         query.to.as_deref(),
-        clock_time(state).await?,
         Duration::days(30),
         Duration::days(400),
     )
+    .await
 }
 
 /// A device's events, newest first.
@@ -392,7 +421,7 @@ async fn events(
     Params(query): Params<RangeQuery>,
 ) -> Result<Json<Page<EventItem>>, HttpError> {
     caller.allow(&Role::ALL, "read events")?;
-    let device = visible_device(&state, &caller, &external_id).await?;
+    let device_id = visible_device_id(&state, &caller, &external_id).await?;
     let (from, to) = range_of(&state, &query).await?;
     let limit = params::limit(query.limit.as_deref())?;
     let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -408,7 +437,7 @@ async fn events(
     };
     let items = state
         .store
-        .device_event_items(device.id, from, to, after, limit)
+        .device_event_items(device_id, from, to, after, limit)
         .await?;
     Ok(Json(Page::of(items, limit, |e| {
         format!("{}/{}", e.time.timestamp_micros(), e.code)
@@ -427,7 +456,7 @@ async fn predictions(
     Params(query): Params<RangeQuery>,
 ) -> Result<Json<Page<PredictionItem>>, HttpError> {
     caller.allow(&Role::ALL, "read predictions")?;
-    let device = visible_device(&state, &caller, &external_id).await?;
+    let device_id = visible_device_id(&state, &caller, &external_id).await?;
     let (from, to) = range_of(&state, &query).await?;
     let limit = params::limit(query.limit.as_deref())?;
     let mode = params::optional_text("failure_mode", query.failure_mode.as_deref(), 64)?;
@@ -446,7 +475,7 @@ async fn predictions(
     };
     let items = state
         .store
-        .prediction_items(device.id, mode.as_deref(), from, to, after, limit)
+        .prediction_items(device_id, mode.as_deref(), from, to, after, limit)
         .await?;
     Ok(Json(Page::of(items, limit, |p| {
         format!(

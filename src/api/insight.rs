@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use super::auth::{Caller, Role};
 use super::params::{self, Body, Items, Page, Params, PathOf};
 use super::problem::{HttpError, Refusals};
-use super::{ApiState, clock_time};
+use super::{ApiState, fleet_range};
 use crate::store::{DeadLetterItem, Kpis, ModelCard, ModelItem, ReasonCount};
 
 pub fn router() -> OpenApiRouter<ApiState> {
@@ -256,12 +256,13 @@ async fn kpis(
     Params(query): Params<PeriodQuery>,
 ) -> Result<Json<Kpis>, HttpError> {
     caller.allow(&READERS, "read KPIs")?;
-    let (from, to) = params::range(
+    let (from, to) = fleet_range(
+        &state,
         query.from.as_deref(),
         query.to.as_deref(),
-        clock_time(&state).await?,
         Duration::days(30),
         Duration::days(400),
-    )?;
+    )
+    .await?;
     Ok(Json(state.store.kpis(from, to).await?))
 }

@@ -20,6 +20,7 @@ pub mod console;
 mod devices;
 pub mod inbound;
 mod insight;
+pub mod known_keys;
 pub mod links;
 mod openapi;
 mod ops;
@@ -79,6 +80,8 @@ pub struct ApiState {
     pub limits: Arc<auth::Limits>,
     /// Live changes for `/api/v1/stream` (fed by [`stream::pump`] once a stream opens).
     pub changes: stream::Changes,
+    /// The keys this process has checked (while [`known_keys::listen`] runs).
+    pub known_keys: Arc<known_keys::KnownKeys>,
 }
 
 impl ApiState {
@@ -95,6 +98,7 @@ impl ApiState {
             links: None,
             limits: auth::Limits::new(100, 200),
             changes: stream::Changes::default(),
+            known_keys: Arc::default(),
         }
     }
 }
@@ -113,6 +117,22 @@ pub(crate) async fn clock(state: &ApiState) -> Result<EpochMicros, HttpError> {
 pub(crate) async fn clock_time(state: &ApiState) -> Result<DateTime<Utc>, HttpError> {
     let micros = clock(state).await?;
     Ok(DateTime::from_timestamp_micros(micros).unwrap_or_else(Utc::now))
+}
+
+/// A read's time range (`params::range`), asking the database for the fleet's clock only
+/// when the range leaves an end to it.
+pub(crate) async fn fleet_range(
+    state: &ApiState,
+    from: Option<&str>,
+    to: Option<&str>,
+    default_span: chrono::Duration,
+    max_span: chrono::Duration,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), HttpError> {
+    let now = match (from, to) {
+        (Some(from), Some(to)) if !from.is_empty() && !to.is_empty() => Utc::now(),
+        _ => clock_time(state).await?,
+    };
+    params::range(from, to, now, default_span, max_span)
 }
 
 /// Every route: `ops` at the root, the keyed `/api/v1` modules (with the OpenAPI document
@@ -223,6 +243,12 @@ impl HttpServer {
         // Live changes for the streams, once one opens, until shutdown ends them (a server
         // waits for its open connections to close, so streams must end first).
         state.changes.arm(state.store.clone(), shutdown.clone());
+        // Keys are remembered while revocations are heard.
+        tokio::spawn(known_keys::listen(
+            state.store.clone(),
+            state.known_keys.clone(),
+            shutdown.clone(),
+        ));
         axum::serve(self.listener, router(state))
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await

@@ -33,16 +33,7 @@ pub fn router() -> OpenApiRouter<ApiState> {
         .routes(routes!(transition))
 }
 
-const STATUSES: [&str; 7] = [
-    "open",
-    "booked",
-    "en_route",
-    "on_site",
-    "resolved",
-    "closed",
-    "cancelled",
-];
-const KINDS: [&str; 3] = ["proactive", "reactive", "incident"];
+use crate::store::{TICKET_KINDS as KINDS, TICKET_STATUSES as STATUSES};
 /// Who may run the desk: open, book, cancel.
 const DESK: [Role; 3] = [Role::Admin, Role::Dispatcher, Role::Integration];
 

@@ -33,6 +33,8 @@ pub struct ApiBench {
     pub concurrency: usize,
     pub duration: Duration,
     pub repeat: usize,
+    /// Leave the scratch database behind.
+    pub keep_database: bool,
 }
 
 /// Latency percentiles of one route, in milliseconds.
@@ -167,7 +169,9 @@ pub async fn run_api_bench(
     trigger.trigger();
     let _ = server.await;
     store.close().await;
-    crate::store::drop_database(admin_url, DATABASE).await?;
+    if !bench.keep_database {
+        crate::store::drop_database(admin_url, DATABASE).await?;
+    }
 
     let of = |f: &dyn Fn(&ApiRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     Ok(ApiBenchReport {

@@ -68,6 +68,9 @@ pub struct ApiArgs {
     duration: Duration,
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Keep the scratch database `forewarn_bench_api` afterwards (to EXPLAIN its queries).
+    #[arg(long)]
+    keep_database: bool,
     /// Print only the report, as one JSON object.
     #[arg(long)]
     json: bool,
@@ -486,6 +489,7 @@ async fn run_api(args: ApiArgs, config: &Config) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         duration: args.duration,
         repeat: args.repeat,
+        keep_database: args.keep_database,
     };
     let report = forewarn::bench::api::run_api_bench(config, &url, &bench)
         .await

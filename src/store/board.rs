@@ -8,6 +8,20 @@ use utoipa::ToSchema;
 
 use super::{Store, StoreError};
 
+/// Every status a ticket can have (the `tickets.status` check).
+pub const TICKET_STATUSES: [&str; 7] = [
+    "open",
+    "booked",
+    "en_route",
+    "on_site",
+    "resolved",
+    "closed",
+    "cancelled",
+];
+
+/// Every kind of ticket (the `tickets.kind` check).
+pub const TICKET_KINDS: [&str; 3] = ["proactive", "reactive", "incident"];
+
 /// A ticket in a list.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema, sqlx::FromRow)]
 pub struct TicketItem {
@@ -186,47 +200,98 @@ macro_rules! ticket_joins {
 impl Store {
     /// Tickets matching `filter`, newest first, `limit` + 1 (to tell a next page) with ids
     /// below `before`.
+    ///
+    /// Two steps: the page's ids from `tickets` alone (for the board's status columns an
+    /// index-only scan of `tickets_status_id`), then their columns. The statement holds only
+    /// the filters given, statuses and kind written in as literals of [`TICKET_STATUSES`]
+    /// and [`TICKET_KINDS`], so each shape of filter is its own prepared statement with a
+    /// plan made for it. (One statement with every filter optional, `$n is null or …`, got
+    /// a generic plan after five runs that read every ticket for `status=booked`: 17 ms
+    /// instead of 0.1 ms in `forewarn bench api`.)
     pub async fn ticket_items(
         &self,
         filter: &TicketFilter,
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<TicketItem>, StoreError> {
-        Ok(sqlx::query_as(concat!(
-            "select ",
-            ticket_columns!(),
-            " ",
-            ticket_joins!(),
-            " where (cardinality($1::text[]) = 0 or t.status = any($1))
-               and ($2::text is null or t.kind = $2)
-               and ($3::text is null
-                    or t.technician_id = (select id from technicians where external_id = $3))
-               and ($4::text is null or d.external_id = $4)
-               and ($5::int2 is null or t.priority = $5)
-               and ($6::timestamptz is null or t.opened_at >= $6)
-               and ($7::timestamptz is null or t.opened_at < $7)
-               and ($8::int4 is null or t.technician_id = $8)
-               and ($9::int8 is null or t.id = $9)
-               and ($10::int8 is null or t.id < $10)
-               and ($12::text is null
-                    or d.customer_id = (select id from customers where external_id = $12))
-             order by t.id desc
-             limit $11"
-        ))
-        .bind(&filter.statuses)
-        .bind(&filter.kind)
-        .bind(&filter.technician)
-        .bind(&filter.device)
-        .bind(filter.priority)
-        .bind(filter.from)
-        .bind(filter.to)
-        .bind(filter.technician_id)
-        .bind(filter.id)
-        .bind(before)
-        .bind(limit + 1)
-        .bind(&filter.customer)
-        .fetch_all(&self.pool)
-        .await?)
+        let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "with page as (select t.id from tickets t where true",
+        );
+        if !filter.statuses.is_empty() {
+            // Known statuses only, as literals; an unknown one matches no ticket.
+            let known: Vec<&str> = TICKET_STATUSES
+                .into_iter()
+                .filter(|s| filter.statuses.iter().any(|given| given == s))
+                .collect();
+            if known.is_empty() {
+                query.push(" and false");
+            } else {
+                query.push(format!(" and t.status in ('{}')", known.join("', '")));
+            }
+        }
+        if let Some(kind) = &filter.kind {
+            match TICKET_KINDS.into_iter().find(|k| k == kind) {
+                Some(kind) => query.push(format!(" and t.kind = '{kind}'")),
+                None => query.push(" and false"),
+            };
+        }
+        if let Some(technician) = &filter.technician {
+            query
+                .push(" and t.technician_id = (select id from technicians where external_id = ")
+                .push_bind(technician.clone())
+                .push(")");
+        }
+        if let Some(device) = &filter.device {
+            query
+                .push(" and t.device_id = (select id from devices where external_id = ")
+                .push_bind(device.clone())
+                .push(")");
+        }
+        if let Some(customer) = &filter.customer {
+            query
+                .push(
+                    " and t.device_id in (select d.id from devices d join customers c
+                      on c.id = d.customer_id where c.external_id = ",
+                )
+                .push_bind(customer.clone())
+                .push(")");
+        }
+        if let Some(priority) = filter.priority {
+            query.push(" and t.priority = ").push_bind(priority);
+        }
+        if let Some(from) = filter.from {
+            query.push(" and t.opened_at >= ").push_bind(from);
+        }
+        if let Some(to) = filter.to {
+            query.push(" and t.opened_at < ").push_bind(to);
+        }
+        if let Some(technician_id) = filter.technician_id {
+            query
+                .push(" and t.technician_id = ")
+                .push_bind(technician_id);
+        }
+        if let Some(id) = filter.id {
+            query.push(" and t.id = ").push_bind(id);
+        }
+        if let Some(before) = before {
+            query.push(" and t.id < ").push_bind(before);
+        }
+        // The limit written in too: with `limit $n` the server priced a generic plan above
+        // the custom ones and planned the statement again on every call (a third of its
+        // time under load).
+        query
+            .push(format!(
+                " order by t.id desc limit {}",
+                limit.clamp(0, 10_000) + 1
+            ))
+            .push(concat!(
+                ") select ",
+                ticket_columns!(),
+                " ",
+                ticket_joins!(),
+                " where t.id in (select id from page) order by t.id desc"
+            ));
+        Ok(query.build_query_as().fetch_all(&self.pool).await?)
     }
 
     /// A ticket with its audit, bookings, messages and replies; `technician_id`: only if it

@@ -79,7 +79,9 @@ impl Store {
         .await?)
     }
 
-    /// Revokes a key: it stops working at once. False when there is no live key `id`.
+    /// Revokes a key: it stops working in every serving process once they hear of it on
+    /// [`KEYS_CHANNEL`](super::KEYS_CHANNEL) (at commit; milliseconds). False when there is
+    /// no live key `id`.
     pub async fn revoke_api_key(&self, id: i64) -> Result<bool, StoreError> {
         Ok(sqlx::query(
             "update api_keys set revoked_at = now() where id = $1 and revoked_at is null",

@@ -65,10 +65,10 @@ use crate::config::{DatabaseConfig, StorageConfig};
 
 pub use admin::{CountedTable, create_database, drop_database, url_with_database};
 pub use board::{
-    BookingItem, OutreachItem, ReplyItem, RouteStop, TicketDetail, TicketEventItem, TicketFilter,
-    TicketItem,
+    BookingItem, OutreachItem, ReplyItem, RouteStop, TICKET_KINDS, TICKET_STATUSES, TicketDetail,
+    TicketEventItem, TicketFilter, TicketItem,
 };
-pub use changes::{CHANGES_CHANNEL, ChangeListener};
+pub use changes::{CHANGES_CHANNEL, ChangeListener, KEYS_CHANNEL};
 pub use dispatch::{
     CriticalEvent, DeviceContext, ModeFacts, OpenTicketRow, PredictionSignal, SilentDevice,
     StreakRow,

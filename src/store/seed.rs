@@ -98,7 +98,9 @@ impl Store {
                 .await?;
         }
         self.refresh_rollup_now().await?;
-        sqlx::query("analyze").execute(&self.pool).await?;
+        // As autovacuum leaves a table some time after a bulk load: statistics, and pages
+        // marked all-visible (which index-only scans need).
+        sqlx::query("vacuum (analyze)").execute(&self.pool).await?;
         let (devices, readings, tickets): (i64, i64, i64) = sqlx::query_as(
             "select (select count(*) from devices), (select count(*) from telemetry),
                     (select count(*) from tickets)",

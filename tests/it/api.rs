@@ -508,6 +508,7 @@ async fn every_route_answers_each_role_and_refuses_whoever_has_no_key() {
     assert_eq!(get_as(addr, &mine, &revoked).await.0, 200);
     assert!(db.store.revoke_api_key(revoked_id).await.unwrap());
     assert!(!db.store.revoke_api_key(revoked_id).await.unwrap());
+    refused_within(addr, &mine, &revoked).await;
     for authorization in [
         None,
         Some("Basic YWRtaW46YWRtaW4=".to_string()),
@@ -579,6 +580,82 @@ async fn a_key_over_its_rate_is_told_when_to_retry_and_others_are_not_held_back(
     assert_eq!(get_as(addr, "/api/v1/devices/RATE-DEV", &calm).await.0, 200);
 }
 
+/// A revoked key is refused as soon as the server hears of it (milliseconds: the server
+/// remembers keys it checked while it listens for revocations); waits at most 2 s.
+async fn refused_within(addr: SocketAddr, path: &str, key: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let (status, _, body) = get_as(addr, path, key).await;
+        if status == 401 {
+            return;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a revoked key still answered 2 s later"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Keys a server remembers are forgotten when a key is revoked, also when its listening
+/// connection was lost just before (it reads keys from the database until it listens
+/// again); a key used while nothing changes keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_keys_are_refused_even_after_the_listener_was_lost() {
+    let db = TestDb::new().await;
+    let (addr, _server) = serve(&db.store, (1000, 1000)).await;
+    db.store
+        .upsert_device("REV-1", "washer", None)
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let path = "/api/v1/devices/REV-1";
+    let listener_up = || async {
+        for _ in 0..200 {
+            let listening: bool = sqlx::query_scalar(
+                "select exists (select 1 from pg_stat_activity
+                                where application_name = 'forewarn-keys' and datname = current_database())",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if listening {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the key listener never connected");
+    };
+    listener_up().await;
+    for round in 0..3 {
+        let key = make_key(&db.store, "dispatcher", None).await;
+        let id: i64 = sqlx::query_scalar("select max(id) from api_keys")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        for _ in 0..20 {
+            assert_eq!(get_as(addr, path, &key).await.0, 200);
+        }
+        if round == 1 {
+            // The listener's connection dies; the revocation's notification is lost.
+            sqlx::query(
+                "select pg_terminate_backend(pid) from pg_stat_activity
+                 where application_name = 'forewarn-keys' and datname = current_database()",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        assert!(db.store.revoke_api_key(id).await.unwrap());
+        refused_within(addr, path, &key).await;
+        // Refused for good, also once the listener is back.
+        listener_up().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(get_as(addr, path, &key).await.0, 401);
+    }
+}
+
 /// `forewarn keys`: a key made on the command line is printed once and works; listed, it
 /// shows no key material; revoked, it stops working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -624,7 +701,7 @@ async fn keys_made_listed_and_revoked_on_the_command_line() {
     let id = keys[0]["id"].as_i64().unwrap().to_string();
     let (code, _, stderr) = forewarn(&["keys", "revoke", &id]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(get_as(addr, "/api/v1/devices/CLI-DEV", &key).await.0, 401);
+    refused_within(addr, "/api/v1/devices/CLI-DEV", &key).await;
     let (code, _, _) = forewarn(&["keys", "revoke", &id]);
     assert_eq!(code, Some(1));
 }

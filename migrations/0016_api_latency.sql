@@ -41,3 +41,12 @@ create trigger api_keys_changed after update on api_keys for each row
     execute function forewarn_notify_key();
 create trigger api_keys_deleted after delete on api_keys for each row
     execute function forewarn_notify_key();
+create function forewarn_notify_keys_truncated() returns trigger
+language plpgsql as $$
+begin
+    perform pg_notify('forewarn_keys', '');
+    return null;
+end
+$$;
+create trigger api_keys_truncated after truncate on api_keys for each statement
+    execute function forewarn_notify_keys_truncated();

@@ -206,6 +206,7 @@ pub async fn authenticate(
                 noted: Arc::new(AtomicI64::new(
                     row.last_used_at.map_or(0, |at| at.timestamp()),
                 )),
+                read_at: std::time::Instant::now(),
             };
             state.known_keys.keep(hash, known.clone(), epoch);
             known

@@ -8,12 +8,15 @@
 //! was lost, until it listens again — nothing is remembered and every call reads its key
 //! from the database. A key read from the database is remembered only if nothing was heard
 //! (and listening did not start or stop) since the read began, so a revocation that commits
-//! during the read is never papered over. At most [`CAPACITY`] keys are held.
+//! during the read is never papered over. A key is remembered for at most [`MAX_AGE`]:
+//! a listening connection can die without a word (a half-open TCP connection behind a NAT
+//! or a failover), and this bounds how long a revocation can go unheard then. At most
+//! [`CAPACITY`] keys are held.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::auth::Caller;
 use crate::shutdown::Shutdown;
@@ -22,12 +25,17 @@ use crate::store::Store;
 /// Keys held at most; past it, all are forgotten and remembered again as they call.
 pub const CAPACITY: usize = 10_000;
 
+/// How long a key is remembered after it was read from the database.
+pub const MAX_AGE: Duration = Duration::from_secs(30);
+
 /// A remembered key.
 #[derive(Debug, Clone)]
 pub struct Known {
     pub caller: Caller,
     /// When its use was last noted (`api_keys.last_used_at`), Unix seconds.
     pub noted: Arc<AtomicI64>,
+    /// When it was read from the database.
+    pub read_at: Instant,
 }
 
 /// See the module's documentation.
@@ -45,7 +53,12 @@ impl KnownKeys {
         if !self.listening.load(Ordering::Acquire) {
             return None;
         }
-        self.keys.read().ok()?.get(hash).cloned()
+        self.keys
+            .read()
+            .ok()?
+            .get(hash)
+            .filter(|known| known.read_at.elapsed() < MAX_AGE)
+            .cloned()
     }
 
     /// To call before reading a key from the database, and hand to [`KnownKeys::keep`].
@@ -150,6 +163,7 @@ mod tests {
                 technician_id: None,
             },
             noted: Arc::default(),
+            read_at: Instant::now(),
         }
     }
 
@@ -177,6 +191,18 @@ mod tests {
         keys.forget();
         keys.keep([2; 32], known(2), epoch);
         assert!(keys.get(&[2; 32]).is_none());
+    }
+
+    #[test]
+    fn keys_are_remembered_for_a_while_only() {
+        let keys = KnownKeys::default();
+        keys.set_listening(true);
+        let old = Known {
+            read_at: Instant::now() - MAX_AGE - Duration::from_secs(1),
+            ..known(3)
+        };
+        keys.keep([3; 32], old, keys.epoch());
+        assert!(keys.get(&[3; 32]).is_none());
     }
 
     #[test]

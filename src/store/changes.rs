@@ -43,6 +43,9 @@ impl Store {
             .max_connections(1)
             .connect_lazy_with(options);
         let mut listener = PgListener::connect_with(&own).await?;
+        // A lost connection is reported at once (the caller reconnects and says what was
+        // missed), not after sqlx has connected again while nothing was heard.
+        listener.eager_reconnect(false);
         listener.listen(channel).await?;
         Ok(ChangeListener { listener })
     }

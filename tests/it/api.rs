@@ -600,7 +600,7 @@ async fn refused_within(addr: SocketAddr, path: &str, key: &str) {
 
 /// Keys a server remembers are forgotten when a key is revoked, also when its listening
 /// connection was lost just before (it reads keys from the database until it listens
-/// again); a key used while nothing changes keeps working.
+/// again), and when the table is truncated; a key used while nothing changes keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_keys_are_refused_even_after_the_listener_was_lost() {
     let db = TestDb::new().await;
@@ -654,6 +654,14 @@ async fn revoked_keys_are_refused_even_after_the_listener_was_lost() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(get_as(addr, path, &key).await.0, 401);
     }
+    // Keys wiped by a truncation are forgotten too.
+    let key = make_key(&db.store, "dispatcher", None).await;
+    assert_eq!(get_as(addr, path, &key).await.0, 200);
+    sqlx::query("truncate api_keys")
+        .execute(&pool)
+        .await
+        .unwrap();
+    refused_within(addr, path, &key).await;
 }
 
 /// `forewarn keys`: a key made on the command line is printed once and works; listed, it

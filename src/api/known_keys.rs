@@ -86,11 +86,11 @@ impl KnownKeys {
 
     /// Forgets every key.
     fn forget(&self) {
-        if let Ok(mut keys) = self.keys.write() {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
+        // The epoch moves under the lock [`KnownKeys::keep`] checks it under.
+        let keys = self.keys.write();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut keys) = keys {
             keys.clear();
-        } else {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -108,11 +108,6 @@ impl KnownKeys {
     /// Whether none is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Whether keys are being remembered (the process hears of revocations).
-    pub fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
     }
 }
 

@@ -210,15 +210,6 @@ fn slot_text(
         .unwrap_or_default()
 }
 
-/// The event time of an answer: the fleet's clock (DESIGN.md §Time), the wall clock
-/// before any device reported.
-async fn clock(store: &Store) -> Result<EpochMicros, crate::store::StoreError> {
-    Ok(store
-        .fleet_clock()
-        .await?
-        .unwrap_or_else(|| Utc::now().timestamp_micros()))
-}
-
 /// What the link says, or the page refusing it.
 async fn claim_of(
     state: &ApiState,
@@ -319,7 +310,7 @@ async fn show(
         templates: &pages.templates,
         language,
     };
-    let now = match clock(&state.store).await {
+    let now = match super::clock(&state).await {
         Ok(now) => now,
         Err(error) => return page.unavailable("the store does not answer", &error),
     };
@@ -458,7 +449,7 @@ async fn answer(
         None
     };
     let unavailable = |error: &dyn std::fmt::Display| page.unavailable("the answer failed", error);
-    let now = match clock(&state.store).await {
+    let now = match super::clock(&state).await {
         Ok(now) => now,
         Err(error) => return unavailable(&error),
     };

@@ -387,24 +387,6 @@ async fn forewarn_predict_runs_scoring_without_a_broker() {
     db.store.close().await;
 }
 
-/// A key of `role` (a technician key bound to `technician`), stored as `forewarn keys
-/// create` stores it; the key.
-async fn make_key(store: &Store, role: &str, technician: Option<i32>) -> String {
-    let key = forewarn::api::auth::new_key().unwrap();
-    store
-        .create_api_key(&forewarn::store::NewApiKey {
-            name: &unique(&format!("{role}-")),
-            role,
-            technician_id: technician,
-            prefix: &key.prefix,
-            hash: &key.hash,
-            created_by: "test",
-        })
-        .await
-        .unwrap();
-    key.key
-}
-
 async fn serve(
     store: &Store,
     rate: (u32, u32),

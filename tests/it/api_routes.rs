@@ -85,22 +85,6 @@ impl Api {
     }
 }
 
-async fn make_key(store: &Store, role: &str, technician: Option<i32>) -> String {
-    let key = forewarn::api::auth::new_key().unwrap();
-    store
-        .create_api_key(&forewarn::store::NewApiKey {
-            name: &unique(&format!("{role}-")),
-            role,
-            technician_id: technician,
-            prefix: &key.prefix,
-            hash: &key.hash,
-            created_by: "test",
-        })
-        .await
-        .unwrap();
-    key.key
-}
-
 async fn serve(store: &Store) -> (SocketAddr, ShutdownTrigger) {
     let http = HttpServer::bind("127.0.0.1:0".parse().unwrap())
         .await

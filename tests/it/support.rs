@@ -522,3 +522,21 @@ pub fn python_venv(requirement: &str) -> std::path::PathBuf {
     }
     python
 }
+
+/// A key of `role` (a technician key bound to `technician`), stored as `forewarn keys
+/// create` stores it; the key.
+pub async fn make_key(store: &Store, role: &str, technician: Option<i32>) -> String {
+    let key = forewarn::api::auth::new_key().unwrap();
+    store
+        .create_api_key(&forewarn::store::NewApiKey {
+            name: &unique(&format!("{role}-")),
+            role,
+            technician_id: technician,
+            prefix: &key.prefix,
+            hash: &key.hash,
+            created_by: "test",
+        })
+        .await
+        .unwrap();
+    key.key
+}

@@ -24,6 +24,11 @@ if [ ! -s mosquitto-passwd ]; then
 else
     echo "development credentials in $dir kept"
 fi
-chown 10001:10001 database-url forewarn-mqtt-password simulator-mqtt-password
+# Outreach: the HMAC keys of forewarn's webhooks to the customers' phones (the simulator)
+# and of the customers' replies (made separately, so older secret volumes get them too).
+[ -s signing-secret ] || secret > signing-secret
+[ -s inbound-secret ] || secret > inbound-secret
+chown 10001:10001 database-url forewarn-mqtt-password simulator-mqtt-password signing-secret inbound-secret
 chown 1883:1883 mosquitto-passwd
-chmod 0600 postgres-password database-url forewarn-mqtt-password simulator-mqtt-password mosquitto-passwd
+chmod 0600 postgres-password database-url forewarn-mqtt-password simulator-mqtt-password mosquitto-passwd \
+    signing-secret inbound-secret

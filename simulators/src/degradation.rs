@@ -25,6 +25,9 @@ pub struct Episode {
     pub failure_at: i64,
     pub repaired_at: i64,
     pub sudden: bool,
+    /// A technician's visit before `failure_at` replaced the component at `repaired_at`:
+    /// the failure never happened.
+    pub prevented: bool,
 }
 
 impl Episode {
@@ -43,6 +46,11 @@ impl Episode {
 
     pub fn is_broken(&self, t: i64) -> bool {
         t >= self.failure_at && t < self.repaired_at
+    }
+
+    /// The component failed at or before `t` (a prevented failure never does).
+    pub fn failed_by(&self, t: i64) -> bool {
+        !self.prevented && self.failure_at <= t
     }
 }
 
@@ -75,6 +83,7 @@ pub fn episodes(mode: &FailureModeSpec, start: i64, end: i64, rng: &mut impl Rng
             failure_at,
             repaired_at,
             sudden,
+            prevented: false,
         });
         from = repaired_at;
     }
@@ -101,6 +110,7 @@ mod tests {
             failure_at: 100 * HOUR_MICROS,
             repaired_at: 130 * HOUR_MICROS,
             sudden: false,
+            prevented: false,
         };
         assert_eq!(episode.health(-1), 0.0);
         assert_eq!(episode.health(0), 0.0);

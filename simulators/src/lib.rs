@@ -3,6 +3,8 @@
 
 /// Health index of one component: onset, progression, failure, repair.
 pub mod degradation;
+/// Technicians and customers answering forewarn: the demo's closed loop.
+pub mod field;
 /// Device kinds: metrics, usage and failure modes.
 pub mod fleet;
 /// `history` mode: the past written into the database.

@@ -21,6 +21,11 @@ pub struct LiveOptions {
     /// Simulated seconds per wall-clock second.
     pub speed: f64,
     pub connections: usize,
+    /// The demo's closed loop: technicians visit what forewarn books, customers answer.
+    pub field: Option<crate::field::Field>,
+    /// Keep the ground truth so far here (failures whose time has come, prevented ones
+    /// marked), rewritten as it changes.
+    pub truth: Option<std::path::PathBuf>,
 }
 
 /// What was published, for checking against the database.
@@ -183,7 +188,7 @@ impl<'a> MessagePlanner<'a> {
 pub async fn run_live(
     fleet: &Fleet,
     options: &LiveOptions,
-    shutdown: Shutdown,
+    mut shutdown: Shutdown,
 ) -> anyhow::Result<LiveReport> {
     let started = Instant::now();
     let n_connections = options.connections.max(1);
@@ -226,6 +231,17 @@ pub async fn run_live(
 
     let config = &fleet.config;
     let mut streams: Vec<_> = (0..fleet.devices.len()).map(|d| fleet.stream(d)).collect();
+    let device_index: std::collections::HashMap<&str, usize> = fleet
+        .devices
+        .iter()
+        .map(|d| (d.external_id.as_str(), d.index))
+        .collect();
+    let field_tasks = match &options.field {
+        Some(field) => field.start().await?,
+        None => Vec::new(),
+    };
+    let mut truth = TruthKeeper::new(options.truth.clone(), config.start);
+    let mut last_field_log = Instant::now();
     let mut planner = MessagePlanner::new(fleet, &options.topic_prefix);
     let mut out = Vec::new();
     let mut queue: VecDeque<(usize, Vec<u8>, String)> = VecDeque::new();
@@ -240,13 +256,46 @@ pub async fn run_live(
         let wait = due_secs - wall_start.elapsed().as_secs_f64();
         let wait = wait.max(real_lag);
         if wait > 0.0 {
-            tokio::time::sleep(Duration::from_secs_f64(wait.min(60.0))).await;
+            // Following the real clock, a tick can be minutes away: a stop is not.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs_f64(wait.min(60.0))) => {}
+                () = shutdown.wait() => break,
+            }
+        }
+        if let Some(field) = &options.field {
+            for visit in field.due(t) {
+                let Some(&device_idx) = device_index.get(visit.device.as_str()) else {
+                    continue; // not one of this fleet's devices
+                };
+                let finding = streams[device_idx].visit(t, visit.component.as_deref());
+                truth.changed |= matches!(finding, crate::sim::VisitFinding::Prevented(_));
+                field.record(visit, finding);
+            }
+            if last_field_log.elapsed() >= Duration::from_secs(30) {
+                last_field_log = Instant::now();
+                let report = field.report();
+                tracing::info!(
+                    "field: visits={} prevented={} repaired={} nothing_found={} messages={} \
+                     confirmed={} rescheduled={} declined={} replies={} api_errors={}",
+                    report.visits,
+                    report.prevented,
+                    report.repaired,
+                    report.nothing_found,
+                    report.messages_received,
+                    report.confirmed,
+                    report.rescheduled,
+                    report.declined,
+                    report.replies,
+                    report.api_errors
+                );
+            }
         }
         for (device_idx, stream) in streams.iter_mut().enumerate() {
             if let Some(sample) = stream.next() {
                 planner.plan(device_idx, sample, &mut out);
             }
         }
+        truth.keep(&streams, t)?;
         queue.extend(out.drain(..));
         while let Some((device_idx, payload, topic)) = queue.pop_front() {
             clients[device_idx % n_connections]
@@ -255,6 +304,11 @@ pub async fn run_live(
             sent += 1;
         }
         t += config.interval;
+    }
+    truth.changed = true;
+    truth.keep(&streams, t.min(config.end))?;
+    for task in field_tasks {
+        task.abort();
     }
     planner.finish(&mut out);
     for (device_idx, payload, topic) in out.drain(..) {
@@ -281,4 +335,46 @@ pub async fn run_live(
         *acked_rx.borrow()
     );
     Ok(report)
+}
+
+/// Rewrites the truth file as simulated time passes: every simulated day, and at once
+/// when a visit prevented a failure. The file is replaced whole (written beside it, then
+/// renamed), so a reader never sees half of it.
+struct TruthKeeper {
+    path: Option<std::path::PathBuf>,
+    start: i64,
+    written_until: i64,
+    changed: bool,
+}
+
+impl TruthKeeper {
+    fn new(path: Option<std::path::PathBuf>, start: i64) -> TruthKeeper {
+        TruthKeeper {
+            path,
+            start,
+            written_until: i64::MIN,
+            changed: true,
+        }
+    }
+
+    /// Failures due before `t`, as the field left them.
+    fn keep(&mut self, streams: &[crate::sim::DeviceStream<'_>], t: i64) -> anyhow::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        if !self.changed && t < self.written_until + crate::degradation::DAY_MICROS {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for stream in streams {
+            stream.truth(self.start, t, &mut records);
+        }
+        crate::sim::sort_truth(&mut records);
+        let partial = path.with_extension("partial");
+        crate::write_truth(&partial, &records)?;
+        std::fs::rename(&partial, path)?;
+        self.written_until = t;
+        self.changed = false;
+        Ok(())
+    }
 }

@@ -97,6 +97,25 @@ enum Command {
         topic_prefix: String,
         #[arg(long, default_value_t = 4)]
         connections: usize,
+        /// Once caught up with now, keep publishing in real time until stopped (SIGINT or
+        /// SIGTERM) instead of exiting.
+        #[arg(long)]
+        follow: bool,
+        /// Close the loop through forewarn's API here (`http://127.0.0.1:8080`):
+        /// technicians visit what it books and record what they found.
+        #[arg(long, env = "FOREWARN_API_URL", requires = "api_key")]
+        api_url: Option<String>,
+        /// An API key that may read and move tickets (`forewarn keys create --role
+        /// integration`).
+        #[arg(long, env = "FOREWARN_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// forewarn's `outreach.inbound_secret`: customers reply by SMS, signed with it.
+        #[arg(long, env = "FOREWARN_INBOUND_SECRET", hide_env_values = true)]
+        inbound_secret: Option<String>,
+        /// Serve the customers' phones here: point forewarn's `outreach.sms_url`,
+        /// `push_url` and `webhook_url` at `http://<address>/<channel>`.
+        #[arg(long, requires = "api_url")]
+        gateway: Option<std::net::SocketAddr>,
     },
     /// Publish synthetic telemetry as fast as the broker takes it (or at `--rate`).
     Load {
@@ -226,15 +245,20 @@ async fn main() -> anyhow::Result<()> {
             database_url,
             topic_prefix,
             connections,
+            follow,
+            api_url,
+            api_key,
+            inbound_secret,
+            gateway,
         } => {
+            // Following: the fleet's window runs ten years past now, published no faster
+            // than the real clock.
+            let end = if follow { now + 3650 * DAY_MICROS } else { now };
             let fleet = Fleet::build(fleet_config(
                 &args,
                 now - i64::from(sim_days) * DAY_MICROS,
-                now,
+                end,
             ));
-            if let Some(path) = &args.truth {
-                forewarn_sim::write_truth(path, &fleet.truth())?;
-            }
             if let Some(url) = database_url {
                 let config = forewarn::config::Config::default();
                 let mut store =
@@ -243,11 +267,26 @@ async fn main() -> anyhow::Result<()> {
                 store.migrate(&config.storage).await.context("migrating")?;
                 forewarn_sim::history::register_fleet(&fleet, &store).await?;
             }
+            let field = match (api_url, api_key) {
+                (Some(api_url), Some(api_key)) => Some(forewarn_sim::field::Field::new(
+                    forewarn_sim::field::FieldOptions {
+                        api_url: api_url.trim_end_matches('/').to_string(),
+                        api_key,
+                        inbound_secret,
+                        gateway,
+                        seed: args.seed,
+                        habits: Default::default(),
+                    },
+                )?),
+                _ => None,
+            };
             let options = forewarn_sim::live::LiveOptions {
                 mqtt_url,
                 topic_prefix,
                 speed,
                 connections,
+                field,
+                truth: args.truth.clone(),
             };
             let report = forewarn_sim::live::run_live(&fleet, &options, shutdown).await?;
             println!("{}", serde_json::to_string(&report)?);

@@ -284,30 +284,15 @@ impl Fleet {
     pub fn truth(&self) -> Vec<TruthRecord> {
         let mut records = Vec::new();
         for device in &self.devices {
-            let spec = device.kind.spec();
-            for (mode, episodes) in spec.modes.iter().zip(&device.episodes) {
-                for episode in episodes {
-                    if episode.failure_at >= self.config.start
-                        && episode.failure_at < self.config.end
-                    {
-                        records.push(TruthRecord {
-                            device: device.external_id.clone(),
-                            kind: device.kind,
-                            component: mode.component.to_string(),
-                            onset: micros(episode.onset),
-                            failure_at: micros(episode.failure_at),
-                            prevented: false,
-                            sudden: episode.sudden,
-                        });
-                    }
-                }
-            }
+            truth_of(
+                device,
+                &device.episodes,
+                self.config.start,
+                self.config.end,
+                &mut records,
+            );
         }
-        records.sort_by(|a, b| {
-            a.failure_at
-                .cmp(&b.failure_at)
-                .then(a.device.cmp(&b.device))
-        });
+        sort_truth(&mut records);
         records
     }
 
@@ -320,6 +305,7 @@ impl Fleet {
             config: &self.config,
             rng: device_rng(self.config.seed ^ 0xA5A5_A5A5, device.index),
             next_time: self.config.start,
+            episodes: device.episodes.clone(),
             seq: 0,
             today: i64::MIN,
             active_windows: Vec::new(),
@@ -339,6 +325,42 @@ impl Fleet {
     }
 }
 
+/// Appends the failures of `device` (with these episodes) due in `[from, to)`, and those
+/// from `from` on that a visit prevented (marked).
+pub fn truth_of(
+    device: &Device,
+    episodes: &[Vec<Episode>],
+    from: i64,
+    to: i64,
+    records: &mut Vec<TruthRecord>,
+) {
+    for (mode, episodes) in device.kind.spec().modes.iter().zip(episodes) {
+        for episode in episodes {
+            // A prevented failure is known as soon as the visit prevented it.
+            if episode.failure_at >= from && (episode.failure_at < to || episode.prevented) {
+                records.push(TruthRecord {
+                    device: device.external_id.clone(),
+                    kind: device.kind,
+                    component: mode.component.to_string(),
+                    onset: micros(episode.onset),
+                    failure_at: micros(episode.failure_at),
+                    prevented: episode.prevented,
+                    sudden: episode.sudden,
+                });
+            }
+        }
+    }
+}
+
+/// Time order, then device.
+pub fn sort_truth(records: &mut [TruthRecord]) {
+    records.sort_by(|a, b| {
+        a.failure_at
+            .cmp(&b.failure_at)
+            .then(a.device.cmp(&b.device))
+    });
+}
+
 pub fn micros(time: i64) -> chrono::DateTime<chrono::Utc> {
     forewarn::contract::micros_to_datetime(time).unwrap_or_default()
 }
@@ -350,6 +372,9 @@ pub struct DeviceStream<'a> {
     config: &'a SimConfig,
     rng: ChaCha8Rng,
     next_time: i64,
+    /// The device's episodes as the field changed them: a technician's visit prevents a
+    /// failure under way or ends a breakdown early ([`DeviceStream::visit`]).
+    episodes: Vec<Vec<Episode>>,
     seq: u64,
     /// Local day (days since epoch) whose usage windows are in `active_windows`.
     today: i64,
@@ -359,6 +384,71 @@ pub struct DeviceStream<'a> {
     uptime_since: i64,
     /// Per mode: nuisance events still to come in the current burst.
     nuisance_left: Vec<u8>,
+}
+
+/// How much wear a technician sees: a component whose health index has reached this is
+/// found worn and replaced (below it the part still looks healthy).
+pub const VISIBLE_WEAR: f64 = 0.02;
+
+/// What a technician's visit found, and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitFinding {
+    /// The component was wearing out: replaced before it failed (a prevented failure).
+    Prevented(&'static str),
+    /// The component had failed: repaired now, not days later.
+    Repaired(&'static str),
+    /// Nothing wrong with what the technician checked.
+    NothingFound,
+}
+
+impl DeviceStream<'_> {
+    /// A technician visits at `at` about `component` (`None`: whatever is wrong). A broken
+    /// component is plain to see and repaired; the component asked about is replaced when
+    /// its wear shows ([`VISIBLE_WEAR`]), which prevents its failure; otherwise nothing is
+    /// found. Only samples after `at` change.
+    pub fn visit(&mut self, at: i64, component: Option<&str>) -> VisitFinding {
+        let modes = self.spec.modes;
+        for (mode_idx, episodes) in self.episodes.iter_mut().enumerate() {
+            if let Some(episode) = episodes.iter_mut().find(|e| e.is_broken(at)) {
+                episode.repaired_at = at;
+                return VisitFinding::Repaired(modes[mode_idx].component);
+            }
+        }
+        let checked: Vec<usize> =
+            match component.and_then(|c| modes.iter().position(|m| m.component == c)) {
+                Some(mode_idx) => vec![mode_idx],
+                None => (0..modes.len()).collect(),
+            };
+        let worn = checked
+            .into_iter()
+            .map(|mode_idx| {
+                (
+                    mode_idx,
+                    crate::degradation::health_at(&self.episodes[mode_idx], at),
+                )
+            })
+            .filter(|(_, health)| *health >= VISIBLE_WEAR)
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((mode_idx, _)) = worn
+            && let Some(episode) = self.episodes[mode_idx]
+                .iter_mut()
+                .find(|e| e.onset <= at && at < e.failure_at)
+        {
+            episode.repaired_at = at;
+            episode.prevented = true;
+            return VisitFinding::Prevented(modes[mode_idx].component);
+        }
+        VisitFinding::NothingFound
+    }
+
+    /// The device's failures due in `[from, to)` as the field left them.
+    pub fn truth(&self, from: i64, to: i64, records: &mut Vec<TruthRecord>) {
+        truth_of(self.device, &self.episodes, from, to, records);
+    }
+
+    pub fn device(&self) -> &Device {
+        self.device
+    }
 }
 
 impl DeviceStream<'_> {
@@ -421,12 +511,12 @@ impl Iterator for DeviceStream<'_> {
             // Yesterday's late cycles can run past midnight; keep it simple: windows of
             // the new day only.
         }
-        let health: Vec<f64> = device
+        let health: Vec<f64> = self
             .episodes
             .iter()
             .map(|eps| crate::degradation::health_at(eps, t))
             .collect();
-        let broken: Vec<bool> = device
+        let broken: Vec<bool> = self
             .episodes
             .iter()
             .map(|eps| eps.iter().any(|e| e.is_broken(t)))
@@ -597,9 +687,9 @@ impl Iterator for DeviceStream<'_> {
                     message: mode.warning_message.to_string(),
                 });
             }
-            let failures_so_far = device.episodes[mode_idx]
+            let failures_so_far = self.episodes[mode_idx]
                 .iter()
-                .filter(|e| e.failure_at <= t)
+                .filter(|e| e.failed_by(t))
                 .count();
             if failures_so_far > self.failures_announced[mode_idx] {
                 self.failures_announced[mode_idx] = failures_so_far;
@@ -671,6 +761,98 @@ mod tests {
             nuisance_scale: 1.0,
             failure_scale: 1.0,
         }
+    }
+
+    /// A visit while a component wears out replaces it: its failure never comes (no
+    /// critical event, no broken-device effects), the truth marks it prevented, and the
+    /// samples before the visit are unchanged. A visit to a healthy component finds
+    /// nothing and changes nothing; a visit to a broken one repairs it at once.
+    #[test]
+    fn a_visit_before_the_failure_prevents_it_and_the_truth_says_so() {
+        let mut config = config(7, 300, 60);
+        config.artefacts = Artefacts::none();
+        let fleet = Fleet::build(config.clone());
+        let (device_idx, mode_idx, episode) = fleet
+            .devices
+            .iter()
+            .flat_map(|d| {
+                d.episodes
+                    .iter()
+                    .enumerate()
+                    .flat_map(move |(m, eps)| eps.iter().map(move |e| (d.index, m, *e)))
+            })
+            .find(|(_, _, e)| {
+                !e.sudden
+                    && e.onset > config.start + DAY_MICROS
+                    && e.failure_at < config.end - 5 * DAY_MICROS
+                    && e.failure_at - e.onset > 2 * DAY_MICROS
+            })
+            .expect("a fleet of 300 over 60 days has a slow failure inside the window");
+        let device = &fleet.devices[device_idx];
+        let component = device.kind.spec().modes[mode_idx].component;
+        // The visit comes late in the warning, when the wear shows.
+        let visit_at = episode.failure_at - (episode.failure_at - episode.onset) / 5;
+        let fails = |samples: &[Sample]| {
+            samples.iter().any(|s| {
+                s.events
+                    .iter()
+                    .any(|e| e.code == "FAIL" && e.message == format!("{component} failure"))
+                    && s.time >= episode.failure_at
+                    && s.time < episode.repaired_at
+            })
+        };
+        let untouched: Vec<Sample> = fleet.stream(device_idx).collect();
+        assert!(fails(&untouched), "without a visit the component fails");
+
+        let mut stream = fleet.stream(device_idx);
+        let mut visited = Vec::new();
+        for sample in stream.by_ref() {
+            let t = sample.time;
+            visited.push(sample);
+            if t + config.interval > visit_at {
+                break;
+            }
+        }
+        assert_eq!(
+            visited[..],
+            untouched[..visited.len()],
+            "samples before the visit are the same"
+        );
+        assert_eq!(
+            stream.visit(visit_at, Some(component)),
+            VisitFinding::Prevented(component)
+        );
+        visited.extend(stream.by_ref());
+        assert!(!fails(&visited), "the prevented failure never comes");
+        let mut truth = Vec::new();
+        fleet
+            .stream(device_idx)
+            .truth(config.start, config.end, &mut truth);
+        assert!(truth.iter().all(|r| !r.prevented));
+        let mut stream = fleet.stream(device_idx);
+        stream.visit(visit_at, Some(component));
+        let mut truth = Vec::new();
+        stream.truth(config.start, config.start + DAY_MICROS, &mut truth);
+        let prevented: Vec<_> = truth.iter().filter(|r| r.prevented).collect();
+        assert_eq!(
+            prevented.len(),
+            1,
+            "known as prevented before its time: {truth:?}"
+        );
+        assert_eq!(prevented[0].component, component);
+        assert_eq!(prevented[0].failure_at, micros(episode.failure_at));
+
+        // Before any wear, nothing is found; a broken component is repaired on the spot.
+        let mut stream = fleet.stream(device_idx);
+        assert_eq!(
+            stream.visit(episode.onset - DAY_MICROS, Some(component)),
+            VisitFinding::NothingFound
+        );
+        let broken_at = episode.failure_at + (episode.repaired_at - episode.failure_at) / 2;
+        assert_eq!(
+            stream.visit(broken_at, Some(component)),
+            VisitFinding::Repaired(component)
+        );
     }
 
     /// `failure_scale` multiplies the failures a fleet has (the onset rate), and 1 is the

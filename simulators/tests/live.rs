@@ -5,46 +5,15 @@
 use std::time::Duration;
 
 use forewarn::embedded::mosquitto::Mosquitto;
-use forewarn::embedded::postgres::{ClusterOptions, PrivateCluster};
 use forewarn::ingest::{IngestDeps, IngestSettings};
 use forewarn::observability::Metrics;
 use forewarn::shutdown::Shutdown;
-use forewarn::store::Store;
 use forewarn_sim::degradation::DAY_MICROS;
 use forewarn_sim::live::{LiveOptions, run_live};
 use forewarn_sim::sim::{Artefacts, Fleet, SimConfig, TruthRecord};
 
-async fn test_store() -> (Store, String) {
-    let admin_url = match std::env::var("DATABASE_URL") {
-        Ok(url) => url,
-        Err(_) => tokio::task::spawn_blocking(|| {
-            let options = ClusterOptions {
-                data_dir: std::env::temp_dir().join("forewarn-test-pg"),
-                port: None,
-                durable: false,
-            };
-            PrivateCluster::start(&options)
-                .expect("private PostgreSQL")
-                .url("postgres")
-        })
-        .await
-        .unwrap(),
-    };
-    let name = format!("fw_sim_live_{}", std::process::id());
-    forewarn::store::drop_database(&admin_url, &name)
-        .await
-        .unwrap();
-    forewarn::store::create_database(&admin_url, &name)
-        .await
-        .unwrap();
-    let url = forewarn::store::url_with_database(&admin_url, &name).unwrap();
-    let config = forewarn::config::Config::default();
-    let mut store = Store::connect(&url, &config.database, &config.storage)
-        .await
-        .unwrap();
-    store.migrate(&config.storage).await.unwrap();
-    (store, url)
-}
+mod common;
+use common::test_store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_fleet_arrives_whole_and_truth_matches() {
@@ -103,6 +72,8 @@ async fn live_fleet_arrives_whole_and_truth_matches() {
         topic_prefix: "devices".into(),
         speed: 3.0 * 86_400.0,
         connections: 2,
+        field: None,
+        truth: None,
     };
     let (_stop_sim, sim_shutdown) = Shutdown::new();
     let report = run_live(&fleet, &options, sim_shutdown).await.unwrap();

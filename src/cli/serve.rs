@@ -24,9 +24,22 @@ pub struct DemoArgs {
     /// Seed of the simulated fleet.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Stop after this long (e.g. `2m`); otherwise when the fleet has caught up with now.
+    /// Multiplies the fleet's failure rate (1: as documented in simulators/README.md), so
+    /// that a few hundred devices give something to watch within minutes.
+    #[arg(long, default_value_t = 3.0, value_parser = positive_scale)]
+    failure_scale: f64,
+    /// Stop after this long (e.g. `2m`); otherwise run until Ctrl-C (the fleet goes on in
+    /// real time once it has caught up with now).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+}
+
+/// A finite number > 0.
+fn positive_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(scale),
+        _ => Err(format!("{text:?} is not a finite number > 0")),
+    }
 }
 
 pub async fn run_ingest(config: Config) -> anyhow::Result<()> {
@@ -52,12 +65,23 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
 pub async fn run_demo(args: DemoArgs, mut config: Config) -> anyhow::Result<()> {
     // Customers' messages reach the log when no channel of theirs is set up (SMTP, SMS…).
     config.outreach.log_channel = true;
+    // The fleet's clock runs an hour a second: quiet hours on the wall clock would hold
+    // every message of a night-time demo until morning.
+    config.outreach.quiet_hours = false;
+    // Scores and dispatch passes often enough that the first tickets show within a minute
+    // of simulated days.
+    if config.predict.interval == forewarn::predict::config::PredictConfig::default().interval {
+        config.predict.interval = Some(Duration::from_secs(15));
+    }
+    let field = demo::prepare_field(&mut config).context("setting up the demo's field")?;
     let fleet = DemoFleet {
         devices: args.devices,
         speed: args.speed,
         sim_days: args.sim_days,
         seed: args.seed,
+        failure_scale: args.failure_scale,
         duration: args.duration,
+        field,
     };
     serve(config, StageKind::SERVE, Some(fleet)).await
 }
@@ -87,22 +111,42 @@ async fn serve(
     let metrics = forewarn.metrics.clone();
     let (trigger, shutdown) = Shutdown::new();
     let is_demo = demo_fleet.is_some();
-    let mut fleet_task = demo_fleet.map(|fleet| {
-        tracing::info!(
-            "demo: fleet publishing to {}; metrics at http://{http_addr}/metrics",
-            redact_url(&device_url)
+    let demo_duration = demo_fleet.as_ref().and_then(|fleet| fleet.duration);
+    let mut fleet_task = None;
+    if let Some(mut fleet) = demo_fleet {
+        if let Some(field) = &mut fleet.field {
+            field.api_key = demo::make_demo_key(&store, demo::FIELD_KEY, "integration").await?;
+        }
+        let console_key = demo::make_demo_key(&store, demo::CONSOLE_KEY, "dispatcher").await?;
+        println!(
+            "demo: console http://{http_addr}/ — sign in with the key {console_key}\n\
+             demo: metrics http://{http_addr}/metrics; fleet publishing to {}; customers' \
+             messages in the log{}; Ctrl-C stops",
+            redact_url(&device_url),
+            if fleet.field.is_some() {
+                " and on the simulated customers' phones"
+            } else {
+                ""
+            }
         );
-        tokio::spawn(fleet.run(device_url.clone(), database_url.clone(), shutdown.clone()))
-    });
+        tokio::spawn(demo::print_kpis(store.clone(), Duration::from_secs(5)));
+        fleet_task = Some(tokio::spawn(fleet.run(
+            device_url.clone(),
+            database_url.clone(),
+            shutdown.clone(),
+        )));
+    }
     let running = forewarn.run(&config, &mqtt_url, stages, shutdown);
     tokio::pin!(running);
+    // With --duration the demo stops once it has passed and ingest has taken in what the
+    // fleet published; otherwise it runs until a signal.
     let demo_done = async {
-        match &mut fleet_task {
-            Some(task) => {
+        match (&mut fleet_task, demo_duration) {
+            (Some(task), Some(_)) => {
                 let _ = task.await;
                 demo::wait_until_ingest_idle(&metrics).await;
             }
-            None => std::future::pending().await,
+            _ => std::future::pending().await,
         }
     };
     tokio::select! {

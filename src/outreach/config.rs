@@ -70,6 +70,10 @@ pub struct OutreachConfig {
     /// of the customer can: the demo's channel. Off in production, where a message no
     /// channel can carry is marked failed.
     pub log_channel: bool,
+    /// Hold routine messages through the customer's quiet hours (judged on the wall clock,
+    /// in the customer's zone). The demo turns it off: its customers live on an accelerated
+    /// clock, and a newcomer trying it at night would see nothing delivered.
+    pub quiet_hours: bool,
     /// Email over SMTP, a lettre URL: `smtp://host:25` (plain), `smtp://host:587?tls=required`
     /// (STARTTLS), `smtps://user:password@host:465`. Unset: no email channel.
     pub smtp_url: Option<Secret>,
@@ -112,6 +116,7 @@ impl Default for OutreachConfig {
             backoff_max: Duration::from_secs(3600),
             send_timeout: Duration::from_secs(20),
             log_channel: false,
+            quiet_hours: true,
             smtp_url: None,
             email_from: "forewarn <service@forewarn.invalid>".to_string(),
             sms_url: None,

@@ -315,6 +315,7 @@ impl Outreach {
             Tz::UTC
         });
         if !message.urgent
+            && self.config.quiet_hours
             && let Some(until) = deliver::quiet_until(
                 now,
                 zone,

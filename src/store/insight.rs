@@ -382,3 +382,44 @@ impl Store {
         })
     }
 }
+
+/// Running totals for the demo's `kpi:` line (all time, not a period).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Totals {
+    pub proactive: i64,
+    pub reactive: i64,
+    pub incidents: i64,
+    /// Tickets that have had a visit booked.
+    pub booked: i64,
+    /// Messages delivered to a customer.
+    pub messages: i64,
+    /// Proactive visits that found the predicted fault and replaced the part before the
+    /// device reported a failure (no critical event between opening and resolution).
+    pub prevented: i64,
+    /// Failures that happened: devices' critical events.
+    pub missed: i64,
+}
+
+impl Store {
+    /// The demo's running totals, in one statement.
+    pub async fn totals(&self) -> Result<Totals, StoreError> {
+        Ok(sqlx::query_as(
+            "select
+                 (select count(*) from tickets where kind = 'proactive') as proactive,
+                 (select count(*) from tickets where kind = 'reactive') as reactive,
+                 (select count(*) from incidents) as incidents,
+                 (select count(distinct ticket_id) from bookings) as booked,
+                 (select count(*) from outreach where status = 'sent') as messages,
+                 (select count(*) from tickets t where kind = 'proactive'
+                    and outcome = 'fault_confirmed'
+                    and not exists (select 1 from device_events e
+                                    where e.device_id = t.device_id
+                                      and e.severity = 'critical'
+                                      and e.time >= t.opened_at
+                                      and e.time <= t.resolved_at)) as prevented,
+                 (select count(*) from device_events where severity = 'critical') as missed",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}

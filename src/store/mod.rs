@@ -75,7 +75,7 @@ pub use dispatch::{
 };
 pub use history::ComponentRecord;
 pub use insight::{
-    DeadLetterItem, Kpis, ModelCard, ModelItem, PromotionItem, ReasonCount, TicketCounts,
+    DeadLetterItem, Kpis, ModelCard, ModelItem, PromotionItem, ReasonCount, TicketCounts, Totals,
 };
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use lifecycle::{Message, MessageType, NOT_COMPONENTS, Outcome, Transition, Transitioned};

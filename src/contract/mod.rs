@@ -147,4 +147,6 @@ pub fn micros_to_datetime(time: EpochMicros) -> Option<DateTime<Utc>> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

@@ -5,6 +5,10 @@ use serde_json::Value;
 
 use super::{EpochMicros, RejectReason, Rejection, ValidationLimits, format_timestamp};
 
+/// The last microsecond of year 9999 (9999-12-31T23:59:59.999999Z): timestamps run from
+/// epoch 0 to there, what RFC 3339 can say, and well inside PostgreSQL's range.
+pub(super) const LATEST_TIMESTAMP: EpochMicros = 253_402_300_799_999_999;
+
 pub(super) fn check_size(payload: &[u8], limits: &ValidationLimits) -> Result<(), Rejection> {
     if payload.len() > limits.max_payload_bytes {
         return Err(Rejection::new(
@@ -50,8 +54,7 @@ pub(super) fn parse_timestamp(
         }
         Some(_) => return Err(bad("`ts` must be a string or an integer".into())),
     };
-    // Epoch 0 to year 9999: what RFC 3339 can say, and well inside PostgreSQL's range.
-    if !(0..=253_402_300_799_000_000).contains(&time) {
+    if !(0..=LATEST_TIMESTAMP).contains(&time) {
         return Err(bad(format!(
             "`ts` {time} µs is outside 1970-01-01..9999-12-31"
         )));

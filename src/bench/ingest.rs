@@ -46,6 +46,11 @@ pub struct IngestBench {
     /// MQTT versions to compare, with the configuration's session count; the
     /// configuration's own `mqtt.protocol` is always measured.
     pub protocols: Vec<MqttProtocol>,
+    /// Replica counts to compare with one (always measured): each replica an ingest of its
+    /// own — client id, connection pool, the configuration's sessions — all in one
+    /// shared-subscription group, as separate `forewarn ingest` processes would be (here in
+    /// one process, so they share its runtime's threads).
+    pub replicas: Vec<usize>,
     /// The load shapes to measure.
     pub loads: Vec<LoadShape>,
     pub publisher_connections: usize,
@@ -73,6 +78,7 @@ pub enum LoadShape {
 pub struct IngestRun {
     pub shape: LoadShape,
     pub window: Option<u16>,
+    pub replicas: usize,
     pub sessions: usize,
     pub protocol: MqttProtocol,
     pub readings: u64,
@@ -93,13 +99,21 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
 
     let shapes = &bench.loads;
     let default_sessions = config.ingest.session_count();
-    let default_configuration = (default_sessions, config.mqtt.protocol);
+    // (replicas, sessions per replica, MQTT version)
+    let default_configuration = (1, default_sessions, config.mqtt.protocol);
     let mut configurations = vec![default_configuration];
     let others = bench
         .sessions
         .iter()
-        .map(|&sessions| (sessions, config.mqtt.protocol))
-        .chain(bench.protocols.iter().map(|&p| (default_sessions, p)));
+        .map(|&sessions| (1, sessions, config.mqtt.protocol))
+        .chain(bench.protocols.iter().map(|&p| (1, default_sessions, p)))
+        .chain(
+            bench
+                .replicas
+                .iter()
+                .filter(|&&replicas| replicas > 0)
+                .map(|&replicas| (replicas, default_sessions, config.mqtt.protocol)),
+        );
     for configuration in others {
         if !configurations.contains(&configuration) {
             configurations.push(configuration);
@@ -115,7 +129,7 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
             for repeat_idx in 0..bench.repeat {
                 // Configurations alternate within a repeat, so that a noisy neighbour
                 // disturbs all of them alike.
-                for &(sessions, protocol) in &configurations {
+                for &(replicas, sessions, protocol) in &configurations {
                     let mosquitto = match window {
                         Some(window) => Some(Mosquitto::start(window)?),
                         None => None,
@@ -127,21 +141,26 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
                         .unwrap_or_default();
                     crate::store::drop_database(&admin_url, database).await?;
                     crate::store::create_database(&admin_url, database).await?;
-                    let store = crate::app::open_store(config, &bench_url).await?;
+                    // A pool per replica, as each process would have its own.
+                    let mut stores = Vec::new();
+                    for _ in 0..replicas {
+                        stores.push(crate::app::open_store(config, &bench_url).await?);
+                    }
                     let run = run_once(
                         config,
                         bench,
-                        &store,
+                        &stores,
                         &mqtt_url,
                         window,
                         shape,
-                        (sessions, protocol),
+                        (replicas, sessions, protocol),
                     )
                     .await?;
                     eprintln!(
-                        "window {:>5} {:<9} sessions {:>2} {:<6} run {}: {:>9.0} readings/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>6.1} MiB",
+                        "window {:>5} {:<9} replicas {} sessions {:>2} {:<6} run {}: {:>9.0} readings/s  p50 {:>7.1} ms  p99 {:>7.1} ms  peak RSS {:>6.1} MiB",
                         window_label(window),
                         format!("{shape:?}").to_lowercase(),
+                        replicas,
                         sessions,
                         protocol_label(protocol),
                         repeat_idx + 1,
@@ -151,7 +170,9 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
                         run.peak_rss_mib
                     );
                     runs.push(run);
-                    store.close().await;
+                    for store in stores {
+                        store.close().await;
+                    }
                 }
             }
         }
@@ -188,7 +209,7 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
         "{:<8} {:<10} {:<20} {:>12} {:>9} {:>9} {:>9} {:>13} {:>8} {:>8}",
         "window",
         "load",
-        "sessions, MQTT",
+        "[replicas ×] sessions",
         "readings/s",
         "p50 ms",
         "p99 ms",
@@ -202,13 +223,14 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
         runs.iter().map(|r| (r.window, r.shape)).collect();
     groups.dedup();
     for (window, shape) in groups {
-        let of = |r: &IngestRun, (sessions, protocol): (usize, MqttProtocol)| {
+        let of = |r: &IngestRun, (replicas, sessions, protocol): (usize, usize, MqttProtocol)| {
             r.window == window
                 && r.shape == shape
+                && r.replicas == replicas
                 && r.sessions == sessions
                 && r.protocol == protocol
         };
-        let medians: Vec<((usize, MqttProtocol), f64)> = configurations
+        let medians: Vec<((usize, usize, MqttProtocol), f64)> = configurations
             .iter()
             .map(|&configuration| {
                 let mut rates: Vec<f64> = runs
@@ -221,16 +243,21 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
             .collect();
         let best = medians.iter().map(|m| m.1).fold(0.0, f64::max);
         for &(configuration, rate) in &medians {
-            let (sessions, protocol) = configuration;
+            let (replicas, sessions, protocol) = configuration;
             let group: Vec<&IngestRun> = runs.iter().filter(|r| of(r, configuration)).collect();
             let p50 = median(&mut group.iter().map(|r| r.p50_latency_ms).collect::<Vec<_>>());
             let p99 = median(&mut group.iter().map(|r| r.p99_latency_ms).collect::<Vec<_>>());
             let max = median(&mut group.iter().map(|r| r.max_latency_ms).collect::<Vec<_>>());
             let peak = group.iter().map(|r| r.peak_rss_mib).fold(0.0, f64::max);
+            let replicas_label = if replicas == 1 {
+                String::new()
+            } else {
+                format!("{replicas} replicas × ")
+            };
             let label = if configuration == default_configuration {
                 format!("{sessions}, {} default", protocol_label(protocol))
             } else {
-                format!("{sessions}, {}", protocol_label(protocol))
+                format!("{replicas_label}{sessions}, {}", protocol_label(protocol))
             };
             println!(
                 "{:<8} {:<10} {:<20} {:>12.0} {:>9.1} {:>9.1} {:>9.1} {:>13.1} {:>7.0}% {:>7.0}%",
@@ -246,7 +273,7 @@ pub async fn run_ingest(config: &Config, bench: &IngestBench) -> Result<(), Benc
                 100.0 * rate / best
             );
             summary.push(serde_json::json!({
-                "window": window, "load": shape, "sessions": sessions,
+                "window": window, "load": shape, "replicas": replicas, "sessions": sessions,
                 "protocol": protocol_label(protocol),
                 "default": configuration == default_configuration, "median_readings_per_sec": rate,
                 "median_p50_ms": p50, "median_p99_ms": p99, "peak_rss_mib": peak,
@@ -275,25 +302,39 @@ fn window_label(window: Option<u16>) -> String {
         .unwrap_or_else(|| "url".into())
 }
 
+/// One run: `stores` holds one store (its own pool) per replica.
 async fn run_once(
     config: &Config,
     bench: &IngestBench,
-    store: &Store,
+    stores: &[Store],
     mqtt_url: &str,
     window: Option<u16>,
     shape: LoadShape,
-    (sessions, protocol): (usize, MqttProtocol),
+    (replicas, sessions, protocol): (usize, usize, MqttProtocol),
 ) -> Result<IngestRun, BenchError> {
     let mut ingest_config = config.ingest.clone();
     ingest_config.sessions = sessions;
-    let mut mqtt = config.mqtt.clone();
-    mqtt.protocol = protocol;
-    mqtt.client_id = format!("forewarn-bench-{}", std::process::id());
-    let settings = IngestSettings {
-        mqtt_url: mqtt_url.to_string(),
-        mqtt,
-        ingest: ingest_config,
-    };
+    let client_id = format!("forewarn-bench-{}", std::process::id());
+    if replicas > 1 {
+        // Replicas split the stream as one shared-subscription group.
+        ingest_config.shared_group = Some(client_id.clone());
+    }
+    let settings: Vec<IngestSettings> = (0..replicas)
+        .map(|replica| {
+            let mut mqtt = config.mqtt.clone();
+            mqtt.protocol = protocol;
+            mqtt.client_id = if replicas == 1 {
+                client_id.clone()
+            } else {
+                format!("{client_id}-r{replica}")
+            };
+            IngestSettings {
+                mqtt_url: mqtt_url.to_string(),
+                mqtt,
+                ingest: ingest_config.clone(),
+            }
+        })
+        .collect();
     let n_messages = bench.readings.div_ceil(bench.metrics_per_message as u64);
     let spec = LoadSpec {
         devices: bench.devices,
@@ -309,24 +350,41 @@ async fn run_once(
     if shape == LoadShape::Backlog {
         // Create the persistent sessions, stop, and let the broker queue everything.
         let (stop, shutdown) = Shutdown::new();
-        let deps = IngestDeps::new(store.clone(), Metrics::new());
-        let ingest = tokio::spawn(crate::ingest::run(settings.clone(), deps, shutdown));
+        let mut ingests = Vec::new();
+        for (settings, store) in settings.iter().zip(stores) {
+            let deps = IngestDeps::new(store.clone(), Metrics::new());
+            ingests.push(tokio::spawn(crate::ingest::run(
+                settings.clone(),
+                deps,
+                shutdown.clone(),
+            )));
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         stop.trigger();
-        let _ = ingest.await;
+        for ingest in ingests {
+            let _ = ingest.await;
+        }
         let (_stop_load, load_shutdown) = Shutdown::new();
         published = Some(loadgen::publish(mqtt_url, &spec, load_shutdown).await?);
     }
 
     let (observer_tx, mut observer_rx) = mpsc::unbounded_channel::<CommitReport>();
-    let deps = IngestDeps {
-        commit_observer: Some(observer_tx),
-        ..IngestDeps::new(store.clone(), Metrics::new())
-    };
     reset_peak_rss();
     let (stop_ingest, ingest_shutdown) = Shutdown::new();
     let backlog_started = Instant::now();
-    let ingest = tokio::spawn(crate::ingest::run(settings, deps, ingest_shutdown));
+    let mut ingests = Vec::new();
+    for (settings, store) in settings.into_iter().zip(stores) {
+        let deps = IngestDeps {
+            commit_observer: Some(observer_tx.clone()),
+            ..IngestDeps::new(store.clone(), Metrics::new())
+        };
+        ingests.push(tokio::spawn(crate::ingest::run(
+            settings,
+            deps,
+            ingest_shutdown.clone(),
+        )));
+    }
+    drop(observer_tx);
     if shape != LoadShape::Backlog {
         // Let the sessions subscribe before publishing.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -386,9 +444,11 @@ async fn run_once(
         }
     }
     stop_ingest.trigger();
-    let _ = ingest.await;
+    for ingest in ingests {
+        let _ = ingest.await;
+    }
     let expected = expected.unwrap_or_default();
-    let stored = store.count_telemetry().await?;
+    let stored = stores[0].count_telemetry().await?;
     if stored != expected as i64 {
         return Err(BenchError::Mismatch {
             stored,
@@ -400,6 +460,7 @@ async fn run_once(
     Ok(IngestRun {
         shape,
         window,
+        replicas,
         sessions,
         protocol,
         readings: committed,

@@ -178,6 +178,11 @@ pub struct IngestArgs {
     /// each with the configuration's session count: `5`, `3.1.1`.
     #[arg(long, value_delimiter = ',', default_value = "3.1.1", value_parser = str::parse::<forewarn::config::MqttProtocol>)]
     protocols: Vec<forewarn::config::MqttProtocol>,
+    /// Replica counts to measure beside one (e.g. `2`): each replica an ingest of its own
+    /// (client id, connection pool, the configuration's sessions), all in one
+    /// shared-subscription group, run in this process.
+    #[arg(long, value_delimiter = ',')]
+    replicas: Vec<usize>,
     /// Loads to measure: `flood` (as fast as the broker takes them), `backlog` (the
     /// same queued while ingest is stopped, then ingest started), `sustained`
     /// (`--sustained-rate` for `--sustained-duration`).
@@ -426,6 +431,7 @@ async fn run_ingest(args: IngestArgs, config: &Config) -> anyhow::Result<()> {
         windows: args.windows,
         sessions: args.sessions,
         protocols: args.protocols,
+        replicas: args.replicas,
         loads: args.loads,
         publisher_connections: args.publisher_connections,
         repeat: args.repeat,

@@ -1,6 +1,8 @@
 //! A private Mosquitto process with forewarn's own configuration (a wide in-flight
 //! window, unbounded queues so that nothing is dropped while ingest holds acks), for
 //! benchmarks and durability tests that must not depend on the system broker's settings.
+//! With persistence on ([`Mosquitto::start_persistent`]) it can be restarted on the same
+//! port ([`Mosquitto::restart`]) keeping its sessions and the messages they hold.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -20,6 +22,7 @@ pub enum MosquittoError {
 #[derive(Debug)]
 pub struct Mosquitto {
     child: Child,
+    binary: PathBuf,
     port: u16,
     dir: PathBuf,
     tls: bool,
@@ -53,7 +56,20 @@ impl Mosquitto {
         max_inflight: u16,
         max_packet_bytes: usize,
     ) -> Result<Mosquitto, MosquittoError> {
-        Mosquitto::start_listener(max_inflight, max_packet_bytes, None)
+        Mosquitto::start_listener(max_inflight, max_packet_bytes, None, false)
+    }
+
+    /// Starts Mosquitto with persistence on (`persistence true`, in its own directory):
+    /// stopped with SIGTERM it writes its sessions — subscriptions, and the QoS 1 messages
+    /// queued or in flight for each — to disk, and reads them back when it starts again
+    /// ([`Mosquitto::restart`]).
+    pub fn start_persistent(max_inflight: u16) -> Result<Mosquitto, MosquittoError> {
+        Mosquitto::start_listener(
+            max_inflight,
+            crate::config::IngestConfig::default().max_packet_bytes,
+            None,
+            true,
+        )
     }
 
     /// Starts Mosquitto with a TLS listener only (`mqtts://`).
@@ -62,6 +78,7 @@ impl Mosquitto {
             1000,
             crate::config::IngestConfig::default().max_packet_bytes,
             Some(tls),
+            false,
         )
     }
 
@@ -69,6 +86,7 @@ impl Mosquitto {
         max_inflight: u16,
         max_packet_bytes: usize,
         tls: Option<&MosquittoTls>,
+        persistent: bool,
     ) -> Result<Mosquitto, MosquittoError> {
         let binary = [
             "/usr/sbin/mosquitto",
@@ -95,12 +113,23 @@ impl Mosquitto {
                 tls.require_certificate,
             ),
         };
+        // Started as root, Mosquitto drops to the user `mosquitto`, which could not write
+        // its persistence file into this directory: it stays the user that started it
+        // (`user` matters only when started as root).
+        let persistence_lines = if persistent {
+            format!(
+                "persistence true\npersistence_location {}/\nuser root\n",
+                dir.display()
+            )
+        } else {
+            "persistence false\n".to_string()
+        };
         std::fs::write(
             &config,
             format!(
                 "listener {port} 127.0.0.1\n{tls_lines}\
                  allow_anonymous true\n\
-                 persistence false\n\
+                 {persistence_lines}\
                  max_inflight_messages {max_inflight}\n\
                  max_queued_messages 0\n\
                  max_queued_bytes 0\n\
@@ -110,16 +139,10 @@ impl Mosquitto {
                  log_type warning\n"
             ),
         )?;
-        let log = std::fs::File::create(dir.join("mosquitto.log"))?;
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+        let child = spawn(&binary, &dir)?;
         let mosquitto = Mosquitto {
             child,
+            binary,
             port,
             dir,
             tls: tls.is_some(),
@@ -128,6 +151,23 @@ impl Mosquitto {
             return Err(MosquittoError::NotListening(port));
         }
         Ok(mosquitto)
+    }
+
+    /// Stops Mosquitto as an operator does (SIGTERM, then waits for it to exit: with
+    /// persistence on it saves its sessions first) and starts it again on the same port
+    /// with the same configuration. Its clients see their connections end and must
+    /// reconnect.
+    pub fn restart(&mut self) -> Result<(), MosquittoError> {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        self.child.wait()?;
+        self.child = spawn(&self.binary, &self.dir)?;
+        if !super::postgres::wait_for_port(self.port, Duration::from_secs(10)) {
+            return Err(MosquittoError::NotListening(self.port));
+        }
+        Ok(())
     }
 
     pub fn url(&self) -> String {
@@ -143,6 +183,22 @@ impl Mosquitto {
     pub fn port(&self) -> u16 {
         self.port
     }
+}
+
+/// Mosquitto on `dir`'s configuration, logging to `dir/mosquitto.log` (appended: a
+/// restart keeps what the previous run logged).
+fn spawn(binary: &std::path::Path, dir: &std::path::Path) -> Result<Child, MosquittoError> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("mosquitto.log"))?;
+    Ok(Command::new(binary)
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
 }
 
 impl Drop for Mosquitto {

@@ -76,13 +76,13 @@ async fn device(pool: &PgPool, kind: &str, model: &str, customer: i64, at: (f64,
     .unwrap()
 }
 
-struct Tech<'a> {
-    name: &'a str,
-    skills: &'a [&'a str],
-    home: (f64, f64),
-    range_km: f64,
-    timezone: &'a str,
-    days: &'a [i16],
+pub(crate) struct Tech<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) skills: &'a [&'a str],
+    pub(crate) home: (f64, f64),
+    pub(crate) range_km: f64,
+    pub(crate) timezone: &'a str,
+    pub(crate) days: &'a [i16],
 }
 
 impl Default for Tech<'_> {
@@ -98,7 +98,7 @@ impl Default for Tech<'_> {
     }
 }
 
-async fn technician(pool: &PgPool, tech: Tech<'_>) -> i32 {
+pub(crate) async fn technician(pool: &PgPool, tech: Tech<'_>) -> i32 {
     let skills: Vec<String> = tech.skills.iter().map(|s| s.to_string()).collect();
     sqlx::query_scalar(
         "insert into technicians (external_id, name, skills, home_latitude, home_longitude,
@@ -118,11 +118,11 @@ async fn technician(pool: &PgPool, tech: Tech<'_>) -> i32 {
     .unwrap()
 }
 
-const WARSAW: (f64, f64) = (52.2297, 21.0122);
+pub(crate) const WARSAW: (f64, f64) = (52.2297, 21.0122);
 const KRAKOW: (f64, f64) = (50.0647, 19.9450);
 
 /// An active model of `mode` with threshold 0.5 whose card measured these lead times.
-async fn model(pool: &PgPool, mode: &str, horizon_hours: f64, leads: &[f64]) {
+pub(crate) async fn model(pool: &PgPool, mode: &str, horizon_hours: f64, leads: &[f64]) {
     sqlx::query(
         "insert into models (version, failure_mode, algorithm, horizon_hours, features,
                              metrics, threshold, artifact_path, data_from, data_to, active)

@@ -612,7 +612,7 @@ async fn shared_subscription_splits_the_stream() {
     second.stop().await;
 }
 
-fn metric_value(exposition: &str, name: &str) -> f64 {
+pub(crate) fn metric_value(exposition: &str, name: &str) -> f64 {
     exposition
         .lines()
         .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))

@@ -79,26 +79,28 @@ fn free_port() -> u16 {
 
 /// What the stand-in provider received, and how it answers.
 #[derive(Default)]
-struct ProviderState {
+pub(crate) struct ProviderState {
     /// Every request: (path, idempotency key, body), in order.
-    requests: Vec<(String, String, serde_json::Value)>,
-    bad_signatures: usize,
+    pub(crate) requests: Vec<(String, String, serde_json::Value)>,
+    pub(crate) bad_signatures: usize,
     /// Per path: answer this status to the first `n` requests, then 202.
     fail_first: HashMap<String, (usize, u16)>,
-    delay: Duration,
+    pub(crate) delay: Duration,
     /// Up to this much more per request (spread by the request's key), so that sends of a
     /// batch finish at different times.
-    jitter: Duration,
+    pub(crate) jitter: Duration,
 }
 
+/// A stand-in SMS/push/webhook provider on loopback: checks every signature, keeps every
+/// request with its idempotency key.
 #[derive(Clone)]
-struct Provider {
+pub(crate) struct Provider {
     addr: SocketAddr,
-    state: Arc<Mutex<ProviderState>>,
+    pub(crate) state: Arc<Mutex<ProviderState>>,
 }
 
 impl Provider {
-    async fn start() -> Provider {
+    pub(crate) async fn start() -> Provider {
         let state = Arc::new(Mutex::new(ProviderState::default()));
         let app = axum::Router::new()
             .route("/{channel}", axum::routing::post(provider_receive))
@@ -109,11 +111,11 @@ impl Provider {
         Provider { addr, state }
     }
 
-    fn url(&self, channel: &str) -> String {
+    pub(crate) fn url(&self, channel: &str) -> String {
         format!("http://{}/{channel}", self.addr)
     }
 
-    fn requests(&self, path: &str) -> Vec<(String, serde_json::Value)> {
+    pub(crate) fn requests(&self, path: &str) -> Vec<(String, serde_json::Value)> {
         let state = self.state.lock().unwrap();
         state
             .requests
@@ -181,7 +183,7 @@ async fn provider_receive(
     }
 }
 
-fn customer(id: &str, language: &str, channel: &str, zone: &str) -> CustomerRow {
+pub(crate) fn customer(id: &str, language: &str, channel: &str, zone: &str) -> CustomerRow {
     CustomerRow {
         external_id: id.into(),
         name: "Anna Nowak".into(),

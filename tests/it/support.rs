@@ -338,6 +338,17 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn connect(broker: &TestBroker) -> Publisher {
+        Publisher::open(broker, true).await
+    }
+
+    /// With a persistent session (clean session off): across a broker restart that keeps
+    /// sessions, the client republishes what the broker had not acknowledged (with a clean
+    /// session it drops it, as the broker forgot the session).
+    pub async fn connect_persistent(broker: &TestBroker) -> Publisher {
+        Publisher::open(broker, false).await
+    }
+
+    async fn open(broker: &TestBroker, clean_session: bool) -> Publisher {
         let url = url::Url::parse(&broker.device_url()).unwrap();
         let mut options = MqttOptions::new(
             unique("fw-pub-"),
@@ -349,7 +360,8 @@ impl Publisher {
         }
         options
             .set_max_packet_size(1 << 20, 1 << 20)
-            .set_inflight(500);
+            .set_inflight(500)
+            .set_clean_session(clean_session);
         let (client, mut event_loop) = AsyncClient::new(options, 1000);
         let (acked_tx, acked) = tokio::sync::watch::channel(0usize);
         let poller = tokio::spawn(async move {
@@ -387,6 +399,11 @@ impl Publisher {
             .await
             .unwrap();
         self.sent += 1;
+    }
+
+    /// Publishes the broker has acknowledged so far.
+    pub fn acked(&self) -> usize {
+        *self.acked.borrow()
     }
 
     /// Waits until the broker has acknowledged every publish.

@@ -14,6 +14,11 @@ use std::sync::Arc;
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
+/// Bytes of one segment of the embedded broker's in-memory log, per subscription filter.
+pub const EMBEDDED_SEGMENT_BYTES: usize = 16 * 1024 * 1024;
+/// Segments kept per filter: the oldest is dropped beyond it.
+pub const EMBEDDED_SEGMENTS: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("cannot pick a port for the embedded broker: {0}")]
@@ -172,8 +177,13 @@ pub async fn start(
         router: RouterConfig {
             max_connections: 10_010,
             max_outgoing_packet_count: 1000,
-            max_segment_size: 100 * 1024 * 1024,
-            max_segment_count: 10,
+            // rumqttd keeps what is published in an in-memory log per subscription filter
+            // (devices/+/telemetry, …/events, …/status), dropping its oldest segment when
+            // a filter holds more than `max_segment_count`: 16 MiB × 4 bounds the broker at
+            // 64 MiB per filter — a backlog of about 200,000 demo messages each — instead of
+            // 1 GiB per filter, which the demo's RSS climbed towards at 30 MB a minute.
+            max_segment_size: EMBEDDED_SEGMENT_BYTES,
+            max_segment_count: EMBEDDED_SEGMENTS,
             ..RouterConfig::default()
         },
         v4: Some(HashMap::from([("embedded".to_string(), server)])),

@@ -28,6 +28,10 @@ pub struct DemoArgs {
     /// that a few hundred devices give something to watch within minutes.
     #[arg(long, default_value_t = 3.0, value_parser = positive_scale)]
     failure_scale: f64,
+    /// Leave the loop open: no simulated technician turns up and no customer answers
+    /// (bookings stay booked; messages go to the log).
+    #[arg(long)]
+    no_field: bool,
     /// Stop after this long (e.g. `2m`); otherwise run until Ctrl-C (the fleet goes on in
     /// real time once it has caught up with now).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -73,7 +77,11 @@ pub async fn run_demo(args: DemoArgs, mut config: Config) -> anyhow::Result<()> 
     if config.predict.interval == forewarn::predict::config::PredictConfig::default().interval {
         config.predict.interval = Some(Duration::from_secs(15));
     }
-    let field = demo::prepare_field(&mut config).context("setting up the demo's field")?;
+    let field = if args.no_field {
+        None
+    } else {
+        demo::prepare_field(&mut config).context("setting up the demo's field")?
+    };
     let fleet = DemoFleet {
         devices: args.devices,
         speed: args.speed,

@@ -10,10 +10,10 @@
 use std::time::{Duration, Instant};
 
 use forewarn::app::{App, StageKind};
+use forewarn::demo::make_demo_key;
 use forewarn::embedded::mosquitto::Mosquitto;
 use forewarn::outreach::Secret;
 use forewarn::shutdown::Shutdown;
-use forewarn::store::NewApiKey;
 use forewarn_sim::degradation::DAY_MICROS;
 use forewarn_sim::field::{CustomerHabits, Field, FieldOptions};
 use forewarn_sim::live::{LiveOptions, run_live};
@@ -26,22 +26,6 @@ fn free_port() -> std::net::SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
-}
-
-async fn key(store: &forewarn::store::Store, name: &str, role: &str) -> String {
-    let key = forewarn::api::auth::new_key().unwrap();
-    store
-        .create_api_key(&NewApiKey {
-            name,
-            role,
-            technician_id: None,
-            prefix: &key.prefix,
-            hash: &key.hash,
-            created_by: "test",
-        })
-        .await
-        .unwrap();
-    key.key
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,10 +108,14 @@ async fn a_visit_booked_before_the_failure_prevents_it_and_the_customer_answers(
         })
     };
     let api_url = format!("http://{http}");
-    let dispatcher = key(&store, "test-desk", "dispatcher").await;
+    let dispatcher = make_demo_key(&store, "test-desk", "dispatcher")
+        .await
+        .unwrap();
     let field = Field::new(FieldOptions {
         api_url: api_url.clone(),
-        api_key: key(&store, "test-field", "integration").await,
+        api_key: make_demo_key(&store, "test-field", "integration")
+            .await
+            .unwrap(),
         inbound_secret: Some(inbound_secret),
         gateway: Some(gateway),
         seed: 1,

@@ -123,7 +123,8 @@ pub struct Field {
     http: reqwest::Client,
     booked: Arc<Mutex<BTreeMap<i64, BookedVisit>>>,
     visited: Arc<Mutex<HashSet<i64>>>,
-    answered: Arc<Mutex<HashSet<String>>>,
+    /// Ids of the messages received (a provider's retry delivers once).
+    received: Arc<Mutex<HashSet<String>>>,
     report: Arc<Mutex<FieldReport>>,
 }
 
@@ -150,7 +151,7 @@ impl Field {
             http,
             booked: Arc::default(),
             visited: Arc::default(),
-            answered: Arc::default(),
+            received: Arc::default(),
             report: Arc::default(),
         })
     }
@@ -416,9 +417,9 @@ async fn receive(
 ) -> StatusCode {
     // A provider retrying the same message (same id) delivers it once.
     if !field
-        .answered
+        .received
         .lock()
-        .expect("answered")
+        .expect("received")
         .insert(message.id.clone())
     {
         return StatusCode::OK;

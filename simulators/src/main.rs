@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use forewarn::config::positive_scale;
 use forewarn::loadgen::{LoadSpec, publish};
 use forewarn::shutdown::{Shutdown, os_signal};
 use forewarn_sim::degradation::DAY_MICROS;
@@ -54,14 +55,6 @@ fn non_negative_scale(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(scale) if scale.is_finite() && scale >= 0.0 => Ok(scale),
         _ => Err(format!("{text:?} is not a finite number ≥ 0")),
-    }
-}
-
-/// A finite scale > 0.
-fn positive_scale(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(scale),
-        _ => Err(format!("{text:?} is not a finite number > 0")),
     }
 }
 

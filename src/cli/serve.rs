@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use forewarn::app::{self, App, StageKind};
-use forewarn::config::{Config, redact_url};
+use forewarn::config::{Config, positive_scale, redact_url};
 use forewarn::demo::{self, DemoFleet};
 use forewarn::shutdown::{self, Shutdown};
 
@@ -36,14 +36,6 @@ pub struct DemoArgs {
     /// real time once it has caught up with now).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-}
-
-/// A finite number > 0.
-fn positive_scale(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(scale),
-        _ => Err(format!("{text:?} is not a finite number > 0")),
-    }
 }
 
 pub async fn run_ingest(config: Config) -> anyhow::Result<()> {

@@ -290,6 +290,15 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 /// A URL fit for logs and the terminal: the password of its user part and a `password`
 /// query parameter (which sqlx and libpq also read) become `***`. Text that does not parse
 /// as a URL keeps its scheme and host, and everything between `://` and the last `@` (where
+/// A command-line scale: a finite number > 0 (clap's `value_parser`, for `forewarn demo`'s
+/// and `forewarn-sim`'s `--failure-scale`).
+pub fn positive_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(scale),
+        _ => Err(format!("{text:?} is not a finite number > 0")),
+    }
+}
+
 /// credentials would be) becomes `***`: a malformed `DATABASE_URL` must not leak either.
 pub fn redact_url(url: &str) -> String {
     const HIDDEN: &str = "***";

@@ -235,6 +235,25 @@ impl Field {
         wait_for_count(pool, "select count(*) from device_events", 36).await;
         self.scores(store, pool, false).await;
     }
+
+    /// The late scores and the rest of the stream, then, once the field has settled, the
+    /// results checked: what was observed, and how many keys came again.
+    async fn last_phase_checked(
+        &self,
+        device: &mut Publisher,
+        store: &Store,
+        pool: &PgPool,
+        provider: &Provider,
+    ) -> (Observed, usize) {
+        self.scores(store, pool, true).await;
+        self.publish(device, 91..=MINUTES - 1, None).await;
+        device.flush().await;
+        wait_for_the_field(pool).await;
+        let observed = observe(pool).await;
+        assert_field_results(&observed);
+        let resent = assert_delivered_once_per_key(pool, provider).await;
+        (observed, resent)
+    }
 }
 
 /// ingest, dispatch and outreach of one forewarn in this process, composed by `App` as
@@ -585,13 +604,9 @@ async fn postgres_stopped_30_s_mid_stream_loses_and_doubles_no_reading_ticket_or
         .await
         .unwrap();
     let outage = outage.elapsed();
-    field.scores(&db.store, &pool, true).await;
-    field.publish(&mut device, 91..=MINUTES - 1, None).await;
-    device.flush().await;
-    wait_for_the_field(&pool).await;
-    let observed = observe(&pool).await;
-    assert_field_results(&observed);
-    let resent = assert_delivered_once_per_key(&pool, &provider).await;
+    let (_, resent) = field
+        .last_phase_checked(&mut device, &db.store, &pool, &provider)
+        .await;
     replica.stop().await;
     eprintln!(
         "database down {outage:?} after {sent_at_stop} sends; {resent} keys re-sent after it; test {:?}",
@@ -632,13 +647,9 @@ async fn two_replicas_of_every_stage_give_the_results_of_one() {
         field.first_phase(&mut device, &db.store, &pool).await;
         field.publish(&mut device, 13..=90, None).await;
         device.flush().await;
-        field.scores(&db.store, &pool, true).await;
-        field.publish(&mut device, 91..=MINUTES - 1, None).await;
-        device.flush().await;
-        wait_for_the_field(&pool).await;
-        let observed = observe(&pool).await;
-        assert_field_results(&observed);
-        let resent = assert_delivered_once_per_key(&pool, &provider).await;
+        let (observed, resent) = field
+            .last_phase_checked(&mut device, &db.store, &pool, &provider)
+            .await;
         // Who did what: (readings stored, visits booked, messages sent) per replica.
         let work: Vec<(f64, f64, f64)> = running
             .iter()

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use crate::dispatch::{Tech, WARSAW, model, technician};
 use crate::faults::a_past_monday;
 use crate::ingest::metric_value;
-use crate::outreach::{Provider, SECRET, customer};
+use crate::outreach::{Provider, customer, stage_process};
 use crate::support::*;
 
 const MODES: [&str; 4] = [
@@ -186,21 +186,11 @@ async fn dispatchers_and_outreach_workers_killed_60_times_double_and_lose_nothin
     )
     .unwrap();
     let spawn = |stage: &str| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_forewarn"));
-        command
-            .arg(stage)
-            .env("DATABASE_URL", &db.url)
+        stage_process(stage, &db.url, &provider)
             .env("FOREWARN_CONFIG", &config)
-            .env("FOREWARN_HTTP_ADDR", "127.0.0.1:0")
-            .env("FOREWARN_OUTREACH__SMS_URL", provider.url("sms"))
-            .env("FOREWARN_OUTREACH__SIGNING_SECRET", SECRET)
-            .env("FOREWARN_OUTREACH__INTERVAL", "50ms")
-            .env("FOREWARN_OUTREACH__SEND_TIMEOUT", "1s")
-            .env("FOREWARN_OUTREACH__LEASE", "12s")
-            .env("FOREWARN_OUTREACH__BATCH", "20")
             .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::null());
-        command.spawn().unwrap()
+            .spawn()
+            .unwrap()
     };
     let seed: u64 = std::env::var("FAULTS_SEED")
         .ok()

@@ -277,6 +277,29 @@ pub(crate) fn config() -> OutreachConfig {
     }
 }
 
+/// `forewarn <stage>` from the release binary on `database_url`, its SMS going to
+/// `provider`: short intervals, a 1 s send timeout, a 12 s lease and batches of 20, so a
+/// kill lands mid-batch (the callers kill it again and again).
+pub(crate) fn stage_process(
+    stage: &str,
+    database_url: &str,
+    provider: &Provider,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_forewarn"));
+    command
+        .arg(stage)
+        .env("DATABASE_URL", database_url)
+        .env("FOREWARN_HTTP_ADDR", "127.0.0.1:0")
+        .env("FOREWARN_OUTREACH__SMS_URL", provider.url("sms"))
+        .env("FOREWARN_OUTREACH__SIGNING_SECRET", SECRET)
+        .env("FOREWARN_OUTREACH__INTERVAL", "50ms")
+        .env("FOREWARN_OUTREACH__SEND_TIMEOUT", "1s")
+        .env("FOREWARN_OUTREACH__LEASE", "12s")
+        .env("FOREWARN_OUTREACH__BATCH", "20")
+        .stdout(std::process::Stdio::null());
+    command
+}
+
 /// Runs batches until nothing is pending or `timeout` passes.
 pub(crate) async fn deliver_all(outreach: &Outreach, pool: &sqlx::PgPool, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -620,18 +643,8 @@ async fn a_worker_killed_between_send_and_commit_sends_every_message_once_under_
     let pool = db.query().await;
     one_proposal_per_customer(&pool).await;
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_forewarn"))
-            .arg("outreach")
-            .env("DATABASE_URL", &db.url)
-            .env("FOREWARN_HTTP_ADDR", "127.0.0.1:0")
-            .env("FOREWARN_OUTREACH__SMS_URL", provider.url("sms"))
-            .env("FOREWARN_OUTREACH__SIGNING_SECRET", SECRET)
-            .env("FOREWARN_OUTREACH__INTERVAL", "50ms")
-            .env("FOREWARN_OUTREACH__SEND_TIMEOUT", "1s")
-            .env("FOREWARN_OUTREACH__LEASE", "12s")
-            .env("FOREWARN_OUTREACH__BATCH", "20")
+        stage_process("outreach", &db.url, &provider)
             .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap()
     };

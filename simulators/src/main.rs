@@ -138,10 +138,15 @@ enum Command {
         #[arg(long, alias = "tickets")]
         flags: PathBuf,
         /// A flag counts for a failure at most this long before it. Default: each failure
-        /// mode's horizon from forewarn's configuration (`train.failure_modes`, else
-        /// `train.default_horizon`), as `forewarn evaluate` judges.
+        /// mode's horizon from the model (`--model`), else from forewarn's configuration
+        /// (`train.failure_modes`, else `train.default_horizon`), as `forewarn evaluate`
+        /// judges.
         #[arg(long, value_parser = humantime::parse_duration)]
         lookahead: Option<Duration>,
+        /// The model the flags came from (`models/<version>/model.json`): its modes'
+        /// horizons, learned or configured, judge them.
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// forewarn's configuration file for the horizons (default `forewarn.toml` when
         /// present, or `FOREWARN_CONFIG`; environment overrides apply).
         #[arg(long)]
@@ -319,6 +324,7 @@ async fn main() -> anyhow::Result<()> {
             truth,
             flags,
             lookahead,
+            model,
             config,
             from,
             to,
@@ -332,19 +338,27 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("--from ({from}) must be before --to ({to})");
             }
             let train = forewarn::config::Config::load(config.as_deref(), std::env::vars())?.train;
-            let horizons = match lookahead {
-                Some(_) => Default::default(),
-                None => train
-                    .failure_modes
-                    .iter()
-                    .map(|m| {
-                        Ok((
+            let mut horizons: std::collections::HashMap<(String, String), chrono::Duration> =
+                Default::default();
+            if lookahead.is_none() {
+                for m in &train.failure_modes {
+                    if let Some(horizon) = m.horizon {
+                        horizons.insert(
                             (m.kind.clone(), m.component.clone()),
-                            chrono::Duration::from_std(m.horizon)?,
-                        ))
-                    })
-                    .collect::<Result<_, chrono::OutOfRangeError>>()?,
-            };
+                            chrono::Duration::from_std(horizon)?,
+                        );
+                    }
+                }
+                if let Some(model) = &model {
+                    let artifact = forewarn::artifact::read_artifact(model)?;
+                    for m in artifact.modes {
+                        horizons.insert(
+                            (m.mode.kind.clone(), m.mode.component.clone()),
+                            chrono::Duration::seconds((m.mode.horizon_hours * 3600.0) as i64),
+                        );
+                    }
+                }
+            }
             let config = forewarn_sim::score::ScoreConfig {
                 horizons,
                 default_horizon: chrono::Duration::from_std(

@@ -29,9 +29,10 @@ pub struct TrainConfig {
     /// Rolling-origin folds over the tuning window: fold `k` is scored by a model trained
     /// on every example labelled before it starts. `0`: auto (3).
     pub tuning_folds: usize,
-    /// Failure modes found in `failures` but not listed below get the horizon their
-    /// history supports (how long before failure their signals separate from healthy
-    /// behaviour), `default_horizon` when it cannot tell. `false`: always `default_horizon`.
+    /// Failure modes whose horizon is `"auto"` (and those found in `failures` but not
+    /// listed below) get the horizon their history supports (how long before failure
+    /// their signals separate from healthy behaviour), `default_horizon` when it cannot
+    /// tell. `false`: `default_horizon` for them.
     pub learn_horizons: bool,
     /// The candidate classifiers every mode compares on its tuning window (at least one).
     /// The pooled one is tried for kinds with two modes or more; a one-mode kind whose list
@@ -49,10 +50,12 @@ pub struct TrainConfig {
     pub cost_false_alarm: f64,
     /// Cost of a breakdown nobody saw coming, for modes without their own.
     pub cost_missed_failure: f64,
-    /// Horizon of failure modes found in `failures` but not listed below.
+    /// Horizon of failure modes whose history cannot tell (or with `learn_horizons` off).
     #[serde(with = "humantime_serde")]
     pub default_horizon: Duration,
-    /// The failure modes and their horizons (defaults: the simulator fleet's).
+    /// Failure modes with their own horizon (or `"auto"`) and costs (defaults: the
+    /// simulator fleet's, with fixed horizons; a mode found in `failures` but not listed
+    /// is trained with a learned horizon).
     pub failure_modes: Vec<FailureModeConfig>,
 }
 
@@ -61,8 +64,10 @@ pub struct TrainConfig {
 pub struct FailureModeConfig {
     pub kind: String,
     pub component: String,
-    #[serde(with = "humantime_serde")]
-    pub horizon: Duration,
+    /// A flag is true when the component fails within this time after it; `"auto"` (also
+    /// when left out): learned from the history, as for modes not listed.
+    #[serde(default, with = "auto_duration")]
+    pub horizon: Option<Duration>,
     #[serde(default)]
     pub cost_false_alarm: Option<f64>,
     #[serde(default)]
@@ -74,7 +79,7 @@ impl Default for TrainConfig {
         let mode = |kind: &str, component: &str, hours: u64| FailureModeConfig {
             kind: kind.into(),
             component: component.into(),
-            horizon: Duration::from_secs(hours * 3600),
+            horizon: Some(Duration::from_secs(hours * 3600)),
             cost_false_alarm: None,
             cost_missed_failure: None,
         };
@@ -170,7 +175,9 @@ impl TrainConfig {
                 "\"\"",
                 "it must name a component",
             )?;
-            span_rule(&key("horizon"), mode.horizon)?;
+            if let Some(horizon) = mode.horizon {
+                span_rule(&key("horizon"), horizon)?;
+            }
             if let Some(cost) = mode.cost_false_alarm {
                 cost_rule(&key("cost_false_alarm"), cost)?;
             }

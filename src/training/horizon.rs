@@ -4,8 +4,9 @@
 //! Training rows are grouped by the time left until the component's next failure (lag
 //! buckets: 0–1 d, 1–2 d, 2–3 d, 3–5 d, 5–7 d, 7–10 d, 10–14 d). A bucket *separates* when
 //! some feature ranks its rows apart from healthy rows (no failure within 14 days) clearly
-//! better than the same statistic does for as many healthy rows (the
-//! chance level of the largest of ~100 AUCs on a small sample is far from 0.5). The
+//! better than the same statistic does for healthy rows drawn the same way — as many runs
+//! of consecutive rows of as many devices (the chance level of the largest of ~100 AUCs on
+//! a few devices' rows is far from 0.5: a unit's own baseline sets it apart). The
 //! horizon is the far edge of the run of separating buckets that starts at the failure,
 //! at least 2 days (a flag must be able to come 24 h ahead) and at most 14.
 
@@ -21,6 +22,8 @@ const MIN_HOURS: i64 = 48;
 const MARGIN: f64 = 0.08;
 const MAX_HEALTHY: usize = 3000;
 const MIN_FAILURES: usize = 3;
+/// Healthy samples drawn for the chance level of each bucket.
+const NULL_DRAWS: usize = 6;
 
 /// The learned horizon (hours) and why, or `None` when the history cannot tell (too few
 /// failures with rows before them).
@@ -67,6 +70,7 @@ pub fn learn(
     if healthy.len() < 50 {
         return None;
     }
+    let healthy_by_device = by_device(table, &healthy);
     // A deterministic thinning of healthy rows.
     if healthy.len() > MAX_HEALTHY {
         let step = healthy.len() as f64 / MAX_HEALTHY as f64;
@@ -101,14 +105,12 @@ pub fn learn(
             break;
         }
         let separation = best_auc(bucket);
-        // Chance level: the same statistic for healthy samples of the bucket's size.
-        let chance = (0..4)
-            .map(|k| {
-                let sample: Vec<usize> = (0..bucket.len())
-                    .map(|i| healthy[(i * 7919 + k * 104_729 + 13) % healthy.len()])
-                    .collect();
-                best_auc(&sample)
-            })
+        // Chance level: the same statistic for healthy rows drawn the way the bucket's
+        // rows are, as runs of consecutive rows of as many devices (rows of one device
+        // are alike: a few units' own baselines separate from the fleet by themselves).
+        let runs = runs_of(bucket, &bucket_failures[b]);
+        let chance = (0..NULL_DRAWS)
+            .map(|k| best_auc(&healthy_runs(&healthy_by_device, &runs, k)))
             .fold(0.0, f64::max);
         let separates = separation > chance + MARGIN;
         notes.push(format!(
@@ -137,6 +139,55 @@ pub fn learn(
             notes.join("; ")
         ),
     ))
+}
+
+/// `rows` grouped by device, each group in time order (rows arrive in table order).
+fn by_device(table: &FeatureTable, rows: &[usize]) -> Vec<Vec<usize>> {
+    let mut groups: HashMap<i32, Vec<usize>> = HashMap::new();
+    for &row in rows {
+        groups.entry(table.requests[row].0).or_default().push(row);
+    }
+    let mut groups: Vec<(i32, Vec<usize>)> = groups.into_iter().collect();
+    groups.sort_unstable_by_key(|(device, _)| *device);
+    groups
+        .into_iter()
+        .map(|(_, mut rows)| {
+            rows.sort_unstable_by_key(|&r| table.requests[r].1);
+            rows
+        })
+        .collect()
+}
+
+/// The lengths of the bucket's runs: its rows per failure.
+fn runs_of(bucket: &[usize], failures: &[(i32, i64)]) -> Vec<usize> {
+    let mut counts: HashMap<(i32, i64), usize> = HashMap::new();
+    for (_, failure) in bucket.iter().zip(failures) {
+        *counts.entry(*failure).or_default() += 1;
+    }
+    let mut runs: Vec<usize> = counts.into_values().collect();
+    runs.sort_unstable();
+    runs
+}
+
+/// Draw `k` of a healthy sample shaped like a bucket: for each run, that many consecutive
+/// rows of one healthy device (a different device per run while there are enough),
+/// chosen deterministically.
+fn healthy_runs(devices: &[Vec<usize>], runs: &[usize], k: usize) -> Vec<usize> {
+    let mut sample = Vec::new();
+    if devices.is_empty() {
+        return sample;
+    }
+    for (j, &run) in runs.iter().enumerate() {
+        let pick = (j * 7919 + k * 104_729 + 13) % devices.len();
+        let rows = &devices[pick];
+        let start = if rows.len() > run {
+            (j * 31 + k * 977 + 5) % (rows.len() - run + 1)
+        } else {
+            0
+        };
+        sample.extend(rows.iter().skip(start).take(run));
+    }
+    sample
 }
 
 #[cfg(test)]
@@ -177,5 +228,53 @@ mod tests {
         let rows: Vec<usize> = (0..table.n_rows()).collect();
         let (hours, why) = learn(&table, &rows, &failures, i64::MAX).unwrap();
         assert_eq!(hours, 120.0, "{why}");
+    }
+
+    #[test]
+    fn a_few_units_own_baselines_do_not_stretch_the_horizon() {
+        // Twenty columns hold each unit's own constant (as a unit's baseline does) and one
+        // rises over the last 2 days before a failure. Four of forty devices fail: their
+        // rows are only four units, which some column always ranks apart from the fleet.
+        // A chance level from scattered healthy rows called that separation and stretched
+        // the horizon to 14 days; runs of four healthy units do the same, so it is 2 days.
+        let unit = |device: i32, column: usize| -> f64 {
+            let x = (device as u64 + 1) * 2_654_435_761 + column as u64 * 40_503;
+            ((x ^ (x >> 13)) % 1000) as f64 / 1000.0
+        };
+        let mut requests = Vec::new();
+        let mut values = Vec::new();
+        let mut failures = HashMap::new();
+        let end = 80 * DAY_MICROS;
+        for device in 0..40i32 {
+            let failure = (60 + device as i64 % 10) * DAY_MICROS;
+            let fails = device % 10 == 3;
+            if fails {
+                failures.insert(device, vec![failure]);
+            }
+            let last = if fails { failure - HOUR_MICROS } else { end };
+            let mut t = 0;
+            while t < last {
+                let noise = ((device as i64 * 31 + t / HOUR_MICROS * 17) % 100) as f64 / 100.0;
+                let signal = if fails && failure - t < 2 * DAY_MICROS {
+                    3.0
+                } else {
+                    0.0
+                };
+                requests.push((device, t));
+                values.push(noise + signal);
+                values.extend((0..20).map(|c| unit(device, c)));
+                t += 4 * HOUR_MICROS;
+            }
+        }
+        let mut names = vec!["signal".to_string()];
+        names.extend((0..20).map(|c| format!("unit_{c}")));
+        let table = FeatureTable {
+            names,
+            requests,
+            values,
+        };
+        let rows: Vec<usize> = (0..table.n_rows()).collect();
+        let (hours, why) = learn(&table, &rows, &failures, i64::MAX).unwrap();
+        assert_eq!(hours, 48.0, "{why}");
     }
 }

@@ -74,34 +74,32 @@ pub enum TrainingError {
 }
 
 /// The failure modes to train: configured ones, plus any kind/component in `failures`
-/// that is not configured (with the default horizon, to be learnt from the data when
-/// `train.learn_horizons`: [`ModeToTrain::learn_horizon`]) — as seen before `until`.
+/// that is not configured — as seen before `until`. A mode without a configured horizon
+/// has the default one, to be learnt from the data when `train.learn_horizons`
+/// ([`ModeToTrain::learn_horizon`]).
 pub async fn failure_modes(
     store: &Store,
     config: &TrainConfig,
     until: DateTime<Utc>,
 ) -> Result<Vec<ModeToTrain>, TrainingError> {
-    let mut modes: Vec<FailureMode> = config
+    let seen = store.failure_modes_seen(until).await?;
+    let mut modes: Vec<ModeToTrain> = config
         .failure_modes
         .iter()
-        .map(|m| FailureMode {
-            kind: m.kind.clone(),
-            component: m.component.clone(),
-            horizon_hours: m.horizon.as_secs_f64() / 3600.0,
-            cost_false_alarm: m.cost_false_alarm.unwrap_or(config.cost_false_alarm),
-            cost_missed_failure: m.cost_missed_failure.unwrap_or(config.cost_missed_failure),
+        .filter(|m| {
+            seen.iter()
+                .any(|(k, c, _)| *k == m.kind && *c == m.component)
         })
-        .collect();
-    let seen = store.failure_modes_seen(until).await?;
-    modes.retain(|m| {
-        seen.iter()
-            .any(|(k, c, _)| *k == m.kind && *c == m.component)
-    });
-    let mut modes: Vec<ModeToTrain> = modes
-        .into_iter()
-        .map(|mode| ModeToTrain {
-            mode,
-            learn_horizon: false,
+        .map(|m| ModeToTrain {
+            mode: FailureMode {
+                kind: m.kind.clone(),
+                component: m.component.clone(),
+                horizon_hours: m.horizon.unwrap_or(config.default_horizon).as_secs_f64() / 3600.0,
+                cost_false_alarm: m.cost_false_alarm.unwrap_or(config.cost_false_alarm),
+                cost_missed_failure: m.cost_missed_failure.unwrap_or(config.cost_missed_failure),
+            },
+            learn_horizon: m.horizon.is_none() && config.learn_horizons,
+            configured_horizon: m.horizon.is_some(),
         })
         .collect();
     for (kind, component, _) in seen {
@@ -118,6 +116,7 @@ pub async fn failure_modes(
                     cost_missed_failure: config.cost_missed_failure,
                 },
                 learn_horizon: config.learn_horizons,
+                configured_horizon: false,
             });
         }
     }
@@ -128,8 +127,10 @@ pub async fn failure_modes(
 #[derive(Debug, Clone)]
 pub struct ModeToTrain {
     pub mode: FailureMode,
-    /// Not configured: its horizon comes from its history when that can tell.
+    /// No horizon configured: it comes from its history when that can tell.
     pub learn_horizon: bool,
+    /// Its horizon is `train.failure_modes`' (else the default or a learned one).
+    pub configured_horizon: bool,
 }
 
 /// What `train` did, per mode.
@@ -243,8 +244,10 @@ pub async fn train(
                 let mut mode = to_train.mode.clone();
                 let source = if to_train.learn_horizon {
                     learn_horizon(&data, &table, &mut mode, &split)
-                } else {
+                } else if to_train.configured_horizon {
                     "configured (train.failure_modes)".to_string()
+                } else {
+                    "default (train.default_horizon; train.learn_horizons is off)".to_string()
                 };
                 modes.push((mode, source));
             }

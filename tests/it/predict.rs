@@ -314,7 +314,7 @@ async fn train_evaluate_score_and_swap_models() {
         failure_modes: vec![FailureModeConfig {
             kind: kind.clone(),
             component: "bearing".into(),
-            horizon: Duration::from_secs(72 * 3600),
+            horizon: Some(Duration::from_secs(72 * 3600)),
             cost_false_alarm: None,
             cost_missed_failure: None,
         }],
@@ -622,7 +622,7 @@ async fn training_is_repeatable() {
         failure_modes: vec![FailureModeConfig {
             kind: kind.clone(),
             component: "bearing".into(),
-            horizon: Duration::from_secs(72 * 3600),
+            horizon: Some(Duration::from_secs(72 * 3600)),
             cost_false_alarm: None,
             cost_missed_failure: None,
         }],

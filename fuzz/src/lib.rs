@@ -62,17 +62,7 @@ pub fn check_json_payload(data: &[u8]) {
         Err(rejection) => {
             check_rejection(
                 &rejection,
-                &[
-                    RejectReason::PayloadTooLarge,
-                    RejectReason::InvalidUtf8,
-                    RejectReason::InvalidJson,
-                    RejectReason::InvalidPayload,
-                    RejectReason::NonFiniteValue,
-                    RejectReason::InvalidMetricName,
-                    RejectReason::TimestampInFuture,
-                    RejectReason::TimestampTooOld,
-                    RejectReason::ValueOutOfRange,
-                ],
+                &RejectReason::TELEMETRY_PARSE,
             );
             let as_json = matches!(
                 rejection.reason,
@@ -89,14 +79,7 @@ pub fn check_json_payload(data: &[u8]) {
         }
         Err(rejection) => check_rejection(
             &rejection,
-            &[
-                RejectReason::PayloadTooLarge,
-                RejectReason::InvalidUtf8,
-                RejectReason::InvalidJson,
-                RejectReason::InvalidPayload,
-                RejectReason::TimestampInFuture,
-                RejectReason::TimestampTooOld,
-            ],
+            &RejectReason::EVENT_PARSE,
         ),
     }
     match parse_status(data, &limits) {
@@ -110,11 +93,7 @@ pub fn check_json_payload(data: &[u8]) {
         }
         Err(rejection) => check_rejection(
             &rejection,
-            &[
-                RejectReason::PayloadTooLarge,
-                RejectReason::InvalidUtf8,
-                RejectReason::InvalidPayload,
-            ],
+            &RejectReason::STATUS_PARSE,
         ),
     }
     let Ok(text) = std::str::from_utf8(data) else {

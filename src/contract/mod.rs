@@ -81,6 +81,37 @@ impl RejectReason {
         RejectReason::SparkplugNotBorn,
     ];
 
+    /// The reasons `parse_telemetry` may give (the property tests and the fuzzer hold it
+    /// to them).
+    pub const TELEMETRY_PARSE: [RejectReason; 9] = [
+        RejectReason::PayloadTooLarge,
+        RejectReason::InvalidUtf8,
+        RejectReason::InvalidJson,
+        RejectReason::InvalidPayload,
+        RejectReason::NonFiniteValue,
+        RejectReason::InvalidMetricName,
+        RejectReason::TimestampInFuture,
+        RejectReason::TimestampTooOld,
+        RejectReason::ValueOutOfRange,
+    ];
+
+    /// The reasons `parse_event` may give.
+    pub const EVENT_PARSE: [RejectReason; 6] = [
+        RejectReason::PayloadTooLarge,
+        RejectReason::InvalidUtf8,
+        RejectReason::InvalidJson,
+        RejectReason::InvalidPayload,
+        RejectReason::TimestampInFuture,
+        RejectReason::TimestampTooOld,
+    ];
+
+    /// The reasons `parse_status` may give.
+    pub const STATUS_PARSE: [RejectReason; 3] = [
+        RejectReason::PayloadTooLarge,
+        RejectReason::InvalidUtf8,
+        RejectReason::InvalidPayload,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::InvalidTopic => "invalid_topic",

@@ -108,7 +108,7 @@ pub fn learn(
         // Chance level: the same statistic for healthy rows drawn the way the bucket's
         // rows are, as runs of consecutive rows of as many devices (rows of one device
         // are alike: a few units' own baselines separate from the fleet by themselves).
-        let runs = runs_of(bucket, &bucket_failures[b]);
+        let runs = runs_of(&bucket_failures[b]);
         let chance = (0..NULL_DRAWS)
             .map(|k| best_auc(&healthy_runs(&healthy_by_device, &runs, k)))
             .fold(0.0, f64::max);
@@ -158,10 +158,10 @@ fn by_device(table: &FeatureTable, rows: &[usize]) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// The lengths of the bucket's runs: its rows per failure.
-fn runs_of(bucket: &[usize], failures: &[(i32, i64)]) -> Vec<usize> {
+/// The lengths of a bucket's runs: its rows per failure (`failures` holds each row's).
+fn runs_of(failures: &[(i32, i64)]) -> Vec<usize> {
     let mut counts: HashMap<(i32, i64), usize> = HashMap::new();
-    for (_, failure) in bucket.iter().zip(failures) {
+    for failure in failures {
         *counts.entry(*failure).or_default() += 1;
     }
     let mut runs: Vec<usize> = counts.into_values().collect();

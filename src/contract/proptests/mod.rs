@@ -64,36 +64,11 @@ fn check_rejection<T>(
     Ok(())
 }
 
-const TELEMETRY_REASONS: [RejectReason; 9] = [
-    RejectReason::PayloadTooLarge,
-    RejectReason::InvalidUtf8,
-    RejectReason::InvalidJson,
-    RejectReason::InvalidPayload,
-    RejectReason::NonFiniteValue,
-    RejectReason::InvalidMetricName,
-    RejectReason::TimestampInFuture,
-    RejectReason::TimestampTooOld,
-    RejectReason::ValueOutOfRange,
-];
-const EVENT_REASONS: [RejectReason; 6] = [
-    RejectReason::PayloadTooLarge,
-    RejectReason::InvalidUtf8,
-    RejectReason::InvalidJson,
-    RejectReason::InvalidPayload,
-    RejectReason::TimestampInFuture,
-    RejectReason::TimestampTooOld,
-];
-const STATUS_REASONS: [RejectReason; 3] = [
-    RejectReason::PayloadTooLarge,
-    RejectReason::InvalidUtf8,
-    RejectReason::InvalidPayload,
-];
-
 /// Every parser on one payload: an answer each, and every accepted message within the rules.
 fn check_every_parser(payload: &[u8]) -> Result<(), TestCaseError> {
     let limits = limits();
     let telemetry = parse_telemetry(payload, NOW, &limits);
-    check_rejection(&telemetry, &TELEMETRY_REASONS)?;
+    check_rejection(&telemetry, &RejectReason::TELEMETRY_PARSE)?;
     if let Ok(message) = &telemetry {
         prop_assert!(!message.readings.is_empty());
         for reading in &message.readings {
@@ -107,13 +82,13 @@ fn check_every_parser(payload: &[u8]) -> Result<(), TestCaseError> {
         prop_assert!(message.seq_range.is_none_or(|(low, high)| low <= high));
     }
     let event = parse_event(payload, NOW, &limits);
-    check_rejection(&event, &EVENT_REASONS)?;
+    check_rejection(&event, &RejectReason::EVENT_PARSE)?;
     if let Ok(event) = &event {
         prop_assert!(is_valid_event_code(&event.code) && is_valid_event_message(&event.message));
         prop_assert!((NOW - MAX_AGE..=NOW + SKEW).contains(&event.time));
     }
     let status = parse_status(payload, &limits);
-    check_rejection(&status, &STATUS_REASONS)?;
+    check_rejection(&status, &RejectReason::STATUS_PARSE)?;
     if let Ok(status) = status {
         let word = match status {
             DeviceStatus::Online => "online",

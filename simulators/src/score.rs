@@ -41,6 +41,16 @@ impl ScoreConfig {
             .unwrap_or(self.default_horizon)
     }
 
+    /// The horizon of a flag on a device the truth has no record of (a healthy one): the
+    /// one mode with that component, as `forewarn evaluate` knows the device's kind.
+    fn horizon_of_component(&self, component: &str) -> chrono::Duration {
+        let mut modes = self.horizons.iter().filter(|((_, c), _)| c == component);
+        match (modes.next(), modes.next()) {
+            (Some((_, horizon)), None) => *horizon,
+            _ => self.default_horizon,
+        }
+    }
+
     fn inside(&self, time: DateTime<Utc>) -> bool {
         self.from.is_none_or(|from| time >= from) && self.to.is_none_or(|to| time < to)
     }
@@ -58,6 +68,10 @@ pub struct Score {
     pub true_flags: usize,
     pub late_flags: usize,
     pub false_flags: usize,
+    /// Of the false flags, those raised on a component that was already degrading (past
+    /// its onset) and failed later than the horizon: a visit would have found a worn part,
+    /// but the flag did not say when. Still false: the headline precision counts them so.
+    pub false_flags_on_degrading_parts: usize,
     /// Flags whose horizon runs past the window's end: judged neither true nor false,
     /// whatever happened before the end (the same rule as `forewarn evaluate`).
     pub unjudged_flags: usize,
@@ -73,24 +87,26 @@ pub struct Score {
 }
 
 /// Scores `flags` against `truth`, overall and per component. A flag is matched to its
-/// device's kind through the truth file; a flag on a device the truth does not know is
-/// judged with the default horizon.
+/// device's kind through the truth file; a flag on a device the truth does not know (one
+/// that never failed) is judged with the horizon of the one mode of its component, else
+/// the default horizon.
 pub fn score(
     truth: &[TruthRecord],
     flags: &[Flag],
     config: &ScoreConfig,
 ) -> (Score, HashMap<String, Score>) {
-    let truth: Vec<TruthRecord> = truth
-        .iter()
-        .filter(|t| config.inside(t.failure_at))
-        .cloned()
-        .collect();
     let flags: Vec<Flag> = flags
         .iter()
         .filter(|f| config.inside(f.time))
         .cloned()
         .collect();
-    let overall = score_subset(&truth, &flags, config);
+    let whole = truth;
+    let truth: Vec<TruthRecord> = truth
+        .iter()
+        .filter(|t| config.inside(t.failure_at))
+        .cloned()
+        .collect();
+    let overall = score_subset(&truth, whole, &flags, config);
     let mut components: Vec<&str> = truth
         .iter()
         .map(|t| t.component.as_str())
@@ -111,13 +127,23 @@ pub fn score(
                 .filter(|f| f.component == component)
                 .cloned()
                 .collect();
-            (component.to_string(), score_subset(&truth, &flags, config))
+            (
+                component.to_string(),
+                score_subset(&truth, whole, &flags, config),
+            )
         })
         .collect();
     (overall, per_component)
 }
 
-fn score_subset(truth: &[TruthRecord], flags: &[Flag], config: &ScoreConfig) -> Score {
+/// `truth`: the failures judged (inside the window); `whole`: every record, for whether a
+/// falsely flagged component was degrading at the time (its failure may come after `to`).
+fn score_subset(
+    truth: &[TruthRecord],
+    whole: &[TruthRecord],
+    flags: &[Flag],
+    config: &ScoreConfig,
+) -> Score {
     let mut score = Score {
         failures: truth.len(),
         flags: flags.len(),
@@ -146,16 +172,15 @@ fn score_subset(truth: &[TruthRecord], flags: &[Flag], config: &ScoreConfig) -> 
             }
         }
     }
-    let kinds: HashMap<&str, &str> = truth
+    let kinds: HashMap<&str, &str> = whole
         .iter()
         .map(|t| (t.device.as_str(), t.kind.as_str()))
         .collect();
     for flag in flags {
-        let horizon = kinds
-            .get(flag.device.as_str())
-            .map_or(config.default_horizon, |kind| {
-                config.horizon(kind, &flag.component)
-            });
+        let horizon = kinds.get(flag.device.as_str()).map_or_else(
+            || config.horizon_of_component(&flag.component),
+            |kind| config.horizon(kind, &flag.component),
+        );
         if config.to.is_some_and(|to| flag.time + horizon > to) {
             score.unjudged_flags += 1;
             continue;
@@ -177,7 +202,18 @@ fn score_subset(truth: &[TruthRecord], flags: &[Flag], config: &ScoreConfig) -> 
         match (is_true, is_late) {
             (true, _) => score.true_flags += 1,
             (false, true) => score.late_flags += 1,
-            (false, false) => score.false_flags += 1,
+            (false, false) => {
+                score.false_flags += 1;
+                let degrading = whole.iter().any(|t| {
+                    t.device == flag.device
+                        && t.component == flag.component
+                        && t.onset <= flag.time
+                        && flag.time < t.failure_at
+                });
+                if degrading {
+                    score.false_flags_on_degrading_parts += 1;
+                }
+            }
         }
     }
     let share = |n: usize, of: usize| if of > 0 { n as f64 / of as f64 } else { 0.0 };
@@ -265,6 +301,7 @@ mod tests {
         assert_eq!(overall.true_flags, 2);
         assert_eq!(overall.false_flags, 1);
         assert_eq!(overall.late_flags, 1);
+        assert_eq!(overall.false_flags_on_degrading_parts, 0);
         assert!((overall.precision - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(overall.recall, 0.5);
         assert_eq!(
@@ -294,6 +331,28 @@ mod tests {
             overall.false_flags, 2,
             "the flag 100 h ahead is now false too"
         );
+        assert_eq!(
+            overall.false_flags_on_degrading_parts, 1,
+            "WM-1's bearing was degrading 100 h ahead; WM-3 was healthy"
+        );
+        // WM-3 has no truth record: its flag is judged with its component's mode, as
+        // `forewarn evaluate` knows the device's kind (72 h), not the default (30 d).
+        let early = ScoreConfig {
+            from: Some(at(0)),
+            to: Some(at(100)),
+            ..narrow.clone()
+        };
+        let (overall, _) = score(&truth, &flags, &early);
+        assert_eq!((overall.flags, overall.false_flags), (1, 1));
+        let (overall, _) = score(
+            &truth,
+            &flags,
+            &ScoreConfig {
+                horizons: HashMap::new(),
+                ..early
+            },
+        );
+        assert_eq!(overall.unjudged_flags, 1, "30 days run past the window");
 
         // A window: only failures and flags inside it; a flag whose horizon runs past the
         // end is unjudged whatever happens.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::fleet::Kind;
 use crate::sim::TruthRecord;
 
 /// A prediction that a device's component will fail (a proactive ticket, an alert).
@@ -19,7 +20,9 @@ pub struct Flag {
 pub struct ScoreConfig {
     /// A flag counts for a failure of its mode when it comes at most the mode's horizon
     /// before it: `horizons[(kind, component)]`, else `default_horizon` (forewarn's
-    /// `train.failure_modes` and `train.default_horizon`).
+    /// `train.failure_modes` and `train.default_horizon`). A flag's kind is its device's in
+    /// the truth, else the one its id's prefix names (`CAR-00006`: car), else the one mode
+    /// with its component.
     pub horizons: HashMap<(String, String), chrono::Duration>,
     pub default_horizon: chrono::Duration,
     /// "Flagged early enough": at least this long before the failure.
@@ -41,9 +44,14 @@ impl ScoreConfig {
             .unwrap_or(self.default_horizon)
     }
 
-    /// The horizon of a flag on a device the truth has no record of (a healthy one): the
-    /// one mode with that component, as `forewarn evaluate` knows the device's kind.
-    fn horizon_of_component(&self, component: &str) -> chrono::Duration {
+    /// The horizon of a flag on a device the truth has no record of (a healthy one), as
+    /// `forewarn evaluate` knows the device's kind: the kind its id's prefix names, else the
+    /// one mode with that component.
+    fn horizon_of_unknown(&self, device: &str, component: &str) -> chrono::Duration {
+        let prefix = device.split('-').next().unwrap_or_default();
+        if let Some(kind) = Kind::ALL.iter().find(|k| k.prefix() == prefix) {
+            return self.horizon(kind.as_str(), component);
+        }
         let mut modes = self.horizons.iter().filter(|((_, c), _)| c == component);
         match (modes.next(), modes.next()) {
             (Some((_, horizon)), None) => *horizon,
@@ -178,7 +186,7 @@ fn score_subset(
         .collect();
     for flag in flags {
         let horizon = kinds.get(flag.device.as_str()).map_or_else(
-            || config.horizon_of_component(&flag.component),
+            || config.horizon_of_unknown(&flag.device, &flag.component),
             |kind| config.horizon(kind, &flag.component),
         );
         if config.to.is_some_and(|to| flag.time + horizon > to) {
@@ -235,7 +243,6 @@ fn score_subset(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::Kind;
 
     fn at(hours: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_790_000_000 + hours * 3600, 0).unwrap()
@@ -335,8 +342,9 @@ mod tests {
             overall.false_flags_on_degrading_parts, 1,
             "WM-1's bearing was degrading 100 h ahead; WM-3 was healthy"
         );
-        // WM-3 has no truth record: its flag is judged with its component's mode, as
-        // `forewarn evaluate` knows the device's kind (72 h), not the default (30 d).
+        // WM-3 has no truth record: its flag is judged with its kind's mode (the id's
+        // prefix), as `forewarn evaluate` knows the device's kind (72 h), not the default
+        // (30 d).
         let early = ScoreConfig {
             from: Some(at(0)),
             to: Some(at(100)),
@@ -366,5 +374,61 @@ mod tests {
         assert_eq!(overall.flags, 2);
         assert_eq!(overall.unjudged_flags, 2);
         assert_eq!(overall.true_flags + overall.false_flags, 0);
+    }
+
+    #[test]
+    fn only_a_flag_after_its_part_began_to_wear_counts_as_on_a_degrading_part() {
+        let truth = vec![TruthRecord {
+            device: "WM-1".into(),
+            kind: Kind::Washer,
+            component: "drum_bearing".into(),
+            onset: at(100),
+            failure_at: at(500),
+            prevented: false,
+            sudden: false,
+        }];
+        let flag = |device: &str, component: &str, hours| Flag {
+            device: device.into(),
+            component: component.into(),
+            time: at(hours),
+        };
+        let flags = vec![
+            flag("WM-1", "drum_bearing", 50),  // before the onset: healthy then
+            flag("WM-1", "drum_bearing", 300), // wearing, fails 200 h later
+            flag("WM-1", "drum_bearing", 450), // 50 h ahead: true
+            flag("PMP-7", "bearing", 0),       // a healthy pump, no truth record
+        ];
+        let config = ScoreConfig {
+            // Two kinds with a `bearing`: the pump's is found by the id's prefix.
+            horizons: HashMap::from([
+                (
+                    ("washer".to_string(), "drum_bearing".to_string()),
+                    chrono::Duration::hours(72),
+                ),
+                (
+                    ("pump".to_string(), "bearing".to_string()),
+                    chrono::Duration::hours(24),
+                ),
+                (
+                    ("washer".to_string(), "bearing".to_string()),
+                    chrono::Duration::days(60),
+                ),
+            ]),
+            default_horizon: chrono::Duration::days(30),
+            min_lead: chrono::Duration::hours(24),
+            grace_after: chrono::Duration::days(7),
+            device_days: 0.0,
+            from: None,
+            // The failure lies after the window: the flag at 300 is judged false there,
+            // and whether the part was wearing comes from the whole truth.
+            to: Some(at(480)),
+        };
+        let (overall, _) = score(&truth, &flags, &config);
+        assert_eq!(overall.false_flags, 3, "{overall:?}");
+        assert_eq!(overall.false_flags_on_degrading_parts, 1, "{overall:?}");
+        assert_eq!(
+            overall.unjudged_flags, 1,
+            "the flag at 450: 72 h run past 480"
+        );
     }
 }

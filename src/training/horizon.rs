@@ -6,9 +6,14 @@
 //! some feature ranks its rows apart from healthy rows (no failure within 14 days) clearly
 //! better than the same statistic does for healthy rows drawn the same way — as many runs
 //! of consecutive rows of as many devices (the chance level of the largest of ~100 AUCs on
-//! a few devices' rows is far from 0.5: a unit's own baseline sets it apart). The
+//! a few devices' rows is far from 0.5: a unit's own baseline sets it apart) — and than it
+//! does for the same units' own rows two weeks or more before their failure (what sets the
+//! failing units apart whenever one looks, their age or model, says nothing of when). The
 //! horizon is the far edge of the run of separating buckets that starts at the failure,
-//! at least 2 days (a flag must be able to come 24 h ahead) and at most 14.
+//! at least 2 days (a flag must be able to come 24 h ahead) and at most 14. When not even
+//! the last day before the failure separates, the history cannot tell: the mode keeps the
+//! default horizon (a 2-day horizon on a signal nobody can see re-flags a device every two
+//! days while its risk stays high).
 
 use std::collections::HashMap;
 
@@ -25,14 +30,14 @@ const MIN_FAILURES: usize = 3;
 /// Healthy samples drawn for the chance level of each bucket.
 const NULL_DRAWS: usize = 6;
 
-/// The learned horizon (hours) and why, or `None` when the history cannot tell (too few
-/// failures with rows before them).
+/// The learned horizon (hours) and why, or why the history cannot tell (too few failures
+/// with rows before them, or no bucket separates).
 pub fn learn(
     table: &FeatureTable,
     rows: &[usize],
     failures: &HashMap<i32, Vec<i64>>,
     limit: i64,
-) -> Option<(f64, String)> {
+) -> Result<(f64, String), String> {
     let mut healthy = Vec::new();
     let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); BUCKETS_HOURS.len() - 1];
     let mut bucket_failures: Vec<Vec<(i32, i64)>> = vec![Vec::new(); BUCKETS_HOURS.len() - 1];
@@ -68,9 +73,16 @@ pub fn learn(
         }
     }
     if healthy.len() < 50 {
-        return None;
+        return Err(format!(
+            "too few healthy rows before the test window ({})",
+            healthy.len()
+        ));
     }
     let healthy_by_device = by_device(table, &healthy);
+    let healthy_of: HashMap<i32, &Vec<usize>> = healthy_by_device
+        .iter()
+        .map(|rows| (table.requests[rows[0]].0, rows))
+        .collect();
     // A deterministic thinning of healthy rows.
     if healthy.len() > MAX_HEALTHY {
         let step = healthy.len() as f64 / MAX_HEALTHY as f64;
@@ -109,9 +121,19 @@ pub fn learn(
         // rows are, as runs of consecutive rows of as many devices (rows of one device
         // are alike: a few units' own baselines separate from the fleet by themselves).
         let runs = runs_of(&bucket_failures[b]);
-        let chance = (0..NULL_DRAWS)
+        let fleet_chance = (0..NULL_DRAWS)
             .map(|k| best_auc(&healthy_runs(&healthy_by_device, &runs, k)))
             .fold(0.0, f64::max);
+        // The same units two weeks or more before their failure: what sets them apart
+        // whenever one looks (age, model, a unit's own level) is no sign of the failure
+        // coming, and a handful of units always differ from the fleet in something.
+        let earlier = same_units_earlier(table, &healthy_of, &bucket_failures[b]);
+        let own_chance = if earlier.len() >= 5 {
+            best_auc(&earlier)
+        } else {
+            0.0
+        };
+        let chance = fleet_chance.max(own_chance);
         let separates = separation > chance + MARGIN;
         notes.push(format!(
             "{}–{} d: {:.2} vs chance {:.2}",
@@ -125,13 +147,18 @@ pub fn learn(
         }
         separating.push(b);
     }
-    if notes.is_empty() {
-        return None;
-    }
-    let hours = separating
-        .last()
-        .map_or(MIN_HOURS, |&b| BUCKETS_HOURS[b + 1].max(MIN_HOURS));
-    Some((
+    let Some(&last) = separating.last() else {
+        return Err(if notes.is_empty() {
+            format!("too few failures (fewer than {MIN_FAILURES} with rows in their last day)")
+        } else {
+            format!(
+                "no signal separates from healthy rows even in the last day ({})",
+                notes.join("; ")
+            )
+        });
+    };
+    let hours = BUCKETS_HOURS[last + 1].max(MIN_HOURS);
+    Ok((
         hours as f64,
         format!(
             "learned: signals separate from healthy rows up to {:.0} d before failure ({})",
@@ -167,6 +194,29 @@ fn runs_of(failures: &[(i32, i64)]) -> Vec<usize> {
     let mut runs: Vec<usize> = counts.into_values().collect();
     runs.sort_unstable();
     runs
+}
+
+/// For each failure of a bucket, as many of its unit's healthy rows (two weeks or more
+/// before a failure) as the bucket holds of it: the newest before this failure's healthy
+/// gap, so the unit is compared with itself, not with the fleet.
+fn same_units_earlier(
+    table: &FeatureTable,
+    healthy_of: &HashMap<i32, &Vec<usize>>,
+    failures: &[(i32, i64)],
+) -> Vec<usize> {
+    let mut counts: std::collections::BTreeMap<(i32, i64), usize> = Default::default();
+    for &failure in failures {
+        *counts.entry(failure).or_default() += 1;
+    }
+    let mut sample = Vec::new();
+    for ((device, failure), run) in counts {
+        let Some(rows) = healthy_of.get(&device) else {
+            continue;
+        };
+        let end = rows.partition_point(|&r| table.requests[r].1 <= failure - HEALTHY_GAP);
+        sample.extend_from_slice(&rows[end.saturating_sub(run)..end]);
+    }
+    sample
 }
 
 /// Draw `k` of a healthy sample shaped like a bucket: for each run, that many consecutive
@@ -228,6 +278,46 @@ mod tests {
         let rows: Vec<usize> = (0..table.n_rows()).collect();
         let (hours, why) = learn(&table, &rows, &failures, i64::MAX).unwrap();
         assert_eq!(hours, 120.0, "{why}");
+    }
+
+    #[test]
+    fn a_mode_whose_signals_never_separate_keeps_the_default_horizon() {
+        // Ten of forty devices fail, and nothing in their rows tells them apart: noise and
+        // each unit's own constants. The learner must say it cannot tell (the mode then
+        // keeps the default horizon), not fall back to its 2-day minimum.
+        let unit = |device: i32, column: usize| -> f64 {
+            let x = (device as u64 + 7) * 2_654_435_761 + column as u64 * 40_503;
+            ((x ^ (x >> 13)) % 1000) as f64 / 1000.0
+        };
+        let mut requests = Vec::new();
+        let mut values = Vec::new();
+        let mut failures = HashMap::new();
+        let end = 80 * DAY_MICROS;
+        for device in 0..40i32 {
+            let failure = (60 + device as i64 % 10) * DAY_MICROS;
+            let fails = device % 4 == 1;
+            if fails {
+                failures.insert(device, vec![failure]);
+            }
+            let last = if fails { failure - HOUR_MICROS } else { end };
+            let mut t = 0;
+            while t < last {
+                requests.push((device, t));
+                values.push(((device as i64 * 31 + t / HOUR_MICROS * 17) % 100) as f64 / 100.0);
+                values.extend((0..10).map(|c| unit(device, c)));
+                t += 4 * HOUR_MICROS;
+            }
+        }
+        let mut names = vec!["noise".to_string()];
+        names.extend((0..10).map(|c| format!("unit_{c}")));
+        let table = FeatureTable {
+            names,
+            requests,
+            values,
+        };
+        let rows: Vec<usize> = (0..table.n_rows()).collect();
+        let why = learn(&table, &rows, &failures, i64::MAX).unwrap_err();
+        assert!(why.contains("no signal separates"), "{why}");
     }
 
     #[test]

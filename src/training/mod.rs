@@ -348,7 +348,7 @@ fn learn_horizon(
         .filter(|&row| table.requests[row].1 < split.test_from)
         .collect();
     match horizon::learn(table, &rows, &failures, split.test_from) {
-        Some((hours, why)) => {
+        Ok((hours, why)) => {
             let window_hours = ((split.test_from - split.tune_from) / HOUR_MICROS) as f64;
             let capped = hours.min((window_hours * 2.0 / 3.0).floor()).max(48.0);
             mode.horizon_hours = capped;
@@ -359,9 +359,9 @@ fn learn_horizon(
                 why
             }
         }
-        None => {
-            "default (train.default_horizon): too few failures before the test window to learn one"
-                .to_string()
+        Err(why) => {
+            tracing::info!(mode = %mode.name(), %why, "horizon not learnt: the default one");
+            format!("default (train.default_horizon): {why}")
         }
     }
 }

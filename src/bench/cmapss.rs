@@ -337,7 +337,12 @@ async fn bench_on(
     import::write(store, &data.all_units(), &defaults, &data.failures, &[]).await?;
     let import_seconds = importing.elapsed().as_secs_f64();
 
-    let spec = FeatureSpec::default();
+    // Engines are not on one calendar (every unit's cycle 1 is the same hour), so "the
+    // fleet in the same hour" would be the fleet at the same age: not a fleet reference.
+    let spec = FeatureSpec {
+        fleet_reference: false,
+        ..FeatureSpec::default()
+    };
     let until = origin + chrono::Duration::days(400);
     // No components: no failure or maintenance recency among the features (see the
     // module's doc), and the loaded records are dropped so nothing else can read them.

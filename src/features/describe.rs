@@ -72,6 +72,21 @@ pub fn describe(spec: &FeatureSpec, name: &str, value: f64) -> String {
             "{subject} {long} mean {:.1}σ {direction} this machine's baseline",
             value.abs()
         ),
+        "vs_fleet_short" => format!(
+            "{subject} {short} mean {:.2} {direction} the fleet's median",
+            value.abs()
+        ),
+        "z_fleet_short" | "z_fleet_long" => {
+            let window = if stat == "z_fleet_short" {
+                &short
+            } else {
+                &long
+            };
+            format!(
+                "{subject} {window} mean {:.1}σ {direction} this machine's usual place in the fleet",
+                value.abs()
+            )
+        }
         "slope_short" | "slope_long" => {
             let window = if stat == "slope_short" { &short } else { &long };
             let trend = if value >= 0.0 { "rising" } else { "falling" };
@@ -105,6 +120,14 @@ mod tests {
         assert_eq!(
             describe(&spec, "drum_vibration_rms.z_short", 3.12),
             "drum vibration rms 24 h mean 3.1σ above this machine's baseline"
+        );
+        assert_eq!(
+            describe(&spec, "cranking_voltage_v.z_fleet_long", -2.04),
+            "cranking voltage v 7 days mean 2.0σ below this machine's usual place in the fleet"
+        );
+        assert_eq!(
+            describe(&spec, "cranking_voltage_v.vs_fleet_short", -0.5),
+            "cranking voltage v 24 h mean 0.50 below the fleet's median"
         );
         assert_eq!(
             describe(&spec, "drain_time_s.slope_long", 12.0),

@@ -21,6 +21,7 @@
 mod days;
 mod describe;
 mod events;
+mod fleet;
 mod inputs;
 mod rolling;
 mod series;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 pub use days::day_buckets;
 pub use describe::describe;
 use events::EventIndex;
+use fleet::FleetReference;
 pub use inputs::{DailyRow, DeviceInfo, EventRecord, FeatureInputs, HourlyRow};
 use series::{DailyStats, Series};
 
@@ -77,6 +79,12 @@ pub struct FeatureSpec {
     pub code_activity_hours: i64,
     #[serde(default)]
     pub code_baseline_hours: i64,
+    /// Per metric, the device against the kind's fleet in the same hours (the median
+    /// device): the 24 h mean's difference, and both z-scores with the fleet's own move
+    /// since the baseline taken out — what moves every device at once (the season) cancels.
+    /// `false` (artifacts older than these features): none.
+    #[serde(default)]
+    pub fleet_reference: bool,
 }
 
 impl Default for FeatureSpec {
@@ -90,6 +98,7 @@ impl Default for FeatureSpec {
             event_windows_hours: vec![24, 168],
             code_activity_hours: 168,
             code_baseline_hours: 28 * 24,
+            fleet_reference: true,
         }
     }
 }
@@ -183,6 +192,8 @@ const METRIC_STATS: [&str; 14] = [
     "z_short",
     "z_long",
 ];
+/// Per metric, against the fleet ([`FeatureSpec::fleet_reference`]).
+const FLEET_STATS: [&str; 3] = ["vs_fleet_short", "z_fleet_short", "z_fleet_long"];
 const SEVERITIES: [&str; 3] = ["warning", "error", "critical"];
 
 /// Column names for a kind, in the order [`compute`] fills them.
@@ -191,6 +202,13 @@ pub fn feature_names(spec: &FeatureSpec, schema: &KindSchema) -> Vec<String> {
     for metric in &schema.metrics {
         for stat in METRIC_STATS {
             names.push(format!("{metric}.{stat}"));
+        }
+    }
+    if spec.fleet_reference {
+        for metric in &schema.metrics {
+            for stat in FLEET_STATS {
+                names.push(format!("{metric}.{stat}"));
+            }
         }
     }
     for window in &spec.event_windows_hours {
@@ -253,6 +271,10 @@ fn compute_in_chunks(
     let wanted_devices: std::collections::HashSet<i32> =
         requests.iter().map(|(device, _)| *device).collect();
     let events = EventIndex::build(&inputs.events, &wanted_devices);
+    // Over every device of the kind in the inputs, before the chunks split them.
+    let fleet = spec
+        .fleet_reference
+        .then(|| FleetReference::build(inputs, &schema.kind, &metric_column));
 
     // Devices in chunks: series are independent, so chunking changes no number, and a
     // chunk's frames stay small enough to be fast (a 100,000-device frame is gigabytes).
@@ -294,6 +316,7 @@ fn compute_in_chunks(
                 schema,
                 inputs,
                 &events,
+                fleet.as_ref(),
                 (&hourly, &hourly_stats),
                 (&daily, &daily_stats),
                 device,
@@ -352,6 +375,7 @@ fn fill_request(
     schema: &KindSchema,
     inputs: &FeatureInputs,
     events: &EventIndex,
+    fleet: Option<&FleetReference>,
     (hourly, hourly_stats): (&Series, &rolling::WindowStats),
     (daily, daily_stats): (&Series, &DailyStats),
     device: i32,
@@ -360,21 +384,26 @@ fn fill_request(
 ) {
     let width = out.len();
     {
-        for metric in 0..schema.metrics.len() {
-            let cell = &mut out[metric * METRIC_STATS.len()..(metric + 1) * METRIC_STATS.len()];
+        let metrics = schema.metrics.len();
+        let (stats, rest) = out.split_at_mut(metrics * METRIC_STATS.len());
+        let mut fleet_cells = fleet.map(|fleet| (fleet, rest.chunks_mut(FLEET_STATS.len())));
+        for (metric, cell) in stats.chunks_mut(METRIC_STATS.len()).enumerate() {
+            let fleet = fleet_cells
+                .as_mut()
+                .and_then(|(fleet, cells)| Some((*fleet, cells.next()?)));
             fill_metric(
                 spec,
-                hourly,
-                hourly_stats,
-                daily,
-                daily_stats,
-                device,
-                metric,
-                as_of,
+                (hourly, hourly_stats),
+                (daily, daily_stats),
+                (device, metric, as_of),
                 cell,
+                fleet,
             );
         }
-        let mut column = schema.metrics.len() * METRIC_STATS.len();
+        let mut column = metrics * METRIC_STATS.len();
+        if fleet.is_some() {
+            column += metrics * FLEET_STATS.len();
+        }
         for window in &spec.event_windows_hours {
             let from = as_of - window * HOUR_MICROS;
             for severity in SEVERITIES {
@@ -432,21 +461,21 @@ fn fill_request(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One metric's [`METRIC_STATS`] into `cell`, and its [`FLEET_STATS`] into the fleet's
+/// cell when there is one.
 fn fill_metric(
     spec: &FeatureSpec,
-    hourly: &Series,
-    hourly_stats: &rolling::WindowStats,
-    daily: &Series,
-    daily_stats: &DailyStats,
-    device: i32,
-    metric: usize,
-    as_of: i64,
+    (hourly, hourly_stats): (&Series, &rolling::WindowStats),
+    (daily, daily_stats): (&Series, &DailyStats),
+    (device, metric, as_of): (i32, usize, i64),
     cell: &mut [f64],
+    fleet: Option<(&FleetReference, &mut [f64])>,
 ) {
     let as_of_hour = as_of.div_euclid(HOUR_MICROS);
     // The newest complete hour before `as_of`: bucket hour <= as_of_hour - 1.
     let mut short_mean = f64::NAN;
+    // The fleet's mean over the same hours as the 24 h window.
+    let mut fleet_short = f64::NAN;
     if let Some(row) = hourly.newest_before(device, metric, as_of_hour)
         && as_of_hour - hourly.time[row] <= spec.hourly_staleness_hours
     {
@@ -459,6 +488,12 @@ fn fill_metric(
         cell[4] = window.min;
         cell[5] = window.max;
         cell[6] = window.slope * 24.0; // per day
+        if let Some((reference, _)) = &fleet {
+            let rows = hourly.window(device, metric, row, spec.short_window_hours);
+            fleet_short = reference
+                .hourly_mean(hourly, metric, rows)
+                .unwrap_or(f64::NAN);
+        }
     }
     let as_of_day = as_of.div_euclid(DAY_MICROS);
     if let Some(row) = daily.newest_before(device, metric, as_of_day)
@@ -477,7 +512,26 @@ fn fill_metric(
             let scale = baseline_std.max(1e-3 + 0.01 * baseline_mean.abs());
             cell[12] = (short_mean - baseline_mean) / scale;
             cell[13] = (long_mean - baseline_mean) / scale;
+            if let Some((reference, fleet_cell)) = fleet {
+                let long_rows = daily.window(device, metric, row, spec.long_window_days);
+                let until = daily.window(device, metric, row, spec.baseline_until_days);
+                let mean = |rows| {
+                    reference
+                        .daily_mean(daily, metric, rows)
+                        .unwrap_or(f64::NAN)
+                };
+                // The baseline's own distance from the fleet, the fleet's move since then
+                // taken out: the distance now minus the distance then.
+                let baseline_gap = baseline_mean - mean(until.start..long_rows.start);
+                fleet_cell[0] = short_mean - fleet_short;
+                fleet_cell[1] = (short_mean - fleet_short - baseline_gap) / scale;
+                fleet_cell[2] = (long_mean - mean(long_rows) - baseline_gap) / scale;
+                return;
+            }
         }
+    }
+    if let Some((_, fleet_cell)) = fleet {
+        fleet_cell[0] = short_mean - fleet_short;
     }
 }
 

@@ -91,6 +91,20 @@ impl Series {
         (count > 0).then(|| start + count - 1)
     }
 
+    /// The rows of `row`'s series (`(device, metric)`) in the window `(t − width, t]`
+    /// ending at it, as the rolling statistics cover it.
+    pub(super) fn window(
+        &self,
+        device: i32,
+        metric: usize,
+        row: usize,
+        width: i64,
+    ) -> std::ops::Range<usize> {
+        let start = self.ranges.get(&(device, metric)).map_or(row, |r| r.0);
+        let from = self.time[row] - width;
+        start + self.time[start..=row].partition_point(|&t| t <= from)..row + 1
+    }
+
     pub(super) fn hourly_stats(&self, window: i64) -> Result<rolling::WindowStats, FeatureError> {
         let mut stats = rolling_windows(&self.input, &[window], &[])?;
         Ok(stats.remove(0))

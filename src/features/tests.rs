@@ -12,14 +12,15 @@ fn schema() -> KindSchema {
     }
 }
 
-/// Two devices, 40 days of hourly rows: device 1's vibration ramps up over the last 10
-/// days, temperature is a daily sine; every 5th hour of temp is missing.
+/// Three devices, 40 days of hourly rows: device 1's vibration ramps up over the last 10
+/// days, temperature is a daily sine; every 5th hour of temp is missing. (Three: the
+/// fleet's reference needs as many devices in an hour.)
 fn inputs() -> FeatureInputs {
     let mut inputs = FeatureInputs::default();
     inputs.metric_names.insert(1, "vibration".into());
     inputs.metric_names.insert(2, "temp".into());
     inputs.metric_names.insert(3, "unrelated".into());
-    for device in [1, 2] {
+    for device in [1, 2, 3] {
         inputs.devices.insert(
             device,
             DeviceInfo {
@@ -232,4 +233,97 @@ fn chunking_devices_changes_no_number() {
     for (a, b) in one_chunk.values.iter().zip(&chunk_per_device.values) {
         assert!(close(*a, *b), "{a} vs {b}");
     }
+}
+
+/// Devices whose vibration all rise by 0.5 from day 30 (the season), device 1's by another
+/// 0.5 (a failing part). Device `d` sits `0.1 × (count − d)` above the lowest: device 1 is
+/// the highest, so its rise does not move the fleet's median.
+fn a_season(device_count: i32) -> FeatureInputs {
+    let mut inputs = FeatureInputs::default();
+    inputs.metric_names.insert(1, "vibration".into());
+    for device in 1..=device_count {
+        inputs.devices.insert(
+            device,
+            DeviceInfo {
+                kind: "washer".into(),
+                model: Some("WM-1".into()),
+                installed_at: Some(T0 - 400 * DAY_MICROS),
+            },
+        );
+        for hour in 0..40 * 24 {
+            let season = if hour >= 30 * 24 { 0.5 } else { 0.0 };
+            let failing = if device == 1 && hour >= 30 * 24 {
+                0.5
+            } else {
+                0.0
+            };
+            let noise = 0.05 * (((hour + device as i64 * 17) * 7919 % 13) as f64 / 13.0);
+            let offset = 0.1 * (device_count - device) as f64;
+            let vibration = 1.0 + offset + noise + season + failing;
+            inputs.hourly.push(HourlyRow {
+                device_id: device,
+                metric_id: 1,
+                bucket: T0 + hour * HOUR_MICROS,
+                avg: vibration,
+                min: vibration,
+                max: vibration,
+            });
+        }
+    }
+    inputs.daily = daily_from_hourly(&inputs.hourly);
+    inputs
+}
+
+#[test]
+fn what_moves_every_device_cancels_against_the_fleet_and_one_device_stands_out() {
+    let spec = FeatureSpec::default();
+    let schema = KindSchema {
+        metrics: vec!["vibration".into()],
+        event_codes: vec![],
+        components: vec![],
+        models: vec![],
+        ..schema()
+    };
+    let names = feature_names(&spec, &schema);
+    let column = |name: &str| names.iter().position(|n| n == name).unwrap();
+    let as_of = T0 + 36 * DAY_MICROS;
+    let table = compute(&spec, &schema, &a_season(8), &[(1, as_of), (2, as_of)]).unwrap();
+    let (failing, healthy) = (table.row(0), table.row(1));
+    // Against its own past, the healthy device looks as changed as the failing one...
+    assert!(healthy[column("vibration.z_long")] > 3.0);
+    assert!(healthy[column("vibration.z_short")] > 3.0);
+    // ...against the fleet it has not moved, and the failing one has.
+    for stat in ["z_fleet_short", "z_fleet_long"] {
+        let name = format!("vibration.{stat}");
+        assert!(
+            healthy[column(&name)].abs() < 1.0,
+            "{name}: {}",
+            healthy[column(&name)]
+        );
+        assert!(
+            failing[column(&name)] > 3.0,
+            "{name}: {}",
+            failing[column(&name)]
+        );
+    }
+    // The 24 h mean's distance from the fleet's median (of eight, 0.35 above the lowest):
+    // device 1 sits 0.35 above it when healthy and 0.85 now, device 2 0.25 (noise aside).
+    assert!((failing[column("vibration.vs_fleet_short")] - 0.85).abs() < 0.03);
+    assert!((healthy[column("vibration.vs_fleet_short")] - 0.25).abs() < 0.03);
+
+    // Fewer devices than a median needs: no reference, the features are missing.
+    let two = compute(&spec, &schema, &a_season(2), &[(1, as_of)]).unwrap();
+    for stat in FLEET_STATS {
+        assert!(two.row(0)[column(&format!("vibration.{stat}"))].is_nan());
+    }
+    // Old artifacts (no fleet reference) keep their columns.
+    let old = FeatureSpec {
+        fleet_reference: false,
+        ..spec.clone()
+    };
+    assert!(
+        !feature_names(&old, &schema)
+            .iter()
+            .any(|n| n.contains("fleet"))
+    );
 }

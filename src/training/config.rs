@@ -34,6 +34,10 @@ pub struct TrainConfig {
     /// their signals separate from healthy behaviour), `default_horizon` when it cannot
     /// tell. `false`: `default_horizon` for them.
     pub learn_horizons: bool,
+    /// Features that compare each device with its kind's fleet in the same hours (the
+    /// median device), so that what moves every device at once — the season, a heatwave,
+    /// a firmware push — is not taken for a failure. Stored in the model; `false`: none.
+    pub fleet_reference: bool,
     /// The candidate classifiers every mode compares on its tuning window (at least one).
     /// The pooled one is tried for kinds with two modes or more; a one-mode kind whose list
     /// holds only it uses `gradient_boosted_trees`.
@@ -89,6 +93,7 @@ impl Default for TrainConfig {
             test_window: None,
             tuning_folds: 0,
             learn_horizons: true,
+            fleet_reference: true,
             candidates: vec![
                 crate::model::Algorithm::LogisticRegression,
                 crate::model::Algorithm::FewFeatureLogistic,

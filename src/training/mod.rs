@@ -209,7 +209,10 @@ pub async fn train(
             Err(error) => return Err(error),
         }
     };
-    let spec = FeatureSpec::default();
+    let spec = FeatureSpec {
+        fleet_reference: config.fleet_reference,
+        ..FeatureSpec::default()
+    };
     let mut kinds: Vec<String> = modes.iter().map(|m| m.mode.kind.clone()).collect();
     kinds.sort();
     kinds.dedup();

@@ -257,8 +257,11 @@ pub fn expected_cost(
     cost_false_alarm * false_flags + cost_missed_failure * missed as f64
 }
 
+/// A threshold no calibrated probability reaches: the mode never flags.
+pub const NEVER: f64 = 1.01;
+
 /// The threshold minimising [`expected_cost`] over the distinct probabilities at the top
-/// of the ranking.
+/// of the ranking ([`NEVER`] among them).
 pub fn choose_threshold(
     points: &[ScoredPoint],
     failures: &HashMap<i32, Vec<i64>>,
@@ -273,7 +276,7 @@ pub fn choose_threshold(
     candidates.truncate(5000);
     let step = (candidates.len() / 300).max(1);
     let mut best: Option<(f64, f64, EventMetrics)> = None;
-    for threshold in candidates.iter().step_by(step).copied().chain([1.01]) {
+    for threshold in candidates.iter().step_by(step).copied().chain([NEVER]) {
         let (metrics, _) = event_metrics(points, failures, threshold, rules);
         let cost = expected_cost(&metrics, cost_false_alarm, cost_missed_failure);
         // On ties prefer the higher threshold (fewer visits for the same cost).
@@ -284,7 +287,7 @@ pub fn choose_threshold(
             best = Some((threshold, cost, metrics));
         }
     }
-    best.unwrap_or((1.01, 0.0, EventMetrics::default()))
+    best.unwrap_or((NEVER, 0.0, EventMetrics::default()))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub use candidates::{
     Algorithm, Augment, Classifier, RegressorSettings, TrainingSet, fit_candidate, fit_regressor,
     predict_regressor,
 };
-pub use events::{EventMetrics, EventRules, ScoredPoint, event_metrics, expected_cost};
+pub use events::{EventMetrics, EventRules, NEVER, ScoredPoint, event_metrics, expected_cost};
 pub use metrics::{ExampleMetrics, example_metrics, pr_auc, rank_auc};
 
 /// Errors of model fitting and loading.

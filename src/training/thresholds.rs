@@ -67,33 +67,70 @@ pub(super) fn choose_threshold(
 /// tuning windows (probabilities are calibrated per mode, so one threshold means the same
 /// risk everywhere). Tens of pooled failures estimate it far better than two or three per
 /// mode. The test windows play no part.
+///
+/// A thin mode that had failures in its tuning window and costs more there than never
+/// flagging at the threshold the *other* thin modes share (it caught too few of its
+/// failures for its false alarms: a model with no skill, which a season or a drift then
+/// turns into a flood) never flags ([`model::NEVER`]), as a mode choosing its own threshold
+/// would; the shared threshold is then chosen without it. Judged at the others' threshold,
+/// not at one it helped choose: a flooding mode drags the shared threshold up until it is
+/// quiet, silencing the modes with skill.
 pub fn pool_thresholds(models: &mut [Trained]) {
-    let thin: Vec<usize> = (0..models.len())
+    let mut thin: Vec<usize> = (0..models.len())
         .filter(|&i| models[i].model.validation.events.failures < MIN_FAILURES_FOR_EVENT_CHOICE)
         .collect();
     if thin.is_empty() {
         return;
     }
-    let cost_at = |trained: &Trained, threshold: f64| {
-        let (events, _) = model::event_metrics(
-            &trained.tuning.points,
-            &trained.failures,
-            threshold,
-            &trained.tuning.rules,
-        );
-        let mode = &trained.model.mode;
-        model::expected_cost(&events, mode.cost_false_alarm, mode.cost_missed_failure)
-    };
     let mut grid: Vec<f64> = (1..100).map(|i| i as f64 / 100.0).collect();
     grid.extend([0.995, 0.999]);
-    let mut best = (f64::INFINITY, 0.5);
-    for &threshold in &grid {
-        let total: f64 = thin.iter().map(|&i| cost_at(&models[i], threshold)).sum();
-        if total < best.0 {
-            best = (total, threshold);
+    // Each thin mode's tuning cost at every threshold of the grid, and never flagging.
+    let costs: HashMap<usize, (Vec<f64>, f64)> = thin
+        .iter()
+        .map(|&i| {
+            let trained = &models[i];
+            let at: Vec<f64> = grid.iter().map(|&t| cost_at(trained, t)).collect();
+            (i, (at, cost_at(trained, model::NEVER)))
+        })
+        .collect();
+    // The grid threshold minimising the summed cost of `modes` (the lowest on ties), and
+    // that cost.
+    let shared = |modes: &[usize]| -> (f64, f64) {
+        let mut best = (f64::INFINITY, 0.5);
+        for (k, &threshold) in grid.iter().enumerate() {
+            let total: f64 = modes.iter().map(|i| costs[i].0[k]).sum();
+            if total < best.0 {
+                best = (total, threshold);
+            }
+        }
+        best
+    };
+    let mut abstaining = Vec::new();
+    for &i in &thin {
+        if models[i].model.validation.events.failures == 0 {
+            continue;
+        }
+        let others: Vec<usize> = thin.iter().copied().filter(|&j| j != i).collect();
+        let (_, threshold) = shared(if others.is_empty() { &thin } else { &others });
+        let k = grid.iter().position(|&t| t == threshold).unwrap_or(0);
+        let (at, never) = (costs[&i].0[k], costs[&i].1);
+        if at > never {
+            abstaining.push((i, threshold, at, never));
         }
     }
-    let (pooled_cost, threshold) = best;
+    thin.retain(|i| !abstaining.iter().any(|(j, ..)| j == i));
+    for (i, others, shared_cost, never_cost) in abstaining {
+        let trained = &mut models[i];
+        set_threshold(trained, model::NEVER);
+        trained.model.choice.push_str(&format!(
+            "; never flags: at the threshold the other modes with fewer than {MIN_FAILURES_FOR_EVENT_CHOICE} tuning failures share ({others:.2}) its own tuning events cost {shared_cost:.0}, more than never flagging ({never_cost:.0})"
+        ));
+        tracing::info!(mode = %trained.model.mode.name(), shared_cost, never_cost, "no skill on the tuning window: the mode never flags");
+    }
+    if thin.is_empty() {
+        return;
+    }
+    let (pooled_cost, threshold) = shared(&thin);
     let failures: usize = thin
         .iter()
         .map(|&i| models[i].model.validation.events.failures)
@@ -107,25 +144,42 @@ pub fn pool_thresholds(models: &mut [Trained]) {
     );
     for &i in &thin {
         let trained = &mut models[i];
-        let mut figures = validation(
-            &trained.tuning,
-            &trained.failures,
-            threshold,
-            &trained.model.mode,
-        );
-        let mode = &trained.model.mode;
-        figures.expected_cost = model::expected_cost(
-            &figures.events,
-            mode.cost_false_alarm,
-            mode.cost_missed_failure,
-        );
-        trained.model.threshold = threshold;
-        trained.model.validation = figures;
+        set_threshold(trained, threshold);
         trained.model.choice.push_str(&format!(
             "; threshold {threshold:.2} chosen on the pooled tuning events of {} modes with fewer than {MIN_FAILURES_FOR_EVENT_CHOICE} failures each ({failures} failures)",
             thin.len()
         ));
     }
+}
+
+/// The expected cost of `trained`'s tuning events at `threshold`.
+fn cost_at(trained: &Trained, threshold: f64) -> f64 {
+    let (events, _) = model::event_metrics(
+        &trained.tuning.points,
+        &trained.failures,
+        threshold,
+        &trained.tuning.rules,
+    );
+    let mode = &trained.model.mode;
+    model::expected_cost(&events, mode.cost_false_alarm, mode.cost_missed_failure)
+}
+
+/// `trained`'s threshold, and its tuning figures at it.
+fn set_threshold(trained: &mut Trained, threshold: f64) {
+    let mut figures = validation(
+        &trained.tuning,
+        &trained.failures,
+        threshold,
+        &trained.model.mode,
+    );
+    let mode = &trained.model.mode;
+    figures.expected_cost = model::expected_cost(
+        &figures.events,
+        mode.cost_false_alarm,
+        mode.cost_missed_failure,
+    );
+    trained.model.threshold = threshold;
+    trained.model.validation = figures;
 }
 
 /// Judges every trained mode on its test window at its final threshold.
@@ -138,5 +192,118 @@ pub fn judge_tests(models: &mut [Trained]) {
             &trained.model.mode,
         );
         trained.model.test = Some(figures);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{DAY_MICROS, FeatureSpec, HOUR_MICROS, KindSchema};
+    use crate::model::{Calibration, Classifier, ModeModel};
+
+    /// A thin mode's tuning window: 30 days of hourly points for 20 devices, devices 0 and
+    /// 1 failing on day 20; `risky(device, hours before the failure or None)` is the
+    /// probability of a point.
+    fn trained(component: &str, risky: impl Fn(i32, Option<i64>) -> f64) -> Trained {
+        let mode = FailureMode {
+            kind: "washer".into(),
+            component: component.into(),
+            horizon_hours: 72.0,
+            cost_false_alarm: 100.0,
+            cost_missed_failure: 400.0,
+        };
+        let failure = 20 * DAY_MICROS;
+        let failures: HashMap<i32, Vec<i64>> = [(0, vec![failure]), (1, vec![failure])].into();
+        let mut points = Vec::new();
+        for device in 0..20 {
+            for hour in 0..30 * 24 {
+                let time = hour * HOUR_MICROS;
+                let before = failures
+                    .get(&device)
+                    .and_then(|f| f.iter().find(|&&f| f > time))
+                    .map(|&f| (f - time) / HOUR_MICROS);
+                if failures.contains_key(&device) && before.is_none() {
+                    continue;
+                }
+                points.push(ScoredPoint {
+                    device,
+                    time,
+                    probability: risky(device, before),
+                });
+            }
+        }
+        let tuning = Judged {
+            points,
+            rules: EventRules {
+                horizon: 72 * HOUR_MICROS,
+                min_lead: 24 * HOUR_MICROS,
+                from: 0,
+                to: 30 * DAY_MICROS,
+            },
+            probabilities: Vec::new(),
+            labels: Vec::new(),
+        };
+        let validation = validation(&tuning, &failures, 0.2, &mode);
+        let model = ModeModel {
+            mode,
+            spec: FeatureSpec::default(),
+            schema: KindSchema {
+                kind: "washer".into(),
+                metrics: Vec::new(),
+                event_codes: Vec::new(),
+                components: Vec::new(),
+                models: Vec::new(),
+            },
+            feature_names: Vec::new(),
+            classifier: Classifier::Logistic {
+                means: Vec::new(),
+                scales: Vec::new(),
+                weights: Vec::new(),
+                intercept: 0.0,
+                few_features: false,
+            },
+            calibration: Calibration { a: 1.0, b: 0.0 },
+            threshold: 0.2,
+            validation,
+            test: None,
+            baselines: Vec::new(),
+            horizon_source: String::new(),
+            importances: Vec::new(),
+            candidates: Vec::new(),
+            choice: String::new(),
+        };
+        let test = Judged {
+            points: Vec::new(),
+            rules: tuning.rules,
+            probabilities: Vec::new(),
+            labels: Vec::new(),
+        };
+        Trained {
+            model,
+            failures,
+            tuning,
+            test,
+        }
+    }
+
+    #[test]
+    fn a_thin_mode_with_no_skill_on_its_tuning_failures_never_flags() {
+        // Skilled: risk rises two days before each failure. No skill: quiet before both
+        // failures, alarmed on three healthy devices for a day each.
+        let skilled = trained("drum_bearing", |_, before| match before {
+            Some(hours) if hours <= 48 => 0.6,
+            _ => 0.05,
+        });
+        let blind = trained("drain_pump", |device, _| {
+            if (5..8).contains(&device) { 0.6 } else { 0.05 }
+        });
+        let mut models = vec![skilled, blind];
+        pool_thresholds(&mut models);
+        let (skilled, blind) = (&models[0].model, &models[1].model);
+        assert!(skilled.threshold <= 0.6, "{}", skilled.choice);
+        assert_eq!(skilled.validation.events.flagged_24h_ahead, 2);
+        assert_eq!(blind.threshold, model::NEVER, "{}", blind.choice);
+        assert!(blind.choice.contains("never flags"), "{}", blind.choice);
+        assert_eq!(blind.validation.events.flags, 0);
     }
 }

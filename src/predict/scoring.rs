@@ -47,7 +47,9 @@ pub fn lookback_spec(specs: &[&FeatureSpec]) -> FeatureSpec {
     lookback
 }
 
-/// Loads the lookback the features of `requests` need (`devices`: the requested ones).
+/// Loads the lookback the features of `requests` need (`devices`: every device of the
+/// kind, as the scorer loads them — the fleet reference is their median — not only the
+/// requested ones).
 pub async fn live_inputs(
     store: &Store,
     spec: &FeatureSpec,

@@ -215,18 +215,15 @@ async fn live_features_equal_the_training_features_at_the_same_time() {
     assert!(requests.len() > 100);
     let training = features::compute(&spec, &data.schema, &data.inputs, &requests).unwrap();
 
-    // The live path: the scorer's lookback query, one device at a time, at sampled t.
+    // The live path: the scorer's lookback query over the whole kind (as the scorer loads
+    // it: the fleet reference is the median of every device of the kind), one device
+    // asked for at a time, at sampled t.
     let mut compared = 0;
     for (index, &(device, as_of)) in requests.iter().enumerate().step_by(37) {
-        let summary: Vec<_> = data
-            .devices
-            .iter()
-            .filter(|d| d.id == device)
-            .cloned()
-            .collect();
-        let inputs = forewarn::predict::live_inputs(&db.store, &spec, &summary, &[(device, as_of)])
-            .await
-            .unwrap();
+        let inputs =
+            forewarn::predict::live_inputs(&db.store, &spec, &data.devices, &[(device, as_of)])
+                .await
+                .unwrap();
         let live = features::compute(&spec, &data.schema, &inputs, &[(device, as_of)]).unwrap();
         assert_eq!(live.names, training.names);
         for (column, name) in live.names.iter().enumerate() {

@@ -185,13 +185,18 @@ fn by_device(table: &FeatureTable, rows: &[usize]) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// The lengths of a bucket's runs: its rows per failure (`failures` holds each row's).
-fn runs_of(failures: &[(i32, i64)]) -> Vec<usize> {
-    let mut counts: HashMap<(i32, i64), usize> = HashMap::new();
-    for failure in failures {
-        *counts.entry(*failure).or_default() += 1;
+/// A bucket's rows per failure (`failures` holds each row's).
+fn rows_per_failure(failures: &[(i32, i64)]) -> std::collections::BTreeMap<(i32, i64), usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for &failure in failures {
+        *counts.entry(failure).or_default() += 1;
     }
-    let mut runs: Vec<usize> = counts.into_values().collect();
+    counts
+}
+
+/// The lengths of a bucket's runs: its rows per failure, shortest first.
+fn runs_of(failures: &[(i32, i64)]) -> Vec<usize> {
+    let mut runs: Vec<usize> = rows_per_failure(failures).into_values().collect();
     runs.sort_unstable();
     runs
 }
@@ -204,12 +209,8 @@ fn same_units_earlier(
     healthy_of: &HashMap<i32, &Vec<usize>>,
     failures: &[(i32, i64)],
 ) -> Vec<usize> {
-    let mut counts: std::collections::BTreeMap<(i32, i64), usize> = Default::default();
-    for &failure in failures {
-        *counts.entry(failure).or_default() += 1;
-    }
     let mut sample = Vec::new();
-    for ((device, failure), run) in counts {
+    for ((device, failure), run) in rows_per_failure(failures) {
         let Some(rows) = healthy_of.get(&device) else {
             continue;
         };
@@ -280,13 +281,18 @@ mod tests {
         assert_eq!(hours, 120.0, "{why}");
     }
 
-    #[test]
-    fn a_mode_whose_signals_never_separate_keeps_the_default_horizon() {
-        // Ten of forty devices fail, and nothing in their rows tells them apart: noise and
-        // each unit's own constants. The learner must say it cannot tell (the mode then
-        // keeps the default horizon), not fall back to its 2-day minimum.
+    /// Forty devices with a row every 4 hours over 80 days; those `fails` picks fail on
+    /// day 60–69 and report until then. Column `reading`: noise, plus 3 over the last
+    /// `signal_days` before a failure; then `units` columns of each unit's own constant
+    /// (`salt` varies them), as a unit's baseline is.
+    fn units_table(
+        fails: impl Fn(i32) -> bool,
+        signal_days: i64,
+        units: usize,
+        salt: u64,
+    ) -> (FeatureTable, HashMap<i32, Vec<i64>>) {
         let unit = |device: i32, column: usize| -> f64 {
-            let x = (device as u64 + 7) * 2_654_435_761 + column as u64 * 40_503;
+            let x = (device as u64 + salt) * 2_654_435_761 + column as u64 * 40_503;
             ((x ^ (x >> 13)) % 1000) as f64 / 1000.0
         };
         let mut requests = Vec::new();
@@ -295,26 +301,41 @@ mod tests {
         let end = 80 * DAY_MICROS;
         for device in 0..40i32 {
             let failure = (60 + device as i64 % 10) * DAY_MICROS;
-            let fails = device % 4 == 1;
+            let fails = fails(device);
             if fails {
                 failures.insert(device, vec![failure]);
             }
             let last = if fails { failure - HOUR_MICROS } else { end };
             let mut t = 0;
             while t < last {
+                let noise = ((device as i64 * 31 + t / HOUR_MICROS * 17) % 100) as f64 / 100.0;
+                let signal = if fails && failure - t < signal_days * DAY_MICROS {
+                    3.0
+                } else {
+                    0.0
+                };
                 requests.push((device, t));
-                values.push(((device as i64 * 31 + t / HOUR_MICROS * 17) % 100) as f64 / 100.0);
-                values.extend((0..10).map(|c| unit(device, c)));
+                values.push(noise + signal);
+                values.extend((0..units).map(|c| unit(device, c)));
                 t += 4 * HOUR_MICROS;
             }
         }
-        let mut names = vec!["noise".to_string()];
-        names.extend((0..10).map(|c| format!("unit_{c}")));
+        let mut names = vec!["reading".to_string()];
+        names.extend((0..units).map(|c| format!("unit_{c}")));
         let table = FeatureTable {
             names,
             requests,
             values,
         };
+        (table, failures)
+    }
+
+    #[test]
+    fn a_mode_whose_signals_never_separate_keeps_the_default_horizon() {
+        // Ten of forty devices fail, and nothing in their rows tells them apart: noise and
+        // each unit's own constants. The learner must say it cannot tell (the mode then
+        // keeps the default horizon), not fall back to its 2-day minimum.
+        let (table, failures) = units_table(|device| device % 4 == 1, 0, 10, 7);
         let rows: Vec<usize> = (0..table.n_rows()).collect();
         let why = learn(&table, &rows, &failures, i64::MAX).unwrap_err();
         assert!(why.contains("no signal separates"), "{why}");
@@ -327,42 +348,7 @@ mod tests {
         // rows are only four units, which some column always ranks apart from the fleet.
         // A chance level from scattered healthy rows called that separation and stretched
         // the horizon to 14 days; runs of four healthy units do the same, so it is 2 days.
-        let unit = |device: i32, column: usize| -> f64 {
-            let x = (device as u64 + 1) * 2_654_435_761 + column as u64 * 40_503;
-            ((x ^ (x >> 13)) % 1000) as f64 / 1000.0
-        };
-        let mut requests = Vec::new();
-        let mut values = Vec::new();
-        let mut failures = HashMap::new();
-        let end = 80 * DAY_MICROS;
-        for device in 0..40i32 {
-            let failure = (60 + device as i64 % 10) * DAY_MICROS;
-            let fails = device % 10 == 3;
-            if fails {
-                failures.insert(device, vec![failure]);
-            }
-            let last = if fails { failure - HOUR_MICROS } else { end };
-            let mut t = 0;
-            while t < last {
-                let noise = ((device as i64 * 31 + t / HOUR_MICROS * 17) % 100) as f64 / 100.0;
-                let signal = if fails && failure - t < 2 * DAY_MICROS {
-                    3.0
-                } else {
-                    0.0
-                };
-                requests.push((device, t));
-                values.push(noise + signal);
-                values.extend((0..20).map(|c| unit(device, c)));
-                t += 4 * HOUR_MICROS;
-            }
-        }
-        let mut names = vec!["signal".to_string()];
-        names.extend((0..20).map(|c| format!("unit_{c}")));
-        let table = FeatureTable {
-            names,
-            requests,
-            values,
-        };
+        let (table, failures) = units_table(|device| device % 10 == 3, 2, 20, 1);
         let rows: Vec<usize> = (0..table.n_rows()).collect();
         let (hours, why) = learn(&table, &rows, &failures, i64::MAX).unwrap();
         assert_eq!(hours, 48.0, "{why}");

@@ -93,14 +93,14 @@ pub fn pool_thresholds(models: &mut [Trained]) {
             (i, (at, cost_at(trained, model::NEVER)))
         })
         .collect();
-    // The grid threshold minimising the summed cost of `modes` (the lowest on ties), and
-    // that cost.
-    let shared = |modes: &[usize]| -> (f64, f64) {
-        let mut best = (f64::INFINITY, 0.5);
-        for (k, &threshold) in grid.iter().enumerate() {
-            let total: f64 = modes.iter().map(|i| costs[i].0[k]).sum();
-            if total < best.0 {
-                best = (total, threshold);
+    // The index in the grid of the threshold minimising the summed cost of `modes` (the
+    // lowest on ties), and that cost.
+    let shared = |modes: &[usize]| -> (f64, usize) {
+        let total = |k: usize| -> f64 { modes.iter().map(|i| costs[i].0[k]).sum() };
+        let mut best = (total(0), 0);
+        for k in 1..grid.len() {
+            if total(k) < best.0 {
+                best = (total(k), k);
             }
         }
         best
@@ -111,11 +111,10 @@ pub fn pool_thresholds(models: &mut [Trained]) {
             continue;
         }
         let others: Vec<usize> = thin.iter().copied().filter(|&j| j != i).collect();
-        let (_, threshold) = shared(if others.is_empty() { &thin } else { &others });
-        let k = grid.iter().position(|&t| t == threshold).unwrap_or(0);
+        let (_, k) = shared(if others.is_empty() { &thin } else { &others });
         let (at, never) = (costs[&i].0[k], costs[&i].1);
         if at > never {
-            abstaining.push((i, threshold, at, never));
+            abstaining.push((i, grid[k], at, never));
         }
     }
     thin.retain(|i| !abstaining.iter().any(|(j, ..)| j == i));
@@ -130,7 +129,8 @@ pub fn pool_thresholds(models: &mut [Trained]) {
     if thin.is_empty() {
         return;
     }
-    let (pooled_cost, threshold) = shared(&thin);
+    let (pooled_cost, k) = shared(&thin);
+    let threshold = grid[k];
     let failures: usize = thin
         .iter()
         .map(|&i| models[i].model.validation.events.failures)

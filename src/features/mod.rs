@@ -272,9 +272,11 @@ fn compute_in_chunks(
         requests.iter().map(|(device, _)| *device).collect();
     let events = EventIndex::build(&inputs.events, &wanted_devices);
     // Over every device of the kind in the inputs, before the chunks split them.
-    let fleet = spec
-        .fleet_reference
-        .then(|| FleetReference::build(inputs, &schema.kind, &metric_column));
+    let fleet = spec.fleet_reference.then(|| {
+        let first = requests.iter().map(|r| r.1).min().unwrap_or(0);
+        let last = requests.iter().map(|r| r.1).max().unwrap_or(0);
+        FleetReference::build(spec, inputs, &schema.kind, &metric_column, first..last)
+    });
 
     // Devices in chunks: series are independent, so chunking changes no number, and a
     // chunk's frames stay small enough to be fast (a 100,000-device frame is gigabytes).
@@ -469,7 +471,7 @@ fn fill_metric(
     (daily, daily_stats): (&Series, &DailyStats),
     (device, metric, as_of): (i32, usize, i64),
     cell: &mut [f64],
-    fleet: Option<(&FleetReference, &mut [f64])>,
+    mut fleet: Option<(&FleetReference, &mut [f64])>,
 ) {
     let as_of_hour = as_of.div_euclid(HOUR_MICROS);
     // The newest complete hour before `as_of`: bucket hour <= as_of_hour - 1.
@@ -512,7 +514,7 @@ fn fill_metric(
             let scale = baseline_std.max(1e-3 + 0.01 * baseline_mean.abs());
             cell[12] = (short_mean - baseline_mean) / scale;
             cell[13] = (long_mean - baseline_mean) / scale;
-            if let Some((reference, fleet_cell)) = fleet {
+            if let Some((reference, fleet_cell)) = fleet.as_mut() {
                 let long_rows = daily.window(device, metric, row, spec.long_window_days);
                 let until = daily.window(device, metric, row, spec.baseline_until_days);
                 let mean = |rows| {
@@ -523,10 +525,8 @@ fn fill_metric(
                 // The baseline's own distance from the fleet, the fleet's move since then
                 // taken out: the distance now minus the distance then.
                 let baseline_gap = baseline_mean - mean(until.start..long_rows.start);
-                fleet_cell[0] = short_mean - fleet_short;
                 fleet_cell[1] = (short_mean - fleet_short - baseline_gap) / scale;
                 fleet_cell[2] = (long_mean - mean(long_rows) - baseline_gap) / scale;
-                return;
             }
         }
     }

@@ -389,6 +389,40 @@ async fn train_evaluate_score_and_swap_models() {
     let cycle = scorer.cycle(&db.store, 3).await.unwrap();
     assert!(cycle.predictions >= fleet.ids.len(), "{cycle:?}");
     let pool = db.query().await;
+    // Every written probability is the model's over the training path's features at the
+    // same time: the model compares each device with the kind's median device, so a
+    // scorer that loaded only some of the kind's devices would write other numbers.
+    assert!(
+        mode.spec.fleet_reference,
+        "the defaults train with the fleet reference"
+    );
+    let written: Vec<(i32, DateTime<Utc>, f64)> =
+        sqlx::query_as("select device_id, time, probability from predictions")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let requests: Vec<(i32, i64)> = written
+        .iter()
+        .map(|(device, time, _)| (*device, time.timestamp_micros()))
+        .collect();
+    let newest = requests.iter().map(|r| r.1).max().unwrap();
+    let data = forewarn::training::load_kind(
+        &db.store,
+        &kind,
+        vec!["bearing".into()],
+        time(fleet.start),
+        time(newest + HOUR_MICROS),
+        &mode.spec,
+    )
+    .await
+    .unwrap();
+    let table = features::compute(&mode.spec, &mode.schema, &data.inputs, &requests).unwrap();
+    for ((device, _, live), training) in written.iter().zip(mode.probabilities(&table).unwrap()) {
+        assert!(
+            (live - training).abs() < 1e-9,
+            "device {device}: written {live}, training path {training}"
+        );
+    }
     let (device, version, probability, above, factors): (
         i32,
         String,

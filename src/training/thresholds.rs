@@ -68,13 +68,15 @@ pub(super) fn choose_threshold(
 /// risk everywhere). Tens of pooled failures estimate it far better than two or three per
 /// mode. The test windows play no part.
 ///
-/// A thin mode that had failures in its tuning window and costs more there than never
-/// flagging at the threshold the *other* thin modes share (it caught too few of its
-/// failures for its false alarms: a model with no skill, which a season or a drift then
-/// turns into a flood) never flags ([`model::NEVER`]), as a mode choosing its own threshold
-/// would; the shared threshold is then chosen without it. Judged at the others' threshold,
-/// not at one it helped choose: a flooding mode drags the shared threshold up until it is
-/// quiet, silencing the modes with skill.
+/// A thin mode that had failures in its tuning window never flags ([`model::NEVER`]), as a
+/// mode choosing its own threshold would, when it has no skill there (it caught too few of
+/// its failures for its false alarms: a model a season or a drift then turns into a
+/// flood): when no threshold makes its tuning events cost less than never flagging, or,
+/// among the rest, when it costs more than never flagging at the threshold the *other*
+/// remaining thin modes share. The shared threshold is then chosen without it. Judged at
+/// the others' threshold, not at one it helped choose: a flooding mode drags the shared
+/// threshold up until it is quiet, silencing the modes with skill; and the blind ones go
+/// first, or two flooding modes would each hold the other's threshold up.
 pub fn pool_thresholds(models: &mut [Trained]) {
     let mut thin: Vec<usize> = (0..models.len())
         .filter(|&i| models[i].model.validation.events.failures < MIN_FAILURES_FOR_EVENT_CHOICE)
@@ -105,26 +107,42 @@ pub fn pool_thresholds(models: &mut [Trained]) {
         }
         best
     };
+    let had_failures = |i: usize| models[i].model.validation.events.failures > 0;
+    // First the modes that no threshold at all makes cheaper than never flagging: blind by
+    // themselves, whatever the others do. Judging them only at the others' threshold would
+    // let two flooding modes each push the other's up until both look quiet.
     let mut abstaining = Vec::new();
     for &i in &thin {
-        if models[i].model.validation.events.failures == 0 {
+        let (at, never) = (&costs[&i].0, costs[&i].1);
+        let best = at.iter().copied().fold(f64::INFINITY, f64::min);
+        if had_failures(i) && best >= never {
+            abstaining.push((i, format!(
+                "; never flags: no threshold makes its own tuning events cost less than never flagging ({never:.0}; {best:.0} at best)"
+            )));
+        }
+    }
+    thin.retain(|i| !abstaining.iter().any(|(j, _)| j == i));
+    let mut no_skill_shared = Vec::new();
+    for &i in &thin {
+        if !had_failures(i) {
             continue;
         }
         let others: Vec<usize> = thin.iter().copied().filter(|&j| j != i).collect();
         let (_, k) = shared(if others.is_empty() { &thin } else { &others });
         let (at, never) = (costs[&i].0[k], costs[&i].1);
         if at > never {
-            abstaining.push((i, grid[k], at, never));
+            no_skill_shared.push((i, format!(
+                "; never flags: at the threshold the other modes with fewer than {MIN_FAILURES_FOR_EVENT_CHOICE} tuning failures share ({:.2}) its own tuning events cost {at:.0}, more than never flagging ({never:.0})",
+                grid[k]
+            )));
         }
     }
-    thin.retain(|i| !abstaining.iter().any(|(j, ..)| j == i));
-    for (i, others, shared_cost, never_cost) in abstaining {
+    thin.retain(|i| !no_skill_shared.iter().any(|(j, _)| j == i));
+    for (i, why) in abstaining.into_iter().chain(no_skill_shared) {
         let trained = &mut models[i];
         set_threshold(trained, model::NEVER);
-        trained.model.choice.push_str(&format!(
-            "; never flags: at the threshold the other modes with fewer than {MIN_FAILURES_FOR_EVENT_CHOICE} tuning failures share ({others:.2}) its own tuning events cost {shared_cost:.0}, more than never flagging ({never_cost:.0})"
-        ));
-        tracing::info!(mode = %trained.model.mode.name(), shared_cost, never_cost, "no skill on the tuning window: the mode never flags");
+        trained.model.choice.push_str(&why);
+        tracing::info!(mode = %trained.model.mode.name(), %why, "no skill on the tuning window: the mode never flags");
     }
     if thin.is_empty() {
         return;
@@ -288,14 +306,18 @@ mod tests {
 
     #[test]
     fn a_thin_mode_with_no_skill_on_its_tuning_failures_never_flags() {
-        // Skilled: risk rises two days before each failure. No skill: quiet before both
-        // failures, alarmed on three healthy devices for a day each.
+        // Skilled: risk rises two days before each failure. Flooding: it sees one of its
+        // two failures coming (cheaper than never flagging above 0.6, so not blind), but at
+        // the skilled mode's threshold it alarms on three healthy devices all month, and
+        // pooled with it would drag the shared threshold above 0.6.
         let skilled = trained("drum_bearing", |_, before| match before {
             Some(hours) if hours <= 48 => 0.6,
             _ => 0.05,
         });
-        let blind = trained("drain_pump", |device, _| {
-            if (5..8).contains(&device) { 0.6 } else { 0.05 }
+        let blind = trained("drain_pump", |device, before| match (device, before) {
+            (0, Some(hours)) if hours <= 48 => 0.95,
+            (5..8, _) => 0.6,
+            _ => 0.05,
         });
         let mut models = vec![skilled, blind];
         pool_thresholds(&mut models);
@@ -303,7 +325,37 @@ mod tests {
         assert!(skilled.threshold <= 0.6, "{}", skilled.choice);
         assert_eq!(skilled.validation.events.flagged_24h_ahead, 2);
         assert_eq!(blind.threshold, model::NEVER, "{}", blind.choice);
-        assert!(blind.choice.contains("never flags"), "{}", blind.choice);
+        assert!(blind.choice.contains("share ("), "{}", blind.choice);
         assert_eq!(blind.validation.events.flags, 0);
+    }
+
+    #[test]
+    fn two_blind_thin_modes_do_not_hold_each_others_threshold_up() {
+        // Judged only at the threshold the others share, each blind mode would look quiet:
+        // the other one's flood keeps that threshold above 0.6, silencing the skilled mode.
+        let skilled = trained("drum_bearing", |_, before| match before {
+            Some(hours) if hours <= 48 => 0.6,
+            _ => 0.05,
+        });
+        let blind = |component: &str, devices: std::ops::Range<i32>| {
+            trained(component, move |device, _| {
+                if devices.contains(&device) { 0.6 } else { 0.05 }
+            })
+        };
+        let mut models = vec![
+            skilled,
+            blind("drain_pump", 5..8),
+            blind("door_lock", 8..11),
+        ];
+        pool_thresholds(&mut models);
+        let skilled = &models[0].model;
+        assert!(skilled.threshold <= 0.6, "{}", skilled.choice);
+        assert_eq!(skilled.validation.events.flagged_24h_ahead, 2);
+        for blind in &models[1..] {
+            let blind = &blind.model;
+            assert_eq!(blind.threshold, model::NEVER, "{}", blind.choice);
+            assert!(blind.choice.contains("no threshold"), "{}", blind.choice);
+            assert_eq!(blind.validation.events.flags, 0);
+        }
     }
 }

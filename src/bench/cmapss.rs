@@ -339,8 +339,10 @@ async fn bench_on(
 
     // Engines are not on one calendar (every unit's cycle 1 is the same hour), so "the
     // fleet in the same hour" would be the fleet at the same age: not a fleet reference.
+    // Every engine reports every cycle: its newest reading is the `last` hour's already.
     let spec = FeatureSpec {
         fleet_reference: false,
+        recent_hours: 0,
         ..FeatureSpec::default()
     };
     let until = origin + chrono::Duration::days(400);

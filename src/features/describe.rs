@@ -93,6 +93,12 @@ pub fn describe(spec: &FeatureSpec, name: &str, value: f64) -> String {
             format!("{subject} {trend} {:.3} per day over {window}", value.abs())
         }
         "last" => format!("{subject} last hour {value:.2}"),
+        "latest" => format!("{subject} latest reading {value:.2}"),
+        "latest_age_hours" => format!("{subject} last read {value:.0} h ago"),
+        "z_latest" => format!(
+            "{subject} latest reading {:.1}σ {direction} this machine's baseline",
+            value.abs()
+        ),
         "hours_since_last" => format!("no {subject} reading for {value:.0} h"),
         "mean_short" => format!("{subject} {short} mean {value:.2}"),
         "std_short" => format!("{subject} {short} spread (σ) {value:.2}"),
@@ -128,6 +134,10 @@ mod tests {
         assert_eq!(
             describe(&spec, "cranking_voltage_v.vs_fleet_short", -0.5),
             "cranking voltage v 24 h mean 0.50 below the fleet's median"
+        );
+        assert_eq!(
+            describe(&spec, "drain_time_s.z_latest", 4.31),
+            "drain time s latest reading 4.3σ above this machine's baseline"
         );
         assert_eq!(
             describe(&spec, "drain_time_s.slope_long", 12.0),

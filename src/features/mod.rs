@@ -85,6 +85,13 @@ pub struct FeatureSpec {
     /// `false` (artifacts older than these features): none.
     #[serde(default)]
     pub fleet_reference: bool,
+    /// Per metric, its newest hourly reading up to this many hours old, and that reading
+    /// against the device's baseline: a metric reported only while the device works (a
+    /// washer's drain time, a car's cranking voltage) has no hourly features most of the
+    /// time (`hourly_staleness_hours`), and a part that wears in days shows first in the
+    /// last cycle. `0` (artifacts older than these features): none.
+    #[serde(default)]
+    pub recent_hours: i64,
 }
 
 impl Default for FeatureSpec {
@@ -99,6 +106,9 @@ impl Default for FeatureSpec {
             code_activity_hours: 168,
             code_baseline_hours: 28 * 24,
             fleet_reference: true,
+            // The hourly lookback the live cycle loads anyway (`short_window_hours` +
+            // `hourly_staleness_hours`): more would load more rows every cycle.
+            recent_hours: 30,
         }
     }
 }
@@ -106,7 +116,7 @@ impl Default for FeatureSpec {
 impl FeatureSpec {
     /// How far back a live scorer must load hourly rows for features as of `t`.
     pub fn hourly_lookback_micros(&self) -> i64 {
-        (self.short_window_hours + self.hourly_staleness_hours) * HOUR_MICROS
+        (self.short_window_hours + self.hourly_staleness_hours).max(self.recent_hours) * HOUR_MICROS
     }
 
     /// How far back a live scorer must load day buckets.
@@ -194,6 +204,8 @@ const METRIC_STATS: [&str; 14] = [
 ];
 /// Per metric, against the fleet ([`FeatureSpec::fleet_reference`]).
 const FLEET_STATS: [&str; 3] = ["vs_fleet_short", "z_fleet_short", "z_fleet_long"];
+/// Per metric, its newest reading ([`FeatureSpec::recent_hours`]).
+const RECENT_STATS: [&str; 3] = ["latest", "latest_age_hours", "z_latest"];
 const SEVERITIES: [&str; 3] = ["warning", "error", "critical"];
 
 /// Column names for a kind, in the order [`compute`] fills them.
@@ -207,6 +219,13 @@ pub fn feature_names(spec: &FeatureSpec, schema: &KindSchema) -> Vec<String> {
     if spec.fleet_reference {
         for metric in &schema.metrics {
             for stat in FLEET_STATS {
+                names.push(format!("{metric}.{stat}"));
+            }
+        }
+    }
+    if spec.recent_hours > 0 {
+        for metric in &schema.metrics {
+            for stat in RECENT_STATS {
                 names.push(format!("{metric}.{stat}"));
             }
         }
@@ -387,8 +406,16 @@ fn fill_request(
     let width = out.len();
     {
         let metrics = schema.metrics.len();
+        let fleet_width = fleet.map_or(0, |_| metrics * FLEET_STATS.len());
+        let recent_width = if spec.recent_hours > 0 {
+            metrics * RECENT_STATS.len()
+        } else {
+            0
+        };
         let (stats, rest) = out.split_at_mut(metrics * METRIC_STATS.len());
-        let mut fleet_cells = fleet.map(|fleet| (fleet, rest.chunks_mut(FLEET_STATS.len())));
+        let (fleet_part, rest) = rest.split_at_mut(fleet_width);
+        let mut fleet_cells = fleet.map(|fleet| (fleet, fleet_part.chunks_mut(FLEET_STATS.len())));
+        let mut recent_cells = rest[..recent_width].chunks_mut(RECENT_STATS.len());
         for (metric, cell) in stats.chunks_mut(METRIC_STATS.len()).enumerate() {
             let fleet = fleet_cells
                 .as_mut()
@@ -398,14 +425,11 @@ fn fill_request(
                 (hourly, hourly_stats),
                 (daily, daily_stats),
                 (device, metric, as_of),
-                cell,
+                (cell, recent_cells.next()),
                 fleet,
             );
         }
-        let mut column = metrics * METRIC_STATS.len();
-        if fleet.is_some() {
-            column += metrics * FLEET_STATS.len();
-        }
+        let mut column = metrics * METRIC_STATS.len() + fleet_width + recent_width;
         for window in &spec.event_windows_hours {
             let from = as_of - window * HOUR_MICROS;
             for severity in SEVERITIES {
@@ -463,17 +487,28 @@ fn fill_request(
     }
 }
 
-/// One metric's [`METRIC_STATS`] into `cell`, and its [`FLEET_STATS`] into the fleet's
-/// cell when there is one.
+/// One metric's [`METRIC_STATS`] into `cell`, its [`RECENT_STATS`] into `recent` and its
+/// [`FLEET_STATS`] into the fleet's cell when there are those.
 fn fill_metric(
     spec: &FeatureSpec,
     (hourly, hourly_stats): (&Series, &rolling::WindowStats),
     (daily, daily_stats): (&Series, &DailyStats),
     (device, metric, as_of): (i32, usize, i64),
-    cell: &mut [f64],
+    (cell, mut recent): (&mut [f64], Option<&mut [f64]>),
     mut fleet: Option<(&FleetReference, &mut [f64])>,
 ) {
     let as_of_hour = as_of.div_euclid(HOUR_MICROS);
+    // The newest complete hour up to `recent_hours` back (strictly less, so that the
+    // lookback of `recent_hours` before any `as_of` holds it).
+    let mut latest = f64::NAN;
+    if let Some(recent) = recent.as_deref_mut()
+        && let Some(row) = hourly.newest_before(device, metric, as_of_hour)
+        && as_of_hour - hourly.time[row] < spec.recent_hours
+    {
+        latest = hourly.input.mean[row] + hourly.offset[row];
+        recent[0] = latest;
+        recent[1] = (as_of - (hourly.time[row] + 1) * HOUR_MICROS) as f64 / HOUR_MICROS as f64;
+    }
     // The newest complete hour before `as_of`: bucket hour <= as_of_hour - 1.
     let mut short_mean = f64::NAN;
     // The fleet's mean over the same hours as the 24 h window.
@@ -514,6 +549,9 @@ fn fill_metric(
             let scale = baseline_std.max(1e-3 + 0.01 * baseline_mean.abs());
             cell[12] = (short_mean - baseline_mean) / scale;
             cell[13] = (long_mean - baseline_mean) / scale;
+            if let Some(recent) = recent {
+                recent[2] = (latest - baseline_mean) / scale;
+            }
             if let Some((reference, fleet_cell)) = fleet.as_mut() {
                 let long_rows = daily.window(device, metric, row, spec.long_window_days);
                 let until = daily.window(device, metric, row, spec.baseline_until_days);

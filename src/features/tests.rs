@@ -327,3 +327,111 @@ fn what_moves_every_device_cancels_against_the_fleet_and_one_device_stands_out()
             .any(|n| n.contains("fleet"))
     );
 }
+
+/// One device's drain time, reported once a day at 08:00 as a washer reports it (only
+/// while it runs): 53 or 57 s for 30 days, then 100, 150 and 200 s (a clogging pump).
+fn a_daily_cycle() -> FeatureInputs {
+    let mut inputs = FeatureInputs::default();
+    inputs.metric_names.insert(1, "drain".into());
+    inputs.devices.insert(
+        1,
+        DeviceInfo {
+            kind: "washer".into(),
+            model: None,
+            installed_at: Some(T0 - 400 * DAY_MICROS),
+        },
+    );
+    for day in 0..33 {
+        let drain = match day {
+            30 => 100.0,
+            31 => 150.0,
+            32 => 200.0,
+            _ if day % 2 == 0 => 53.0,
+            _ => 57.0,
+        };
+        inputs.hourly.push(HourlyRow {
+            device_id: 1,
+            metric_id: 1,
+            bucket: T0 + day * DAY_MICROS + 8 * HOUR_MICROS,
+            avg: drain,
+            min: drain,
+            max: drain,
+        });
+    }
+    inputs.daily = daily_from_hourly(&inputs.hourly);
+    inputs
+}
+
+#[test]
+fn a_metric_reported_once_a_day_keeps_its_newest_reading() {
+    // Longer than the default, so that the lookback must grow for it.
+    let spec = FeatureSpec {
+        recent_hours: 48,
+        ..FeatureSpec::default()
+    };
+    let schema = KindSchema {
+        kind: "washer".into(),
+        metrics: vec!["drain".into()],
+        event_codes: Vec::new(),
+        components: Vec::new(),
+        models: Vec::new(),
+    };
+    let all = a_daily_cycle();
+    let names = feature_names(&spec, &schema);
+    let column = |name: &str| names.iter().position(|n| n == name).unwrap();
+    let last_cycle = T0 + 32 * DAY_MICROS + 8 * HOUR_MICROS;
+    let as_of = last_cycle + 12 * HOUR_MICROS;
+    let requests = [
+        (1, as_of),
+        (1, last_cycle + 47 * HOUR_MICROS),
+        (1, last_cycle + 48 * HOUR_MICROS),
+    ];
+    let table = compute(&spec, &schema, &all, &requests).unwrap();
+    let now = table.row(0);
+    assert!(
+        now[column("drain.last")].is_nan(),
+        "the hourly features are stale"
+    );
+    assert!(now[column("drain.z_short")].is_nan());
+    assert_eq!(now[column("drain.latest")], 200.0);
+    assert_eq!(now[column("drain.latest_age_hours")], 11.0);
+    // The baseline: 55 s, σ 2.
+    let z = now[column("drain.z_latest")];
+    assert!((z - 72.5).abs() < 3.0, "z_latest {z}");
+    assert_eq!(table.row(1)[column("drain.latest")], 200.0);
+    for stat in RECENT_STATS {
+        let value = table.row(2)[column(&format!("drain.{stat}"))];
+        assert!(
+            value.is_nan(),
+            "{stat} = {value} after {} h",
+            spec.recent_hours
+        );
+    }
+
+    // The live scorer's lookback holds it (47 h back: beyond the hourly windows' 30 h).
+    let as_of = requests[1].1;
+    let mut trimmed = all.clone();
+    trimmed
+        .hourly
+        .retain(|r| r.bucket >= as_of - spec.hourly_lookback_micros() && r.bucket < as_of);
+    trimmed
+        .daily
+        .retain(|r| r.day >= as_of - spec.daily_lookback_micros() && r.day + DAY_MICROS <= as_of);
+    let live = compute(&spec, &schema, &trimmed, &[(1, as_of)]).unwrap();
+    assert_eq!(live.row(0)[column("drain.latest")], 200.0);
+    for (index, name) in live.names.iter().enumerate() {
+        let (a, b) = (live.row(0)[index], table.row(1)[index]);
+        assert!(close(a, b), "{name}: live {a} vs training {b}");
+    }
+
+    // Old artifacts keep their columns.
+    let old = FeatureSpec {
+        recent_hours: 0,
+        ..spec.clone()
+    };
+    assert!(
+        !feature_names(&old, &schema)
+            .iter()
+            .any(|n| n.contains("latest"))
+    );
+}

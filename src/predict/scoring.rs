@@ -29,6 +29,7 @@ pub fn lookback_spec(specs: &[&FeatureSpec]) -> FeatureSpec {
         }
         lookback.code_activity_hours = lookback.code_activity_hours.max(spec.code_activity_hours);
         lookback.code_baseline_hours = lookback.code_baseline_hours.max(spec.code_baseline_hours);
+        lookback.recent_hours = lookback.recent_hours.max(spec.recent_hours);
     }
     // Loading: the longest hourly window plus the longest staleness; the rule: the
     // shortest staleness.

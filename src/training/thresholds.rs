@@ -68,14 +68,16 @@ pub(super) fn choose_threshold(
 /// risk everywhere). Tens of pooled failures estimate it far better than two or three per
 /// mode. The test windows play no part.
 ///
-/// A thin mode that had failures in its tuning window never flags ([`model::NEVER`]), as a
-/// mode choosing its own threshold would, when it has no skill there (it caught too few of
+/// A thin mode that had failures in its tuning window never flags ([`model::NEVER`]) when
+/// it has no skill there (it caught too few of
 /// its failures for its false alarms: a model a season or a drift then turns into a
-/// flood): when no threshold makes its tuning events cost less than never flagging, or,
+/// flood): when no threshold makes its tuning events cost less than never flagging (a tie
+/// abstains: a threshold that flags nothing costs exactly never), or,
 /// among the rest, when it costs more than never flagging at the threshold the *other*
 /// remaining thin modes share. The shared threshold is then chosen without it. Judged at
 /// the others' threshold, not at one it helped choose: a flooding mode drags the shared
-/// threshold up until it is quiet, silencing the modes with skill; and the blind ones go
+/// threshold up until it is quiet, silencing the modes with skill (judged at its own
+/// cheapest of the thresholds the others find equally good); and the blind ones go
 /// first, or two flooding modes would each hold the other's threshold up.
 pub fn pool_thresholds(models: &mut [Trained]) {
     let mut thin: Vec<usize> = (0..models.len())
@@ -128,7 +130,15 @@ pub fn pool_thresholds(models: &mut [Trained]) {
             continue;
         }
         let others: Vec<usize> = thin.iter().copied().filter(|&j| j != i).collect();
-        let (_, k) = shared(if others.is_empty() { &thin } else { &others });
+        let (least, _) = shared(if others.is_empty() { &thin } else { &others });
+        // Among the thresholds the others find equally good, the mode's own cheapest: a
+        // mode that is quiet at every threshold (no counted failures) would otherwise pin
+        // the judgement at the lowest one, where any mode flags.
+        let others_at = |k: usize| -> f64 { others.iter().map(|j| costs[j].0[k]).sum() };
+        let k = (0..grid.len())
+            .filter(|&k| others.is_empty() || others_at(k) <= least + 1e-9)
+            .min_by(|&a, &b| costs[&i].0[a].total_cmp(&costs[&i].0[b]).then(a.cmp(&b)))
+            .unwrap_or(0);
         let (at, never) = (costs[&i].0[k], costs[&i].1);
         if at > never {
             no_skill_shared.push((i, format!(
@@ -327,6 +337,28 @@ mod tests {
         assert_eq!(blind.threshold, model::NEVER, "{}", blind.choice);
         assert!(blind.choice.contains("share ("), "{}", blind.choice);
         assert_eq!(blind.validation.events.flags, 0);
+    }
+
+    #[test]
+    fn a_quiet_mode_without_failures_does_not_pin_the_judgement_at_the_lowest_threshold() {
+        let skilled = trained("drum_bearing", |_, before| match before {
+            Some(hours) if hours <= 48 => 0.6,
+            _ => 0.05,
+        });
+        let blind = trained("drain_pump", |device, _| {
+            if (5..8).contains(&device) { 0.6 } else { 0.05 }
+        });
+        // No failure it can be judged on (one in the window's first day counts none), and
+        // below 0.01 everywhere: every threshold costs it nothing.
+        let mut quiet = trained("door_lock", |_, _| 0.005);
+        quiet.failures.clear();
+        quiet.model.validation = validation(&quiet.tuning, &quiet.failures, 0.2, &quiet.model.mode);
+        let mut models = vec![skilled, blind, quiet];
+        pool_thresholds(&mut models);
+        let skilled = &models[0].model;
+        assert!(skilled.threshold <= 0.6, "{}", skilled.choice);
+        assert_eq!(skilled.validation.events.flagged_24h_ahead, 2);
+        assert_eq!(models[1].model.threshold, model::NEVER);
     }
 
     #[test]

@@ -498,26 +498,32 @@ fn fill_metric(
     mut fleet: Option<(&FleetReference, &mut [f64])>,
 ) {
     let as_of_hour = as_of.div_euclid(HOUR_MICROS);
-    // The newest complete hour up to `recent_hours` back (strictly less, so that the
-    // lookback of `recent_hours` before any `as_of` holds it).
+    // The newest complete hour before `as_of` (bucket hour <= as_of_hour - 1): its row,
+    // how many hours before `as_of_hour` it starts, its value and its age in hours.
+    let newest = hourly.newest_before(device, metric, as_of_hour).map(|row| {
+        let age = (as_of - (hourly.time[row] + 1) * HOUR_MICROS) as f64 / HOUR_MICROS as f64;
+        let value = hourly.input.mean[row] + hourly.offset[row];
+        (row, as_of_hour - hourly.time[row], value, age)
+    });
+    // Up to `recent_hours` back (strictly less, so that the lookback of `recent_hours`
+    // before any `as_of` holds it).
     let mut latest = f64::NAN;
     if let Some(recent) = recent.as_deref_mut()
-        && let Some(row) = hourly.newest_before(device, metric, as_of_hour)
-        && as_of_hour - hourly.time[row] < spec.recent_hours
+        && let Some((_, hours_back, value, age)) = newest
+        && hours_back < spec.recent_hours
     {
-        latest = hourly.input.mean[row] + hourly.offset[row];
-        recent[0] = latest;
-        recent[1] = (as_of - (hourly.time[row] + 1) * HOUR_MICROS) as f64 / HOUR_MICROS as f64;
+        latest = value;
+        recent[0] = value;
+        recent[1] = age;
     }
-    // The newest complete hour before `as_of`: bucket hour <= as_of_hour - 1.
     let mut short_mean = f64::NAN;
     // The fleet's mean over the same hours as the 24 h window.
     let mut fleet_short = f64::NAN;
-    if let Some(row) = hourly.newest_before(device, metric, as_of_hour)
-        && as_of_hour - hourly.time[row] <= spec.hourly_staleness_hours
+    if let Some((row, hours_back, value, age)) = newest
+        && hours_back <= spec.hourly_staleness_hours
     {
-        cell[0] = hourly.input.mean[row] + hourly.offset[row];
-        cell[1] = (as_of - (hourly.time[row] + 1) * HOUR_MICROS) as f64 / HOUR_MICROS as f64;
+        cell[0] = value;
+        cell[1] = age;
         let window = hourly_stats.at(row);
         short_mean = window.mean + hourly.offset[row];
         cell[2] = short_mean;

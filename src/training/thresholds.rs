@@ -69,12 +69,11 @@ pub(super) fn choose_threshold(
 /// mode. The test windows play no part.
 ///
 /// A thin mode that had failures in its tuning window never flags ([`model::NEVER`]) when
-/// it has no skill there (it caught too few of
-/// its failures for its false alarms: a model a season or a drift then turns into a
-/// flood): when no threshold makes its tuning events cost less than never flagging (a tie
-/// abstains: a threshold that flags nothing costs exactly never), or,
-/// among the rest, when it costs more than never flagging at the threshold the *other*
-/// remaining thin modes share. The shared threshold is then chosen without it. Judged at
+/// it has no skill there (it caught too few of its failures for its false alarms: a model
+/// a season or a drift then turns into a flood): when no threshold makes its tuning events
+/// cost less than never flagging (a tie abstains: a threshold that flags nothing costs
+/// exactly never), or, among the rest, when it costs more than never flagging at the
+/// threshold the *other* remaining thin modes share. The shared threshold is then chosen without it. Judged at
 /// the others' threshold, not at one it helped choose: a flooding mode drags the shared
 /// threshold up until it is quiet, silencing the modes with skill (judged at its own
 /// cheapest of the thresholds the others find equally good); and the blind ones go
@@ -97,14 +96,20 @@ pub fn pool_thresholds(models: &mut [Trained]) {
             (i, (at, cost_at(trained, model::NEVER)))
         })
         .collect();
+    // The summed cost of `modes` at every threshold of the grid.
+    let totals = |modes: &[usize]| -> Vec<f64> {
+        (0..grid.len())
+            .map(|k| modes.iter().map(|i| costs[i].0[k]).sum())
+            .collect()
+    };
     // The index in the grid of the threshold minimising the summed cost of `modes` (the
     // lowest on ties), and that cost.
     let shared = |modes: &[usize]| -> (f64, usize) {
-        let total = |k: usize| -> f64 { modes.iter().map(|i| costs[i].0[k]).sum() };
-        let mut best = (total(0), 0);
-        for k in 1..grid.len() {
-            if total(k) < best.0 {
-                best = (total(k), k);
+        let totals = totals(modes);
+        let mut best = (totals[0], 0);
+        for (k, &total) in totals.iter().enumerate().skip(1) {
+            if total < best.0 {
+                best = (total, k);
             }
         }
         best
@@ -130,13 +135,13 @@ pub fn pool_thresholds(models: &mut [Trained]) {
             continue;
         }
         let others: Vec<usize> = thin.iter().copied().filter(|&j| j != i).collect();
-        let (least, _) = shared(if others.is_empty() { &thin } else { &others });
+        let others = totals(if others.is_empty() { &thin } else { &others });
+        let least = others.iter().copied().fold(f64::INFINITY, f64::min);
         // Among the thresholds the others find equally good, the mode's own cheapest: a
         // mode that is quiet at every threshold (no counted failures) would otherwise pin
         // the judgement at the lowest one, where any mode flags.
-        let others_at = |k: usize| -> f64 { others.iter().map(|j| costs[j].0[k]).sum() };
         let k = (0..grid.len())
-            .filter(|&k| others.is_empty() || others_at(k) <= least + 1e-9)
+            .filter(|&k| others[k] <= least + 1e-9)
             .min_by(|&a, &b| costs[&i].0[a].total_cmp(&costs[&i].0[b]).then(a.cmp(&b)))
             .unwrap_or(0);
         let (at, never) = (costs[&i].0[k], costs[&i].1);

@@ -97,6 +97,10 @@ pub struct ModeCard {
     pub calibration: Calibration,
     /// Which window the headline figures below come from.
     pub headline: String,
+    /// Which classifier ships: the one the test window judged, or the same algorithm
+    /// refitted through the end of the data (`train.refit_with_test_window`).
+    #[serde(default)]
+    pub shipped: String,
     pub class_balance: ClassBalance,
     pub pr_auc: f64,
     pub precision_at_threshold: f64,
@@ -147,6 +151,12 @@ pub fn mode_card(m: &ModeModel) -> ModeCard {
         threshold: m.threshold,
         calibration: m.calibration,
         headline,
+        shipped: match m.refitted_until {
+            Some(until) => format!(
+                "refitted on every example labelled by {until} (the test window included); the figures above are the same algorithm's, with the same calibration and threshold, fitted before the test window"
+            ),
+            None => "the classifier the figures above judged".to_string(),
+        },
         no_skill_positive_share: figures.class_balance.positive_share,
         class_balance: figures.class_balance,
         pr_auc: figures.pr_auc,

@@ -172,7 +172,18 @@ pub struct ModeModel {
     pub spec: FeatureSpec,
     pub schema: KindSchema,
     pub feature_names: Vec<String>,
+    /// The shipped classifier: what scores live.
     pub classifier: Classifier,
+    /// The classifier the test window judged, fitted on the examples labelled before it,
+    /// when the shipped one was refitted through the end of the data
+    /// (`train.refit_with_test_window`): the card's test figures and promotion are this
+    /// one's. `None`: the shipped classifier is the one the test window judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tested_classifier: Option<Classifier>,
+    /// The end of the examples the shipped classifier was refitted on (every label known
+    /// by then), when it was; `None`: fitted before the test window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refitted_until: Option<chrono::DateTime<chrono::Utc>>,
     pub calibration: Calibration,
     /// Alert when the calibrated probability is at least this.
     pub threshold: f64,
@@ -226,13 +237,29 @@ pub struct Factor {
 }
 
 impl ModeModel {
-    /// Calibrated failure probabilities, one per row.
+    /// Calibrated failure probabilities of the shipped classifier, one per row.
     pub fn probabilities(&self, table: &FeatureTable) -> Result<Vec<f64>, ModelError> {
+        self.probabilities_of(&self.classifier, table)
+    }
+
+    /// Calibrated failure probabilities of the classifier the test window judged (fitted
+    /// before it), one per row: what promotion compares on a window new to both models.
+    pub fn tested_probabilities(&self, table: &FeatureTable) -> Result<Vec<f64>, ModelError> {
+        self.probabilities_of(
+            self.tested_classifier.as_ref().unwrap_or(&self.classifier),
+            table,
+        )
+    }
+
+    fn probabilities_of(
+        &self,
+        classifier: &Classifier,
+        table: &FeatureTable,
+    ) -> Result<Vec<f64>, ModelError> {
         if table.names != self.feature_names {
             return Err(ModelError::Columns(self.mode.name()));
         }
-        Ok(self
-            .classifier
+        Ok(classifier
             .margins(table)
             .into_iter()
             .map(|m| self.calibration.apply(m))

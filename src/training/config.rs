@@ -26,6 +26,12 @@ pub struct TrainConfig {
     /// half of the longest horizon, at most 30 days.
     #[serde(with = "auto_duration")]
     pub test_window: Option<Duration>,
+    /// The shipped classifier of each mode is refitted on every example labelled before
+    /// the end of the data, the test window included (the newest failures, the nearest
+    /// season); the card's test figures, and promotion, judge the same algorithm as fitted
+    /// before the test window (kept in the artifact). `false`: the shipped classifier is
+    /// the one the test window judged.
+    pub refit_with_test_window: bool,
     /// Rolling-origin folds over the tuning window: fold `k` is scored by a model trained
     /// on every example labelled before it starts. `0`: auto (3).
     pub tuning_folds: usize,
@@ -92,6 +98,7 @@ impl Default for TrainConfig {
             tuning_window: None,
             test_window: None,
             tuning_folds: 0,
+            refit_with_test_window: true,
             learn_horizons: true,
             fleet_reference: true,
             candidates: vec![

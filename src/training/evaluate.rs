@@ -42,10 +42,34 @@ pub struct Evaluation {
     pub flags: Vec<(String, String, DateTime<Utc>)>,
 }
 
-/// Scores `artifact` on `[from, to)` every `stride` and judges it against `failures`.
+/// Which of a mode's classifiers an evaluation scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// The shipped one (what scores live): `forewarn evaluate`. Refitted through the end
+    /// of its data (`ModeModel::refitted_until`), it has seen the time before that.
+    Shipped,
+    /// The one the test window judged, fitted before it: promotion.
+    AsTested,
+}
+
+/// Scores `artifact`'s shipped classifiers on `[from, to)` every `stride` and judges them
+/// against `failures`.
 pub async fn evaluate(
     store: &Store,
     artifact: &ModelArtifact,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    stride: i64,
+) -> Result<Evaluation, TrainingError> {
+    evaluate_as(store, artifact, Judged::Shipped, from, to, stride).await
+}
+
+/// Scores `artifact`'s `judged` classifiers on `[from, to)` every `stride` and judges them
+/// against `failures`.
+pub async fn evaluate_as(
+    store: &Store,
+    artifact: &ModelArtifact,
+    judged: Judged,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     stride: i64,
@@ -91,7 +115,10 @@ pub async fn evaluate(
         .await??;
         for mode in modes {
             let horizon = (mode.mode.horizon_hours * HOUR_MICROS as f64) as i64;
-            let probabilities = mode.probabilities(&table)?;
+            let probabilities = match judged {
+                Judged::Shipped => mode.probabilities(&table)?,
+                Judged::AsTested => mode.tested_probabilities(&table)?,
+            };
             let labels = data.labels(&table, &mode.mode.component, horizon);
             let points: Vec<ScoredPoint> = table
                 .requests

@@ -384,6 +384,23 @@ pub fn train_mode(
         },
     );
     let baselines = baselines(table, &best.tuning, &test, &failures, mode);
+    // What ships: the same algorithm refitted on every example labelled by the end of
+    // the data, so the newest failures and the nearest season teach it too. The test
+    // figures stay those of the classifier fitted before the test window, kept beside it.
+    let (classifier, tested_classifier, refitted_until) = if config.refit_with_test_window {
+        let shipped = match (best.algorithm, pooled) {
+            (Algorithm::PooledGradientBoostedTrees, Some(pooled)) => {
+                pooled.shipped(&mode.component, &table.names)
+            }
+            (algorithm, _) => Some(model::fit_candidate(algorithm, &training_set(split.until))?),
+        };
+        match shipped {
+            Some(shipped) => (shipped, Some(classifier), Some(micros_to_time(split.until))),
+            None => (classifier, None, None),
+        }
+    } else {
+        (classifier, None, None)
+    };
     let importances = classifier.importances(width);
     let mut ranked: Vec<(String, f64)> = table.names.iter().cloned().zip(importances).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -394,6 +411,8 @@ pub fn train_mode(
         schema: data.schema.clone(),
         feature_names: table.names.clone(),
         classifier,
+        tested_classifier,
+        refitted_until,
         calibration: best.calibration,
         threshold: best.threshold,
         validation: best.validation,

@@ -41,7 +41,9 @@ pub use crate::history::{
     Examples, KindData, LoadTimes, NotAnExample, load_inputs, load_inputs_timed, load_kind,
     micros_to_time,
 };
-pub use evaluate::{Evaluation, ModeEvaluation, Overall, evaluate, evaluate_models, overall};
+pub use evaluate::{
+    Evaluation, Judged, ModeEvaluation, Overall, evaluate, evaluate_as, evaluate_models, overall,
+};
 pub use promote::{
     Comparison, Decision, JudgeFuture, Verdict, fitted_until, promote_all, promote_if_better,
     promote_when_better,

@@ -24,6 +24,9 @@ pub struct PooledFits {
     folds: Vec<Option<Classifier>>,
     /// Fitted on every example labelled before the test window.
     refit: Option<Classifier>,
+    /// Fitted on every example labelled by the end of the data, when the shipped models are
+    /// (`train.refit_with_test_window`).
+    shipped: Option<Classifier>,
 }
 
 impl PooledFits {
@@ -63,8 +66,8 @@ impl PooledFits {
         } else {
             FoldScheme::RollingOrigin
         };
-        // A fold's rows (`Some`), or every example labelled before the test window.
-        let set_for = |fold: Option<(i64, i64)>| -> TrainingSet {
+        // A fold's rows (`Some`), or every example labelled before `limit`.
+        let set_for = |fold: Option<(i64, i64)>, limit: i64| -> TrainingSet {
             let width = labelled
                 .first()
                 .map_or(table.n_columns(), |(a, _, _)| a.width(table.n_columns()));
@@ -84,13 +87,7 @@ impl PooledFits {
                         split.test_from,
                         config.negative_sample,
                     ),
-                    None => examples_before(
-                        table,
-                        labels,
-                        *horizon,
-                        split.test_from,
-                        config.negative_sample,
-                    ),
+                    None => examples_before(table, labels, *horizon, limit, config.negative_sample),
                 };
                 let values = table.gather(&rows);
                 set.values
@@ -100,29 +97,36 @@ impl PooledFits {
             }
             set
         };
-        let fit = |fold: Option<(i64, i64)>| -> Result<Option<Classifier>, TrainingError> {
-            let set = set_for(fold);
-            if !set.labels.iter().any(|l| *l) {
-                return Ok(None);
-            }
-            Ok(Some(model::fit_candidate(
-                Algorithm::PooledGradientBoostedTrees,
-                &set,
-            )?))
-        };
+        let fit =
+            |fold: Option<(i64, i64)>, limit: i64| -> Result<Option<Classifier>, TrainingError> {
+                let set = set_for(fold, limit);
+                if !set.labels.iter().any(|l| *l) {
+                    return Ok(None);
+                }
+                Ok(Some(model::fit_candidate(
+                    Algorithm::PooledGradientBoostedTrees,
+                    &set,
+                )?))
+            };
         let fitting = Instant::now();
         let folds = split
             .folds()
             .into_iter()
-            .map(|fold| fit(Some(fold)))
+            .map(|fold| fit(Some(fold), split.test_from))
             .collect::<Result<Vec<_>, _>>()?;
-        let refit = fit(None)?;
+        let refit = fit(None, split.test_from)?;
+        let shipped = if config.refit_with_test_window {
+            fit(None, split.until)?
+        } else {
+            None
+        };
         tracing::info!(kind = %modes[0].kind, modes = modes.len(), seconds = fitting.elapsed().as_secs_f64(), "pooled candidate fitted");
         Ok(Some(PooledFits {
             components,
             scheme,
             folds,
             refit,
+            shipped,
         }))
     }
 
@@ -148,6 +152,15 @@ impl PooledFits {
             rows.len(),
             augment.width(table.n_columns()),
         ))
+    }
+
+    /// The model fitted on every example labelled by the end of the data, scoring
+    /// `component` (`None`: not refitted, or no failure to learn from).
+    pub(super) fn shipped(&self, component: &str, names: &[String]) -> Option<Classifier> {
+        Some(Classifier::Pooled {
+            augment: self.augment(component, names)?,
+            inner: Box::new(self.shipped.as_ref()?.duplicate()),
+        })
     }
 
     /// The model fitted before the test window, scoring `component`.

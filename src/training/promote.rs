@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::evaluate::{Evaluation, ModeEvaluation, evaluate};
+use super::evaluate::{Evaluation, Judged, ModeEvaluation, evaluate_as};
 use super::{Span, TrainingError, read_artifact};
 use crate::model::{FailureMode, ModeModel, ModelArtifact};
 use crate::store::{ModelRow, PromotionOutcome, Store};
@@ -171,7 +171,9 @@ async fn cached_evaluation(
     if let Some(evaluation) = cached {
         return Ok(evaluation);
     }
-    let evaluation = Arc::new(evaluate(store, artifact, key.1, to, stride).await?);
+    // Both sides as tested: fitted before their test windows, so before `key.1`.
+    let evaluation =
+        Arc::new(evaluate_as(store, artifact, Judged::AsTested, key.1, to, stride).await?);
     cache
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -179,8 +181,10 @@ async fn cached_evaluation(
     Ok(evaluation)
 }
 
-/// Everything a mode's model was fitted or tuned on lies before this: the start of its
-/// test window (artifacts older than the test window: the end of their data).
+/// Everything a mode's model *as tested* (`ModeModel::tested_probabilities`) was fitted or
+/// tuned on lies before this: the start of its test window (artifacts older than the test
+/// window: the end of their data). The shipped classifier may be refitted past it
+/// (`train.refit_with_test_window`); promotion therefore compares the models as tested.
 pub fn fitted_until(model: &ModeModel) -> DateTime<Utc> {
     model
         .test
@@ -188,9 +192,10 @@ pub fn fitted_until(model: &ModeModel) -> DateTime<Utc> {
         .map_or(model.validation.to, |test| test.from)
 }
 
-/// Compares `challenger` with the active model of each mode on a window neither was fitted
-/// or tuned on — the challenger's test window, from where the active model's own fitting
-/// ended if that is later — and promotes it where it is better: lower cost, or the same
+/// Compares `challenger` with the active model of each mode, both as tested (fitted before
+/// their test windows), on a window neither was fitted or tuned on — the challenger's test
+/// window, from where the active model's own fitting ended if that is later — and promotes
+/// it where it is better: lower cost, or the same
 /// cost and a higher PR-AUC. Without such a window the challenger is not promoted. Every
 /// promotion is recorded in `model_promotions` with the comparison; concurrent promotions
 /// of a mode (replicas retraining at once) each compare with the model they replace

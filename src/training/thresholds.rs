@@ -295,6 +295,8 @@ mod tests {
                 intercept: 0.0,
                 few_features: false,
             },
+            tested_classifier: None,
+            refitted_until: None,
             calibration: Calibration { a: 1.0, b: 0.0 },
             threshold: 0.2,
             validation,

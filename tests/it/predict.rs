@@ -380,11 +380,61 @@ async fn train_evaluate_score_and_swap_models() {
     }
     assert!(evaluation.failure_modes[0].flagged_24h_ahead >= 1);
 
-    // First model: promoted; the scorer writes predictions with factors in words.
-    let decisions = forewarn::training::promote_if_better(&db.store, &artifact, 2 * HOUR_MICROS)
+    // What ships was refitted through the end of the data, the test window included; the
+    // classifier the test window judged is kept, and the card says which ships.
+    assert_eq!(mode.refitted_until, Some(time(fleet.end)));
+    let tested = mode
+        .tested_classifier
+        .as_ref()
+        .expect("the tested classifier is kept");
+    let test = mode.test.as_ref().unwrap();
+    assert!(
+        serde_json::to_string(tested).unwrap() != serde_json::to_string(&mode.classifier).unwrap(),
+        "the shipped classifier learnt from the test window too"
+    );
+    assert!(
+        card["modes"][0]["shipped"]
+            .as_str()
+            .unwrap()
+            .starts_with("refitted")
+    );
+
+    // First model: promoted. Promotion judges each model as tested on a window new to
+    // both, never the shipped classifier that was fitted on it: with a tested classifier
+    // that never flags swapped in (read back from disk), the recorded comparison flags
+    // nothing where the shipped classifier catches the ramp.
+    let mut judged = forewarn::training::read_artifact(&report.artifact).unwrap();
+    let width = mode.feature_names.len();
+    judged.modes[0].tested_classifier = Some(forewarn::model::Classifier::Logistic {
+        means: vec![0.0; width],
+        scales: vec![1.0; width],
+        weights: vec![0.0; width],
+        intercept: -1e6,
+        few_features: false,
+    });
+    let decisions = forewarn::training::promote_if_better(&db.store, &judged, 2 * HOUR_MICROS)
         .await
         .unwrap();
     assert!(decisions[0].promoted, "{decisions:?}");
+    let (recorded,): (serde_json::Value,) =
+        sqlx::query_as("select comparison from model_promotions where to_version = 'v-test-1'")
+            .fetch_one(&db.query().await)
+            .await
+            .unwrap();
+    assert_eq!(recorded["challenger"]["flagged_24h_ahead"], 0, "{recorded}");
+    let shipped = forewarn::training::evaluate(
+        &db.store,
+        &artifact,
+        test.from,
+        time(fleet.end),
+        2 * HOUR_MICROS,
+    )
+    .await
+    .unwrap();
+    assert!(
+        shipped.failure_modes[0].flagged_24h_ahead >= 1,
+        "{shipped:?}"
+    );
     let mut scorer = forewarn::predict::Scorer::default();
     let cycle = scorer.cycle(&db.store, 3).await.unwrap();
     assert!(cycle.predictions >= fleet.ids.len(), "{cycle:?}");
@@ -417,6 +467,11 @@ async fn train_evaluate_score_and_swap_models() {
     .await
     .unwrap();
     let table = features::compute(&mode.spec, &mode.schema, &data.inputs, &requests).unwrap();
+    assert_ne!(
+        mode.probabilities(&table).unwrap(),
+        mode.tested_probabilities(&table).unwrap(),
+        "the shipped classifier learnt from the test window too"
+    );
     for ((device, _, live), training) in written.iter().zip(mode.probabilities(&table).unwrap()) {
         assert!(
             (live - training).abs() < 1e-9,

@@ -99,7 +99,7 @@ pub struct ModeCard {
     pub headline: String,
     /// Which classifier ships: the one the test window judged, or the same algorithm
     /// refitted through the end of the data (`train.refit_with_test_window`).
-    #[serde(default)]
+    #[serde(default = "tested_ships")]
     pub shipped: String,
     pub class_balance: ClassBalance,
     pub pr_auc: f64,
@@ -126,6 +126,11 @@ pub struct ModelCard {
     pub created_at: DateTime<Utc>,
     pub data: Span,
     pub modes: Vec<ModeCard>,
+}
+
+/// What a card written before the refit says ships.
+fn tested_ships() -> String {
+    "the classifier the figures above judged".to_string()
 }
 
 pub fn mode_card(m: &ModeModel) -> ModeCard {
@@ -155,7 +160,7 @@ pub fn mode_card(m: &ModeModel) -> ModeCard {
             Some(until) => format!(
                 "refitted on every example labelled by {until} (the test window included); the figures above are the same algorithm's, with the same calibration and threshold, fitted before the test window"
             ),
-            None => "the classifier the figures above judged".to_string(),
+            None => tested_ships(),
         },
         no_skill_positive_share: figures.class_balance.positive_share,
         class_balance: figures.class_balance,

@@ -436,7 +436,7 @@ pub static CAR: KindSpec = KindSpec {
             ],
             warning_code: "P0562",
             warning_message: "system voltage low",
-            horizon_hours: 72.0,
+            horizon_hours: 7.0 * 24.0,
         },
         FailureModeSpec {
             component: "thermostat",

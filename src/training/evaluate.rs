@@ -232,6 +232,16 @@ pub async fn evaluate_models(
                 mode.threshold = threshold;
             }
         }
+        for mode in &artifact.modes {
+            if let Some(until) = mode.refitted_until.filter(|&until| from < until) {
+                tracing::warn!(
+                    failure_mode = %mode.mode.name(),
+                    version = %artifact.version,
+                    %until,
+                    "the shipped classifier was refitted on examples labelled up to {until}: figures before then are in sample; the card's test figures are the out-of-sample ones"
+                );
+            }
+        }
         let evaluation = evaluate(store, &artifact, from, to, stride).await?;
         merged = Some(match merged {
             None => evaluation,

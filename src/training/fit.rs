@@ -495,7 +495,7 @@ fn explain_choice(
         "PR-AUC (fewer than 10 failures in the tuning window: too few to compare costs)"
     };
     format!(
-        "{} won on {criterion} ({:.0}: {}/{} failures flagged ≥24 h ahead, {} false alarms, PR-AUC {:.3}; out of fold, {}) against {}; then refitted on every example labelled before the test window",
+        "{} won on {criterion} ({:.0}: {}/{} failures flagged ≥24 h ahead, {} false alarms, PR-AUC {:.3}; out of fold, {}) against {}; then refitted on every example labelled before the test window{}",
         algorithm.as_str(),
         winner.validation.expected_cost,
         winner.validation.events.flagged_24h_ahead,
@@ -503,7 +503,13 @@ fn explain_choice(
         winner.validation.events.false_flags,
         winner.validation.examples.pr_auc,
         scheme.describe(split.folds),
-        others.join("; ")
+        others.join("; "),
+        match winner.refitted_until {
+            Some(until) => format!(
+                ", judged there, and refitted once more on every example labelled by {until} (what ships)"
+            ),
+            None => String::new(),
+        }
     )
 }
 

@@ -516,6 +516,13 @@ async fn train_evaluate_score_and_swap_models() {
         .unwrap();
     assert!(!decisions[0].promoted, "{decisions:?}");
     assert_eq!(decisions[0].active.as_deref(), Some("v-test-1"));
+    // Both as tested on the same window: the same model, the same cost (the active side
+    // judged as shipped would have seen the window).
+    assert_eq!(
+        decisions[0].active_cost,
+        Some(decisions[0].challenger_cost),
+        "{decisions:?}"
+    );
     assert!(scorer.refresh_models(&db.store).await.unwrap().is_empty());
     db.store
         .promote_model(

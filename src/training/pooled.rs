@@ -157,17 +157,24 @@ impl PooledFits {
     /// The model fitted on every example labelled by the end of the data, scoring
     /// `component` (`None`: not refitted, or no failure to learn from).
     pub(super) fn shipped(&self, component: &str, names: &[String]) -> Option<Classifier> {
-        Some(Classifier::Pooled {
-            augment: self.augment(component, names)?,
-            inner: Box::new(self.shipped.as_ref()?.duplicate()),
-        })
+        self.scoring(self.shipped.as_ref(), component, names)
     }
 
     /// The model fitted before the test window, scoring `component`.
     pub(super) fn refitted(&self, component: &str, names: &[String]) -> Option<Classifier> {
+        self.scoring(self.refit.as_ref(), component, names)
+    }
+
+    /// `inner`, one of the kind's fits, scoring `component`.
+    fn scoring(
+        &self,
+        inner: Option<&Classifier>,
+        component: &str,
+        names: &[String],
+    ) -> Option<Classifier> {
         Some(Classifier::Pooled {
             augment: self.augment(component, names)?,
-            inner: Box::new(self.refit.as_ref()?.duplicate()),
+            inner: Box::new(inner?.duplicate()),
         })
     }
 }

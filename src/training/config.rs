@@ -32,6 +32,13 @@ pub struct TrainConfig {
     /// before the test window (kept in the artifact). `false`: the shipped classifier is
     /// the one the test window judged.
     pub refit_with_test_window: bool,
+    /// Positive examples less than this before their failure are left out of fitting
+    /// (calibration, thresholds and judging keep them): a flag must come a day ahead, and
+    /// the last hours, the easiest positives, teach the signature of a part about to die
+    /// rather than the first days' one. At most half a mode's horizon. `"0s"` (the
+    /// default: `"24h"` measured no better on untouched fleets): every positive is fitted on.
+    #[serde(with = "humantime_serde")]
+    pub fit_min_lead: Duration,
     /// Rolling-origin folds over the tuning window: fold `k` is scored by a model trained
     /// on every example labelled before it starts. `0`: auto (3).
     pub tuning_folds: usize,
@@ -99,6 +106,7 @@ impl Default for TrainConfig {
             test_window: None,
             tuning_folds: 0,
             refit_with_test_window: true,
+            fit_min_lead: Duration::ZERO,
             learn_horizons: true,
             fleet_reference: true,
             candidates: vec![
@@ -160,6 +168,12 @@ impl TrainConfig {
             "train.negative_sample",
             train.negative_sample,
             "it must be in (0, 1]",
+        )?;
+        rule(
+            train.fit_min_lead <= MAX_PERIOD,
+            "train.fit_min_lead",
+            show(train.fit_min_lead),
+            "it must be at most 365d (0s fits every positive example)",
         )?;
         cost_rule("train.cost_false_alarm", train.cost_false_alarm)?;
         cost_rule("train.cost_missed_failure", train.cost_missed_failure)?;

@@ -146,6 +146,12 @@ pub(super) fn fold_examples(
     }
 }
 
+/// How long before its failure a positive row stops being fitted on
+/// ([`KindData::fit_labels`]): `train.fit_min_lead`, at most half the horizon.
+pub(super) fn fit_min_lead(config: &TrainConfig, horizon: i64) -> i64 {
+    (config.fit_min_lead.as_micros() as i64).min(horizon / 2)
+}
+
 pub fn hours_to_micros(hours: f64) -> i64 {
     (hours * HOUR_MICROS as f64) as i64
 }
@@ -172,6 +178,12 @@ pub fn train_mode(
 ) -> Result<Trained, TrainingError> {
     let horizon = hours_to_micros(mode.horizon_hours);
     let labels = data.labels(table, &mode.component, horizon);
+    let fit_labels = data.fit_labels(
+        table,
+        &mode.component,
+        horizon,
+        fit_min_lead(config, horizon),
+    );
     let failures = data.failure_times(&mode.component);
     let width = table.n_columns();
     let name = mode.name();
@@ -189,11 +201,11 @@ pub fn train_mode(
     // Examples whose label is known by `limit`: every positive, a deterministic share of
     // negatives.
     let training_set = |limit: i64| -> TrainingSet {
-        let rows = examples_before(table, &labels, horizon, limit, config.negative_sample);
+        let rows = examples_before(table, &fit_labels, horizon, limit, config.negative_sample);
         TrainingSet {
             values: table.gather(&rows),
             n_columns: width,
-            labels: rows.iter().map(|&r| labels[r] == Some(true)).collect(),
+            labels: rows.iter().map(|&r| fit_labels[r] == Some(true)).collect(),
         }
     };
     let scheme = FoldScheme::for_component(data, &mode.component, split);
@@ -209,7 +221,7 @@ pub fn train_mode(
             let train = fold_examples(
                 scheme,
                 table,
-                &labels,
+                &fit_labels,
                 horizon,
                 (start, end),
                 split.test_from,
@@ -218,7 +230,7 @@ pub fn train_mode(
             let set = TrainingSet {
                 values: table.gather(&train),
                 n_columns: width,
-                labels: train.iter().map(|&r| labels[r] == Some(true)).collect(),
+                labels: train.iter().map(|&r| fit_labels[r] == Some(true)).collect(),
             };
             (set, rows)
         })
@@ -567,5 +579,64 @@ mod tests {
         // Negatives are sampled, positives always kept.
         let sampled = examples(FoldScheme::BlockedPurged, 0.0);
         assert_eq!(sampled, vec![0, 5, 25]);
+    }
+
+    #[test]
+    fn the_last_day_before_a_failure_is_judged_but_not_fitted_on() {
+        use crate::features::{FeatureInputs, FeatureSpec, HOUR_MICROS, KindSchema};
+        // A failure at noon on day 30; a 5-day horizon; one example a day.
+        let failure = 30 * DAY_MICROS + 12 * HOUR_MICROS;
+        let inputs = FeatureInputs {
+            failures: HashMap::from([((1, "c".to_string()), vec![failure])]),
+            ..FeatureInputs::default()
+        };
+        let schema = KindSchema {
+            kind: "k".into(),
+            metrics: Vec::new(),
+            event_codes: Vec::new(),
+            components: vec!["c".into()],
+            models: Vec::new(),
+        };
+        let data = KindData::new(schema, inputs, Vec::new(), &FeatureSpec::default());
+        let table = table();
+        let horizon = 5 * DAY_MICROS;
+        assert_eq!(
+            fit_min_lead(&TrainConfig::default(), horizon),
+            0,
+            "off by default"
+        );
+        let config = TrainConfig {
+            fit_min_lead: std::time::Duration::from_secs(24 * 3600),
+            ..TrainConfig::default()
+        };
+        let lead = fit_min_lead(&config, horizon);
+        assert_eq!(lead, 24 * HOUR_MICROS);
+        assert_eq!(
+            fit_min_lead(&config, 36 * HOUR_MICROS),
+            18 * HOUR_MICROS,
+            "at most half the horizon"
+        );
+        let labels = data.labels(&table, "c", horizon);
+        let fit = data.fit_labels(&table, "c", horizon, lead);
+        let positive = |labels: &[Option<bool>]| -> Vec<usize> {
+            (0..=30).filter(|&d| labels[d] == Some(true)).collect()
+        };
+        assert_eq!(
+            positive(&labels),
+            vec![26, 27, 28, 29, 30],
+            "judged: within the horizon"
+        );
+        assert_eq!(
+            positive(&fit),
+            vec![26, 27, 28, 29],
+            "fitted: a day or more ahead"
+        );
+        assert_eq!(fit[30], None, "12 h ahead: left out, not a negative");
+        assert_eq!(&fit[..26], &labels[..26], "negatives unchanged");
+        // Off: every positive is fitted on.
+        assert_eq!(data.fit_labels(&table, "c", horizon, 0), labels);
+        // Examples drawn for fitting never hold the left-out row.
+        let rows = examples_before(&table, &fit, horizon, 40 * DAY_MICROS, 1.0);
+        assert!(!rows.contains(&30) && rows.contains(&29));
     }
 }

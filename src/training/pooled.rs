@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::TrainingError;
-use super::fit::{FoldScheme, examples_before, fold_examples, hours_to_micros};
+use super::fit::{FoldScheme, examples_before, fit_min_lead, fold_examples, hours_to_micros};
 use super::split::Split;
 use crate::config::TrainConfig;
 use crate::features::FeatureTable;
@@ -55,7 +55,12 @@ impl PooledFits {
                 (
                     Augment::new(index, components.clone(), &table.names),
                     horizon,
-                    data.labels(table, &mode.component, horizon),
+                    data.fit_labels(
+                        table,
+                        &mode.component,
+                        horizon,
+                        fit_min_lead(config, horizon),
+                    ),
                 )
             })
             .collect();

@@ -313,33 +313,6 @@ impl KindData {
             .collect()
     }
 
-    /// Labels to fit a classifier on: [`Self::labels`], but a positive row less than `late`
-    /// before its failure is left out (`None`). A flag there comes too late to act on, and
-    /// those rows, the easiest positives, teach the last hours' signature rather than the
-    /// first days' one a flag must catch. Calibration and judging keep every row.
-    pub fn fit_labels(
-        &self,
-        table: &FeatureTable,
-        component: &str,
-        horizon: i64,
-        late: i64,
-    ) -> Vec<Option<bool>> {
-        let mut labels = self.labels(table, component, horizon);
-        if late <= 0 {
-            return labels;
-        }
-        let failures = self.failure_times(component);
-        for (label, &(device, time)) in labels.iter_mut().zip(&table.requests) {
-            let too_late = failures
-                .get(&device)
-                .is_some_and(|times| times.iter().any(|&f| f > time && f <= time + late));
-            if *label == Some(true) && too_late {
-                *label = None;
-            }
-        }
-        labels
-    }
-
     /// device → failure times of `component`.
     pub fn failure_times(&self, component: &str) -> HashMap<i32, Vec<i64>> {
         self.inputs

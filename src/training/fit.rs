@@ -2,6 +2,7 @@
 //! a threshold, compared; the winner refitted on everything before the test window and
 //! judged there; simple rules judged beside it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -146,10 +147,39 @@ pub(super) fn fold_examples(
     }
 }
 
-/// How long before its failure a positive row stops being fitted on
-/// ([`KindData::fit_labels`]): `train.fit_min_lead`, at most half the horizon.
+/// How long before its failure a positive row stops being fitted on ([`fit_labels`]):
+/// `train.fit_min_lead`, at most half the horizon.
 pub(super) fn fit_min_lead(config: &TrainConfig, horizon: i64) -> i64 {
     (config.fit_min_lead.as_micros() as i64).min(horizon / 2)
+}
+
+/// The `labels` of `table`'s rows to fit a classifier on: a positive row less than `late`
+/// before one of its device's `failures` is left out (`None`). A flag there comes too late
+/// to act on, and those rows, the easiest positives, teach the last hours' signature
+/// rather than the first days' one a flag must catch. Calibration and judging keep every
+/// row. `late` ≤ 0: `labels` themselves.
+pub(super) fn fit_labels<'a>(
+    labels: &'a [Option<bool>],
+    table: &FeatureTable,
+    failures: &HashMap<i32, Vec<i64>>,
+    late: i64,
+) -> Cow<'a, [Option<bool>]> {
+    if late <= 0 {
+        return Cow::Borrowed(labels);
+    }
+    let too_late = |&(device, time): &(i32, i64)| {
+        failures
+            .get(&device)
+            .is_some_and(|times| times.iter().any(|&f| f > time && f <= time + late))
+    };
+    labels
+        .iter()
+        .zip(&table.requests)
+        .map(|(&label, request)| match label {
+            Some(true) if too_late(request) => None,
+            label => label,
+        })
+        .collect()
 }
 
 pub fn hours_to_micros(hours: f64) -> i64 {
@@ -178,13 +208,8 @@ pub fn train_mode(
 ) -> Result<Trained, TrainingError> {
     let horizon = hours_to_micros(mode.horizon_hours);
     let labels = data.labels(table, &mode.component, horizon);
-    let fit_labels = data.fit_labels(
-        table,
-        &mode.component,
-        horizon,
-        fit_min_lead(config, horizon),
-    );
     let failures = data.failure_times(&mode.component);
+    let fit_labels = fit_labels(&labels, table, &failures, fit_min_lead(config, horizon));
     let width = table.n_columns();
     let name = mode.name();
     let (mut tuning_rows, mut test_rows) = (Vec::new(), Vec::new());
@@ -617,7 +642,8 @@ mod tests {
             "at most half the horizon"
         );
         let labels = data.labels(&table, "c", horizon);
-        let fit = data.fit_labels(&table, "c", horizon, lead);
+        let failures = data.failure_times("c");
+        let fit = fit_labels(&labels, &table, &failures, lead);
         let positive = |labels: &[Option<bool>]| -> Vec<usize> {
             (0..=30).filter(|&d| labels[d] == Some(true)).collect()
         };
@@ -634,7 +660,7 @@ mod tests {
         assert_eq!(fit[30], None, "12 h ahead: left out, not a negative");
         assert_eq!(&fit[..26], &labels[..26], "negatives unchanged");
         // Off: every positive is fitted on.
-        assert_eq!(data.fit_labels(&table, "c", horizon, 0), labels);
+        assert_eq!(fit_labels(&labels, &table, &failures, 0), labels.as_slice());
         // Examples drawn for fitting never hold the left-out row.
         let rows = examples_before(&table, &fit, horizon, 40 * DAY_MICROS, 1.0);
         assert!(!rows.contains(&30) && rows.contains(&29));

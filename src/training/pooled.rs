@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use super::TrainingError;
-use super::fit::{FoldScheme, examples_before, fit_min_lead, fold_examples, hours_to_micros};
+use super::fit::{
+    FoldScheme, examples_before, fit_labels, fit_min_lead, fold_examples, hours_to_micros,
+};
 use super::split::Split;
 use crate::config::TrainConfig;
 use crate::features::FeatureTable;
@@ -55,12 +57,13 @@ impl PooledFits {
                 (
                     Augment::new(index, components.clone(), &table.names),
                     horizon,
-                    data.fit_labels(
+                    fit_labels(
+                        &data.labels(table, &mode.component, horizon),
                         table,
-                        &mode.component,
-                        horizon,
+                        &data.failure_times(&mode.component),
                         fit_min_lead(config, horizon),
-                    ),
+                    )
+                    .into_owned(),
                 )
             })
             .collect();

@@ -102,6 +102,7 @@ pub async fn failure_modes(
             },
             learn_horizon: m.horizon.is_none() && config.learn_horizons,
             configured_horizon: m.horizon.is_some(),
+            split: None,
         })
         .collect();
     for (kind, component, _) in seen {
@@ -119,6 +120,7 @@ pub async fn failure_modes(
                 },
                 learn_horizon: config.learn_horizons,
                 configured_horizon: false,
+                split: None,
             });
         }
     }
@@ -133,6 +135,9 @@ pub struct ModeToTrain {
     pub learn_horizon: bool,
     /// Its horizon is `train.failure_modes`' (else the default or a learned one).
     pub configured_horizon: bool,
+    /// Its own tuning and test windows, when its horizon is too long for the common ones
+    /// on this history (`Split::shrunk`); `None`: the common ones.
+    pub split: Option<Split>,
 }
 
 /// What `train` did, per mode.
@@ -184,14 +189,18 @@ pub async fn train(
         ));
     }
     // The longest horizon sets the windows. A mode whose horizon needs more history than
-    // there is waits (a warning says so); the others train.
+    // they leave trains on its own, shorter windows when the history holds those
+    // (`Split::shrunk`), and otherwise waits (a warning says so); the others train on the
+    // common ones, which its horizon does not shorten.
     let mut modes = modes;
     let split = loop {
+        let common = |m: &&ModeToTrain| m.split.is_none();
         let longest = modes
             .iter()
+            .filter(common)
             .max_by(|a, b| a.mode.horizon_hours.total_cmp(&b.mode.horizon_hours))
             .map(|m| m.mode.clone())
-            .expect("modes is not empty");
+            .expect("a mode on the common windows is left");
         match Split::new(
             config,
             from.timestamp_micros(),
@@ -203,10 +212,29 @@ pub async fn train(
             Err(error)
                 if modes
                     .iter()
+                    .filter(common)
                     .any(|m| m.mode.horizon_hours < longest.horizon_hours) =>
             {
-                tracing::warn!(%error, "failure modes with this horizon skipped: too little history");
-                modes.retain(|m| m.mode.horizon_hours < longest.horizon_hours);
+                for m in modes
+                    .iter_mut()
+                    .filter(|m| m.split.is_none() && m.mode.horizon_hours >= longest.horizon_hours)
+                {
+                    m.split = Split::shrunk(
+                        config,
+                        from.timestamp_micros(),
+                        until.timestamp_micros(),
+                        fit::hours_to_micros(m.mode.horizon_hours),
+                    );
+                    match &m.split {
+                        Some(own) => {
+                            tracing::info!(mode = %m.mode.name(), tuning_from = %micros_to_time(own.tune_from), test_from = %micros_to_time(own.test_from), "its horizon is too long for the common windows on this history: trained on its own, shorter ones")
+                        }
+                        None => {
+                            tracing::warn!(%error, mode = %m.mode.name(), "failure mode skipped: too little history")
+                        }
+                    }
+                }
+                modes.retain(|m| m.split.is_some() || m.mode.horizon_hours < longest.horizon_hours);
             }
             Err(error) => return Err(error),
         }
@@ -247,22 +275,40 @@ pub async fn train(
             let mut modes = Vec::new();
             for to_train in &kind_modes {
                 let mut mode = to_train.mode.clone();
+                let mode_split = to_train.split.unwrap_or(split);
                 let source = if to_train.learn_horizon {
-                    learn_horizon(&data, &table, &mut mode, &split)
+                    learn_horizon(&data, &table, &mut mode, &mode_split)
                 } else if to_train.configured_horizon {
                     "configured (train.failure_modes)".to_string()
                 } else {
                     "default (train.default_horizon; train.learn_horizons is off)".to_string()
                 };
-                modes.push((mode, source));
+                modes.push((mode, source, to_train.split));
             }
-            let failure_modes: Vec<FailureMode> = modes.iter().map(|(m, _)| m.clone()).collect();
+            // The pooled candidate is fitted on the common windows, for the modes on them.
+            let failure_modes: Vec<FailureMode> = modes
+                .iter()
+                .filter(|(_, _, own)| own.is_none())
+                .map(|(m, _, _)| m.clone())
+                .collect();
             let pooled = fit::PooledFits::fit(&config, &data, &table, &failure_modes, &split)?;
             let mut trained = Vec::new();
-            for (mode, source) in modes {
-                match fit::train_mode(&config, &spec_for_task, &data, &table, &mode, &split, pooled.as_ref()) {
+            for (mode, source, own) in modes {
+                let (mode_split, pooled) = match own {
+                    Some(own) => (own, None),
+                    None => (split, pooled.as_ref()),
+                };
+                match fit::train_mode(&config, &spec_for_task, &data, &table, &mode, &mode_split, pooled) {
                     Ok(mut model) => {
                         model.model.horizon_source = source;
+                        if own.is_some() {
+                            model.model.choice.push_str(&format!(
+                                "; on its own, shorter windows (tuning from {}, test from {}): the common ones leave too little history for its {:.0}-day horizon",
+                                micros_to_time(mode_split.tune_from),
+                                micros_to_time(mode_split.test_from),
+                                mode.horizon_hours / 24.0
+                            ));
+                        }
                         trained.push(model);
                     }
                     // A mode without a failure in the training or tuning window cannot be

@@ -94,6 +94,36 @@ impl Split {
         })
     }
 
+    /// The split of one mode whose horizon is too long for [`Split::new`]'s windows on this
+    /// history (a 14-day horizon needs 63 days with the automatic windows): the tuning and
+    /// test windows as long as the history leaves after the horizon and a week of
+    /// examples, each at least one horizon and a day, so that some of its flags are judged
+    /// in each. `None` when that does not fit either, or when a window is configured
+    /// (the operator's windows are not second-guessed).
+    pub fn shrunk(config: &TrainConfig, from: i64, until: i64, horizon: i64) -> Option<Split> {
+        if config.test_window.is_some() || config.tuning_window.is_some() {
+            return None;
+        }
+        let window = ((until - from - horizon - MIN_TRAINING_SPAN) / 2)
+            .min(MAX_AUTO_WINDOW)
+            .div_euclid(HOUR_MICROS)
+            * HOUR_MICROS;
+        if window < horizon + DAY_MICROS {
+            return None;
+        }
+        let folds = match config.tuning_folds {
+            0 => AUTO_FOLDS,
+            folds => folds,
+        };
+        Some(Split {
+            from,
+            tune_from: until - 2 * window,
+            test_from: until - window,
+            until,
+            folds,
+        })
+    }
+
     /// The tuning window's folds `[start, end)`, oldest first, on whole hours.
     pub fn folds(&self) -> Vec<(i64, i64)> {
         let span = self.test_from - self.tune_from;
@@ -132,6 +162,36 @@ mod tests {
         let long = Split::new(&config, 0, 400 * DAY_MICROS, 7 * DAY_MICROS, "m").unwrap();
         assert_eq!(long.until - long.test_from, 30 * DAY_MICROS);
         assert_eq!(long.test_from - long.tune_from, 90 * DAY_MICROS);
+    }
+
+    #[test]
+    fn a_mode_too_long_for_the_windows_gets_its_own_shorter_ones() {
+        let config = TrainConfig::default();
+        // 60 days and a 14-day horizon: the automatic windows need 63.
+        let (until, horizon) = (60 * DAY_MICROS, 14 * DAY_MICROS);
+        assert!(Split::new(&config, 0, until, horizon, "fridge/refrigerant_leak").is_err());
+        let split = Split::shrunk(&config, 0, until, horizon).unwrap();
+        assert_eq!(
+            split.until - split.test_from,
+            split.test_from - split.tune_from
+        );
+        let window = split.until - split.test_from;
+        assert!(
+            window >= horizon + DAY_MICROS,
+            "a flag can be judged in each window"
+        );
+        assert_eq!(
+            split.tune_from - horizon - MIN_TRAINING_SPAN,
+            0,
+            "the examples still span a week before the horizon ahead of the tuning window"
+        );
+        // Too short even so, or windows the operator set: none.
+        assert!(Split::shrunk(&config, 0, 40 * DAY_MICROS, horizon).is_none());
+        let configured = TrainConfig {
+            test_window: Some(std::time::Duration::from_secs(10 * 86_400)),
+            ..TrainConfig::default()
+        };
+        assert!(Split::shrunk(&configured, 0, until, horizon).is_none());
     }
 
     #[test]

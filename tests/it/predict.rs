@@ -796,6 +796,75 @@ async fn a_short_history_trains_with_the_defaults() {
     let _ = std::fs::remove_dir_all(&model_dir);
 }
 
+/// On a 60-day history a mode with a 14-day horizon (the automatic windows would need 63
+/// days) trains on its own, shorter windows; the other mode keeps the common ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mode_too_long_for_a_short_history_trains_on_its_own_windows() {
+    let db = TestDb::new().await;
+    let kind = unique("longmode");
+    let fleet = write_fleet_with(&db, &kind, 80, 60, Some(20..57)).await;
+    let model_dir = std::env::temp_dir().join(unique("models"));
+    let seal = FailureModeConfig {
+        kind: kind.clone(),
+        component: "seal".into(),
+        horizon: Some(Duration::from_secs(14 * 86_400)),
+        cost_false_alarm: None,
+        cost_missed_failure: None,
+    };
+    let config = TrainConfig {
+        model_dir: model_dir.clone(),
+        failure_modes: vec![seal],
+        ..TrainConfig::default()
+    };
+    let range = Some((time(fleet.start), time(fleet.end)));
+    let trained = forewarn::training::train(&db.store, &config, range, None).await;
+    let (artifact, report) = trained.unwrap();
+    let mode = |component: &str| {
+        artifact
+            .modes
+            .iter()
+            .find(|m| m.mode.component == component)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{component} is trained: {:?}",
+                    artifact
+                        .modes
+                        .iter()
+                        .map(|m| &m.mode.component)
+                        .collect::<Vec<_>>()
+                )
+            })
+    };
+    let (bearing, seal) = (mode("bearing"), mode("seal"));
+    assert_eq!(
+        bearing.validation.from, report.tuning_from,
+        "the common windows"
+    );
+    assert!(bearing.mode.horizon_hours < 14.0 * 24.0);
+    assert!(
+        seal.validation.from < report.tuning_from,
+        "its own tuning window starts earlier: {} vs {}",
+        seal.validation.from,
+        report.tuning_from
+    );
+    let test = seal.test.as_ref().expect("judged on its own test window");
+    assert!(test.from < report.test_from && test.to == report.data_to);
+    assert!(test.to - test.from >= chrono::Duration::days(15));
+    assert!(
+        seal.choice.contains("own, shorter windows"),
+        "{}",
+        seal.choice
+    );
+    assert!(
+        !seal
+            .candidates
+            .iter()
+            .any(|c| c.algorithm == forewarn::model::Algorithm::PooledGradientBoostedTrees),
+        "the pooled candidate is fitted on the common windows"
+    );
+    let _ = std::fs::remove_dir_all(&model_dir);
+}
+
 /// A kind with a common and a rare mode: each is judged with the pooled kind-level
 /// candidate beside its own, and whichever wins scores live like any other model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use crate::model::{
 };
 
 pub use super::pooled::PooledFits;
-pub use super::thresholds::{judge_tests, pool_thresholds};
+pub use super::thresholds::{judge_tests, pool_thresholds_by_windows};
 
 /// One window as scored by a mode's model.
 pub struct Judged {

@@ -236,7 +236,23 @@ pub async fn train(
                 }
                 modes.retain(|m| m.split.is_some() || m.mode.horizon_hours < longest.horizon_hours);
             }
-            Err(error) => return Err(error),
+            // No shorter mode left: the longest ones share the shorter windows, when the
+            // history holds those.
+            Err(error) => {
+                let horizon = fit::hours_to_micros(longest.horizon_hours);
+                match Split::shrunk(
+                    config,
+                    from.timestamp_micros(),
+                    until.timestamp_micros(),
+                    horizon,
+                ) {
+                    Some(shrunk) => {
+                        tracing::info!(%error, tuning_from = %micros_to_time(shrunk.tune_from), test_from = %micros_to_time(shrunk.test_from), "the automatic windows do not fit this history: shorter ones");
+                        break shrunk;
+                    }
+                    None => return Err(error),
+                }
+            }
         }
     };
     let spec = FeatureSpec {
@@ -327,7 +343,7 @@ pub async fn train(
         .await?;
         trained_modes.extend(trained?);
     }
-    fit::pool_thresholds(&mut trained_modes);
+    fit::pool_thresholds_by_windows(&mut trained_modes);
     fit::judge_tests(&mut trained_modes);
     let mode_models: Vec<model::ModeModel> = trained_modes.into_iter().map(|t| t.model).collect();
     if mode_models.is_empty() {
@@ -386,8 +402,9 @@ pub async fn training_range(
 
 /// Sets `mode`'s horizon from its history before the test window (a choice like any
 /// other: made on training and tuning time, never on the test window) and says where it
-/// came from. A horizon never exceeds two thirds of the tuning window, so
-/// that most of its flags can be judged there.
+/// came from. A horizon never exceeds two thirds of the shorter of the tuning and test
+/// windows, so that most of its flags can be judged in both (the windows were set before
+/// the horizon was learnt: a horizon as long as the test window leaves none judged).
 fn learn_horizon(
     data: &KindData,
     table: &features::FeatureTable,
@@ -400,12 +417,13 @@ fn learn_horizon(
         .collect();
     match horizon::learn(table, &rows, &failures, split.test_from) {
         Ok((hours, why)) => {
-            let window_hours = ((split.test_from - split.tune_from) / HOUR_MICROS) as f64;
+            let window = (split.test_from - split.tune_from).min(split.until - split.test_from);
+            let window_hours = (window / HOUR_MICROS) as f64;
             let capped = hours.min((window_hours * 2.0 / 3.0).floor()).max(48.0);
             mode.horizon_hours = capped;
             tracing::info!(mode = %mode.name(), hours = capped, %why, "horizon learnt");
             if capped < hours {
-                format!("{why}; capped at two thirds of the tuning window")
+                format!("{why}; capped at two thirds of the shorter of the tuning and test windows")
             } else {
                 why
             }

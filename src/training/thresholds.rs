@@ -62,6 +62,27 @@ pub(super) fn choose_threshold(
     (bayes, cost, events)
 }
 
+/// [`pool_thresholds`] among the modes on the same tuning and test windows only: another
+/// mode's tuning window may overlap the test window of a mode on its own, shorter windows
+/// (`Split::shrunk`), and a test window must stay untouched by every choice. The modes
+/// keep their order.
+pub fn pool_thresholds_by_windows(models: &mut [Trained]) {
+    let windows = |t: &Trained| (t.tuning.rules.from, t.tuning.rules.to, t.test.rules.from);
+    let order: Vec<_> = models
+        .iter()
+        .map(|t| (t.model.mode.kind.clone(), t.model.mode.component.clone()))
+        .collect();
+    models.sort_by_key(windows);
+    for same in models.chunk_by_mut(|a, b| windows(a) == windows(b)) {
+        pool_thresholds(same);
+    }
+    models.sort_by_key(|t| {
+        order.iter().position(|(kind, component)| {
+            *kind == t.model.mode.kind && *component == t.model.mode.component
+        })
+    });
+}
+
 /// Modes with too few tuning failures to choose their own threshold share one: the
 /// calibrated probability that minimises the summed expected cost of all of them on their
 /// tuning windows (probabilities are calibrated per mode, so one threshold means the same
@@ -344,6 +365,55 @@ mod tests {
         assert_eq!(blind.threshold, model::NEVER, "{}", blind.choice);
         assert!(blind.choice.contains("share ("), "{}", blind.choice);
         assert_eq!(blind.validation.events.flags, 0);
+    }
+
+    #[test]
+    fn thresholds_are_pooled_only_among_modes_on_the_same_windows() {
+        // `noisy` catches its failures above 0.35, where three healthy devices sit all
+        // month; `faint` sees its failures coming at 0.3 only. Sharing windows, `noisy` is
+        // judged at the threshold `faint` chooses, floods there and never flags; on windows
+        // of its own each keeps its own threshold.
+        let noisy = || {
+            trained("drum_bearing", |device, before| match (device, before) {
+                (_, Some(hours)) if hours <= 48 => 0.6,
+                (5..8, _) => 0.35,
+                _ => 0.05,
+            })
+        };
+        let faint = || {
+            trained("drain_pump", |_, before| match before {
+                Some(hours) if hours <= 48 => 0.3,
+                _ => 0.05,
+            })
+        };
+        let mut shared = vec![noisy(), faint()];
+        pool_thresholds_by_windows(&mut shared);
+        assert_eq!(
+            shared[0].model.threshold,
+            model::NEVER,
+            "{}",
+            shared[0].model.choice
+        );
+
+        // The faint mode on its own, earlier windows (as `Split::shrunk` gives).
+        let mut own = faint();
+        own.tuning.rules.from -= DAY_MICROS;
+        own.test.rules.from -= DAY_MICROS;
+        let mut apart = vec![noisy(), own];
+        pool_thresholds_by_windows(&mut apart);
+        assert_eq!(
+            apart[0].model.mode.component, "drum_bearing",
+            "the order is kept"
+        );
+        let (noisy, faint) = (&apart[0].model, &apart[1].model);
+        assert!(
+            noisy.threshold > 0.35 && noisy.threshold <= 0.6,
+            "{}",
+            noisy.choice
+        );
+        assert_eq!(noisy.validation.events.flagged_24h_ahead, 2);
+        assert!(faint.threshold <= 0.3, "{}", faint.choice);
+        assert_eq!(faint.validation.events.flagged_24h_ahead, 2);
     }
 
     #[test]

@@ -193,6 +193,7 @@ pub async fn train(
     // (`Split::shrunk`), and otherwise waits (a warning says so); the others train on the
     // common ones, which its horizon does not shorten.
     let mut modes = modes;
+    let (from_us, until_us) = (from.timestamp_micros(), until.timestamp_micros());
     let split = loop {
         let common = |m: &&ModeToTrain| m.split.is_none();
         let longest = modes
@@ -203,8 +204,8 @@ pub async fn train(
             .expect("a mode on the common windows is left");
         match Split::new(
             config,
-            from.timestamp_micros(),
-            until.timestamp_micros(),
+            from_us,
+            until_us,
             fit::hours_to_micros(longest.horizon_hours),
             &longest.name(),
         ) {
@@ -221,8 +222,8 @@ pub async fn train(
                 {
                     m.split = Split::shrunk(
                         config,
-                        from.timestamp_micros(),
-                        until.timestamp_micros(),
+                        from_us,
+                        until_us,
                         fit::hours_to_micros(m.mode.horizon_hours),
                     );
                     match &m.split {
@@ -240,12 +241,7 @@ pub async fn train(
             // history holds those.
             Err(error) => {
                 let horizon = fit::hours_to_micros(longest.horizon_hours);
-                match Split::shrunk(
-                    config,
-                    from.timestamp_micros(),
-                    until.timestamp_micros(),
-                    horizon,
-                ) {
+                match Split::shrunk(config, from_us, until_us, horizon) {
                     Some(shrunk) => {
                         tracing::info!(%error, tuning_from = %micros_to_time(shrunk.tune_from), test_from = %micros_to_time(shrunk.test_from), "the automatic windows do not fit this history: shorter ones");
                         break shrunk;
@@ -402,9 +398,7 @@ pub async fn training_range(
 
 /// Sets `mode`'s horizon from its history before the test window (a choice like any
 /// other: made on training and tuning time, never on the test window) and says where it
-/// came from. A horizon never exceeds two thirds of the shorter of the tuning and test
-/// windows, so that most of its flags can be judged in both (the windows were set before
-/// the horizon was learnt: a horizon as long as the test window leaves none judged).
+/// came from. A horizon never exceeds [`Split::longest_learnt_horizon_hours`].
 fn learn_horizon(
     data: &KindData,
     table: &features::FeatureTable,
@@ -417,9 +411,7 @@ fn learn_horizon(
         .collect();
     match horizon::learn(table, &rows, &failures, split.test_from) {
         Ok((hours, why)) => {
-            let window = (split.test_from - split.tune_from).min(split.until - split.test_from);
-            let window_hours = (window / HOUR_MICROS) as f64;
-            let capped = hours.min((window_hours * 2.0 / 3.0).floor()).max(48.0);
+            let capped = hours.min(split.longest_learnt_horizon_hours()).max(48.0);
             mode.horizon_hours = capped;
             tracing::info!(mode = %mode.name(), hours = capped, %why, "horizon learnt");
             if capped < hours {

@@ -28,6 +28,14 @@ pub struct Split {
     pub folds: usize,
 }
 
+/// `train.tuning_folds`, `0` being auto.
+fn folds(config: &TrainConfig) -> usize {
+    match config.tuning_folds {
+        0 => AUTO_FOLDS,
+        folds => folds,
+    }
+}
+
 fn days(micros: i64) -> f64 {
     micros as f64 / DAY_MICROS as f64
 }
@@ -81,16 +89,12 @@ impl Split {
                     .max(1.0),
             )));
         }
-        let folds = match config.tuning_folds {
-            0 => AUTO_FOLDS,
-            folds => folds,
-        };
         Ok(Split {
             from,
             tune_from,
             test_from,
             until,
-            folds,
+            folds: folds(config),
         })
     }
 
@@ -111,17 +115,22 @@ impl Split {
         if window < horizon + DAY_MICROS {
             return None;
         }
-        let folds = match config.tuning_folds {
-            0 => AUTO_FOLDS,
-            folds => folds,
-        };
         Some(Split {
             from,
             tune_from: until - 2 * window,
             test_from: until - window,
             until,
-            folds,
+            folds: folds(config),
         })
+    }
+
+    /// The longest horizon a mode may learn on these windows (hours): two thirds of the
+    /// shorter of the tuning and test windows, so that most of its flags can be judged in
+    /// both (the windows are set before horizons are learnt: a horizon as long as the test
+    /// window would leave none judged there).
+    pub fn longest_learnt_horizon_hours(&self) -> f64 {
+        let window = (self.test_from - self.tune_from).min(self.until - self.test_from);
+        ((window / HOUR_MICROS) as f64 * 2.0 / 3.0).floor()
     }
 
     /// The tuning window's folds `[start, end)`, oldest first, on whole hours.
@@ -192,6 +201,17 @@ mod tests {
             ..TrainConfig::default()
         };
         assert!(Split::shrunk(&configured, 0, until, horizon).is_none());
+        // A learnt horizon fits the shorter window: 19.5 days here, so 13 days at most.
+        assert_eq!(split.longest_learnt_horizon_hours(), 312.0);
+        let uneven = Split {
+            test_from: 50 * DAY_MICROS,
+            ..split
+        };
+        assert_eq!(
+            uneven.longest_learnt_horizon_hours(),
+            160.0,
+            "a 10-day test window after a 29-day tuning window: 6 2/3 days"
+        );
     }
 
     #[test]

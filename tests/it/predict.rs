@@ -796,6 +796,22 @@ async fn a_short_history_trains_with_the_defaults() {
     let _ = std::fs::remove_dir_all(&model_dir);
 }
 
+/// The defaults, writing to `model_dir`, with `kind`/`component` given a 14-day horizon:
+/// too long for the automatic windows on 60 days (they need 63).
+fn with_a_14_day_mode(kind: &str, component: &str, model_dir: &std::path::Path) -> TrainConfig {
+    TrainConfig {
+        model_dir: model_dir.to_path_buf(),
+        failure_modes: vec![FailureModeConfig {
+            kind: kind.into(),
+            component: component.into(),
+            horizon: Some(Duration::from_secs(14 * 86_400)),
+            cost_false_alarm: None,
+            cost_missed_failure: None,
+        }],
+        ..TrainConfig::default()
+    }
+}
+
 /// On a 60-day history a mode with a 14-day horizon (the automatic windows would need 63
 /// days) trains on its own, shorter windows; the other mode keeps the common ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -804,18 +820,7 @@ async fn a_mode_too_long_for_a_short_history_trains_on_its_own_windows() {
     let kind = unique("longmode");
     let fleet = write_fleet_with(&db, &kind, 80, 60, Some(20..57)).await;
     let model_dir = std::env::temp_dir().join(unique("models"));
-    let seal = FailureModeConfig {
-        kind: kind.clone(),
-        component: "seal".into(),
-        horizon: Some(Duration::from_secs(14 * 86_400)),
-        cost_false_alarm: None,
-        cost_missed_failure: None,
-    };
-    let config = TrainConfig {
-        model_dir: model_dir.clone(),
-        failure_modes: vec![seal],
-        ..TrainConfig::default()
-    };
+    let config = with_a_14_day_mode(&kind, "seal", &model_dir);
     let range = Some((time(fleet.start), time(fleet.end)));
     let trained = forewarn::training::train(&db.store, &config, range, None).await;
     let (artifact, report) = trained.unwrap();
@@ -862,6 +867,29 @@ async fn a_mode_too_long_for_a_short_history_trains_on_its_own_windows() {
             .any(|c| c.algorithm == forewarn::model::Algorithm::PooledGradientBoostedTrees),
         "the pooled candidate is fitted on the common windows"
     );
+    let _ = std::fs::remove_dir_all(&model_dir);
+}
+
+/// When every mode is too long for the automatic windows (a single 14-day mode on 60
+/// days), they share the shorter ones instead of the run failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modes_all_too_long_for_the_automatic_windows_share_shorter_ones() {
+    let db = TestDb::new().await;
+    let kind = unique("alllong");
+    let fleet = write_fleet(&db, &kind, 30, 60).await;
+    let model_dir = std::env::temp_dir().join(unique("models"));
+    let config = with_a_14_day_mode(&kind, "bearing", &model_dir);
+    let range = Some((time(fleet.start), time(fleet.end)));
+    let (artifact, report) = forewarn::training::train(&db.store, &config, range, None)
+        .await
+        .expect("trains on shorter windows");
+    let mode = &artifact.modes[0];
+    assert_eq!(mode.mode.component, "bearing");
+    // The shrunk windows: 19.5 days each on 60 days (the automatic ones, 21 each, need 63).
+    let window = |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).num_hours();
+    assert_eq!(window(report.test_from, report.data_to), 468);
+    assert_eq!(window(report.tuning_from, report.test_from), 468);
+    assert_eq!(mode.validation.from, report.tuning_from);
     let _ = std::fs::remove_dir_all(&model_dir);
 }
 
